@@ -1,0 +1,284 @@
+"""Library functions behind the analytic CLI commands. Each returns a DataFrame or a dataclass.
+
+No torch: these answer in milliseconds from a spec and the cost model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lcprof.cost import masks
+from lcprof.cost.model import (activation_bytes, attention_crossover_n, cost, kv_bytes,
+                               kv_bytes_per_token, roofline, weight_bytes)
+from lcprof.cost.rope import rope_summary, rope_table
+from lcprof.errors import LcprofError
+from lcprof.hardware import get_gpu
+from lcprof.spec import ModelSpec, describe, list_presets, load_model, param_counts, preset_aliases
+from lcprof.units import dtype_name, parse_token_list
+
+
+class ContextWarning(UserWarning):
+    """n is beyond what the model was configured for; the numbers are computed anyway."""
+
+
+def _check_context(spec: ModelSpec, ns) -> None:
+    over = [int(n) for n in np.atleast_1d(ns) if n > spec.max_position_embeddings]
+    if over:
+        warnings.warn(
+            f"n={max(over)} exceeds {spec.name}'s max_position_embeddings "
+            f"({spec.max_position_embeddings}); computed anyway", ContextWarning, stacklevel=3)
+
+
+def models_table() -> pd.DataFrame:
+    rows = []
+    aliases = preset_aliases()
+    for nm in list_presets():
+        s = load_model(nm)
+        pc = param_counts(s)
+        rows.append({
+            "model": nm,
+            "aliases": ",".join(sorted(aliases.get(nm, []))),
+            "attention_type": s.attention_type,
+            "layers": s.n_layers,
+            "layer_kinds": ", ".join(f"{k} x{v}" for k, v in s.layer_kinds.items()),
+            "max_position_embeddings": s.max_position_embeddings,
+            "rope_type": s.rope.type if s.rope else "none",
+            "total_params": pc["total_params"],
+            "kv_bytes_per_token_bf16": kv_bytes_per_token(s, "bf16"),
+        })
+    return pd.DataFrame(rows)
+
+
+def show(model: str | ModelSpec) -> dict:
+    return describe(load_model(model))
+
+
+def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> pd.DataFrame:
+    """KV-cache bytes of the whole model at each n (one GPU's share under TP)."""
+    spec = load_model(model)
+    ns = parse_token_list(n)
+    _check_context(spec, ns)
+    dtype = dtype_name(dtype, allowed=("fp32", "bf16", "fp16", "fp8", "int8"))
+    kv = kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)
+    per_tok = kv_bytes_per_token(spec, dtype, tp)
+    full = np.asarray(ns, dtype=np.int64) * per_tok * batch
+    return pd.DataFrame({
+        "model": spec.name,
+        "n": ns,
+        "dtype": dtype,
+        "batch": batch,
+        "tp": tp,
+        "kv_bytes_per_token": per_tok,
+        "kv_bytes": kv,
+        "kv_gib": kv / float(1 << 30),
+        "kv_bytes_uncapped": full,
+        "window_saving": 1.0 - kv / full,
+    })
+
+
+def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str = "bf16", batch: int = 1,
+                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> pd.DataFrame:
+    """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends."""
+    spec = load_model(model)
+    ns = parse_token_list(n)
+    _check_context(spec, np.asarray(ns) + prefix)
+    kw = dict(prefix=prefix, phase=phase, batch=batch, dtype=dtype, layer=layer, lm_head=lm_head,
+              tile=(tile, tile))
+    useful = cost(spec, ns, family="useful", **kw)
+    eager = cost(spec, ns, family="eager", **kw)
+    tiled = cost(spec, ns, family="tiled", **kw)
+    df = pd.DataFrame({"model": spec.name, "n": ns, "phase": phase, "prefix": prefix, "batch": batch,
+                       "dtype": dtype_name(dtype), "scope": "model" if layer is None else f"layer {layer}"})
+    for name, v in useful.flops.items():
+        col = name.replace("/", "_")
+        df[f"{col}_flops"] = np.asarray(v)
+    df["attn_share"] = df["attn_total_flops"] / df["total_flops"]
+    df["executed_eager_flops"] = eager.flops["total"]
+    df["executed_tiled_flops"] = tiled.flops["total"]
+    df["executed_attn_eager_flops"] = eager.flops["attn/total"]
+    df["executed_attn_tiled_flops"] = tiled.flops["attn/total"]
+    return df
+
+
+def rope(model: str | ModelSpec, n=None) -> tuple[dict, pd.DataFrame]:
+    spec = load_model(model)
+    target = parse_token_list(n)[0] if n is not None else None
+    if target:
+        _check_context(spec, [target])
+    return rope_summary(spec, target), rope_table(spec, target)
+
+
+# ----------------------------------------------------------------------------------------------
+# lcprof layer
+# ----------------------------------------------------------------------------------------------
+
+BACKEND_FAMILIES_SHOWN = ("useful", "eager", "tiled")
+
+
+@dataclass
+class LayerReport:
+    """Everything `lcprof layer` shows for one layer at one n (and the model's KV at n)."""
+
+    model: str
+    n: int
+    layer: int
+    gpu: str
+    attention_kind: str
+    flops: pd.DataFrame  # op rows x (useful, eager, tiled) executed FLOPs
+    memory: pd.DataFrame  # per backend family: activation bytes; plus model KV and weights
+    timing: pd.DataFrame  # predicted per-layer time per dtype and family
+    summary: dict = field(default_factory=dict)
+
+    def records(self) -> list[dict]:
+        """Flat records for JSON/CSV: one per (section, row)."""
+        out = []
+        for _, r in self.flops.iterrows():
+            out.append({"section": "flops", "model": self.model, "n": self.n, **r.to_dict()})
+        for _, r in self.memory.iterrows():
+            out.append({"section": "memory", "model": self.model, "n": self.n, **r.to_dict()})
+        for _, r in self.timing.iterrows():
+            out.append({"section": "timing", "model": self.model, "n": self.n, **r.to_dict()})
+        out.append({"section": "summary", **self.summary})
+        return out
+
+
+def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
+                 layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str = "bf16",
+                 tf32: bool = False) -> LayerReport:
+    spec = load_model(model)
+    ns = parse_token_list(n)
+    if len(ns) != 1:
+        raise LcprofError("lcprof layer takes one n; use `lcprof flops` for several")
+    n_tok = ns[0]
+    _check_context(spec, [n_tok])
+    if not 0 <= layer < spec.n_layers:
+        raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
+    hw = get_gpu(gpu)
+    dtypes = [dtype_name(d, allowed=("fp32", "tf32", "bf16", "fp16", "fp8")) for d in dtypes]
+    lyr = spec.layers[layer]
+    t = (tile, tile)
+    costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16")
+             for fam in BACKEND_FAMILIES_SHOWN}
+    names = [k for k in costs["useful"].flops if k not in ("total",)]
+    frows = []
+    for name in names:
+        frows.append({
+            "op": name,
+            "useful_flops": float(costs["useful"].flops[name][0]),
+            "executed_eager_flops": float(costs["eager"].flops[name][0]),
+            "executed_tiled_flops": float(costs["tiled"].flops[name][0]),
+        })
+    frows.append({"op": "total", "useful_flops": float(costs["useful"].flops["total"][0]),
+                  "executed_eager_flops": float(costs["eager"].flops["total"][0]),
+                  "executed_tiled_flops": float(costs["tiled"].flops["total"][0])})
+    flops_df = pd.DataFrame(frows)
+
+    mrows = []
+    for d in dtypes:
+        store = "fp32" if d == "tf32" else d
+        for fam in ("eager", "tiled"):
+            mrows.append({"item": f"activation/{fam}", "dtype": store,
+                          "bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)[0])})
+        mrows.append({"item": "weights/layer", "dtype": store,
+                      "bytes": int(round(weight_bytes(spec, store) / spec.n_layers))})
+    kv_model = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kv_dtype)[0])
+    mrows.append({"item": "kv_cache/model", "dtype": kv_dtype, "bytes": kv_model})
+    mrows.append({"item": "kv_cache/layer", "dtype": kv_dtype,
+                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype)[0])})
+    mem_df = pd.DataFrame(mrows)
+    mem_df["gib"] = mem_df["bytes"] / float(1 << 30)
+    mem_df["fits_gpu"] = mem_df["bytes"] <= hw.memory_bytes
+
+    trows = []
+    for d in dtypes:
+        store = "fp32" if d == "tf32" else d
+        for fam in ("eager", "tiled"):
+            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store)
+            try:
+                rl = roofline(c, hw, tf32=(d == "tf32" or tf32))
+            except LcprofError:
+                continue
+            trows.append({
+                "dtype": d, "family": fam, "gpu": hw.key,
+                "time_s": float(rl["total"][0]),
+                "attn_time_s": float(rl["attn/total"][0]),
+                "attn_time_share": float(rl["attn/total"][0] / rl["total"][0]),
+                "executed_flops": float(c.flops["total"][0]),
+                "bytes": float(c.bytes["total"][0]),
+                "activation_bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)[0]),
+            })
+    timing_df = pd.DataFrame(trows)
+    u = costs["useful"]
+    attn_share = float(u.useful_flops["attn/total"][0] / u.useful_flops["total"][0])
+    summary = {
+        "model": spec.name, "n": n_tok, "layer": layer, "attention_kind": lyr.attn,
+        "window": lyr.window, "gpu": hw.key, "batch": batch,
+        "useful_flops": float(u.flops["total"][0]),
+        "attn_flops_share": attn_share,
+        "causal_pairs": float(np.atleast_1d(masks.attended_pairs(lyr.attn, n_tok, 0, lyr.window))[0]),
+        "full_square_pairs": float(n_tok) * n_tok,
+        "n_star_layer": attention_crossover_n(spec, layer=layer),
+        "n_star_model": attention_crossover_n(spec),
+        "kv_bytes_model": kv_model,
+        "kv_dtype": kv_dtype,
+        "tile": tile,
+    }
+    return LayerReport(model=spec.name, n=n_tok, layer=layer, gpu=hw.key, attention_kind=lyr.attn,
+                       flops=flops_df, memory=mem_df, timing=timing_df, summary=summary)
+
+
+# ----------------------------------------------------------------------------------------------
+# lcprof diff
+# ----------------------------------------------------------------------------------------------
+
+_DIFF_FIELDS = [
+    ("n_layers", "more layers: every per-layer cost scales with it"),
+    ("hidden_size", "projection and MLP FLOPs, weights"),
+    ("n_heads", "attention FLOPs"),
+    ("n_kv_heads", "KV-cache bytes per token"),
+    ("head_dim", "attention FLOPs and KV bytes"),
+    ("intermediate_size", "MLP FLOPs and weights"),
+    ("vocab_size", "embedding/lm_head weights"),
+    ("max_position_embeddings", "longest supported context"),
+    ("original_max_position_embeddings", "context the model was trained at before scaling"),
+]
+
+
+def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataFrame:
+    """Config fields that differ between two models, and what each changes in cost."""
+    a, b = load_model(model_a), load_model(model_b)
+    rows = []
+
+    def add(fieldname, va, vb, effect):
+        if va != vb:
+            rows.append({"field": fieldname, a.name: str(va), b.name: str(vb), "effect": effect})
+
+    for f, effect in _DIFF_FIELDS:
+        add(f, getattr(a, f), getattr(b, f), effect)
+    add("attention_type", a.attention_type, b.attention_type, "KV bytes per token")
+    add("layer_kinds", a.layer_kinds, b.layer_kinds, "attended pairs and KV held per layer (windows cap both)")
+    ra, rb = a.rope, b.rope
+    for f in ("type", "theta", "factor", "original_max_position", "rotary_dim"):
+        add(f"rope.{f}", getattr(ra, f, None), getattr(rb, f, None),
+            "position encoding only: no FLOP or byte change; changes which frequencies are stretched")
+    if ra and rb and ra.type == rb.type == "longrope" and (ra.long_factor != rb.long_factor):
+        add("rope.long_factor", f"{len(ra.long_factor)} values", f"{len(rb.long_factor)} values (differ)",
+            "per-pair stretch beyond the original context")
+    add("mla", a.mla, b.mla, "latent KV cache")
+    add("moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
+    # cost consequences at a reference length
+    n_ref = parse_token_list(n)[0] if n is not None else min(a.max_position_embeddings, b.max_position_embeddings, 131072)
+    for label, fa, fb in (
+        ("kv_bytes_per_token_bf16", kv_bytes_per_token(a), kv_bytes_per_token(b)),
+        (f"kv_bytes_at_{n_ref}", int(kv_bytes(a, n_ref)[0]), int(kv_bytes(b, n_ref)[0])),
+        (f"prefill_flops_at_{n_ref}", float(cost(a, n_ref).flops["total"][0]), float(cost(b, n_ref).flops["total"][0])),
+        ("total_params", param_counts(a)["total_params"], param_counts(b)["total_params"]),
+    ):
+        rows.append({"field": label, a.name: f"{fa:.6g}" if isinstance(fa, float) else str(fa),
+                     b.name: f"{fb:.6g}" if isinstance(fb, float) else str(fb),
+                     "effect": "same" if fa == fb else f"x{(fb / fa) if fa else float('inf'):.4g}"})
+    return pd.DataFrame(rows, columns=["field", a.name, b.name, "effect"]) if a.name != b.name else pd.DataFrame(rows)

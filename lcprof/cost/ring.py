@@ -1,0 +1,428 @@
+"""Analytic cost of causal ring attention (pure numpy, no torch).
+
+A sequence of ``n`` tokens is split over ``world`` (= G) devices. Each device
+keeps its query shard and, over G steps, sees every key/value shard once: at
+step ``t`` rank ``r`` holds the K/V block that originated on rank
+``(r - t) mod G`` while it sends its current block to ``r + 1`` and receives
+the next one from ``r - 1``.
+
+Layouts (global token index -> rank), shown for n = 8, G = 2::
+
+    contiguous   rank 0: 0 1 2 3      rank 1: 4 5 6 7      (offset r*m, stride 1)
+    striped      rank 0: 0 2 4 6      rank 1: 1 3 5 7      (offset r,   stride G)
+
+where ``m = ceil(n / G)`` is the number of tokens per device. A local token
+``i`` of rank ``r`` sits at global position ``offset + i * stride``.
+
+Mask convention (causal): query at position p may attend key at position s
+iff ``s <= p``. The diagonal is included, so causal attention over n tokens
+attends n(n+1)/2 pairs per head.
+
+Padding: when G does not divide n the sequence is padded to ``G * m`` tokens
+by appending pad tokens at the END of the global sequence (positions
+n .. G*m-1). Under the causal mask a real query (p < n) only attends keys
+with s <= p < n, so it never attends a pad key; pad queries are computed and
+discarded. Pair counts below count real (query, key) pairs only.
+
+FLOPs count 2 per multiply-add. One allowed (q, k) pair costs
+``2 * head_dim`` FLOPs for q.k and ``2 * head_dim`` for p.v, i.e.
+``4 * head_dim`` per head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LAYOUTS = ("striped", "contiguous")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown ring layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+def _check_n_world(n: int, world: int) -> None:
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer number of tokens, got {n!r}")
+    if int(world) != world or world < 1:
+        raise ValueError(f"world must be a positive integer number of devices, got {world!r}")
+
+
+def tokens_per_device(n: int, world: int) -> int:
+    """Tokens each device holds, m = ceil(n / world) (pad tokens included)."""
+    _check_n_world(n, world)
+    return -(-int(n) // int(world))
+
+
+def block_positions(layout: str, rank: int, world: int, n_local: int) -> tuple[int, int]:
+    """(offset, stride) of rank ``rank``'s tokens: local token i is at offset + i*stride."""
+    _check_layout(layout)
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} out of range for world {world}")
+    if layout == "striped":
+        return int(rank), int(world)
+    return int(rank) * int(n_local), 1
+
+
+def source_ranks(world: int) -> np.ndarray:
+    """(steps, ranks) array: the rank whose K/V block rank r holds at step t, (r - t) mod G."""
+    t = np.arange(world)[:, None]
+    r = np.arange(world)[None, :]
+    return (r - t) % world
+
+
+def _real_queries(n: int, world: int, layout: str) -> np.ndarray:
+    """(ranks,) number of real (non-pad) tokens on each rank."""
+    m = tokens_per_device(n, world)
+    r = np.arange(world, dtype=np.int64)
+    if layout == "striped":
+        # local i is real iff r + i*G < n  ->  i < ceil((n - r) / G)
+        return np.maximum(0, -(-(n - r) // world))
+    return np.clip(n - r * m, 0, m)
+
+
+def pair_counts(n: int, world: int, layout: str) -> np.ndarray:
+    """Allowed causal (query, key) pairs rank r computes at step t, per head.
+
+    Returns an int64 array of shape (steps, ranks) = (G, G). Closed form, exact;
+    only real tokens are counted. Let q_r be rank r's number of real tokens and
+    s = (r - t) mod G the source of the K/V block:
+
+    striped     s <= r: local query i sees keys j <= i      -> q_r (q_r + 1) / 2
+                s >  r: local query i sees keys j <= i - 1  -> q_r (q_r - 1) / 2
+    contiguous  s <  r: every key                           -> q_r * m
+                s == r: the diagonal block                  -> q_r (q_r + 1) / 2
+                s >  r: fully masked                        -> 0
+
+    The total is n(n+1)/2 for both layouts.
+    """
+    _check_layout(layout)
+    _check_n_world(n, world)
+    n, world = int(n), int(world)
+    m = tokens_per_device(n, world)
+    q = _real_queries(n, world, layout)[None, :]  # (1, ranks)
+    r = np.arange(world, dtype=np.int64)[None, :]
+    s = source_ranks(world)  # (steps, ranks)
+    tri_incl = q * (q + 1) // 2
+    if layout == "striped":
+        tri_excl = q * (q - 1) // 2
+        counts = np.where(s <= r, tri_incl, tri_excl)
+    else:
+        counts = np.where(s < r, q * m, np.where(s == r, tri_incl, 0))
+    counts = np.asarray(counts, dtype=np.int64)
+    assert int(counts.sum()) == n * (n + 1) // 2, "ring pair count does not sum to n(n+1)/2"
+    return counts
+
+
+def executed_pair_counts(n: int, world: int, layout: str, tile: int = 128) -> np.ndarray:
+    """(Query, key) pairs a tiled kernel executes: rank r, step t, per head.
+
+    The local block (m queries x m keys, pad tokens included) is cut into
+    ``tile x tile`` tiles (edge tiles smaller); a tile is skipped only when it
+    is fully masked, i.e. its smallest key position exceeds its largest query
+    position. Returns int64 (steps, ranks).
+    """
+    _check_layout(layout)
+    _check_n_world(n, world)
+    if int(tile) != tile or tile < 1:
+        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    m = tokens_per_device(n, world)
+    n_tiles = -(-m // tile)
+    a = np.arange(n_tiles, dtype=np.int64)
+    row_end = np.minimum((a + 1) * tile, m)  # (tiles,) exclusive end of query tile a
+    rows = row_end - a * tile
+    out = np.zeros((world, world), dtype=np.int64)
+    src = source_ranks(world)
+    for t in range(world):
+        for r in range(world):
+            q_off, q_st = block_positions(layout, r, world, m)
+            k_off, k_st = block_positions(layout, int(src[t, r]), world, m)
+            q_max = q_off + (row_end - 1) * q_st  # largest query position in tile row a
+            # key tile b starts at position k_off + b*tile*k_st; count tiles starting <= q_max
+            n_key_tiles = np.where(
+                q_max >= k_off, np.minimum(n_tiles, (q_max - k_off) // (tile * k_st) + 1), 0
+            )
+            cols = np.minimum(m, n_key_tiles * tile)
+            out[t, r] = int((rows * cols).sum())
+    return out
+
+
+@dataclass(frozen=True)
+class LoadImbalance:
+    """How unevenly causal work is spread over ranks in a step-synchronous ring.
+
+    ``imbalance`` = sum_t max_r pairs[t, r] / (total_pairs / G): the ring's
+    attention time relative to a perfect split (1.0 is perfect).
+    """
+
+    n: int
+    world: int
+    layout: str
+    imbalance: float
+    total_pairs: int
+    pairs: np.ndarray  # (steps, ranks)
+    step_max_pairs: np.ndarray  # (steps,)
+    step_mean_pairs: np.ndarray  # (steps,)
+    step_imbalance: np.ndarray  # (steps,) max / mean
+
+    def records(self) -> list[dict]:
+        return [
+            {
+                "n": self.n,
+                "world": self.world,
+                "layout": self.layout,
+                "step": t,
+                "max_pairs": int(self.step_max_pairs[t]),
+                "mean_pairs": float(self.step_mean_pairs[t]),
+                "step_imbalance": float(self.step_imbalance[t]),
+            }
+            for t in range(self.world)
+        ]
+
+
+def load_imbalance(n: int, world: int, layout: str) -> LoadImbalance:
+    """Load imbalance of a causal ring; see :class:`LoadImbalance`.
+
+    For G | n with m = n/G tokens per device the closed forms are::
+
+        contiguous  (2Gm - m + 1) / (Gm + 1)   -> (2G - 1) / G  for large m
+        striped     G (m + 1) / (Gm + 1)       -> 1             for large m
+    """
+    pairs = pair_counts(n, world, layout)
+    total = int(pairs.sum())
+    step_max = pairs.max(axis=1)
+    step_mean = pairs.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step_ratio = np.where(step_mean > 0, step_max / np.where(step_mean > 0, step_mean, 1), np.nan)
+    imbalance = float(step_max.sum()) / (total / world)
+    return LoadImbalance(
+        n=int(n),
+        world=int(world),
+        layout=layout,
+        imbalance=imbalance,
+        total_pairs=total,
+        pairs=pairs,
+        step_max_pairs=step_max,
+        step_mean_pairs=step_mean,
+        step_imbalance=step_ratio,
+    )
+
+
+def overlap_min_tokens_per_device(
+    heads: int,
+    kv_heads: int,
+    dtype_bytes: float,
+    peak_flops_per_s: float,
+    link_bytes_per_s: float,
+    pairs_fraction: float = 1.0,
+) -> float:
+    """Fewest tokens per device L for which one step's compute hides its transfer.
+
+    compute = 4 h d L^2 f / peak   (f = fraction of the L x L block computed)
+    comm    = 2 L h_kv d bytes / bw   (K and V of L tokens)
+    compute >= comm  <=>  L >= h_kv * bytes * peak / (2 * h * bw * f)
+
+    head_dim and batch cancel. f = 1 is a full (unmasked) block, which bounds
+    the steady state of the contiguous layout; a striped step is ~half a block
+    (f -> 1/2), so it needs twice the tokens.
+    """
+    if not 0 < pairs_fraction <= 1:
+        raise ValueError(f"pairs_fraction must be in (0, 1], got {pairs_fraction!r}")
+    return kv_heads * dtype_bytes * peak_flops_per_s / (2.0 * heads * link_bytes_per_s * pairs_fraction)
+
+
+@dataclass(frozen=True)
+class RingStepModel:
+    """Per-step roofline model of a double-buffered causal ring.
+
+    Per step t (arrays of length G): the slowest rank's FLOPs and compute time,
+    the K/V transfer that runs concurrently (the block needed at step t+1; none
+    at the last step), and the exposed (un-hidden) part of that transfer.
+    ``step_time_s = max(compute_time_s, comm_time_s)``. Compute time uses
+    executed FLOPs (what a tiled kernel runs); useful FLOPs are also given.
+    """
+
+    n: int
+    world: int
+    layout: str
+    batch: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: float
+    tile: int
+    peak_flops_per_s: float
+    link_bytes_per_s: float
+    tokens_per_device: int
+    pad_tokens: int
+    useful_flops: np.ndarray  # (steps,) slowest rank
+    executed_flops: np.ndarray  # (steps,) slowest rank
+    useful_compute_time_s: np.ndarray
+    compute_time_s: np.ndarray
+    comm_bytes: np.ndarray
+    comm_time_s: np.ndarray
+    exposed_comm_time_s: np.ndarray
+    step_time_s: np.ndarray
+    total_time_s: float
+    total_compute_time_s: float
+    total_comm_time_s: float
+    total_exposed_comm_time_s: float
+    overlap_min_tokens_per_device: int  # full block (f = 1)
+    overlap_min_tokens_per_device_layout: int  # this layout's steady-state block fraction
+    overlap_min_n: int  # world * overlap_min_tokens_per_device
+    comm_hidden: bool  # every transfer hidden behind compute
+    memory_bytes_per_device: int
+    memory_breakdown_bytes: dict = field(default_factory=dict)
+
+    def records(self) -> list[dict]:
+        base = {
+            "n": self.n,
+            "world": self.world,
+            "layout": self.layout,
+            "batch": self.batch,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "tokens_per_device": self.tokens_per_device,
+        }
+        return [
+            {
+                **base,
+                "step": t,
+                "useful_flops": int(self.useful_flops[t]),
+                "executed_flops": int(self.executed_flops[t]),
+                "useful_compute_time_s": float(self.useful_compute_time_s[t]),
+                "compute_time_s": float(self.compute_time_s[t]),
+                "comm_bytes": int(self.comm_bytes[t]),
+                "comm_time_s": float(self.comm_time_s[t]),
+                "exposed_comm_time_s": float(self.exposed_comm_time_s[t]),
+                "step_time_s": float(self.step_time_s[t]),
+            }
+            for t in range(self.world)
+        ]
+
+    def summary(self) -> dict:
+        return {
+            "n": self.n,
+            "world": self.world,
+            "layout": self.layout,
+            "total_time_s": self.total_time_s,
+            "total_compute_time_s": self.total_compute_time_s,
+            "total_comm_time_s": self.total_comm_time_s,
+            "total_exposed_comm_time_s": self.total_exposed_comm_time_s,
+            "overlap_min_tokens_per_device": self.overlap_min_tokens_per_device,
+            "overlap_min_tokens_per_device_layout": self.overlap_min_tokens_per_device_layout,
+            "overlap_min_n": self.overlap_min_n,
+            "comm_hidden": self.comm_hidden,
+            "memory_bytes_per_device": self.memory_bytes_per_device,
+            **{f"memory_{k}": v for k, v in self.memory_breakdown_bytes.items()},
+        }
+
+
+def ring_memory_bytes(
+    n: int, world: int, heads: int, kv_heads: int, head_dim: int, dtype_bytes: float, batch: int = 1
+) -> dict:
+    """Per-device memory of the ring, in bytes, by component plus ``total_bytes``.
+
+    q shard, k and v shards, out, lse (fp32), and two extra K/V buffers for
+    double buffering (the block being computed on and the one being received).
+    Not included: the torch runtime's fp32 merge accumulator
+    (m * heads * head_dim * 4 bytes) and the kernel's temporaries.
+    """
+    m = tokens_per_device(n, world)
+    q = batch * m * heads * head_dim * dtype_bytes
+    kv = 2 * batch * m * kv_heads * head_dim * dtype_bytes
+    parts = {
+        "q_bytes": int(q),
+        "kv_bytes": int(kv),
+        "out_bytes": int(q),
+        "lse_bytes": int(batch * heads * m * 4),
+        "kv_buffers_bytes": int(2 * kv),
+    }
+    parts["total_bytes"] = sum(parts.values())
+    return parts
+
+
+def ring_step_model(
+    n: int,
+    world: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype_bytes: float,
+    peak_flops_per_s: float,
+    link_bytes_per_s: float,
+    layout: str,
+    tile: int = 128,
+    batch: int = 1,
+) -> RingStepModel:
+    """Roofline time per ring step; see :class:`RingStepModel`.
+
+    useful FLOPs   = 4 * head_dim * heads * batch * max_r pairs[t, r]
+    executed FLOPs = 4 * head_dim * heads * batch * max_r executed_pairs[t, r]
+    comm bytes     = 2 * m * kv_heads * head_dim * dtype_bytes * batch  (steps 0..G-2)
+    """
+    if heads % kv_heads:
+        raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+    if peak_flops_per_s <= 0 or link_bytes_per_s <= 0:
+        raise ValueError("peak_flops_per_s and link_bytes_per_s must be positive")
+    m = tokens_per_device(n, world)
+    flops_per_pair = 2 * head_dim + 2 * head_dim  # q.k and p.v, 2 FLOPs per multiply-add
+    per_pair = flops_per_pair * heads * batch
+
+    useful = pair_counts(n, world, layout).max(axis=1) * per_pair
+    executed = executed_pair_counts(n, world, layout, tile).max(axis=1) * per_pair
+    useful_t = useful / peak_flops_per_s
+    compute_t = executed / peak_flops_per_s
+
+    block_bytes = 2 * batch * m * kv_heads * head_dim * dtype_bytes  # K and V
+    comm_bytes = np.full(world, block_bytes, dtype=np.float64)
+    comm_bytes[-1] = 0  # last step: nothing left to receive
+    comm_t = comm_bytes / link_bytes_per_s
+    exposed = np.maximum(0.0, comm_t - compute_t)
+    step_t = compute_t + exposed
+
+    l_full = overlap_min_tokens_per_device(heads, kv_heads, dtype_bytes, peak_flops_per_s, link_bytes_per_s, 1.0)
+    # Steady-state block fraction: contiguous slowest rank computes full blocks;
+    # striped steps are ~half blocks.
+    f_layout = 1.0 if layout == "contiguous" else 0.5
+    l_layout = overlap_min_tokens_per_device(
+        heads, kv_heads, dtype_bytes, peak_flops_per_s, link_bytes_per_s, f_layout
+    )
+    mem = ring_memory_bytes(n, world, heads, kv_heads, head_dim, dtype_bytes, batch)
+    return RingStepModel(
+        n=int(n),
+        world=int(world),
+        layout=layout,
+        batch=int(batch),
+        heads=int(heads),
+        kv_heads=int(kv_heads),
+        head_dim=int(head_dim),
+        dtype_bytes=dtype_bytes,
+        tile=int(tile),
+        peak_flops_per_s=float(peak_flops_per_s),
+        link_bytes_per_s=float(link_bytes_per_s),
+        tokens_per_device=m,
+        pad_tokens=m * world - int(n),
+        useful_flops=useful,
+        executed_flops=executed,
+        useful_compute_time_s=useful_t,
+        compute_time_s=compute_t,
+        comm_bytes=comm_bytes.astype(np.int64),
+        comm_time_s=comm_t,
+        exposed_comm_time_s=exposed,
+        step_time_s=step_t,
+        total_time_s=float(step_t.sum()),
+        total_compute_time_s=float(compute_t.sum()),
+        total_comm_time_s=float(comm_t.sum()),
+        total_exposed_comm_time_s=float(exposed.sum()),
+        overlap_min_tokens_per_device=int(math.ceil(l_full)),
+        overlap_min_tokens_per_device_layout=int(math.ceil(l_layout)),
+        overlap_min_n=int(world) * int(math.ceil(l_full)),
+        comm_hidden=bool(np.all(exposed == 0)),
+        memory_bytes_per_device=mem["total_bytes"],
+        memory_breakdown_bytes={k: v for k, v in mem.items() if k != "total_bytes"},
+    )

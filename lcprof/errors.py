@@ -1,0 +1,8 @@
+"""User-facing errors: the CLI turns these into one line and exit code 2."""
+
+
+class LcprofError(ValueError):
+    """A mistake in what the user asked for (unknown model, malformed number, bad config).
+
+    The message must name what was wrong and what would be accepted.
+    """

@@ -1,0 +1,181 @@
+"""Attention of one query block against one K/V block, with global positions.
+
+Shapes::
+
+    q    (batch, n_q, heads,    head_dim)
+    k, v (batch, n_k, kv_heads, head_dim)      heads % kv_heads == 0
+    out  (batch, n_q, heads,    head_dim)      dtype of q
+    lse  (batch, heads, n_q)                   float32 (float64 for float64 inputs), natural log
+
+GQA: query head h uses K/V head h // (heads // kv_heads).
+
+Positions and mask: query i is at global position ``q_offset + i*q_stride``,
+key j at ``k_offset + j*k_stride``. With ``causal=True`` the pair is allowed
+iff pos_k <= pos_q (diagonal included). Example, striped ring with G = 2,
+rank 1's queries (offset 1, stride 2) against rank 0's keys (offset 0,
+stride 2)::
+
+              key pos  0 2 4 6
+    query pos 1        x . . .
+              3        x x . .
+              5        x x x .
+              7        x x x x
+
+and against its own keys (offset 1, stride 2) the usual lower triangle. A
+query row with no allowed key gets out = 0 and lse = -inf, so that merging it
+with other blocks is a no-op.
+
+``block_attention`` picks the implementation: the CUDA kernel
+(``kernels.striped_attn``) or the torch fallback ``block_attention_torch``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+
+import torch
+
+IMPLS = ("auto", "torch", "kernel")
+
+# Upper bound on score elements materialized at once by the torch fallback.
+_MAX_SCORE_ELEMENTS = 1 << 25
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_stride: int, k_stride: int) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "q, k, v must be 4-D (batch, tokens, heads, head_dim); "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch or head_dim")
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"heads ({q.shape[2]}) must be a multiple of kv_heads ({k.shape[2]})")
+    if q_stride < 1 or k_stride < 1:
+        raise ValueError(f"q_stride and k_stride must be >= 1, got {q_stride} and {k_stride}")
+
+
+def block_attention_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    q_offset: int,
+    q_stride: int,
+    k_offset: int,
+    k_stride: int,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference block attention in torch (see module docstring). Returns (out, lse).
+
+    Computes in float32 (float64 for float64 inputs), in query chunks so the
+    score matrix stays below ~2^25 elements.
+    """
+    _check_inputs(q, k, v, q_stride, k_stride)
+    batch, n_q, heads, head_dim = q.shape
+    n_k, kv_heads = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+    cdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    device = q.device
+
+    qc = q.to(cdtype).reshape(batch, n_q, kv_heads, group, head_dim)  # (b, n_q, h_kv, g, d)
+    kc = k.to(cdtype)  # (b, n_k, h_kv, d)
+    vc = v.to(cdtype)  # (b, n_k, h_kv, d)
+    pos_k = k_offset + k_stride * torch.arange(n_k, device=device)  # (n_k,)
+
+    out = torch.empty(batch, n_q, heads, head_dim, dtype=q.dtype, device=device)
+    lse = torch.empty(batch, heads, n_q, dtype=cdtype, device=device)
+    chunk = max(1, _MAX_SCORE_ELEMENTS // max(1, batch * heads * n_k))
+    for start in range(0, n_q, chunk):
+        stop = min(n_q, start + chunk)
+        scores = torch.einsum("bqkgd,bjkd->bkgqj", qc[:, start:stop], kc) * scale  # (b, h_kv, g, cq, n_k)
+        if causal:
+            pos_q = q_offset + q_stride * torch.arange(start, stop, device=device)  # (cq,)
+            allowed = pos_k[None, :] <= pos_q[:, None]  # (cq, n_k)
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        chunk_lse = torch.logsumexp(scores, dim=-1)  # (b, h_kv, g, cq); -inf for empty rows
+        shift = torch.where(torch.isneginf(chunk_lse), torch.zeros_like(chunk_lse), chunk_lse)
+        probs = torch.exp(scores - shift[..., None])  # empty rows: exp(-inf) = 0
+        chunk_out = torch.einsum("bkgqj,bjkd->bqkgd", probs, vc)  # (b, cq, h_kv, g, d)
+        out[:, start:stop] = chunk_out.reshape(batch, stop - start, heads, head_dim).to(q.dtype)
+        lse[:, :, start:stop] = chunk_lse.reshape(batch, heads, stop - start)
+    return out, lse
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_status() -> tuple[bool, str]:
+    """(available, reason) for the CUDA kernel ``kernels.striped_attn``; probed once."""
+    try:
+        mod = importlib.import_module("kernels.striped_attn")
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return False, f"kernels.striped_attn not importable: {type(exc).__name__}: {exc}"
+    try:
+        ok, reason = mod.is_available()
+    except Exception as exc:  # noqa: BLE001
+        return False, f"kernels.striped_attn.is_available() failed: {type(exc).__name__}: {exc}"
+    return bool(ok), str(reason)
+
+
+def resolve_impl(impl: str, q: torch.Tensor) -> tuple[str, str]:
+    """Which implementation ``block_attention`` will use for ``q``: ("torch"|"kernel", reason).
+
+    ``auto`` uses the kernel for fp16/bf16 CUDA tensors when it is available,
+    otherwise torch. ``kernel`` raises RuntimeError when it is unavailable.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"unknown block attention impl {impl!r}; expected one of {', '.join(IMPLS)}")
+    if impl == "torch":
+        return "torch", "requested"
+    if impl == "kernel":
+        ok, reason = kernel_status()
+        if not ok:
+            raise RuntimeError(f"impl='kernel' requested but the striped attention kernel is unavailable: {reason}")
+        if not q.is_cuda:
+            raise RuntimeError(f"impl='kernel' needs CUDA tensors, got device {q.device}")
+        return "kernel", reason
+    if not q.is_cuda:
+        return "torch", f"tensors on {q.device}"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return "torch", f"dtype {q.dtype} (auto uses the kernel for fp16/bf16 only)"
+    ok, reason = kernel_status()
+    return ("kernel", reason) if ok else ("torch", reason)
+
+
+def block_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    q_offset: int,
+    q_stride: int,
+    k_offset: int,
+    k_stride: int,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    impl: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block attention through the kernel or the torch fallback; see :func:`resolve_impl`."""
+    name, _ = resolve_impl(impl, q)
+    kwargs = dict(
+        q_offset=q_offset,
+        q_stride=q_stride,
+        k_offset=k_offset,
+        k_stride=k_stride,
+        causal=causal,
+        softmax_scale=softmax_scale,
+    )
+    if name == "kernel":
+        mod = importlib.import_module("kernels.striped_attn")
+        return mod.striped_block_attention(q, k, v, **kwargs)
+    return block_attention_torch(q, k, v, **kwargs)
+
+
+def block_fully_masked(q_offset: int, q_stride: int, n_q: int, k_offset: int, causal: bool = True) -> bool:
+    """True when no query of the block may attend any key (smallest key after the last query)."""
+    return causal and n_q > 0 and k_offset > q_offset + (n_q - 1) * q_stride

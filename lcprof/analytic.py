@@ -13,7 +13,7 @@ import pandas as pd
 
 from lcprof.cost import masks
 from lcprof.cost.model import (activation_bytes, attention_crossover_n, cost, kv_bytes,
-                               kv_bytes_per_token, roofline, weight_bytes)
+                               kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
 from lcprof.cost.rope import rope_summary, rope_table
 from lcprof.errors import LcprofError
 from lcprof.hardware import get_gpu
@@ -209,6 +209,8 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
                 "attn_time_share": float(rl["attn/total"][0] / rl["total"][0]),
                 "executed_flops": float(c.flops["total"][0]),
                 "bytes": float(c.bytes["total"][0]),
+                "intensity_flops_per_byte": float(c.flops["total"][0] / c.bytes["total"][0]),
+                "bound": "compute" if c.flops["total"][0] / c.bytes["total"][0] > hw.peak(matmul_dtype(d)) / hw.hbm_bytes_per_s else "memory",
                 "activation_bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)[0]),
             })
     timing_df = pd.DataFrame(trows)

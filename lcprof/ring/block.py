@@ -39,6 +39,9 @@ import torch
 
 IMPLS = ("auto", "torch", "kernel")
 
+# What kernels.striped_attn supports (see its docstring); auto falls back to torch otherwise.
+_KERNEL_HEAD_DIMS = (64, 96, 128)
+
 # Upper bound on score elements materialized at once by the torch fallback.
 _MAX_SCORE_ELEMENTS = 1 << 25
 
@@ -125,8 +128,8 @@ def kernel_status() -> tuple[bool, str]:
 def resolve_impl(impl: str, q: torch.Tensor) -> tuple[str, str]:
     """Which implementation ``block_attention`` will use for ``q``: ("torch"|"kernel", reason).
 
-    ``auto`` uses the kernel for fp16/bf16 CUDA tensors when it is available,
-    otherwise torch. ``kernel`` raises RuntimeError when it is unavailable.
+    ``auto`` uses the kernel for fp16/bf16 CUDA tensors with head_dim 64, 96 or
+    128 when it is available, otherwise torch. ``kernel`` raises RuntimeError when it is unavailable.
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown block attention impl {impl!r}; expected one of {', '.join(IMPLS)}")
@@ -143,6 +146,8 @@ def resolve_impl(impl: str, q: torch.Tensor) -> tuple[str, str]:
         return "torch", f"tensors on {q.device}"
     if q.dtype not in (torch.float16, torch.bfloat16):
         return "torch", f"dtype {q.dtype} (auto uses the kernel for fp16/bf16 only)"
+    if q.shape[-1] not in _KERNEL_HEAD_DIMS:
+        return "torch", f"head_dim {q.shape[-1]} (the kernel supports {_KERNEL_HEAD_DIMS})"
     ok, reason = kernel_status()
     return ("kernel", reason) if ok else ("torch", reason)
 

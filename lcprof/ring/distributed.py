@@ -68,7 +68,8 @@ def init_ring_process_group(device: torch.device | str | None = None) -> torch.d
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend_for_device(device), init_method="env://")
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend_for_device(device), init_method="env://", **kwargs)
     return device
 
 

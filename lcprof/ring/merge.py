@@ -5,6 +5,7 @@ keys B (A and B disjoint), attention over A u B is::
 
     lse = log(exp(lse_a) + exp(lse_b))                       # logaddexp
     out = out_a * exp(lse_a - lse) + out_b * exp(lse_b - lse)
+        = out_a * sigmoid(lse_a - lse_b) + out_b * sigmoid(lse_b - lse_a)   # as computed
 
 Shapes: out (batch, n_q, heads, head_dim), lse (batch, heads, n_q).
 An empty side (lse = -inf) contributes nothing, whatever its ``out`` holds;
@@ -35,9 +36,12 @@ def merge_attention(
     acc = _acc_dtype(out_a, lse_a, out_b, lse_b)
     la, lb = lse_a.to(acc), lse_b.to(acc)  # (b, h, n_q)
     lse = torch.logaddexp(la, lb)  # -inf only when both are -inf
-    shift = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
-    wa = torch.exp(la - shift)  # 0 where lse_a = -inf
-    wb = torch.exp(lb - shift)
+    # exp(lse_a - lse) == sigmoid(lse_a - lse_b): the same weight, computed from the
+    # difference so it does not inherit the rounding of a large |lse| (fp32 ulp at 1e4 is 1e-3)
+    both_empty = torch.isneginf(la) & torch.isneginf(lb)
+    diff = torch.where(both_empty, torch.zeros_like(la), la - lb)  # +-inf when one side is empty
+    wa = torch.where(both_empty, torch.zeros_like(la), torch.sigmoid(diff))  # 0 where lse_a = -inf
+    wb = torch.where(both_empty, torch.zeros_like(lb), torch.sigmoid(-diff))
     # (b, h, n_q) -> (b, n_q, h, 1) to broadcast over head_dim
     wa = wa.transpose(1, 2).unsqueeze(-1)
     wb = wb.transpose(1, 2).unsqueeze(-1)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# lcprof's main job, end to end, on whatever hardware is present.
+#
+#   GPU: calibrate; sweep phi3-128k over the available backends from 128 to 131072 (fp32: eager,
+#        sdpa-math, sdpa-efficient; bf16: sdpa-flash, sdpa-cudnn, flash-attn, striped-ring); fit;
+#        compare; report.
+#   CPU: the same at the lengths a few minutes allow, extrapolated to 131072 with an interval.
+#
+# Output: reports/<device>-<date>/ (raw results CSV, calibration profile, environment, report.md/.html
+# with plots). Re-running resumes the sweep where it stopped. Environment knobs:
+#   LCPROF_OUT=DIR  (output folder)   LCPROF_MAX_N=N (largest n)   LCPROF_BUDGET_S=S (time per point)
+set -euo pipefail
+cd "$(dirname "$0")"
+LCPROF="${LCPROF:-python3 -m lcprof}"
+MODEL="${LCPROF_MODEL:-phi3-128k}"
+
+echo "== analytic: lcprof layer --model $MODEL --n 131072 (no torch)"
+start=$(python3 -c 'import time; print(time.perf_counter())')
+$LCPROF layer --model "$MODEL" --n 131072
+end=$(python3 -c 'import time; print(time.perf_counter())')
+analytic_s=$(python3 -c "print(f'{$end - $start:.3f}')")
+echo "analytic lcprof layer wall time: ${analytic_s} s (process start to exit)"
+echo
+echo "== KV cache of $MODEL"
+$LCPROF kv --model "$MODEL" --n 4k,16k,32k,64k,128k --dtype bf16
+$LCPROF kv --model "$MODEL" --n 128k --dtype fp8
+
+has_cuda=$(python3 -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
+if [ "$has_cuda" = "1" ]; then
+    device=cuda
+    gpu_tag=$(python3 -c 'import torch; n=torch.cuda.get_device_name(0).lower(); print("h200" if "h200" in n else "h100" if "h100" in n else n.replace(" ", "-"))')
+    tag="${gpu_tag}"
+    MAX_N="${LCPROF_MAX_N:-131072}"
+    BUDGET="${LCPROF_BUDGET_S:-1.0}"
+    FP32_BACKENDS="eager,sdpa-math,sdpa-efficient"
+    BF16_BACKENDS="sdpa-flash,sdpa-cudnn,flash-attn,striped-ring"
+else
+    device=cpu
+    tag="cpu"
+    MAX_N="${LCPROF_MAX_N:-2048}"
+    BUDGET="${LCPROF_BUDGET_S:-0.5}"
+    FP32_BACKENDS="eager,sdpa"
+    BF16_BACKENDS=""
+fi
+OUT="${LCPROF_OUT:-reports/${tag}-$(date +%Y-%m-%d)}"
+mkdir -p "$OUT"
+echo
+echo "== measuring on $device into $OUT (n = 128..$MAX_N)"
+$LCPROF calibrate --device "$device" --out "$OUT/calibration.json" $( [ "$device" = cpu ] && echo --quick )
+$LCPROF sweep --model "$MODEL" --n "128..$MAX_N" --backends "$FP32_BACKENDS" --dtype fp32 \
+    --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume
+if [ -n "$BF16_BACKENDS" ]; then
+    $LCPROF sweep --model "$MODEL" --n "128..$MAX_N" --backends "$BF16_BACKENDS" --dtype bf16 \
+        --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume --ranks 4
+fi
+echo
+echo "== fit (extrapolated to 131072)"
+$LCPROF fit "$OUT/results.csv" --target 131072 | tee "$OUT/fit.txt"
+echo
+echo "== compare (roofline on this device's calibration)"
+$LCPROF compare "$OUT/results.csv" --calibration "$OUT/calibration.json" | tee "$OUT/compare.txt"
+$LCPROF report "$OUT/results.csv" --calibration "$OUT/calibration.json" --target 131072 --out "$OUT"
+echo "analytic_layer_wall_s=${analytic_s}" > "$OUT/analytic_timing.txt"
+echo
+echo "report: $OUT/report.md (and report.html)"

@@ -1,0 +1,295 @@
+"""The striped ring attention CUDA kernel against a float64 reference.
+
+Tolerance rule (flash-attention's): the kernel's max error against the float64
+reference (kernel/reference.py on the same, upcast inputs) may be at most twice
+the error of torch SDPA in the same dtype against that reference, plus a small
+epsilon. Masks SDPA cannot express (striped, offsets) go to SDPA as the
+equivalent boolean attn_mask; rows with no allowed key must give out = 0 and
+lse = -inf, which SDPA cannot, so they are compared to the reference alone.
+
+Run on a GPU machine: ``pytest -m gpu tests/gpu/test_kernel_striped.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+torch = pytest.importorskip("torch")
+
+from kernels.reference import allowed_mask, block_attention_reference  # noqa: E402
+
+EPS = {torch.float16: 1e-4, torch.bfloat16: 4e-4}
+DTYPES = [torch.bfloat16, torch.float16]
+HEAD_DIMS = [64, 96, 128]
+HEADS = {"gqa": (8, 2), "mha": (4, 4)}
+
+
+@pytest.fixture(scope="module")
+def ext():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from kernels.striped_attn import is_available, load
+
+    ok, reason = is_available()
+    if not ok:
+        pytest.skip(f"striped attention kernel unavailable: {reason}")
+    return load()
+
+
+def _inputs(batch, n_q, n_k, heads, kv_heads, head_dim, dtype, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(batch, n_q, heads, head_dim, generator=g, device="cuda", dtype=dtype)
+    k = torch.randn(batch, n_k, kv_heads, head_dim, generator=g, device="cuda", dtype=dtype)
+    v = torch.randn(batch, n_k, kv_heads, head_dim, generator=g, device="cuda", dtype=dtype)
+    return q, k, v
+
+
+def _sdpa(q, k, v, mask, scale):
+    """SDPA in the input dtype with a boolean (n_q, n_k) mask; empty rows -> 0."""
+    import torch.nn.functional as F
+
+    group = q.shape[2] // k.shape[2]
+    ke = k.repeat_interleave(group, dim=2)  # (batch, n_k, heads, head_dim)
+    ve = v.repeat_interleave(group, dim=2)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), ke.transpose(1, 2), ve.transpose(1, 2), attn_mask=mask, scale=scale
+    ).transpose(1, 2)  # (batch, n_q, heads, head_dim)
+    nonempty = mask.any(dim=-1) if mask is not None else torch.ones(q.shape[1], dtype=torch.bool, device=q.device)
+    return torch.where(nonempty[None, :, None, None], out, torch.zeros_like(out))
+
+
+def check(ext, q, k, v, *, q_offset=0, q_stride=1, k_offset=0, k_stride=1, causal=True, softmax_scale=None,
+          variant=0):
+    """Run the kernel and assert the tolerance rule, empty rows and lse."""
+    batch, n_q, heads, head_dim = q.shape
+    n_k = k.shape[1]
+    layout = dict(q_offset=q_offset, q_stride=q_stride, k_offset=k_offset, k_stride=k_stride, causal=causal)
+    out, lse = ext.fwd(q, k, v, q_offset, q_stride, k_offset, k_stride, causal, softmax_scale, variant)
+    torch.cuda.synchronize()
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == (batch, heads, n_q) and lse.dtype == torch.float32
+    assert not torch.isnan(out).any(), "NaN in out"
+    assert not torch.isnan(lse).any(), "NaN in lse"
+
+    ref_out, ref_lse = block_attention_reference(q.double(), k.double(), v.double(), softmax_scale=softmax_scale,
+                                                 **layout)
+    mask = allowed_mask(n_q, n_k, device=q.device, **layout)  # (n_q, n_k)
+    nonempty = mask.any(dim=-1)  # (n_q,)
+
+    # Empty rows: exactly 0 and -inf.
+    assert torch.all(out[:, ~nonempty] == 0), "empty rows must have out = 0"
+    assert torch.all(lse[:, :, ~nonempty] == -math.inf), "empty rows must have lse = -inf"
+
+    err_kernel = (out.double() - ref_out).abs().max().item() if out.numel() else 0.0
+    if nonempty.any() and n_k > 0:
+        scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+        sdpa_out = _sdpa(q, k, v, mask if causal else None, scale)
+        err_sdpa = (sdpa_out.double() - ref_out).abs().max().item()
+    else:
+        err_sdpa = 0.0
+    bound = 2 * err_sdpa + EPS[q.dtype]
+    assert err_kernel <= bound, f"kernel max error {err_kernel:.3e} > 2 * sdpa error {err_sdpa:.3e} + eps"
+
+    torch.testing.assert_close(lse, ref_lse.float(), rtol=1e-3, atol=1e-3)
+    return out, lse
+
+
+# ------------------------------------------------------------- layouts -----
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", list(HEADS), ids=list(HEADS))
+@pytest.mark.parametrize("r", range(4))
+@pytest.mark.parametrize("s", range(4))
+def test_striped_g4_every_rank_pair(ext, dtype, head_dim, heads, r, s):
+    """G=4: every (rank, source) step; 200 tokens per rank is not a tile multiple."""
+    h, kvh = HEADS[heads]
+    q, k, v = _inputs(1, 200, 200, h, kvh, head_dim, dtype, seed=r * 4 + s)
+    check(ext, q, k, v, q_offset=r, q_stride=4, k_offset=s, k_stride=4, causal=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("G", [1, 2, 8])
+def test_striped_group_sizes(ext, dtype, head_dim, G):
+    h, kvh = HEADS["gqa"]
+    pairs = {(0, 0), (G - 1, 0), (0, G - 1), (G // 2, G - 1)}
+    for r, s in sorted(pairs):
+        q, k, v = _inputs(1, 300, 300, h, kvh, head_dim, dtype, seed=G * 100 + r * 10 + s)
+        check(ext, q, k, v, q_offset=r, q_stride=G, k_offset=s, k_stride=G, causal=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("rs", [(0, 0), (1, 0), (2, 1), (3, 0), (0, 1), (1, 3)], ids=lambda rs: f"r{rs[0]}s{rs[1]}")
+def test_contiguous_layout(ext, dtype, head_dim, rs):
+    """L tokens per rank: diagonal is causal, s < r unmasked, s > r fully empty."""
+    r, s = rs
+    L = 257
+    h, kvh = HEADS["gqa"]
+    q, k, v = _inputs(1, L, L, h, kvh, head_dim, dtype, seed=r * 7 + s)
+    out, lse = check(ext, q, k, v, q_offset=r * L, q_stride=1, k_offset=s * L, k_stride=1, causal=True)
+    if s > r:
+        assert torch.all(out == 0) and torch.all(lse == -math.inf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", list(HEADS), ids=list(HEADS))
+@pytest.mark.parametrize("n_q,n_k", [(190, 333), (1000, 65), (64, 64), (1, 1), (129, 7)])
+def test_non_causal(ext, dtype, head_dim, heads, n_q, n_k):
+    h, kvh = HEADS[heads]
+    q, k, v = _inputs(1, n_q, n_k, h, kvh, head_dim, dtype, seed=n_q + n_k)
+    check(ext, q, k, v, causal=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize(
+    "n_q,n_k,q_offset",
+    [(100, 300, 200), (300, 100, 0), (77, 500, 423), (500, 77, 0), (130, 130, 5)],
+    ids=["bottom_right", "top_left_long_q", "kv_cache_tail", "long_q_short_k", "shifted"],
+)
+def test_causal_unequal_lengths(ext, dtype, head_dim, n_q, n_k, q_offset):
+    h, kvh = HEADS["gqa"]
+    q, k, v = _inputs(1, n_q, n_k, h, kvh, head_dim, dtype, seed=n_q * 3 + n_k)
+    check(ext, q, k, v, q_offset=q_offset, causal=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_mixed_position_strides(ext, dtype, head_dim):
+    """q_stride != k_stride and a negative offset: the general positional rule."""
+    q, k, v = _inputs(1, 211, 157, 4, 2, head_dim, dtype, seed=5)
+    check(ext, q, k, v, q_offset=-40, q_stride=3, k_offset=7, k_stride=2, causal=True)
+
+
+# --------------------------------------------------------- empty rows -----
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fully_empty_rows(ext, dtype):
+    """Striped r=0, s=1: query 0 sees nothing; a block in the future: all rows empty."""
+    q, k, v = _inputs(2, 150, 150, 8, 2, 128, dtype, seed=1)
+    out, lse = check(ext, q, k, v, q_offset=0, q_stride=4, k_offset=1, k_stride=4)
+    assert torch.all(out[:, 0] == 0) and torch.all(lse[:, :, 0] == -math.inf)
+    assert torch.isfinite(lse[:, :, 1:]).all()
+    out, lse = check(ext, q, k, v, q_offset=0, q_stride=1, k_offset=1000, k_stride=1)
+    assert torch.all(out == 0) and torch.all(lse == -math.inf)
+
+
+def test_zero_keys(ext):
+    q, _, _ = _inputs(1, 70, 1, 4, 2, 64, torch.bfloat16)
+    k = torch.empty(1, 0, 2, 64, device="cuda", dtype=torch.bfloat16)
+    out, lse = ext.fwd(q, k, k, 0, 1, 0, 1, True, None, 0)
+    assert torch.all(out == 0) and torch.all(lse == -math.inf)
+
+
+# ------------------------------------------------------ larger shapes -----
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", [96, 128])
+def test_long_causal_against_sdpa_flash(ext, dtype, head_dim):
+    """Many tiles, GQA, batch 2: plain causal equals SDPA's is_causal."""
+    import torch.nn.functional as F
+
+    q, k, v = _inputs(2, 2048, 2048, 8, 2, head_dim, dtype, seed=11)
+    out, lse = check(ext, q, k, v, causal=True)
+    ke, ve = k.repeat_interleave(4, dim=2), v.repeat_interleave(4, dim=2)
+    sd = F.scaled_dot_product_attention(q.transpose(1, 2), ke.transpose(1, 2), ve.transpose(1, 2), is_causal=True)
+    assert (out.float() - sd.transpose(1, 2).float()).abs().max().item() < 2e-2
+
+
+@pytest.mark.parametrize("G", [2, 4])
+def test_striped_ring_merges_to_global_causal(ext, G):
+    """Merging a rank's G steps by lse gives causal attention on the full sequence."""
+    import torch.nn.functional as F
+
+    L, heads, kv_heads, head_dim = 384, 8, 2, 128
+    n = G * L
+    qg, kg, vg = _inputs(1, n, n, heads, kv_heads, head_dim, torch.bfloat16, seed=G)
+    ke, ve = kg.repeat_interleave(4, dim=2), vg.repeat_interleave(4, dim=2)
+    full = F.scaled_dot_product_attention(qg.transpose(1, 2), ke.transpose(1, 2), ve.transpose(1, 2),
+                                          is_causal=True).transpose(1, 2)  # (1, n, heads, head_dim)
+    full_ref, _ = block_attention_reference(qg.double(), kg.double(), vg.double(), causal=True)
+    for r in range(G):
+        q = qg[:, r::G].contiguous()  # rank r's tokens r, r+G, ...
+        acc = torch.zeros(1, L, heads, head_dim, device="cuda", dtype=torch.float64)
+        lse_acc = torch.full((1, heads, L), -math.inf, device="cuda", dtype=torch.float64)
+        for s in range(G):
+            out, lse = ext.fwd(q, kg[:, s::G].contiguous(), vg[:, s::G].contiguous(), r, G, s, G, True, None, 0)
+            new = torch.logaddexp(lse_acc, lse.double())
+            w_old = torch.exp(lse_acc - new).nan_to_num(0.0).transpose(1, 2).unsqueeze(-1)  # (1, L, heads, 1)
+            w_new = torch.exp(lse.double() - new).nan_to_num(0.0).transpose(1, 2).unsqueeze(-1)
+            acc = w_old * acc + w_new * out.double()
+            lse_acc = new
+        err_ring = (acc - full_ref[:, r::G]).abs().max().item()
+        err_sdpa = (full[:, r::G].double() - full_ref[:, r::G]).abs().max().item()
+        assert err_ring <= 2 * err_sdpa + EPS[torch.bfloat16]
+
+
+def test_batch_and_custom_scale(ext):
+    q, k, v = _inputs(3, 333, 333, 8, 8, 64, torch.float16, seed=3)
+    check(ext, q, k, v, q_offset=1, q_stride=2, k_offset=0, k_stride=2, causal=True, softmax_scale=0.05)
+
+
+@pytest.mark.parametrize("variant", [1, 2, 3, 4])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_tuning_variants(ext, variant, head_dim):
+    """Every tile configuration the benchmark may time is correct too."""
+    q, k, v = _inputs(1, 700, 700, 8, 2, head_dim, torch.bfloat16, seed=variant)
+    check(ext, q, k, v, q_offset=2, q_stride=4, k_offset=3, k_stride=4, variant=variant)
+    check(ext, q, k, v, causal=False, variant=variant)
+
+
+def test_wrapper_matches_extension(ext):
+    from kernels import striped_block_attention
+
+    q, k, v = _inputs(1, 100, 120, 4, 2, 64, torch.bfloat16)
+    out, lse = striped_block_attention(q, k, v, q_offset=1, q_stride=2, k_offset=0, k_stride=2)
+    out2, lse2 = ext.fwd(q, k, v, 1, 2, 0, 2, True, None, 0)
+    assert torch.equal(out, out2) and torch.equal(lse, lse2)
+
+
+def test_runs_on_current_stream(ext):
+    q, k, v = _inputs(1, 500, 500, 4, 2, 128, torch.bfloat16)
+    expected, _ = ext.fwd(q, k, v, 0, 1, 0, 1, True, None, 0)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out, _ = ext.fwd(q, k, v, 0, 1, 0, 1, True, None, 0)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    assert torch.equal(out, expected)
+
+
+# ------------------------------------------------------------ validation -----
+
+
+def test_rejects_bad_inputs(ext):
+    q, k, v = _inputs(1, 64, 64, 4, 2, 64, torch.bfloat16)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ext.fwd(q.float(), k.float(), v.float(), 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ext.fwd(q.cpu(), k.cpu(), v.cpu(), 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        ext.fwd(q.transpose(1, 2), k, v, 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="head_dim"):
+        q80, k80, v80 = _inputs(1, 64, 64, 4, 2, 80, torch.bfloat16)
+        ext.fwd(q80, k80, v80, 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="kv_heads"):
+        q6, _, _ = _inputs(1, 64, 64, 6, 4, 64, torch.bfloat16)
+        k4, v4 = _inputs(1, 64, 64, 4, 4, 64, torch.bfloat16)[1:]
+        ext.fwd(q6, k4, v4, 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="stride"):
+        ext.fwd(q, k, v, 0, 0, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        ext.fwd(q, k.half(), v, 0, 1, 0, 1, True, None, 0)
+    with pytest.raises(RuntimeError, match="variant"):
+        ext.fwd(q, k, v, 0, 1, 0, 1, True, None, 99)

@@ -253,11 +253,14 @@ _DIFF_FIELDS = [
 def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataFrame:
     """Config fields that differ between two models, and what each changes in cost."""
     a, b = load_model(model_a), load_model(model_b)
+    # Column names are the model names; two different configs may share a name (two folders
+    # both called "model"), and then each column says which argument it came from.
+    ka, kb = (a.name, b.name) if a.name != b.name else (f"{a.name} (1: {model_a})", f"{b.name} (2: {model_b})")
     rows = []
 
     def add(fieldname, va, vb, effect):
         if va != vb:
-            rows.append({"field": fieldname, a.name: str(va), b.name: str(vb), "effect": effect})
+            rows.append({"field": fieldname, ka: str(va), kb: str(vb), "effect": effect})
 
     for f, effect in _DIFF_FIELDS:
         add(f, getattr(a, f), getattr(b, f), effect)
@@ -280,7 +283,7 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataF
         (f"prefill_flops_at_{n_ref}", float(cost(a, n_ref).flops["total"][0]), float(cost(b, n_ref).flops["total"][0])),
         ("total_params", param_counts(a)["total_params"], param_counts(b)["total_params"]),
     ):
-        rows.append({"field": label, a.name: f"{fa:.6g}" if isinstance(fa, float) else str(fa),
-                     b.name: f"{fb:.6g}" if isinstance(fb, float) else str(fb),
+        rows.append({"field": label, ka: f"{fa:.6g}" if isinstance(fa, float) else str(fa),
+                     kb: f"{fb:.6g}" if isinstance(fb, float) else str(fb),
                      "effect": "same" if fa == fb else f"x{(fb / fa) if fa else float('inf'):.4g}"})
-    return pd.DataFrame(rows, columns=["field", a.name, b.name, "effect"]) if a.name != b.name else pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["field", ka, kb, "effect"])

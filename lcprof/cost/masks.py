@@ -68,15 +68,18 @@ def attended_pairs(kind: str, n, prefix=0, window: int | None = None) -> np.ndar
 
 
 def kv_tokens_attended(kind: str, n, window: int | None = None) -> np.ndarray:
-    """Keys the LAST of n tokens attends: what a cache must hold for that layer at context n."""
+    """Tokens a layer's cache must reserve for a sequence at context n.
+
+    Global: all n. Sliding window W: min(n, W) (the last token attends W keys). Chunked C:
+    min(n, C) -- the current chunk may hold up to C tokens, and a cache sized for a growing
+    sequence reserves the whole chunk (as HF's chunked cache and vLLM do); the count never
+    shrinks as n grows.
+    """
     _check(kind, window)
     n = np.asarray(n, dtype=np.float64)
     if kind in ("full", "global"):
         return n
-    w = float(window)
-    if kind == "sliding":
-        return np.minimum(n, w)
-    return n - np.floor((n - 1) / w) * w  # chunked: tokens in the current chunk
+    return np.minimum(n, float(window))
 
 
 def executed_pairs_eager(n, prefix=0) -> np.ndarray:

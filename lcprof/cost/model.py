@@ -99,8 +99,10 @@ def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1
     dtype = dtype_name(dtype)
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     new, pre = _work(phase, n_arr, prefix)
+    # MLA: naive (per-head K/V decompressed) for prefill, weight-absorbed for decode, unless asked.
+    form = mla_form or ("absorbed" if phase == "decode" else "naive")
     groups = [(layer_ops(spec, lyr, new, pre, batch=batch, dtype=dtype, family=family, causal=causal,
-                         tile=tile, mla_form=mla_form), mult)
+                         tile=tile, mla_form=form), mult)
               for lyr, mult in _layers_for(spec, layer)]
     if lm_head:
         groups.append(([lm_head_op(spec, float(batch) * np.ones_like(new), dtype)], 1))

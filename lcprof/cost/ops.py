@@ -103,8 +103,8 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
               mla_form: str | None = None) -> list[Op]:
     """The ops of one layer processing ``n`` new tokens after ``prefix`` cached ones, per batch.
 
-    ``mla_form``: ``naive`` (decompress K/V per head; default for prefill) or ``absorbed`` (attend
-    in the latent space, the up-projections folded into q and o; default for decode, n == 1).
+    ``mla_form``: ``naive`` (decompress K/V per head; the default) or ``absorbed`` (attend in the
+    latent space, the up-projections folded into q and o; ``cost`` picks it for decode).
     """
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
@@ -129,7 +129,7 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
         o_extra: list[Op] = []
     else:
         m = spec.mla
-        form = mla_form or ("absorbed" if np.all(n == 1) else "naive")
+        form = mla_form or "naive"
         if form not in ("naive", "absorbed"):
             raise LcprofError(f"unknown MLA form {form!r}; use naive or absorbed")
         if m.q_lora_rank:

@@ -9,11 +9,29 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 
 namespace {
+
+// Error messages are assembled here and handed to TORCH_CHECK as one string.
+// Numbers must not go through std::ostream (c10::str's `<<`): on the H100
+// image (torch 2.11, its g++) the extension's own copy of the ostream integer
+// inserter segfaulted while formatting a TORCH_CHECK message.
+std::string num(int64_t x) { return std::to_string(x); }
+std::string num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", x);
+  return buf;
+}
+std::string shape(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + num(t.size(d));
+  return s + ")";
+}
 
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
 
@@ -34,8 +52,8 @@ std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, cons
   TORCH_CHECK(q_in.device() == k_in.device() && q_in.device() == v_in.device(),
               "striped_attn: q, k, v must be on the same device");
   const auto dtype = q_in.scalar_type();
-  TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16, "striped_attn: dtype must be float16 or bfloat16, got ",
-              dtype);
+  TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16,
+              std::string("striped_attn: dtype must be float16 or bfloat16, got ") + c10::toString(dtype));
   TORCH_CHECK(k_in.scalar_type() == dtype && v_in.scalar_type() == dtype,
               "striped_attn: q, k, v must have the same dtype");
   TORCH_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
@@ -46,20 +64,20 @@ std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, cons
   const int64_t batch = q_in.size(0), n_q = q_in.size(1), heads = q_in.size(2), head_dim = q_in.size(3);
   const int64_t n_k = k_in.size(1), kv_heads = k_in.size(2);
   TORCH_CHECK(k_in.size(0) == batch && v_in.size(0) == batch, "striped_attn: batch sizes of q, k, v differ");
-  TORCH_CHECK(v_in.sizes() == k_in.sizes(), "striped_attn: k and v must have the same shape, got ", k_in.sizes(),
-              " and ", v_in.sizes());
-  TORCH_CHECK(k_in.size(3) == head_dim, "striped_attn: q and k head_dim differ (", head_dim, " vs ", k_in.size(3),
-              ")");
+  TORCH_CHECK(v_in.sizes() == k_in.sizes(),
+              "striped_attn: k and v must have the same shape, got " + shape(k_in) + " and " + shape(v_in));
+  TORCH_CHECK(k_in.size(3) == head_dim,
+              "striped_attn: q and k head_dim differ (" + num(head_dim) + " vs " + num(k_in.size(3)) + ")");
   TORCH_CHECK(head_dim == 64 || head_dim == 96 || head_dim == 128,
-              "striped_attn: head_dim must be 64, 96 or 128, got ", head_dim);
-  TORCH_CHECK(kv_heads >= 1 && heads % kv_heads == 0, "striped_attn: heads (", heads,
-              ") must be a multiple of kv_heads (", kv_heads, ")");
-  TORCH_CHECK(q_stride >= 1 && k_stride >= 1, "striped_attn: q_stride and k_stride must be >= 1, got ", q_stride,
-              " and ", k_stride);
+              "striped_attn: head_dim must be 64, 96 or 128, got " + num(head_dim));
+  TORCH_CHECK(kv_heads >= 1 && heads % kv_heads == 0,
+              "striped_attn: heads (" + num(heads) + ") must be a multiple of kv_heads (" + num(kv_heads) + ")");
+  TORCH_CHECK(q_stride >= 1 && k_stride >= 1,
+              "striped_attn: q_stride and k_stride must be >= 1, got " + num(q_stride) + " and " + num(k_stride));
   const double softmax_scale =
       softmax_scale_opt.has_value() ? *softmax_scale_opt : 1.0 / std::sqrt(static_cast<double>(head_dim));
   TORCH_CHECK(std::isfinite(softmax_scale) && softmax_scale > 0.0,
-              "striped_attn: softmax_scale must be finite and > 0, got ", softmax_scale);
+              "striped_attn: softmax_scale must be finite and > 0, got " + num(softmax_scale));
   TORCH_CHECK(batch <= 65535 && heads <= 65535, "striped_attn: batch and heads must be <= 65535");
   TORCH_CHECK(n_q < (int64_t(1) << 31) && n_k < (int64_t(1) << 31), "striped_attn: sequence too long");
   // Positions are computed in 64 bits per row; keep them well inside int64.
@@ -111,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, cons
   try {
     run_striped_attn_fwd(p, at::cuda::getCurrentCUDAStream().stream());
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, e.what());
+    TORCH_CHECK(false, std::string(e.what()));
   }
   return {out, lse};
 }

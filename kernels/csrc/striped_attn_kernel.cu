@@ -428,9 +428,16 @@ void launch(const StripedAttnParams& p, cudaStream_t stream) {
 //   2: BM=128, 8 warps x 16 rows, Q in registers
 //   3: BM=128, 4 warps x 32 rows, Q re-read from smem (FlashAttention-2's shape)
 //   4: BM=128, 8 warps x 16 rows, Q re-read from smem, 2 CTAs per SM
+// Defaults measured on H100 (reports/kernel-dev/): head_dim 96 is fastest with
+// FlashAttention-2's shape (3), 64 and 128 with 8 warps x 16 rows, Q in registers (2).
+template <int D>
+constexpr int default_variant() {
+  return D == 96 ? 3 : 2;
+}
+
 template <typename T, int D>
 void dispatch_variant(const StripedAttnParams& p, cudaStream_t stream) {
-  const int variant = p.variant == 0 ? 2 : p.variant;
+  const int variant = p.variant == 0 ? default_variant<D>() : p.variant;
   switch (variant) {
     case 1: return launch<T, Cfg<D, 64, 4, 1, true, 2>>(p, stream);
     case 2: return launch<T, Cfg<D, 64, 8, 1, true, 1>>(p, stream);

@@ -1,0 +1,30 @@
+"""calibrate --quick on the CPU writes a profile that load_calibration reads, with positive rates."""
+
+import json
+
+import pytest
+
+from lcprof.hardware import load_calibration
+
+
+def test_calibrate_quick_cpu(cli, tmp_path):
+    out = tmp_path / "profiles" / "cpu.json"
+    r = cli("calibrate", "--out", out, "--device", "cpu", "--quick", "--dtype", "fp32,bf16")
+    assert r.exit_code == 0, r.output
+    hw = load_calibration(out)
+    assert hw.kind == "calibration"
+    assert set(hw.peak_flops_per_s) == {"fp32", "bf16"}
+    assert all(v > 0 for v in hw.peak_flops_per_s.values())
+    assert hw.peak("fp32") > 1e8  # any CPU does more than 0.1 GFLOP/s
+    assert hw.hbm_bytes_per_s > 1e8 and hw.memory_bytes > 1 << 28
+    raw = json.loads(out.read_text())
+    assert raw["environment"]["torch_version"] and raw["method"]["quick"] is True
+    assert raw["method"]["matmul"]["fp32"]["size"] == 1024 and raw["method"]["matmul"]["fp32"]["reps"] >= 1
+    assert "wrote" in r.stdout
+
+
+def test_calibrate_rejects_tf32_on_cpu_and_bad_device(cli, tmp_path):
+    r = cli("calibrate", "--out", tmp_path / "p.json", "--device", "tpu")
+    assert r.exit_code == 2 and "unknown device" in r.stderr
+    r = cli("calibrate", "--out", tmp_path / "p.json", "--dtype", "int3")
+    assert r.exit_code == 2 and "unknown dtype" in r.stderr

@@ -1,0 +1,200 @@
+"""``--report DIR``: a Markdown capacity report with three plots (matplotlib, Agg backend). No torch.
+
+Files written: ``README.md`` (the report, with the command line that produced it), ``plan.json``
+(the flat records), ``concurrency_vs_context.png``, ``displacement_vs_long.png``,
+``ttft_vs_chunk.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lcprof._version import __version__
+from lcprof.plan.capacity import CapacityPlan
+from lcprof.plan.compute import chunked_prefill_s, last_chunk_s, prefill_s
+from lcprof.plan.memory import blocks_per_request, memory_budget
+from lcprof.plan.render import fmt_value, section_frames
+from lcprof.render import records
+from lcprof.units import fmt_tokens
+
+#: KV dtypes always drawn in the concurrency plot, besides the plans' own.
+PLOT_KV_DTYPES = ("bf16", "fp8")
+
+
+def _doubling(lo: int, hi: int) -> np.ndarray:
+    out = [lo]
+    while out[-1] * 2 <= hi:
+        out.append(out[-1] * 2)
+    if out[-1] != hi:
+        out.append(hi)
+    return np.asarray(out, dtype=np.int64)
+
+
+def concurrency_curve(p: CapacityPlan, kv_dtype: str, ns) -> np.ndarray:
+    """Max concurrent requests of context n on one replica, with the plan's memory split and this KV dtype."""
+    i = p.inputs
+    mb = memory_budget(i["spec"], memory_bytes=i["rates"].hw.memory_bytes,
+                       memory_utilization=i["memory_utilization"], dtype=i["dtype"], kv_dtype=kv_dtype, tp=i["tp"],
+                       block_size=i["block_size"], largest_prefill_tokens=i["reserve_tokens"])
+    pool = mb.kv_pool_blocks - p.record["shared_prefix_blocks"]
+    return pool // blocks_per_request(i["spec"], ns, i["block_size"], i["prefix_n"])
+
+
+def displacement_curves(p: CapacityPlan, longs) -> tuple[np.ndarray, np.ndarray]:
+    """(displacement_kv, displacement_prefill) of a long request of each length against the plan's short one."""
+    i = p.inputs
+    spec, pre, bs = i["spec"], i["prefix_n"], i["block_size"]
+    longs = np.asarray(longs, dtype=np.int64)
+    b = blocks_per_request(spec, longs, bs, pre) / blocks_per_request(spec, [i["short_n"]], bs, pre)[0]
+    t = prefill_s(spec, i["rates"], longs - pre, pre, tp=i["tp"], dtype=i["dtype"])
+    t0 = prefill_s(spec, i["rates"], [i["short_n"] - pre], pre, tp=i["tp"], dtype=i["dtype"])[0]
+    return b, t / t0
+
+
+def ttft_chunk_curve(p: CapacityPlan, chunks) -> np.ndarray:
+    """TTFT of a short request behind one long prefill, for each chunk size (seconds)."""
+    i = p.inputs
+    spec, rates, pre, tp, dt = i["spec"], i["rates"], i["prefix_n"], i["tp"], i["dtype"]
+    chunks = np.asarray(chunks, dtype=np.int64)
+    wait = last_chunk_s(spec, rates, i["long_n"] - pre, chunks, tp=tp, dtype=dt)
+    own = np.array([chunked_prefill_s(spec, rates, i["short_n"] - pre, int(c), pre, tp=tp, dtype=dt)[0]
+                    for c in chunks])
+    return wait + own
+
+
+def _plots(ps: list[CapacityPlan], out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = ps[0]
+    r = p.record
+    spec_name, long_n, short_n = r["model"], r["long_n"], r["short_n"]
+    files = {}
+
+    # 1. concurrency vs context length, one line per KV dtype
+    hi = max(4 * long_n, 1 << 17)
+    ns = _doubling(1024, hi)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    dtypes = list(dict.fromkeys([q.record["kv_dtype"] for q in ps] + list(PLOT_KV_DTYPES)))
+    for d in dtypes:
+        c = concurrency_curve(p, d, ns)
+        ax.plot(ns, np.where(c > 0, c, np.nan), marker="o", ms=3, label=f"{d} KV")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.axvline(long_n, color="grey", ls=":", lw=1)
+    ax.axvline(short_n, color="grey", ls=":", lw=1)
+    ax.set_xlabel("context length per request (tokens)")
+    ax.set_ylabel("max concurrent requests per replica")
+    ax.set_title(f"{spec_name}: {r['gpus']}x {r['gpu']}, TP {r['tp']} - concurrency vs context")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    files["concurrency"] = "concurrency_vs_context.png"
+    fig.tight_layout()
+    fig.savefig(out / files["concurrency"], dpi=110)
+    plt.close(fig)
+
+    # 2. displacement vs long length
+    longs = _doubling(short_n, max(4 * long_n, 1 << 20))
+    d_kv, d_pf = displacement_curves(p, longs)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(longs, d_kv, marker="o", ms=3, label="displacement_kv (KV blocks)")
+    ax.plot(longs, d_pf, marker="s", ms=3, label="displacement_prefill (prefill time)")
+    ax.plot(longs, longs / short_n, color="grey", ls="--", lw=1, label="linear (long / short tokens)")
+    ax.axvline(long_n, color="grey", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("long request length (tokens)")
+    ax.set_ylabel(f"x one {fmt_tokens(short_n)} request")
+    ax.set_title(f"{spec_name}: what one long request displaces")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    files["displacement"] = "displacement_vs_long.png"
+    fig.tight_layout()
+    fig.savefig(out / files["displacement"], dpi=110)
+    plt.close(fig)
+
+    # 3. TTFT inflation vs chunk size
+    chunks = _doubling(256, long_n - r["prefix_n"])
+    ttft = ttft_chunk_curve(p, chunks)
+    alone = r["ttft_short_alone_s"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(chunks, ttft / alone, marker="o", ms=3, label="chunked prefill (wait <= one chunk)")
+    ax.axhline(r["ttft_inflation"], color="C3", ls="--", lw=1, label="no chunking (wait for the whole prefill)")
+    if r.get("ttft_target_s"):
+        ax.axhline(r["ttft_target_s"] / alone, color="C2", ls=":", lw=1, label="TTFT target")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("chunk size (tokens)")
+    ax.set_ylabel(f"TTFT of a {fmt_tokens(short_n)} request / its TTFT alone")
+    ax.set_title(f"{spec_name}: short TTFT behind one {fmt_tokens(long_n)} prefill")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    files["ttft"] = "ttft_vs_chunk.png"
+    fig.tight_layout()
+    fig.savefig(out / files["ttft"], dpi=110)
+    plt.close(fig)
+    return files
+
+
+def _md_table(frame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_report(ps, directory, *, command: str | None = None) -> Path:
+    """Write the report for one plan or a list of plans (e.g. one per KV dtype); returns README.md's path."""
+    if isinstance(ps, CapacityPlan):
+        ps = [ps]
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    files = _plots(ps, out)
+    r = ps[0].record
+    with open(out / "plan.json", "w") as fh:
+        json.dump(records([p.record for p in ps]), fh, indent=1)
+        fh.write("\n")
+
+    lines = [f"# Capacity plan: {r['model']} on {r['gpus']}x {r['gpu']} (TP {r['tp']}), "
+             f"{fmt_tokens(r['long_n'])} vs {fmt_tokens(r['short_n'])}", ""]
+    if command:
+        lines += ["Produced by (lcprof " + __version__ + "):", "", "```", command, "```", ""]
+    lines += [f"Times: {r['rates_source']}. Raw records: [plan.json](plan.json).", ""]
+    warned = list(dict.fromkeys(w for p in ps for w in p.warnings))
+    if warned:
+        lines += ["Warnings:", ""] + [f"- {w}" for w in warned] + [""]
+    lines += ["## Headline", ""]
+    for p in ps:
+        q = p.record
+        lines.append(
+            f"- **{q['kv_dtype']} KV**: one replica holds {q['max_concurrent_short']} concurrent "
+            f"{fmt_tokens(q['short_n'])} requests or {q['max_concurrent_long']} of {fmt_tokens(q['long_n'])} "
+            f"(deployment: {q['max_concurrent_short_deployment']} / {q['max_concurrent_long_deployment']}). "
+            f"One {fmt_tokens(q['long_n'])} request displaces **{q['displacement_kv']:.3g}** short requests' KV "
+            f"(costs {q['short_requests_lost_per_long']} slots) and **{q['displacement_prefill']:.3g}** short "
+            f"prefills of compute; a short request behind it waits {fmt_value('x_s', q['ttft_short_behind_long_s'])}"
+            + (f" ({fmt_value('x_s', q['ttft_short_behind_long_chunked_s'])} with {fmt_tokens(q['chunk_n'])} chunks)"
+               if q.get("chunk_n") else "") + ".")
+    lines.append("")
+    for title, frame in section_frames(ps):
+        lines += [f"## {title}", "", _md_table(frame), ""]
+    lines += ["## KV blocks per request by KV group", "", _md_table(ps[0].groups), ""]
+    if ps[0].mix is not None:
+        lines += ["## Mix", "", _md_table(ps[0].mix), ""]
+    lines += ["## Decode time per token vs resident context", "",
+              "`decode_step_batch1_s`: one request alone; `tpot_full_pool_s`: the KV pool full of requests of "
+              "that context.", "", _md_table(ps[0].decode.round(6)), ""]
+    lines += ["## Plots", "",
+              f"![concurrency vs context]({files['concurrency']})", "",
+              f"![displacement vs long length]({files['displacement']})", "",
+              f"![TTFT inflation vs chunk size]({files['ttft']})", ""]
+    lines += ["## Conventions", ""] + [f"- {n}" for n in ps[0].notes] + [""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

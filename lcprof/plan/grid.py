@@ -6,7 +6,7 @@ are then one numpy broadcast over the (long, kv_dtype, tp, memory_utilization) g
 formulas as ``lcprof.plan.capacity.plan`` (see there and ``lcprof.plan.memory``/``compute``);
 a test checks the grid against ``plan`` scenario by scenario.
 
-Rows whose TP cannot shard the heads (or does not divide ``gpus``) get ``status = invalid`` and a
+Rows whose TP cannot shard the heads (or does not split ``gpus`` into whole replicas) get ``status = invalid`` and a
 ``reason``; rows that do not fit get ``does_not_fit`` (weights exceed usable memory),
 ``no_kv_room`` (weights + activation reserve exceed it) or ``long_does_not_fit`` (the KV pool
 holds less than one long request). Numeric columns of such rows are zero or NaN.
@@ -51,8 +51,10 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
     # --- per TP: validity and weights ----------------------------------------------------------
     problems = [tp_problem(spec, int(t)) for t in tps]
     if gpus is not None:
-        problems = [p or (f"tp={t} needs a multiple of {t} GPUs; --gpus is {gpus} (omit --gpus to compare one "
-                          f"replica per TP)" if gpus % t else None) for p, t in zip(problems, tps)]
+        # --gpus smaller than tp: the scenario is one replica of tp GPUs (what a what-if over TP
+        # degrees asks); --gpus larger but not a multiple of tp cannot be split into replicas.
+        problems = [p or (f"tp={t} does not divide --gpus {gpus} into whole replicas"
+                          if gpus > t and gpus % t else None) for p, t in zip(problems, tps)]
     valid_t = np.array([p is None for p in problems])[None, None, :, None]
     w_t = np.array([weight_bytes(spec, dtype, int(t)) if p is None else 0 for p, t in zip(problems, tps)],
                    dtype=np.int64)[None, None, :, None]
@@ -112,7 +114,7 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
     ok = code == 0
     return {
         "long_n": L, "kv_dtype_index": np.arange(n_d)[None, :, None, None], "tp": T, "memory_utilization": U,
-        "status_code": code, "replicas": (gpus // T) if gpus is not None else np.ones_like(T),
+        "status_code": code, "replicas": np.maximum(gpus // T, 1) if gpus is not None else np.ones_like(T),
         "weights_bytes_per_gpu": np.where(valid_t, w_t, 0), "activation_reserve_bytes_per_gpu": np.where(valid_t, act, 0),
         "kv_budget_bytes_per_gpu": np.where(valid_t, budget, 0), "kv_block_bytes_per_gpu": np.where(valid_t, bb, 0),
         "kv_bytes_per_token_per_gpu": np.where(valid_t, kv_tok, 0).astype(np.int64),
@@ -138,7 +140,7 @@ def grid_frame(arrs: dict, *, spec: ModelSpec, gpu: str, gpus: int | None, kv_dt
     code = flat.pop("status_code")
     n = code.size
     df = pd.DataFrame({"model": np.full(n, spec.name, dtype=object), "gpu": gpu,
-                       "gpus": flat["tp"] * flat["replicas"] if gpus is None else gpus,
+                       "gpus": flat["tp"] * flat["replicas"],
                        "tp": flat.pop("tp"), "replicas": flat.pop("replicas"), "dtype": dtype,
                        "kv_dtype": np.asarray(kv_dtypes, dtype=object)[flat.pop("kv_dtype_index")],
                        "memory_utilization": flat.pop("memory_utilization"), "block_size": block_size,

@@ -44,10 +44,13 @@ def test_grid_marks_invalid_and_unfit_rows_instead_of_aborting():
 
 
 def test_grid_fixed_deployment_needs_multiples_of_tp():
-    df = capacity_grid("llama3-8b", gpus=4, tps=(1, 2, 8), longs="32k", short="4k")
+    # 6 GPUs: TP 1 -> 6 replicas, TP 2 -> 3, TP 4 cannot split 6 GPUs into whole replicas,
+    # TP 8 > 6 GPUs -> the scenario is one replica of 8 GPUs (a what-if over TP degrees)
+    df = capacity_grid("llama3-8b", gpus=6, tps=(1, 2, 4, 8), longs="32k", short="4k")
     st = dict(zip(df["tp"], df["status"]))
-    assert st == {1: "ok", 2: "ok", 8: "invalid"}
-    assert list(df["replicas"][df["status"] == "ok"]) == [4, 2]
+    assert st == {1: "ok", 2: "ok", 4: "invalid", 8: "ok"}
+    ok = df[df["status"] == "ok"]
+    assert list(ok["replicas"]) == [6, 3, 1] and list(ok["gpus"]) == [6, 6, 8]
 
 
 def test_grid_no_kv_room_and_long_does_not_fit():

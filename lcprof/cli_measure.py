@@ -1,0 +1,99 @@
+"""Measuring commands: ``lcprof backends`` and ``lcprof sweep``.
+
+Thin click commands registered by ``lcprof.cli`` (it reads ``COMMANDS``). torch is imported only
+inside the command functions, so ``import lcprof.cli`` stays analytic and fast. Library functions:
+:func:`lcprof.measure.api.backends_frame`, :func:`lcprof.measure.sweep.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lcprof.errors import LcprofError
+
+FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                             show_default=True, help="Output format (JSON: a list of flat records).")
+
+
+def _parse_bytes(text: str | None) -> int | None:
+    """A byte count: 8000000000, 8e9, or with a binary suffix 8GiB / 512MiB."""
+    if text is None:
+        return None
+    t = str(text).strip()
+    scale = 1
+    for suffix, mult in (("tib", 1 << 40), ("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10)):
+        if t.lower().endswith(suffix):
+            t, scale = t[: -len(suffix)].strip(), mult
+            break
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise LcprofError(f"malformed byte count {text!r}; use e.g. 8000000000, 8e9, 8GiB or 512MiB") from None
+    if value <= 0 or value != int(value):
+        raise LcprofError(f"byte count must be a positive whole number, got {text!r}")
+    return int(value)
+
+
+@click.command()
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
+@click.option("--dtype", "dtypes", default="fp32,bf16", show_default=True, help="Comma-separated dtypes to probe.")
+@FORMAT_OPTION
+def backends(device, dtypes, fmt):
+    """List every attention backend: available on this machine or not, and why."""
+    from lcprof.measure.api import backends_frame  # imports torch
+    from lcprof.render import render
+
+    df = backends_frame(device, dtypes)
+    if fmt == "table":
+        df = df[["backend", "dtype", "device", "available", "family", "native_masks", "reason"]]
+    click.echo(render(df, fmt))
+
+
+_SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", "time_p90_s", "repeats",
+            "achieved_flops_per_s", "peak_mem_bytes", "reason"]
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Preset name or alias, or a path to a config.json.")
+@click.option("--n", "n", required=True, help="Token counts: 4096, 4k,8k or a doubling range 128..131072.")
+@click.option("--backends", "backend_list", default="eager,sdpa", show_default=True,
+              help="Comma-separated backends (see `lcprof backends`).")
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, help="Comma-separated: fp32, tf32, bf16, fp16.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
+@click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True,
+              help="decode: one step of query length 1 against a cache of n tokens.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Which layer of the model (its attention kind, window, MoE).")
+@click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Seconds of timed repetitions per point (warm-up adds 10%).")
+@click.option("--min-reps", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-reps", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--mem-cap", default=None, help="Memory budget in bytes (8e9, 8GiB): points predicted above it are skipped. "
+              "Default: the device's free memory.")
+@click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="striped-ring: simulated ranks.")
+@click.option("--mla-form", type=click.Choice(["naive", "absorbed"]), default=None,
+              help="MLA models: naive (default for prefill) or weight-absorbed (default for decode).")
+@click.option("--flush-l2", is_flag=True, help="CUDA: zero a 256 MiB buffer before every timed call.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results CSV, written row by row.")
+@click.option("--resume", is_flag=True, help="Keep the rows already in --out (ok/oom/skipped) and run the rest.")
+@FORMAT_OPTION
+def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budget_s, min_reps, max_reps, mem_cap,
+          ranks, mla_form, flush_l2, seed, out, resume, fmt):
+    """Time one layer over lengths, backends and dtypes; each row is written (and fsynced) as it completes."""
+    if max_reps < min_reps:
+        raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
+    cap = _parse_bytes(mem_cap)
+    from lcprof.measure.sweep import run_sweep  # imports torch
+    from lcprof.render import render
+
+    df = run_sweep(model, n, backend_list, dtypes, device=device, phase=phase, batch=batch, layer=layer_idx,
+                   budget_s=budget_s, mem_cap_bytes=cap, out=out, resume=resume, ranks=ranks, mla_form=mla_form,
+                   seed=seed, min_reps=min_reps, max_reps=max_reps, flush_l2=flush_l2, progress=True)
+    if fmt == "table":
+        df = df[[c for c in _SUMMARY if c in df.columns]]
+    click.echo(render(df, fmt))
+
+
+COMMANDS = [backends, sweep]

@@ -1,0 +1,387 @@
+"""One real decoder layer built from a ModelSpec, with seeded random weights.
+
+``DecoderLayer(spec, layer_idx, attention=...)`` is a pre-norm transformer block::
+
+    x ─ RMSNorm ─ q/k/v proj ─ RoPE ─ attention(backend) ─ o proj ─(+)─ RMSNorm ─ MLP ─(+)─ out
+    └──────────────────────────────────────────────────────────────┘  └──────────────┘
+
+* **Attention**: GQA projections (``n_kv_heads`` K/V heads, optional q/k/v bias), RoPE on the first
+  ``rope.rotary_dim`` dims of each head with the frequencies and attention factor of
+  :func:`lcprof.cost.rope.inv_freq` (one source of truth; the factor multiplies cos and sin, as
+  transformers does), then a backend from :mod:`lcprof.measure.backends`. The mask is the layer's
+  kind: causal, sliding window W or chunk C (see ``backends.AttnMask``).
+* **MLA** (DeepSeek): ``mla_form='naive'`` decompresses every cached latent to per-head K and V
+  (``kv_b``) and attends with qk_head_dim / v_head_dim; ``mla_form='absorbed'`` folds the
+  up-projections into the query (``q_absorb``) and the output (``v_unabsorb``) and attends in
+  the latent space: one shared K/V "head" of kv_lora_rank + rope dims (MQA). Same math.
+* **MLP**: gated (gate, up, down) or plain (up, down) with the config's activation.
+* **MoE layers: we time the dense-equivalent active width** (``moe_timing='dense-equivalent'``):
+  the router matmul (its top-k is computed and discarded) plus ONE gated MLP whose width is
+  ``n_active * expert_intermediate_size + n_shared * shared_intermediate_size``. Its FLOPs equal the
+  cost model's active FLOPs (router + n_active experts + shared) exactly; its time is a lower bound
+  for a real routed MoE (no token permutation, no per-expert small matmuls, all weights dense).
+
+Weights are drawn from a CPU generator seeded by ``seed`` (same weights on every device), normal
+with std 1/sqrt(fan_in) so every projection keeps unit variance and the softmax is neither uniform
+nor one-hot; norm weights are 1. Build in any dtype; ``.to(torch.float64)`` gives the reference.
+
+Prefill: ``layer(x)`` with x (batch, n, hidden). Decode and any cached step: ``layer(x, cache=c)``
+with x (batch, m, hidden) and a :class:`KVCache` of capacity L whose first L - m slots are filled;
+the m new tokens sit at positions L - m .. L - 1 and are written into the last m slots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lcprof.cost.rope import inv_freq
+from lcprof.errors import LcprofError
+from lcprof.measure.backends import AttnMask, eager_attention
+from lcprof.spec import LayerSpec, ModelSpec
+
+MLA_FORMS = ("naive", "absorbed")
+MOE_TIMINGS = ("dense-equivalent",)
+
+
+@dataclass
+class KVCache:
+    """What one layer caches per token, for ``batch`` sequences and ``capacity`` slots.
+
+    Standard attention: ``a`` = keys after RoPE (batch, L, kv_heads, head_dim), ``b`` = values
+    (batch, L, kv_heads, v_head_dim). MLA: ``a`` = normed latent (batch, L, kv_lora_rank),
+    ``b`` = the shared rope key after RoPE (batch, L, qk_rope_head_dim).
+    """
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+    @property
+    def capacity(self) -> int:
+        return self.a.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.a.numel() * self.a.element_size() + self.b.numel() * self.b.element_size()
+
+    def to(self, *args, **kwargs) -> "KVCache":
+        return KVCache(self.a.to(*args, **kwargs), self.b.to(*args, **kwargs))
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * weight, computed in float32 for fp16/bf16 (as transformers does)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+_ACTS = {
+    "silu": F.silu, "swish": F.silu,
+    "gelu": F.gelu, "gelu_new": lambda t: F.gelu(t, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh"),
+    "gelu_fast": lambda t: F.gelu(t, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+def _activation(spec: ModelSpec):
+    name = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu").lower()
+    return _ACTS.get(name, F.silu)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` dims of x (batch, m, heads, dim) (transformers' layout).
+
+    cos/sin (m, rot) already hold the attention factor; dims past ``rot`` pass through.
+    """
+    rot = cos.shape[-1]
+    c = cos[None, :, None, :]  # (1, m, 1, rot)
+    s = sin[None, :, None, :]
+    if rot == x.shape[-1]:
+        return x * c + _rotate_half(x) * s
+    xr, xp = x[..., :rot], x[..., rot:]
+    return torch.cat((xr * c + _rotate_half(xr) * s, xp), dim=-1)
+
+
+def _yarn_mscale(scale: float, mscale: float) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+class DecoderLayer(nn.Module):
+    """Layer ``layer_idx`` of ``spec`` (see the module docstring)."""
+
+    def __init__(self, spec: ModelSpec, layer_idx: int = 0, *, attention=None, seed: int = 0,
+                 mla_form: str = "naive", moe_timing: str = "dense-equivalent", materialize: bool = True) -> None:
+        super().__init__()
+        with torch.device("meta"):  # shapes only: no default init, no use of the global RNG
+            self._build(spec, layer_idx, attention, mla_form, moe_timing)
+        self._rope_cache: dict = {}
+        if materialize:  # materialize=False leaves a meta-device layer: shapes and counts only
+            for mod in self.modules():
+                for pname, p in list(mod._parameters.items()):
+                    if p is not None:
+                        mod._parameters[pname] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype),
+                                                              requires_grad=False)
+            self._init_weights(seed)
+
+    @staticmethod
+    def param_count(spec: ModelSpec, layer_idx: int = 0, *, mla_form: str = "naive",
+                    moe_timing: str = "dense-equivalent") -> int:
+        """Parameters the layer holds (MoE: the dense-equivalent active width), without allocating."""
+        meta = DecoderLayer(spec, layer_idx, mla_form=mla_form, moe_timing=moe_timing, materialize=False)
+        return sum(p.numel() for p in meta.parameters())
+
+    def _build(self, spec: ModelSpec, layer_idx: int, attention, mla_form: str, moe_timing: str) -> None:
+        if not 0 <= layer_idx < spec.n_layers:
+            raise LcprofError(f"layer {layer_idx} out of range 0..{spec.n_layers - 1} for {spec.name}")
+        if mla_form not in MLA_FORMS:
+            raise LcprofError(f"unknown MLA form {mla_form!r}; use {' or '.join(MLA_FORMS)}")
+        if moe_timing not in MOE_TIMINGS:
+            raise LcprofError(f"unknown MoE timing {moe_timing!r}; known: {', '.join(MOE_TIMINGS)}")
+        self.spec = spec
+        self.layer_idx = layer_idx
+        self.lspec: LayerSpec = spec.layers[layer_idx]
+        self.attention = attention or eager_attention
+        self.mla_form = mla_form
+        self.is_moe = bool(self.lspec.moe and spec.moe is not None)
+        self.moe_timing = moe_timing if self.is_moe else "n/a"
+        h, H = spec.hidden_size, spec.n_heads
+        eps = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+        self.act = _activation(spec)
+        self.input_norm = RMSNorm(h, eps)
+        self.post_attn_norm = RMSNorm(h, eps)
+        self.extra_norms = spec.norms_per_layer >= 4  # Gemma 2: norms after attention and MLP too
+        if self.extra_norms:
+            self.attn_out_norm = RMSNorm(h, eps)
+            self.mlp_out_norm = RMSNorm(h, eps)
+
+        if spec.mla is None:
+            hd, vhd, kvh = spec.head_dim, spec.v_head_dim, spec.n_kv_heads
+            self.q_proj = nn.Linear(h, H * hd, bias=spec.qkv_bias)
+            self.k_proj = nn.Linear(h, kvh * hd, bias=spec.qkv_bias)
+            self.v_proj = nn.Linear(h, kvh * vhd, bias=spec.qkv_bias)
+            self.o_proj = nn.Linear(H * vhd, h, bias=False)
+            self.scale = 1.0 / math.sqrt(hd)
+        else:
+            m = spec.mla
+            if m.q_lora_rank:
+                self.q_a = nn.Linear(h, m.q_lora_rank, bias=False)
+                self.q_a_norm = RMSNorm(m.q_lora_rank, eps)
+                self.q_b = nn.Linear(m.q_lora_rank, H * m.qk_head_dim, bias=False)
+            else:
+                self.q_proj = nn.Linear(h, H * m.qk_head_dim, bias=False)
+            self.kv_a = nn.Linear(h, m.cache_dim, bias=False)  # latent + shared rope key
+            self.kv_a_norm = RMSNorm(m.kv_lora_rank, eps)
+            self.kv_b = nn.Linear(m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim), bias=False)
+            self.o_proj = nn.Linear(H * m.v_head_dim, h, bias=False)
+            self.scale = 1.0 / math.sqrt(m.qk_head_dim)
+            r = spec.rope
+            if r is not None and r.type == "yarn" and r.mscale_all_dim:
+                # DeepSeek: the softmax scale carries YaRN's mscale(all_dim) squared.
+                self.scale *= _yarn_mscale(r.factor, r.mscale_all_dim) ** 2
+
+        if self.is_moe:
+            e = spec.moe
+            self.router = nn.Linear(h, e.n_experts, bias=False)
+            width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
+        else:
+            width = spec.intermediate_size
+        self.mlp_width = width
+        if spec.mlp_gated:
+            self.gate = nn.Linear(h, width, bias=False)
+        self.up = nn.Linear(h, width, bias=False)
+        self.down = nn.Linear(width, h, bias=False)
+
+    # ----- construction ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _init_weights(self, seed: int) -> None:
+        g = torch.Generator(device="cpu").manual_seed(int(seed) * 1009 + self.layer_idx)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:  # linear weights (out, in): unit-variance outputs
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:  # norm weights
+                p.fill_(1.0)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    # ----- shapes seen by the attention backend -----------------------------------------------
+    def attention_shapes(self) -> dict:
+        """heads, kv_heads, qk_dim, v_dim and scale of the tensors handed to the backend."""
+        s = self.spec
+        if s.mla is None:
+            return {"heads": s.n_heads, "kv_heads": s.n_kv_heads, "qk_dim": s.head_dim,
+                    "v_dim": s.v_head_dim, "scale": self.scale}
+        m = s.mla
+        if self.mla_form == "naive":
+            return {"heads": s.n_heads, "kv_heads": s.n_heads, "qk_dim": m.qk_head_dim,
+                    "v_dim": m.v_head_dim, "scale": self.scale}
+        return {"heads": s.n_heads, "kv_heads": 1, "qk_dim": m.cache_dim, "v_dim": m.kv_lora_rank,
+                "scale": self.scale}
+
+    def mask_for(self, n_q: int, n_k: int) -> AttnMask:
+        """The layer's mask for n_q queries at the end of n_k keys (not yet simplified)."""
+        return AttnMask(self.lspec.attn, n_q, n_k, self.lspec.window)
+
+    # ----- RoPE ----------------------------------------------------------------------------------
+    def rope_cos_sin(self, start: int, m: int, n_total: int, dtype: torch.dtype,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """cos, sin (m, rotary_dim) for positions start..start+m-1 of a sequence of n_total tokens.
+
+        Computed in float64 from :func:`lcprof.cost.rope.inv_freq` (frequencies depend on n_total
+        for dynamic NTK and LongRoPE), attention factor folded in, cast to ``dtype``. Cached: a model
+        computes these once per forward and shares them across layers.
+        """
+        r = self.spec.rope
+        if r is None or not self.lspec.rope:
+            return None
+        key = (start, m, n_total, dtype, str(device))
+        hit = self._rope_cache.get(key)
+        if hit is None:
+            freqs, factor = inv_freq(r, n_total)
+            pos = np.arange(start, start + m, dtype=np.float64)
+            angles = np.outer(pos, freqs)  # (m, rot/2)
+            emb = np.concatenate([angles, angles], axis=-1)  # (m, rot)
+            cos = torch.from_numpy(np.cos(emb) * factor).to(device=device, dtype=dtype)
+            sin = torch.from_numpy(np.sin(emb) * factor).to(device=device, dtype=dtype)
+            self._rope_cache.clear()
+            hit = self._rope_cache[key] = (cos, sin)
+        return hit
+
+    # ----- caches --------------------------------------------------------------------------------
+    def cache_shapes(self, batch: int, capacity: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        s = self.spec
+        if s.mla is None:
+            return ((batch, capacity, s.n_kv_heads, s.head_dim), (batch, capacity, s.n_kv_heads, s.v_head_dim))
+        return ((batch, capacity, s.mla.kv_lora_rank), (batch, capacity, s.mla.qk_rope_head_dim))
+
+    def empty_cache(self, batch: int, capacity: int, *, dtype=None, device=None) -> KVCache:
+        p = next(self.parameters())
+        dtype, device = dtype or p.dtype, device or p.device
+        sa, sb = self.cache_shapes(batch, capacity)
+        return KVCache(torch.zeros(sa, dtype=dtype, device=device), torch.zeros(sb, dtype=dtype, device=device))
+
+    def random_cache(self, batch: int, capacity: int, *, generator: torch.Generator | None = None,
+                     dtype=None, device=None) -> KVCache:
+        """A cache of unit-variance values (what a prefill of random tokens looks like, in scale)."""
+        p = next(self.parameters())
+        dtype, device = dtype or p.dtype, device or p.device
+        sa, sb = self.cache_shapes(batch, capacity)
+        return KVCache(torch.randn(sa, generator=generator).to(device=device, dtype=dtype),
+                       torch.randn(sb, generator=generator).to(device=device, dtype=dtype))
+
+    # ----- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, *, return_kv: bool = False):
+        """x (batch, m, hidden) -> (batch, m, hidden); with ``return_kv`` also the K/V it produced.
+
+        Without ``cache``: a prefill of m tokens at positions 0..m-1. With ``cache`` (capacity L):
+        the tokens are at positions L - m .. L - 1, their K/V are written into the cache's last m
+        slots, and attention runs over all L cached keys.
+        """
+        h = self.input_norm(x)
+        a, kv = self._attention_block(h, cache)
+        if self.extra_norms:
+            a = self.attn_out_norm(a)
+        x = x + a
+        y = self._mlp(self.post_attn_norm(x))
+        if self.extra_norms:
+            y = self.mlp_out_norm(y)
+        out = x + y
+        return (out, kv) if return_kv else out
+
+    def _attention_block(self, h: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+        if self.spec.mla is not None:
+            return self._mla_block(h, cache)
+        s = self.spec
+        b, m, _ = h.shape
+        H, kvh, hd, vhd = s.n_heads, s.n_kv_heads, s.head_dim, s.v_head_dim
+        n_k = m if cache is None else cache.capacity
+        start = n_k - m
+        q = self.q_proj(h).view(b, m, H, hd)  # (b, m, heads, head_dim)
+        k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
+        v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
+        cs = self.rope_cos_sin(start, m, n_k, q.dtype, q.device)
+        if cs is not None:
+            q, k = apply_rope(q, *cs), apply_rope(k, *cs)
+        if cache is None:
+            keys, values = k, v
+        else:
+            cache.a[:, start:] = k
+            cache.b[:, start:] = v
+            keys, values = cache.a, cache.b  # (b, n_k, kv_heads, *)
+        o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale)  # (b, m, heads, v_head_dim)
+        return self.o_proj(o.reshape(b, m, H * vhd)), KVCache(keys, values)
+
+    def _mla_block(self, h: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+        s, mla = self.spec, self.spec.mla
+        b, m, _ = h.shape
+        H, nope, rope_d, lora, vd = (s.n_heads, mla.qk_nope_head_dim, mla.qk_rope_head_dim,
+                                     mla.kv_lora_rank, mla.v_head_dim)
+        n_k = m if cache is None else cache.capacity
+        start = n_k - m
+        if mla.q_lora_rank:
+            q = self.q_b(self.q_a_norm(self.q_a(h)))
+        else:
+            q = self.q_proj(h)
+        q = q.view(b, m, H, nope + rope_d)  # (b, m, heads, qk_head_dim)
+        q_nope, q_pe = q[..., :nope], q[..., nope:]
+        ckv = self.kv_a(h)  # (b, m, kv_lora_rank + rope)
+        latent = self.kv_a_norm(ckv[..., :lora])  # (b, m, kv_lora_rank)
+        k_pe = ckv[..., lora:].unsqueeze(2)  # (b, m, 1, rope)
+        cs = self.rope_cos_sin(start, m, n_k, q.dtype, q.device)
+        if cs is not None:
+            q_pe, k_pe = apply_rope(q_pe, *cs), apply_rope(k_pe, *cs)
+        k_pe = k_pe.squeeze(2)  # (b, m, rope)
+        if cache is None:
+            lat_all, kpe_all = latent, k_pe
+        else:
+            cache.a[:, start:] = latent
+            cache.b[:, start:] = k_pe
+            lat_all, kpe_all = cache.a, cache.b  # (b, n_k, lora), (b, n_k, rope)
+        mask = self.mask_for(m, n_k)
+        if self.mla_form == "naive":
+            kv = self.kv_b(lat_all).view(b, n_k, H, nope + vd)  # every cached latent decompressed
+            k_nope, v = kv[..., :nope], kv[..., nope:]  # (b, n_k, heads, nope), (b, n_k, heads, v)
+            keys = torch.cat((k_nope, kpe_all[:, :, None, :].expand(b, n_k, H, rope_d)), dim=-1)
+            queries = torch.cat((q_nope, q_pe), dim=-1)  # (b, m, heads, qk_head_dim)
+            o = self.attention(queries, keys, v, mask, self.scale)  # (b, m, heads, v)
+        else:
+            w = self.kv_b.weight.view(H, nope + vd, lora)  # (heads, nope + v, lora)
+            w_uk, w_uv = w[:, :nope, :], w[:, nope:, :]  # (heads, nope, lora), (heads, v, lora)
+            q_lat = torch.einsum("bmhd,hdc->bmhc", q_nope, w_uk)  # (b, m, heads, lora): q_absorb
+            queries = torch.cat((q_lat, q_pe), dim=-1)  # (b, m, heads, lora + rope)
+            keys = torch.cat((lat_all, kpe_all), dim=-1)[:, :, None, :]  # (b, n_k, 1, lora + rope)
+            values = lat_all[:, :, None, :]  # (b, n_k, 1, lora)
+            o_lat = self.attention(queries, keys, values, mask, self.scale)  # (b, m, heads, lora)
+            o = torch.einsum("bmhc,hvc->bmhv", o_lat, w_uv)  # (b, m, heads, v): v_unabsorb
+        return self.o_proj(o.reshape(b, m, H * vd)), KVCache(lat_all, kpe_all)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_moe:
+            # Dense-equivalent MoE: the router runs (and its top-k) but does not dispatch; the
+            # active experts + shared experts run as one gated MLP of their summed width.
+            logits = self.router(x)  # (b, m, n_experts)
+            torch.topk(logits, self.spec.moe.n_active, dim=-1)
+        if self.spec.mlp_gated:
+            return self.down(self.act(self.gate(x)) * self.up(x))
+        return self.down(self.act(self.up(x)))

@@ -59,7 +59,13 @@ $LCPROF fit "$OUT/results.csv" --target 131072 | tee "$OUT/fit.txt"
 echo
 echo "== compare (roofline on this device's calibration)"
 $LCPROF compare "$OUT/results.csv" --calibration "$OUT/calibration.json" | tee "$OUT/compare.txt"
-$LCPROF report "$OUT/results.csv" --calibration "$OUT/calibration.json" --target 131072 --out "$OUT"
+echo
+echo "== capacity plan for $MODEL on one H100 (128k vs 4k requests)"
+$LCPROF plan --model "$MODEL" --gpu h100-sxm --gpus 1 --long 128k --short 4k --kv-dtype bf16,fp8 --chunk 8k \
+    --report "$OUT/plan" | tail -25
+python3 bench/plan_grid.py | tail -3
+$LCPROF report "$OUT/results.csv" --calibration "$OUT/calibration.json" --target 131072 --out "$OUT" \
+    --plan "$OUT/plan/README.md"
 echo "analytic_layer_wall_s=${analytic_s}" > "$OUT/analytic_timing.txt"
 echo
 echo "report: $OUT/report.md (and report.html)"

@@ -437,6 +437,15 @@ def spec_from_config(cfg: dict, name: str | None = None, *, where: str | None = 
         raise LcprofError(f"{where}: config is missing required field 'intermediate_size'")
 
     kinds = _layer_types(cfg, n_layers, where)
+    # A window or chunk at least as long as the model's context never masks anything the model
+    # can be asked for (Phi-3-128k declares sliding_window 262144 > 131072): such layers are
+    # global. (Beyond max positions lcprof warns anyway.)
+    wide = [w for k, w, _ in kinds if w is not None and w >= max_pos]
+    if wide:
+        kinds = [("global", None, r) if (w is not None and w >= max_pos) else (k, w, r) for k, w, r in kinds]
+        meta = dict(meta)
+        meta["notes"] = (meta.get("notes", "") + f" Window {max(wide)} >= max_position_embeddings {max_pos}: "
+                         "those layers are counted as global.").strip()
     layers = tuple(
         LayerSpec(attn=k, window=w, moe=moe_layers[i], rope=r) for i, (k, w, r) in enumerate(kinds)
     )

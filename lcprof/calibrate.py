@@ -14,6 +14,12 @@ Method:
   * **bandwidth**: ``dst.copy_(src)`` of a large buffer (1 GiB on a GPU, 256 MiB on the CPU; a
     quarter with ``quick``), counting the bytes read **and** written (2 x size).
   * **memory**: the device's total memory (CUDA properties; physical RAM on the CPU).
+  * **attention** (CUDA): each tiled attention backend (SDPA flash, cuDNN, memory-efficient, and
+    the striped-ring kernel when it builds) on causal (1, n, 32, 128) inputs, n = 16384 (4096 with
+    ``quick``), in bf16 (and fp32 for memory-efficient); rate = the cost model's *executed* FLOPs
+    (128 x 128 tiles not fully masked) / median time, stored as ``attention_flops_per_s``
+    {backend: {dtype: FLOP/s}}. Attention kernels run well below the GEMM peak; a calibrated
+    roofline charges QK^T and PV at the backend's own rate.
 
 Only this module imports torch, and only inside its functions.
 """
@@ -163,6 +169,63 @@ def measure_bandwidth(*, device=None, nbytes: int | None = None, quick: bool = F
             "samples_s": samples}
 
 
+ATTENTION_BACKENDS = (("sdpa-flash", "bf16"), ("sdpa-cudnn", "bf16"), ("sdpa-efficient", "bf16"),
+                      ("sdpa-efficient", "fp32"), ("striped-ring", "bf16"))
+
+
+def measure_attention(backend: str, dtype: str, *, device=None, n: int | None = None, quick: bool = False,
+                      heads: int = 32, head_dim: int = 128, budget_s: float | None = None) -> dict:
+    """Executed FLOP/s of one causal attention call of ``backend`` (CUDA), median of repetitions.
+
+    Raises LcprofError when the backend cannot run here (the caller records the reason).
+    """
+    import numpy as np
+
+    from lcprof.cost.masks import executed_pairs_tiled
+
+    torch = _torch()
+    dev = torch.device(device or "cuda")
+    if dev.type != "cuda":
+        raise LcprofError("attention calibration needs CUDA")
+    n = n or (4096 if quick else 16384)
+    budget_s = budget_s or (0.3 if quick else 1.0)
+    tdt = _torch_dtype(torch, dtype)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    shape = (1, n, heads, head_dim)  # (batch, n, heads, head_dim)
+    q, k, v = (torch.randn(shape, device=dev, generator=gen).to(tdt) for _ in range(3))
+    if backend == "striped-ring":
+        from kernels import striped_attn
+
+        ok, why = striped_attn.is_available()
+        if not ok:
+            raise LcprofError(f"striped-ring kernel unavailable: {why}")
+
+        def step():
+            striped_attn.striped_block_attention(q, k, v, causal=True)
+    else:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kind = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+                "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # (batch, heads, n, head_dim)
+
+        def step():
+            with sdpa_kernel([kind]):
+                torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+    try:
+        step()
+        torch.cuda.synchronize(dev)
+        samples = _Timer(torch, dev).samples(step, budget_s=budget_s, min_reps=3, max_reps=50)
+    except RuntimeError as exc:
+        raise LcprofError(f"{backend} {dtype} did not run: {str(exc).splitlines()[0]}") from None
+    med = statistics.median(samples)
+    pairs = float(np.asarray(executed_pairs_tiled("global", n, 0, None, (128, 128))))
+    flops = 4.0 * head_dim * heads * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
+    return {"backend": backend, "dtype": dtype, "n": n, "heads": heads, "head_dim": head_dim,
+            "executed_flops": flops, "reps": len(samples), "median_s": med, "flops_per_s": flops / med,
+            "samples_s": samples}
+
+
 def _environment(torch, dev) -> dict:
     env = {
         "lcprof_version": __version__,
@@ -219,6 +282,14 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
             continue
         gemms[d] = measure_matmul(d, device=dev, quick=quick)
     bw = measure_bandwidth(device=dev, quick=quick)
+    attention, attention_skipped = {}, {}
+    if cuda:
+        for backend, d in ATTENTION_BACKENDS:
+            try:
+                attention.setdefault(backend, {})[d] = measure_attention(backend, d, device=dev, quick=quick)
+            except LcprofError as exc:
+                attention_skipped[f"{backend}/{d}"] = str(exc)
+        attention = {b: v for b, v in attention.items() if v}
     if cuda:
         props = torch.cuda.get_device_properties(dev)
         dev_name, mem = props.name, int(props.total_memory)
@@ -234,7 +305,12 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         "peak_flops_per_s": {d: g["flops_per_s"] for d, g in gemms.items()},
         "hbm_bytes_per_s": bw["bytes_per_s"],
         "memory_bytes": mem,
+        "attention_flops_per_s": {b: {d: m["flops_per_s"] for d, m in v.items()} for b, v in attention.items()},
         "method": {
+            "attention": {f"{b}/{d}": {k: m[k] for k in ("n", "heads", "head_dim", "executed_flops", "reps",
+                                                         "median_s", "samples_s")}
+                          for b, v in attention.items() for d, m in v.items()},
+            "attention_skipped": attention_skipped,
             "matmul": {d: {k: g[k] for k in ("size", "flops", "reps", "median_s", "samples_s")}
                        for d, g in gemms.items()},
             "bandwidth": {k: bw[k] for k in ("bytes", "reps", "median_s", "samples_s")},
@@ -268,4 +344,11 @@ def profile_table(profile: dict) -> list[dict]:
                  "unit": "GB/s", "size": bw["bytes"], "reps": bw["reps"]})
     rows.append({"what": "memory", "dtype": "", "rate": profile["memory_bytes"] / float(1 << 30), "unit": "GiB",
                  "size": None, "reps": None})
+    for key, m in (profile["method"].get("attention") or {}).items():
+        rows.append({"what": f"attention {key} (causal, executed FLOPs)", "dtype": key.split("/")[1],
+                     "rate": m["executed_flops"] / m["median_s"] / 1e12, "unit": "TFLOP/s", "size": m["n"],
+                     "reps": m["reps"]})
+    for key, why in (profile["method"].get("attention_skipped") or {}).items():
+        rows.append({"what": f"attention {key}: skipped ({why})", "dtype": key.split("/")[1], "rate": None,
+                     "unit": "", "size": None, "reps": None})
     return rows

@@ -106,12 +106,13 @@ def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: 
         c = cost(spec, ns, phase=key["phase"], batch=int(key["batch"]), dtype=dtype, family=family,
                  layer=int(key["layer"]), tile=(tile, tile))
         peak = hw.peak(matmul_dtype(dtype))
-        t = roofline(c, hw)
+        t = roofline(c, hw, backend=key["backend"])
     except LcprofError as exc:
         return {"note": str(exc)}
     return {
         "predicted_time_s": np.asarray(t["total"], dtype=np.float64),
-        "predicted_compute_s": np.asarray(c.flops["total"]) / peak,
+        "predicted_compute_s": (np.asarray(c.flops["total"]) - np.asarray(c.flops["attn/total"])) / peak
+        + np.asarray(c.flops["attn/total"]) / (hw.attention_peak(key["backend"], matmul_dtype(dtype)) or peak),
         "predicted_memory_s": np.asarray(c.bytes["total"]) / hw.hbm_bytes_per_s,
         "executed_flops": np.asarray(c.flops["total"], dtype=np.float64),
         "useful_flops": np.asarray(c.useful_flops["total"], dtype=np.float64),

@@ -30,12 +30,23 @@ class Hardware:
     interconnect: str | None = None
     source: str | None = None
     kind: str = "datasheet"  # or "calibration"
+    #: Measured attention-kernel rates, {backend: {dtype: executed FLOP/s}} (calibration only):
+    #: attention kernels do not reach the GEMM peak, so a calibrated roofline charges their
+    #: QK^T and PV at the rate the backend itself was measured at.
+    attention_flops_per_s: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.hbm_bytes_per_s <= 0 or self.memory_bytes <= 0:
             raise LcprofError(f"hardware {self.key!r}: bandwidth and memory must be positive")
         if not self.peak_flops_per_s:
             raise LcprofError(f"hardware {self.key!r}: no peak FLOP/s given")
+
+    def attention_peak(self, backend: str | None, dtype: str) -> float | None:
+        """The calibrated attention rate of ``backend`` in ``dtype``, or None when not measured."""
+        if not backend:
+            return None
+        rate = (self.attention_flops_per_s.get(backend) or {}).get(dtype_name(dtype))
+        return float(rate) if rate else None
 
     def peak(self, dtype: str) -> float:
         """Dense matmul peak for a compute dtype; fp32 falls back to tf32 only if asked for tf32."""
@@ -139,4 +150,6 @@ def load_calibration(path: str | Path) -> Hardware:
         interconnect_bytes_per_s=e.get("interconnect_bytes_per_s"),
         source=str(p),
         kind="calibration",
+        attention_flops_per_s={b: {d: float(v) for d, v in rates.items()}
+                               for b, rates in (e.get("attention_flops_per_s") or {}).items()},
     )

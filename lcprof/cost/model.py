@@ -233,15 +233,21 @@ def matmul_dtype(dtype: str, tf32: bool = False) -> str:
     return "tf32" if (d == "fp32" and tf32) else d
 
 
-def roofline(c: Cost, hw: Hardware, *, tf32: bool = False) -> dict[str, np.ndarray]:
-    """Per-op time = max(FLOPs / peak, bytes / bandwidth); plus 'total'. Seconds, arrays over n."""
+def roofline(c: Cost, hw: Hardware, *, tf32: bool = False, backend: str | None = None) -> dict[str, np.ndarray]:
+    """Per-op time = max(FLOPs / peak, bytes / bandwidth); plus 'total'. Seconds, arrays over n.
+
+    The peak is the GEMM peak for the dtype, except for attention (``attn/qk``, ``attn/pv``) when
+    ``hw`` is a calibration that measured ``backend``'s own attention rate in that dtype.
+    """
     peak = hw.peak(matmul_dtype(c.dtype, tf32))
+    attn_peak = hw.attention_peak(backend, matmul_dtype(c.dtype, tf32)) or peak
     bw = hw.hbm_bytes_per_s
     out: dict[str, np.ndarray] = {}
     for name, f in c.flops.items():
         if name in ("total", "attn/total"):
             continue
-        out[name] = np.maximum(np.asarray(f) / peak, np.asarray(c.bytes[name]) / bw)
+        p = attn_peak if name.startswith("attn/") else peak
+        out[name] = np.maximum(np.asarray(f) / p, np.asarray(c.bytes[name]) / bw)
     out["attn/total"] = out.get("attn/qk", 0.0) + out.get("attn/pv", 0.0)
     out["total"] = sum(v for k, v in out.items() if k != "attn/total")
     return out

@@ -53,15 +53,10 @@ def _torch_dtype(torch, name: str):
     return {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+def _cpu_model() -> str:
+    from lcprof.measure.env import cpu_model  # imports torch, like everything here at run time
+
+    return cpu_model()
 
 
 def _cpu_memory_bytes() -> int:
@@ -235,7 +230,7 @@ def _environment(torch, dev) -> dict:
         "platform": platform.platform(),
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "threads": torch.get_num_threads(),
-        "cpu_name": _cpu_name(),
+        "cpu_name": _cpu_model(),
     }
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
@@ -294,7 +289,7 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         props = torch.cuda.get_device_properties(dev)
         dev_name, mem = props.name, int(props.total_memory)
     else:
-        dev_name, mem = f"{_cpu_name()} ({torch.get_num_threads()} threads)", _cpu_memory_bytes()
+        dev_name, mem = f"{_cpu_model()} ({torch.get_num_threads()} threads)", _cpu_memory_bytes()
     if cuda:
         torch.cuda.empty_cache()
     return {

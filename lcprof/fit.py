@@ -444,25 +444,23 @@ class FitResult:
     def summary(self) -> pd.DataFrame:
         return pd.DataFrame([g.summary() for g in self.groups])
 
-    @property
-    def points(self) -> pd.DataFrame:
+    def _stacked(self, attr: str) -> pd.DataFrame:
+        """One group table (``points`` or ``local``) per group, stacked, with the group keys first."""
         frames = []
         for g in self.groups:
-            p = g.points.copy()
+            p = getattr(g, attr).copy()
             for k in reversed(GROUP_KEYS):
                 p.insert(0, k, g.key[k])
             frames.append(p)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     @property
+    def points(self) -> pd.DataFrame:
+        return self._stacked("points")
+
+    @property
     def local(self) -> pd.DataFrame:
-        frames = []
-        for g in self.groups:
-            p = g.local.copy()
-            for k in reversed(GROUP_KEYS):
-                p.insert(0, k, g.key[k])
-            frames.append(p)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self._stacked("local")
 
 
 def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, target_n, interval: str,

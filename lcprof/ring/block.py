@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 
 import torch
 
@@ -41,10 +40,6 @@ IMPLS = ("auto", "torch", "kernel")
 
 # What kernels.striped_attn supports (see its docstring); auto falls back to torch otherwise.
 _KERNEL_HEAD_DIMS = (64, 96, 128)
-
-# Upper bound on score elements materialized at once by the torch fallback.
-_MAX_SCORE_ELEMENTS = 1 << 25
-
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_stride: int, k_stride: int) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -74,41 +69,17 @@ def block_attention_torch(
     causal: bool = True,
     softmax_scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference block attention in torch (see module docstring). Returns (out, lse).
+    """The torch fallback (see module docstring). Returns (out, lse).
 
-    Computes in float32 (float64 for float64 inputs), in query chunks so the
-    score matrix stays below ~2^25 elements.
+    One implementation serves both the kernel's tests and the ring:
+    ``kernels.reference.block_attention_reference`` (float32, float64 for float64
+    inputs; chunked over query rows).
     """
+    from kernels.reference import block_attention_reference
+
     _check_inputs(q, k, v, q_stride, k_stride)
-    batch, n_q, heads, head_dim = q.shape
-    n_k, kv_heads = k.shape[1], k.shape[2]
-    group = heads // kv_heads
-    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
-    cdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    device = q.device
-
-    qc = q.to(cdtype).reshape(batch, n_q, kv_heads, group, head_dim)  # (b, n_q, h_kv, g, d)
-    kc = k.to(cdtype)  # (b, n_k, h_kv, d)
-    vc = v.to(cdtype)  # (b, n_k, h_kv, d)
-    pos_k = k_offset + k_stride * torch.arange(n_k, device=device)  # (n_k,)
-
-    out = torch.empty(batch, n_q, heads, head_dim, dtype=q.dtype, device=device)
-    lse = torch.empty(batch, heads, n_q, dtype=cdtype, device=device)
-    chunk = max(1, _MAX_SCORE_ELEMENTS // max(1, batch * heads * n_k))
-    for start in range(0, n_q, chunk):
-        stop = min(n_q, start + chunk)
-        scores = torch.einsum("bqkgd,bjkd->bkgqj", qc[:, start:stop], kc) * scale  # (b, h_kv, g, cq, n_k)
-        if causal:
-            pos_q = q_offset + q_stride * torch.arange(start, stop, device=device)  # (cq,)
-            allowed = pos_k[None, :] <= pos_q[:, None]  # (cq, n_k)
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        chunk_lse = torch.logsumexp(scores, dim=-1)  # (b, h_kv, g, cq); -inf for empty rows
-        shift = torch.where(torch.isneginf(chunk_lse), torch.zeros_like(chunk_lse), chunk_lse)
-        probs = torch.exp(scores - shift[..., None])  # empty rows: exp(-inf) = 0
-        chunk_out = torch.einsum("bkgqj,bjkd->bqkgd", probs, vc)  # (b, cq, h_kv, g, d)
-        out[:, start:stop] = chunk_out.reshape(batch, stop - start, heads, head_dim).to(q.dtype)
-        lse[:, :, start:stop] = chunk_lse.reshape(batch, heads, stop - start)
-    return out, lse
+    return block_attention_reference(q, k, v, q_offset=q_offset, q_stride=q_stride, k_offset=k_offset,
+                                     k_stride=k_stride, causal=causal, softmax_scale=softmax_scale)
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,7 +19,6 @@ so ``torchrun`` works.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from dataclasses import dataclass
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from lcprof.hardware import load_calibration
 

@@ -64,7 +64,9 @@ def test_query_chunking_is_exact(monkeypatch):
     q, k, v = (torch.randn(1, 37, 2, 4, dtype=torch.float64) for _ in range(3))
     kw = dict(q_offset=0, q_stride=1, k_offset=0, k_stride=1)
     ref = block_attention_torch(q, k, v, **kw)
-    monkeypatch.setattr(block_mod, "_MAX_SCORE_ELEMENTS", 2 * 37 * 5)  # chunks of 5 queries
+    import kernels.reference as reference  # the torch fallback's implementation
+
+    monkeypatch.setattr(reference, "_CHUNK_SCORES", 2 * 37 * 5)  # chunks of 5 queries
     got = block_attention_torch(q, k, v, **kw)
     torch.testing.assert_close(got[0], ref[0], rtol=0, atol=1e-15)
     torch.testing.assert_close(got[1], ref[1], rtol=0, atol=1e-15)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lcprof.cost import masks
-from lcprof.cost.model import (activation_bytes, attention_crossover_n, cost, kv_bytes,
+from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, kv_bytes,
                                kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
 from lcprof.cost.rope import rope_summary, rope_table
 from lcprof.errors import LcprofError
@@ -181,14 +181,17 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     for d in dtypes:
         store = "fp32" if d == "tf32" else d
         for fam in ("eager", "tiled"):
-            mrows.append({"item": f"activation/{fam}", "dtype": store,
-                          "bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)[0])})
+            steps = activation_steps(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)
+            top = max(steps, key=lambda k: float(steps[k][0]))
+            mrows.append({"item": f"activation/{fam}", "dtype": store, "bytes": int(steps[top][0]),
+                          "peak_step": top})
         mrows.append({"item": "weights/layer", "dtype": store,
-                      "bytes": int(round(weight_bytes(spec, store) / spec.n_layers))})
+                      "bytes": int(round(weight_bytes(spec, store) / spec.n_layers)), "peak_step": ""})
     kv_model = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kv_dtype)[0])
-    mrows.append({"item": "kv_cache/model", "dtype": kv_dtype, "bytes": kv_model})
+    mrows.append({"item": "kv_cache/model", "dtype": kv_dtype, "bytes": kv_model, "peak_step": ""})
     mrows.append({"item": "kv_cache/layer", "dtype": kv_dtype,
-                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype)[0])})
+                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype)[0]),
+                  "peak_step": ""})
     mem_df = pd.DataFrame(mrows)
     mem_df["gib"] = mem_df["bytes"] / float(1 << 30)
     mem_df["fits_gpu"] = mem_df["bytes"] <= hw.memory_bytes

@@ -188,40 +188,159 @@ def weight_bytes(spec: ModelSpec, dtype: str = "bf16", tp: int = 1) -> int:
     return int(round(s * (split / tp + kv_per_gpu + norms)))
 
 
-def activation_bytes(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
-                     layer: int | LayerSpec = 0, prefix=0, materialize_mask: bool = True) -> np.ndarray:
-    """Peak activation bytes of one layer's prefill (inference, no autograd), per backend family.
+def _norm_extra(width: int, s: int) -> int:
+    """Transient bytes per token of an unfused RMSNorm over ``width`` (input excluded).
 
-    Live at the attention step: residual x, normed x, q, k, v, attention output; eager adds the
-    scores and their softmax (2 x batch*heads*n*(p+n)) plus a boolean mask (n*(p+n) bytes) when
-    ``materialize_mask``; tiled kernels add only the fp32 log-sum-exp. Live at the MLP step:
-    x, normed x, gate, up and their product (3 x intermediate). Peak = the larger step.
+    transformers' RMSNorm computes in float32: a low-precision input is copied up (4 B), squared
+    (4 B, freed after the mean), scaled (4 B), cast back (s) and multiplied by the weight (s):
+    peak 4 + 4 + s + s per element; in fp32/fp64 the input is used as is: scaled + output = 2s.
     """
+    return width * (2 * s + (8 if s < 4 else 0))
+
+
+def _rope_extra(width_heads: int, dim: int, rot: int, s: int) -> int:
+    """Transient bytes per token of RoPE on ``width_heads`` heads of ``dim`` with ``rot`` rotated.
+
+    x*cos, rotate_half(x) and its product with sin live together (3 x rot); a partial rotation
+    then concatenates the rotated part with the pass-through dims (rot + dim).
+    """
+    return s * width_heads * max(3 * rot, rot + dim)
+
+
+def _attention_heads(spec: ModelSpec, mla_form: str = "naive") -> tuple[int, int, int]:
+    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees."""
+    if spec.mla is None:
+        return spec.n_kv_heads, spec.head_dim, spec.v_head_dim
+    if mla_form == "naive":
+        return spec.n_heads, spec.mla.qk_head_dim, spec.mla.v_head_dim
+    return 1, spec.mla.cache_dim, spec.mla.kv_lora_rank
+
+
+def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
+                     layer: int | LayerSpec = 0, prefix=0, materialize_mask: bool = True,
+                     mla_form: str = "naive") -> dict[str, np.ndarray]:
+    """Bytes live at each memory-heavy step of one layer's forward over n new tokens (arrays over n).
+
+    The layout is transformers' (and lcprof's measured layer): the caller holds the input x; the
+    attention block holds the normed x, q, k, v, the attention output and the o projection; past
+    it only the residual stream lives on (x and x + attn); the MLP holds its normed input and, gated,
+    act(gate), up and their product. RMSNorm and RoPE run unfused (see ``_norm_extra``,
+    ``_rope_extra``) and the RoPE cos/sin tables (n x rotary dims each) live throughout. A KV cache
+    the step reads (``prefix`` cached tokens) is not counted: it is the cache's memory. Eager adds
+    the scores and their softmax over heads x n x (prefix + n) pairs, plus a boolean mask of
+    n x (prefix + n) bytes when ``materialize_mask`` (transformers' eager: K/V repeated per query head
+    for GQA, softmax in fp32 for fp16/bf16); tiled kernels add the fp32 log-sum-exp.
+    MoE layers count the router logits and the active experts' summed width (lcprof's
+    dense-equivalent timing). Weights are not included.
+    """
+    if family not in FAMILIES:
+        raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
+    if mla_form not in ("naive", "absorbed"):
+        raise LcprofError(f"unknown MLA form {mla_form!r}; use naive or absorbed")
     s = dtype_bytes(dtype)
     lyr = layer if isinstance(layer, LayerSpec) else spec.layers[int(layer)]
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     keys = n_arr + prefix
     b = float(batch)
     h, H = spec.hidden_size, spec.n_heads
-    qk_dim = spec.head_dim
+    rope = spec.rope if (spec.rope is not None and lyr.rope) else None
+    rot = rope.rotary_dim if rope is not None else 0
+    x_in = s * h
+    steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s)}
+    base = x_in + s * h  # + the normed x
     if spec.mla is None:
-        kv_w = spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
+        d, vd, kvh = spec.head_dim, spec.v_head_dim, spec.n_kv_heads
+        qkv = base + s * (H * d + kvh * d + kvh * vd)
+        if rope is not None:
+            steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
+            steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)
+        live = qkv  # rotated q and k replace the projections
+        out = s * H * vd
     else:
-        kv_w = H * (spec.head_dim + spec.v_head_dim) + spec.mla.cache_dim
-    attn = s * b * (2 * n_arr * h + n_arr * H * qk_dim + keys * kv_w + n_arr * H * spec.v_head_dim)
+        m = spec.mla
+        qk, lora = m.qk_head_dim, m.kv_lora_rank
+        live = base
+        if m.q_lora_rank:
+            steps["attn/q_a_norm"] = live + s * m.q_lora_rank + _norm_extra(m.q_lora_rank, s)
+            steps["attn/q_b"] = live + s * m.q_lora_rank + s * H * qk
+        live = live + s * H * qk + s * m.cache_dim  # q and the compressed kv (latent + rope key)
+        steps["attn/kv_a_norm"] = live + _norm_extra(lora, s)
+        live = live + s * lora
+        if rope is not None:
+            steps["attn/rope_q"] = live + _rope_extra(H, rot, rot, s)
+            live = live + s * H * rot
+            steps["attn/rope_k"] = live + _rope_extra(1, rot, rot, s)
+            live = live + s * rot
+        if mla_form == "naive":
+            # every latent decompressed (kv_b: per-head K_nope and V), keys concatenated per head
+            # (over all keys), then the queries
+            per_key = s * H * ((m.qk_nope_head_dim + m.v_head_dim) + qk)
+            live = live + s * H * qk
+        else:
+            # absorbed: q_nope mapped into the latent space, queries = [q_lat, q_pe]; one shared
+            # key [latent, k_pe] per key; the values are a view of the latent
+            per_key = s * m.cache_dim
+            live = live + s * H * lora + s * H * (lora + rot)
+        out = s * H * (m.v_head_dim if mla_form == "naive" else lora)
+    steps_n = {k: b * n_arr * v for k, v in steps.items()}
+    live_n = b * n_arr * live
+    if spec.mla is not None:  # decompressed or concatenated keys span every key, not only the new tokens
+        live_n = live_n + b * keys * per_key
     if family == "eager":
-        attn = attn + 2 * s * b * H * n_arr * keys + (n_arr * keys if materialize_mask else 0)
-    elif family in ("tiled", "useful"):
-        attn = attn + 4 * b * H * n_arr
+        # scores, then the softmax; low precision runs it in fp32 (an fp32 copy of the scores and
+        # the fp32 probabilities live together, then are cast back: max(s + 8, 2s + 4) = s + 8);
+        # scores and probabilities then meet the output of P @ V
+        softmax_per_pair = s + 8 if s < 4 else 2 * s
+        kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form)
+        if kv_heads != H:  # K and V expanded to every query head (repeat_interleave)
+            live_n = live_n + s * b * keys * H * (qk_dim + v_dim)
+        pairs = b * H * n_arr * keys
+        steps_n["attn/softmax"] = live_n + softmax_per_pair * pairs
+        steps_n["attn/pv"] = live_n + 2 * s * pairs + b * n_arr * out
+        # the (batch, heads, n, v) output is transposed back: one more copy before the o projection
+        steps_n["attn/o_proj"] = live_n + b * n_arr * (2 * out + s * h)
     else:
-        raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
+        steps_n["attn/kernel"] = live_n + b * n_arr * (out + 4 * H)
+        steps_n["attn/o_proj"] = live_n + b * n_arr * (out + s * h)
+    if spec.mla is not None and mla_form == "absorbed":
+        # the latent output is mapped back per head (v_unabsorb), a (heads, tokens) batched product
+        # whose result is copied to token-major order for o_proj unless there is one token
+        v_out = s * H * spec.mla.v_head_dim
+        copies = np.where(b * n_arr > 1, 2.0, 1.0)
+        steps_n["attn/o_proj"] = live_n + b * n_arr * (out + copies * v_out + s * h)
+
+    # MLP step: x and x + attn live on; the MLP's normed input; router logits (MoE)
     if lyr.moe and spec.moe is not None:
         e = spec.moe
-        inter = max(e.n_active * e.expert_intermediate_size, e.n_shared * e.shared_intermediate_size)
+        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
+        router = s * e.n_experts
     else:
-        inter = spec.intermediate_size
-    mlp = s * b * n_arr * (2 * h + (3 if spec.mlp_gated else 1) * inter)
-    return np.maximum(attn, mlp)
+        width, router = spec.intermediate_size, 0
+    resid = 2 * s * h
+    steps_n["mlp/norm"] = b * n_arr * (resid + _norm_extra(h, s))
+    inner = (3 if spec.mlp_gated else 2) * s * width
+    steps_n["mlp/act"] = b * n_arr * (resid + s * h + router + inner)
+    if spec.norms_per_layer >= 4:  # Gemma 2 normalizes the MLP output before the residual add
+        steps_n["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s))
+    steps_n["residual"] = b * n_arr * (resid + 2 * s * h)
+    # Shared by the batch and resident throughout: the RoPE cos/sin tables (n x rotary dims each),
+    # and for eager the boolean mask, built once per forward for every layer -- none when it would
+    # allow every pair (one query at the end of a window-free cache).
+    resident = n_arr * 2 * s * rot
+    if family == "eager" and materialize_mask:
+        unbounded = lyr.attn == "global" or lyr.window is None or keys <= lyr.window
+        resident = resident + np.where((n_arr == 1) & unbounded, 0.0, n_arr * keys)
+    return {k: v + resident for k, v in steps_n.items()}
+
+
+def activation_bytes(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
+                     layer: int | LayerSpec = 0, prefix=0, materialize_mask: bool = True,
+                     mla_form: str = "naive") -> np.ndarray:
+    """Peak activation bytes of one layer's forward over n new tokens: the largest of
+    :func:`activation_steps` (float array over n; weights and any KV cache read are excluded)."""
+    steps = activation_steps(spec, n, batch=batch, dtype=dtype, family=family, layer=layer, prefix=prefix,
+                             materialize_mask=materialize_mask, mla_form=mla_form)
+    return np.max(np.vstack(list(steps.values())), axis=0)
 
 
 # ----------------------------------------------------------------------------------------------

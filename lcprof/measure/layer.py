@@ -300,9 +300,15 @@ class DecoderLayer(nn.Module):
         """
         h = self.input_norm(x)
         a, kv = self._attention_block(h, cache)
+        # Free what a real model frees (as transformers' layers do): past the attention block only
+        # the residual stream and the KV cache live on. cost.activation_bytes counts this layout.
+        del h
+        if not return_kv:
+            kv = None
         if self.extra_norms:
             a = self.attn_out_norm(a)
         x = x + a
+        del a
         y = self._mlp(self.post_attn_norm(x))
         if self.extra_norms:
             y = self.mlp_out_norm(y)

@@ -7,7 +7,8 @@
 2. **pre-flight** each point: the backend's probe on (device, dtype); whether it can run the layer's
    mask in this phase (:meth:`Backend.plan`); the point's predicted memory -- activations of the
    backend's family (``cost.activation_bytes``, with the scores for eager and an explicit mask when
-   one is materialized) + the layer's weights + the extra rotated input sets -- against
+   one is materialized) + the layer's weights + the rotated input sets (and decode caches) + cuBLAS's
+   workspace on CUDA -- against
    ``mem_cap_bytes`` or the device's free memory. A point that cannot run gets status
    ``skipped`` and the reason;
 3. **correctness before timing**: each backend is compared with the float64 reference
@@ -212,41 +213,39 @@ def input_set_bytes(spec: ModelSpec, layer_idx: int, n: int, *, batch: int, dtyp
     return int(x + batch * n_k * per_token * s)
 
 
+#: cuBLAS's workspace, which torch takes from its caching allocator on CUDA (32 MiB on Hopper):
+#: the constant part of every CUDA point's measured peak (reports/h100-measure/).
+CUDA_WORKSPACE_BYTES = 32 << 20
+
+
 def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.Backend, plan: B.Plan,
-                         batch: int, dtype: str, phase: str, input_sets: int, mla_form: str = "naive") -> dict:
-    """Predicted peak bytes of one point, by part (all ints): activations, weights, inputs, total."""
+                         batch: int, dtype: str, phase: str, input_sets: int, mla_form: str = "naive",
+                         workspace_bytes: int = 0) -> dict:
+    """Predicted peak bytes of one point, by part (all ints): activations, weights, inputs, total.
+
+    Activations are ``cost.activation_bytes`` of the backend's family (the layer's own layout: the
+    input x of the set in use is one of them), plus the boolean mask a tiled kernel is handed when
+    the plan materializes one. Inputs are the other sets' hidden states and every set's KV cache
+    (decode). ``workspace_bytes``: a constant the device adds (``CUDA_WORKSPACE_BYTES`` on CUDA).
+    """
     store = "fp32" if dtype == "tf32" else dtype
-    s = dtype_bytes(store)
     n_q, n_k = _work(phase, n)
     prefix = n_k - n_q
     eager_like = backend.family == "eager"
     family = "eager" if eager_like else "tiled"
     act = float(activation_bytes(spec, n_q, prefix=prefix, batch=batch, dtype=store, family=family,
-                                 layer=layer_idx, materialize_mask=(plan.mode != "none"))[0])
-    extra = 0.0
-    H = spec.n_heads
+                                 layer=layer_idx, materialize_mask=(plan.mode != "none"),
+                                 mla_form=mla_form)[0])
     if plan.mode == "explicit" and not eager_like:
-        extra += n_q * n_k  # the boolean mask a tiled kernel is handed
-    if backend.name == "eager":
-        shapes = _attention_dims(spec, mla_form)
-        if shapes["heads"] != shapes["kv_heads"]:  # repeat_interleave of K and V
-            extra += s * batch * n_k * shapes["heads"] * (shapes["qk_dim"] + shapes["v_dim"])
-        if s < 4:  # softmax in float32
-            extra += 4 * batch * H * n_q * n_k
+        act += n_q * n_k  # the boolean mask a tiled kernel is handed
+    s = dtype_bytes(store)
     weights = DecoderLayer.param_count(spec, layer_idx, mla_form=mla_form) * s
-    inputs = (input_sets - 1) * input_set_bytes(spec, layer_idx, n, batch=batch, dtype=store, phase=phase)
-    total = int(act + extra + weights + inputs)
-    return {"activation_bytes": int(act + extra), "weight_bytes": int(weights), "input_bytes": int(inputs),
-            "total_bytes": total}
-
-
-def _attention_dims(spec: ModelSpec, mla_form: str) -> dict:
-    if spec.mla is None:
-        return {"heads": spec.n_heads, "kv_heads": spec.n_kv_heads, "qk_dim": spec.head_dim, "v_dim": spec.v_head_dim}
-    m = spec.mla
-    if mla_form == "naive":
-        return {"heads": spec.n_heads, "kv_heads": spec.n_heads, "qk_dim": m.qk_head_dim, "v_dim": m.v_head_dim}
-    return {"heads": spec.n_heads, "kv_heads": 1, "qk_dim": m.cache_dim, "v_dim": m.kv_lora_rank}
+    x_bytes = batch * n_q * spec.hidden_size * s
+    one_set = input_set_bytes(spec, layer_idx, n, batch=batch, dtype=store, phase=phase)
+    inputs = input_sets * one_set - x_bytes  # the x in use is counted with the activations
+    total = int(act + weights + inputs + workspace_bytes)
+    return {"activation_bytes": int(act), "weight_bytes": int(weights), "input_bytes": int(inputs),
+            "workspace_bytes": int(workspace_bytes), "total_bytes": total}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,7 +461,8 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     set_bytes = input_set_bytes(spec, cfg.layer, p.n, batch=cfg.batch, dtype=store, phase=cfg.phase)
     sets = N_INPUT_SETS if set_bytes < ROTATE_BELOW_BYTES else 1
     mem = predict_point_memory(spec, cfg.layer, p.n, backend=b, plan=plan, batch=cfg.batch, dtype=dt,
-                               phase=cfg.phase, input_sets=sets, mla_form=cfg.form)
+                               phase=cfg.phase, input_sets=sets, mla_form=cfg.form,
+                               workspace_bytes=CUDA_WORKSPACE_BYTES if cfg.dev.type == "cuda" else 0)
     row.update({
         "mask_mode": plan.mode, "effective_mask": mask.effective().kind, "executed_family": plan.executed_family,
         "predicted_flops": float(c.flops["total"][0]), "useful_flops": float(c.useful_flops["total"][0]),
@@ -473,7 +473,7 @@ def _preflight(cfg: _Settings, p: Point) -> None:
         p.pre_status = "skipped"
         row["reason"] = (f"predicted memory {fmt_bytes(mem['total_bytes'])} > cap {fmt_bytes(cap)} "
                          f"(activations {fmt_bytes(mem['activation_bytes'])}, weights "
-                         f"{fmt_bytes(mem['weight_bytes'])}, extra inputs {fmt_bytes(mem['input_bytes'])})")
+                         f"{fmt_bytes(mem['weight_bytes'])}, inputs {fmt_bytes(mem['input_bytes'])})")
 
 
 def _check_backends(cfg: _Settings, layer_obj: Callable[[], DecoderLayer], names: list[str], dt: str) -> dict:

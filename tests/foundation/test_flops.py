@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lcprof.cost.model import (activation_bytes, attention_crossover_n, cost, roofline,
+from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, roofline,
                                weight_bytes)
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, load_model, param_counts, spec_from_config
@@ -372,16 +372,25 @@ def test_weight_bytes():
 
 
 def test_activation_bytes_hand_values():
-    # tiny MHA, bf16 (2 B), n=1024, batch 1. Attention step live: x and normed x (2*n*64),
-    # q (n*4*16), k and v (n*4*32), out (n*4*16) = n * 384 elements = 786432 B.
-    # eager adds scores + softmax 2 * 2 B * 4 heads * n^2 = 16 MiB and a 1-byte mask n^2 = 1 MiB;
-    # tiled adds the fp32 log-sum-exp 4 B * 4 heads * n = 16384 B.
-    # MLP step: x, normed x, gate, up, product: 2 B * n * (2*64 + 3*128) = 1048576 B.
+    # tiny MHA (h 64, 4 heads x 16, inter 128, full rotary), bf16 (s = 2 B), n = 1024, batch 1.
+    # Per token: cos/sin tables 2*2*16 = 64; input norm 64 + 128 + 64*(2*2 + 8) = 960;
+    # x, normed x, q, k, v: 64 + 256 + 2*(64 + 128) = 704; RoPE on q +3*128 = 1088, on k
+    # +128 (rotated q) +3*128 = 1216; kernel +128 +16 (LSE) = 848; o_proj +128 +128 = 960;
+    # MLP norm 64 + 256 + 768 = 1088; gated MLP 64 + 3*128 + 3*2*128 = 1216; residual 64 + 512.
+    # Tiled peak: 1216 B/token. Eager: the softmax step adds (2 + 8) B x 4 heads x n^2 pairs
+    # (bf16 scores, their fp32 copy, fp32 probabilities) and the resident 1-byte mask n^2.
     spec = llama_spec()
-    eager = int(activation_bytes(spec, 1024, family="eager")[0])
     tiled = int(activation_bytes(spec, 1024, family="tiled")[0])
-    assert eager == 786_432 + 16 * 1_048_576 + 1_048_576
-    assert tiled == max(786_432 + 16_384, 1_048_576) == 1_048_576
+    eager = int(activation_bytes(spec, 1024, family="eager")[0])
+    assert tiled == 1216 * 1024 == 1_245_184
+    assert eager == 704 * 1024 + 10 * 4 * 1024 ** 2 + 1024 ** 2 == 43_712_512
+    steps = activation_steps(spec, 1024, family="tiled")
+    assert int(steps["attn/rope_k"][0]) == int(steps["mlp/act"][0]) == 1216 * 1024
+    assert int(steps["attn/input_norm"][0]) == 960 * 1024
+    # fp32: no upcast copies; softmax in place of dtype: scores + probabilities 2 x 4 B per pair
+    tiled32 = activation_steps(spec, 1024, family="tiled", dtype="fp32")
+    assert int(tiled32["attn/input_norm"][0]) == 1024 * (2 * 4 * 16 + 256 + 2 * 4 * 64)
+    assert int(tiled32["mlp/act"][0]) == 1024 * (128 + 3 * 256 + 3 * 4 * 128)
 
 
 def test_mla_vectorized_n_matches_scalar():

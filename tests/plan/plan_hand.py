@@ -23,8 +23,22 @@ def llama_params(h, inter, vocab, layers, heads, kv_heads, head_dim, tied=False)
 
 
 def tiled_activation_bytes(n, h, heads, kv_heads, head_dim, inter, s=BF16):
-    """Peak activation bytes of one Llama layer's prefill of n tokens, tiled attention (lcprof's convention):
-    attention step x, normed x, q, k, v, out (+ fp32 LSE), MLP step x, normed x, gate, up, product."""
-    attn = s * (2 * n * h + n * heads * head_dim + n * kv_heads * 2 * head_dim + n * heads * head_dim) + 4 * heads * n
-    mlp = s * n * (2 * h + 3 * inter)
-    return max(attn, mlp)
+    """Peak activation bytes of one Llama layer's prefill of n tokens, tiled attention (lcprof's layout,
+    cost.activation_steps), written out step by step per token; low precision (s < 4), full rotary:
+    cos/sin tables 2*s*head_dim live throughout; input norm: x + fp32 copy, scaled, cast, output;
+    attention: x, normed x, q, k, v, then RoPE temporaries (3 x the rotated tensor), the kernel's
+    output + fp32 LSE, the o projection; MLP: x, x + attn, normed, act(gate), up, product."""
+    tables = 2 * s * head_dim
+    norm = h * (2 * s + 8)
+    qkv = tables + 2 * s * h + s * (heads * head_dim + 2 * kv_heads * head_dim)
+    steps = [
+        tables + s * h + norm,  # input norm
+        qkv + 3 * s * heads * head_dim,  # RoPE on q
+        qkv + s * heads * head_dim + 3 * s * kv_heads * head_dim,  # RoPE on k (q rotated, q kept)
+        qkv + s * heads * head_dim + 4 * heads,  # kernel output + LSE
+        qkv + s * heads * head_dim + s * h,  # o projection
+        tables + 2 * s * h + norm,  # post-attention norm
+        tables + 3 * s * h + 3 * s * inter,  # gated MLP
+        tables + 4 * s * h,  # residual add
+    ]
+    return n * max(steps)

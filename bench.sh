@@ -63,7 +63,7 @@ echo
 echo "== capacity plan for $MODEL on one H100 (128k vs 4k requests)"
 $LCPROF plan --model "$MODEL" --gpu h100-sxm --gpus 1 --long 128k --short 4k --kv-dtype bf16,fp8 --chunk 8k \
     --report "$OUT/plan" | tail -25
-python3 bench/plan_grid.py | tail -3
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 bench/plan_grid.py | tail -3
 $LCPROF report "$OUT/results.csv" --calibration "$OUT/calibration.json" --target 131072 --out "$OUT" \
     --plan "$OUT/plan/README.md"
 echo "analytic_layer_wall_s=${analytic_s}" > "$OUT/analytic_timing.txt"

@@ -148,7 +148,7 @@ class LayerReport:
 
 def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
                  layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str = "bf16",
-                 tf32: bool = False) -> LayerReport:
+                 tf32: bool = False, elementwise: str = "unfused") -> LayerReport:
     spec = load_model(model)
     ns = parse_token_list(n)
     if len(ns) != 1:
@@ -200,7 +200,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     for d in dtypes:
         store = "fp32" if d == "tf32" else d
         for fam in ("eager", "tiled"):
-            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store)
+            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store, elementwise=elementwise)
             try:
                 rl = roofline(c, hw, tf32=(d == "tf32" or tf32))
             except LcprofError:

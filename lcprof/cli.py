@@ -178,13 +178,18 @@ def diff(model_a, model_b, n, fmt):
 @click.option("--device", default=None, help="With --measure: cuda or cpu (default: cuda if available).")
 @click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="With --backend striped-ring: simulated ranks.")
 @click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True)
+@click.option("--elementwise", type=click.Choice(["unfused", "fused"]), default="unfused", show_default=True,
+              help="Predicted time: elementwise ops one kernel per torch op (transformers, lcprof's layer) "
+                   "or a serving engine's fused kernels.")
 @FORMAT_OPTION
-def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase, fmt):
+def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase,
+          elementwise, fmt):
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
     dt = [d.strip() for d in dtypes.split(",") if d.strip()]
-    rep = layer_report(model, n, gpu=gpu, dtypes=dt, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype)
+    rep = layer_report(model, n, gpu=gpu, dtypes=dt, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
+                       elementwise=elementwise)
     measured = None
     if measure:
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch

@@ -44,7 +44,7 @@ def _sum_ops(ops_with_mult: list[tuple[list[Op], int]]) -> tuple[dict, dict, dic
 
 def _with_totals(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = dict(d)
-    out["attn/total"] = d.get("attn/qk", 0.0) + d.get("attn/pv", 0.0)
+    out["attn/total"] = d.get("attn/qk", 0.0) + d.get("attn/elementwise", 0.0) + d.get("attn/pv", 0.0)
     out["total"] = sum(v for k, v in d.items())
     return out
 
@@ -86,11 +86,13 @@ def _layers_for(spec: ModelSpec, layer: int | LayerSpec | None) -> list[tuple[La
 
 def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1, dtype: str = "bf16",
          family: str = "useful", layer: int | LayerSpec | None = None, causal: bool = True,
-         tile: tuple[int, int] = DEFAULT_TILE, lm_head: bool = False, mla_form: str | None = None) -> Cost:
+         tile: tuple[int, int] = DEFAULT_TILE, lm_head: bool = False, mla_form: str | None = None,
+         elementwise: str = "unfused") -> Cost:
     """FLOPs and bytes of one layer (``layer`` = index or LayerSpec) or of all layers (None).
 
     ``lm_head`` adds the vocabulary projection for the last position of each sequence
-    (prefill) or the one new token (decode).
+    (prefill) or the one new token (decode). ``elementwise``: ``unfused`` (one kernel per torch op,
+    as lcprof's measured layer and transformers run) or ``fused`` (a serving engine's fused kernels).
     """
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
@@ -102,7 +104,7 @@ def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1
     # MLA: naive (per-head K/V decompressed) for prefill, weight-absorbed for decode, unless asked.
     form = mla_form or ("absorbed" if phase == "decode" else "naive")
     groups = [(layer_ops(spec, lyr, new, pre, batch=batch, dtype=dtype, family=family, causal=causal,
-                         tile=tile, mla_form=form), mult)
+                         tile=tile, mla_form=form, elementwise=elementwise), mult)
               for lyr, mult in _layers_for(spec, layer)]
     if lm_head:
         groups.append(([lm_head_op(spec, float(batch) * np.ones_like(new), dtype)], 1))
@@ -295,8 +297,13 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
         if kv_heads != H:  # K and V expanded to every query head (repeat_interleave)
             live_n = live_n + s * b * keys * H * (qk_dim + v_dim)
         pairs = b * H * n_arr * keys
+        # with several sequences the batched products copy their head-major operands
+        q_copy = np.where(n_arr > 1, s * b * n_arr * H * qk_dim, 0.0) if b > 1 else 0.0
+        k_copy = s * b * keys * H * qk_dim if b > 1 else 0.0
+        v_copy = s * b * keys * H * v_dim if b > 1 else 0.0
+        steps_n["attn/qk"] = live_n + s * pairs + q_copy + k_copy
         steps_n["attn/softmax"] = live_n + softmax_per_pair * pairs
-        steps_n["attn/pv"] = live_n + 2 * s * pairs + b * n_arr * out
+        steps_n["attn/pv"] = live_n + 2 * s * pairs + b * n_arr * out + v_copy
         # the (batch, heads, n, v) output is transposed back: one more copy before the o projection
         steps_n["attn/o_proj"] = live_n + b * n_arr * (2 * out + s * h)
     else:
@@ -367,7 +374,7 @@ def roofline(c: Cost, hw: Hardware, *, tf32: bool = False, backend: str | None =
             continue
         p = attn_peak if name.startswith("attn/") else peak
         out[name] = np.maximum(np.asarray(f) / p, np.asarray(c.bytes[name]) / bw)
-    out["attn/total"] = out.get("attn/qk", 0.0) + out.get("attn/pv", 0.0)
+    out["attn/total"] = out.get("attn/qk", 0.0) + out.get("attn/elementwise", 0.0) + out.get("attn/pv", 0.0)
     out["total"] = sum(v for k, v in out.items() if k != "attn/total")
     return out
 

@@ -1,9 +1,14 @@
 """FLOPs and bytes of one decoder layer, op by op: the single source every other count derives from.
 
 We count FLOPs, not multiply-adds: one multiply-add is **2** FLOPs, and the ``2 *`` is written out in
-every formula below. Only matrix products are counted (projections, QK^T, PV, MLP); norms, RoPE,
-softmax and residual adds are bandwidth-bound elementwise work and are charged to bytes only
-(``misc/elementwise``). This is also what ``torch.utils.flop_counter.FlopCounterMode`` counts.
+every formula below. Only matrix products are counted (projections, QK^T, PV, MLP); this is also
+what ``torch.utils.flop_counter.FlopCounterMode`` counts. Norms, RoPE, activations and residual
+adds are bandwidth-bound elementwise work, charged to bytes only (``misc/elementwise``): the bytes
+the unfused layer's ops read and write (transformers' eager modules and lcprof's measured layer),
+op by op. Eager attention's passes over the scores between its two matmuls (scale, mask, softmax
+through fp32, the K/V repeat for GQA, the output transpose) are ``attn/elementwise``; a tiled
+kernel keeps them on chip. Both are checked to the byte against the layer's ops
+(``lcprof.measure.tensor_audit.MovedBytes``).
 
 Work item: ``n`` new tokens per sequence after a cached prefix of ``prefix`` tokens, ``batch``
 sequences. Prefill is prefix=0; decode of one token with n cached is (n_new=1, prefix=n).
@@ -46,6 +51,12 @@ BACKEND_FAMILY = {
 
 DEFAULT_TILE = (128, 128)
 
+#: How the layer's elementwise work is implemented: ``unfused`` -- one kernel per torch op, as in
+#: transformers' eager modules and lcprof's measured layer; ``fused`` -- a serving engine's fused
+#: kernels (residual add + RMSNorm, in-place rotary, SiLU-and-mul), each reading its inputs and
+#: writing its outputs once.
+ELEMENTWISE = ("unfused", "fused")
+
 
 def backend_family(backend: str) -> str:
     try:
@@ -60,8 +71,9 @@ def backend_family(backend: str) -> str:
 class Op:
     """One op of a layer: executed FLOPs (for the chosen family), useful FLOPs, and HBM bytes.
 
-    ``bytes`` is the fewest bytes the op must move through device memory (inputs read once,
-    outputs written once, weights read once); eager attention adds its score matrix traffic.
+    ``bytes``: for a matrix product, the fewest bytes it must move through device memory (inputs
+    read once, outputs written once, weights read once; eager's QK^T writes the scores and PV reads
+    the probabilities); for elementwise work, what the unfused ops read and write.
     """
 
     name: str
@@ -100,14 +112,17 @@ def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.
 
 def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1, dtype: str = "bf16",
               family: str = "useful", causal: bool = True, tile: tuple[int, int] = DEFAULT_TILE,
-              mla_form: str | None = None) -> list[Op]:
+              mla_form: str | None = None, elementwise: str = "unfused") -> list[Op]:
     """The ops of one layer processing ``n`` new tokens after ``prefix`` cached ones, per batch.
 
     ``mla_form``: ``naive`` (decompress K/V per head; the default) or ``absorbed`` (attend in the
     latent space, the up-projections folded into q and o; ``cost`` picks it for decode).
+    ``elementwise``: ``unfused`` or ``fused`` (see ``ELEMENTWISE``).
     """
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
+    if elementwise not in ELEMENTWISE:
+        raise LcprofError(f"unknown elementwise implementation {elementwise!r}; use unfused or fused")
     s = dtype_bytes(dtype)
     n = np.asarray(n, dtype=np.float64)
     p = np.asarray(prefix, dtype=np.float64)
@@ -165,11 +180,14 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
     qk_bytes = q_bytes + k_read
     pv_bytes = v_read + o_bytes
     if family == "eager":
-        # scores written (QK^T), read and written by softmax, read by PV: 4 passes over b*H*n*keys
+        # QK^T writes the scores, PV reads the probabilities; the passes between are attn/elementwise
         score_bytes = b * H * exe_pairs * s
-        qk_bytes = qk_bytes + 2 * score_bytes
-        pv_bytes = pv_bytes + 2 * score_bytes
+        qk_bytes = qk_bytes + score_bytes
+        pv_bytes = pv_bytes + score_bytes
     ops.append(Op("attn/qk", qk_flops, qk_useful, qk_bytes))
+    if family == "eager":
+        ops.append(Op("attn/elementwise", np.zeros_like(t), np.zeros_like(t),
+                      _eager_attention_bytes(spec, layer, n, p, b, s, exe_pairs, causal, mla_form)))
     ops.append(Op("attn/pv", pv_flops, pv_useful, pv_bytes))
     ops.extend(o_extra)
     ops.append(_linear("proj/o", t, o_dim, h, s))
@@ -197,11 +215,142 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
         ops.append(_linear("mlp/up", t, h, inter, s))
         ops.append(_linear("mlp/down", t, inter, h, s))
 
-    # Norms, RoPE, softmax, activation and residuals: no matmul FLOPs, a few passes over activations.
-    elementwise_bytes = s * t * (8.0 * h + 2.0 * H * qk_dim)
     zero = np.zeros_like(t)
-    ops.append(Op("misc/elementwise", zero, zero, elementwise_bytes))
+    moved = (_elementwise_bytes(spec, layer, n, p, b, s, mla_form) if elementwise == "unfused"
+             else _fused_elementwise_bytes(spec, layer, n, p, b, s))
+    ops.append(Op("misc/elementwise", zero, zero, moved))
     return ops
+
+
+def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int) -> np.ndarray:
+    """A serving engine's fused kernels, per token: residual add + RMSNorm twice (read x and the
+    residual, write both: 4h each; four times for Gemma 2's extra norms), rotary in place on q and
+    k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul (read gate
+    and up, write their product) -- or the plain activation (read, write) -- and MLA's latent norm."""
+    t = b * n
+    h = spec.hidden_size
+    norms = 2 if spec.norms_per_layer < 4 else 4
+    total = norms * 4 * h
+    rope = spec.rope is not None and layer.rope
+    if spec.mla is None:
+        kvh = spec.n_kv_heads
+        if rope:
+            total += 2 * (spec.n_heads + kvh) * spec.head_dim
+        total += 2 * kvh * (spec.head_dim + spec.v_head_dim)
+    else:
+        m = spec.mla
+        if rope:
+            total += 2 * (spec.n_heads + 1) * m.qk_rope_head_dim
+        total += 2 * m.kv_lora_rank + 2 * m.cache_dim + (2 * m.q_lora_rank if m.q_lora_rank else 0)
+    if layer.moe and spec.moe is not None:
+        e = spec.moe
+        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
+    else:
+        width = spec.intermediate_size
+    total += 3 * width if spec.mlp_gated else 2 * width
+    return s * t * total + 0 * np.asarray(prefix)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise traffic of the unfused layer (transformers' eager modules, lcprof's measured layer)
+# ----------------------------------------------------------------------------------------------
+# Every elementwise op reads its operands and writes its result through device memory; a broadcast
+# operand (the RoPE tables, a norm weight) is read once per op. Checked to the byte against the
+# measured layer's ops by lcprof.measure.tensor_audit.MovedBytes (tests/measure/test_traffic_trace.py).
+
+def _norm_bytes(width: int, tokens, s: int) -> np.ndarray:
+    """Unfused RMSNorm over ``width``: in fp32 for fp16/bf16 (copy up, square, mean, +eps, rsqrt,
+    scale, copy down, times the weight); in the input's dtype otherwise (no copies)."""
+    f = 4 if s < 4 else s
+    per_elem = 5 * f + 2 * s + (2 * (s + f) if s < 4 else 0)  # pow 2f, mean f, scale 2f, weight 2s, copies
+    return tokens * (width * per_elem + 6 * f) + s * width  # + mean out, eps add, rsqrt (per token); weight
+
+
+def _rope_bytes(heads: int, dim: int, rot: int, tokens, positions, s: int) -> np.ndarray:
+    """RoPE on ``heads`` x ``dim`` per token (first ``rot`` dims rotated): x*cos, rotate_half (neg,
+    cat), *sin, add over the rotated part -- 10 passes of it -- and, when partial, the cat that
+    reattaches the pass-through dims; the cos/sin tables (``positions`` x rot) are read twice."""
+    rotated, whole = heads * rot, heads * dim
+    partial = 2 * whole if rot < dim else 0
+    return s * (tokens * (10 * rotated + partial) + 2 * positions * rot)
+
+
+def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
+                       mla_form: str | None) -> np.ndarray:
+    """Bytes the layer's elementwise ops move for ``n`` new tokens per sequence (``b`` sequences)."""
+    t = b * n
+    keys = b * (prefix + n)
+    cached = np.asarray(prefix) > 0
+    h, H = spec.hidden_size, spec.n_heads
+    total = 2 * _norm_bytes(h, t, s) + 6 * s * t * h  # two norms; two residual adds (read 2, write 1)
+    if spec.norms_per_layer >= 4:
+        total = total + 2 * _norm_bytes(h, t, s)  # Gemma 2: after attention and after the MLP too
+    rope = spec.rope if (spec.rope is not None and layer.rope) else None
+    if spec.mla is None:
+        kv_w = spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
+        if rope is not None:
+            r = rope.rotary_dim
+            total = total + _rope_bytes(H, spec.head_dim, r, t, n, s) \
+                + _rope_bytes(spec.n_kv_heads, spec.head_dim, r, t, n, s)
+        total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
+    else:
+        m = spec.mla
+        if m.q_lora_rank:
+            total = total + _norm_bytes(m.q_lora_rank, t, s)
+        total = total + _norm_bytes(m.kv_lora_rank, t, s)
+        if rope is not None:
+            r = m.qk_rope_head_dim
+            total = total + _rope_bytes(H, r, r, t, n, s) + _rope_bytes(1, r, r, t, n, s)
+        total = total + np.where(cached, 2 * s * t * m.cache_dim, 0.0)  # latent + rope key into the cache
+        if (mla_form or "naive") == "naive":
+            # keys = [K_nope, k_pe broadcast to every head] over all keys; queries = [q_nope, q_pe]
+            total = total + 2 * s * keys * H * m.qk_head_dim + 2 * s * t * H * m.qk_head_dim
+        else:
+            # queries = [q_lat, q_pe]; keys = [latent, k_pe] over all keys; the per-head output of
+            # v_unabsorb copied to token-major order (a view when there is one token)
+            total = total + 2 * s * t * H * (m.kv_lora_rank + m.qk_rope_head_dim) + 2 * s * keys * m.cache_dim
+            total = total + np.where(t > 1, 2 * s * t * H * m.v_head_dim, 0.0)
+    if layer.moe and spec.moe is not None:
+        e = spec.moe
+        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
+        total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
+    else:
+        width = spec.intermediate_size
+    total = total + s * t * width * (5 if spec.mlp_gated else 2)  # act (+ times up)
+    return total
+
+
+def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int, pairs,
+                           causal: bool, mla_form: str | None) -> np.ndarray:
+    """transformers' eager attention between its two matmuls: K/V repeated per query head (GQA),
+    scores scaled in place, masked in place (the mask inverted first), softmax (through fp32 for
+    fp16/bf16), and the output transposed back to token-major order."""
+    H = spec.n_heads
+    n = np.asarray(n, dtype=np.float64)
+    keys = prefix + n
+    P = b * H * pairs  # every (query, key) pair of every head
+    softmax = 2 * s + 16 if s < 4 else 2 * s  # [copy up s + 4] + softmax 8 + [copy down 4 + s]
+    # no mask when it would allow every pair (no causality, or one query over a window-free cache)
+    unbounded = layer.attn == "global" or layer.window is None or keys <= layer.window
+    masked = np.where((n == 1) & unbounded, 0.0, 1.0 if causal else 0.0)
+    total = P * (2 * s + softmax) + masked * (2 * s * P + 3 * n * keys)  # scale; softmax; the mask
+    # (inverted: read + write; read by masked_fill, which reads and writes the scores)
+    absorbed = spec.mla is not None and (mla_form or "naive") == "absorbed"
+    if spec.mla is None:
+        kv_heads, qk, v, out = spec.n_kv_heads, spec.head_dim, spec.v_head_dim, spec.v_head_dim
+    elif not absorbed:
+        kv_heads, qk, v, out = H, spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.mla.v_head_dim
+    else:
+        kv_heads, qk, v, out = 1, spec.mla.cache_dim, spec.mla.kv_lora_rank, 0  # einsum takes the view
+    if kv_heads != H:
+        total = total + 2 * s * b * keys * H * (qk + v)
+    if b > 1:  # with several sequences the head-major views of q (n > 1), k and v are copied for the
+        # batched products; absorbed MLA's latent output is copied for v_unabsorb
+        total = total + 2 * s * b * (np.where(n > 1, n * H * qk, 0.0) + keys * H * (qk + v))
+        if absorbed:
+            total = total + np.where(n > 1, 2 * s * b * n * H * spec.mla.kv_lora_rank, 0.0)
+    # (batch, heads, n, out) -> (batch, n, heads, out) is a copy unless n == 1
+    return total + np.where(n > 1, 2 * s * b * n * H * out, 0.0)
 
 
 def lm_head_op(spec: ModelSpec, tokens, dtype: str = "bf16") -> Op:

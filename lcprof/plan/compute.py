@@ -4,10 +4,11 @@ Time model (roofline, all rates decimal: 1 TFLOP/s = 1e12 FLOP/s, 1 GB/s = 1e9 B
 
 * **Prefill** of n new tokens after ``prefix`` cached ones on a TP replica of T GPUs::
 
-      t = roofline_1gpu(cost(n, prefix, family='tiled', lm_head=True)) / T  +  t_allreduce(n)
+      t = roofline_1gpu(cost(n, prefix, family='tiled', lm_head=True, elementwise='fused')) / T  +  t_allreduce(n)
 
   ``roofline_1gpu`` sums max(FLOPs / peak, bytes / HBM bandwidth) over ops (executed FLOPs of a
-  tiled attention kernel that skips fully masked tiles, 2 FLOPs per multiply-add). Dividing by T
+  tiled attention kernel that skips fully masked tiles, 2 FLOPs per multiply-add; elementwise work
+  as a serving engine's fused kernels move it). Dividing by T
   splits every op's FLOPs and bytes evenly across ranks (an approximation: KV projections are
   replicated when T exceeds the KV heads; norms are replicated).
   ``t_allreduce`` is Megatron-style TP: two all-reduces of the (tokens x hidden) activations per
@@ -108,7 +109,8 @@ def prefill_1gpu_s(spec: ModelSpec, rates: Rates, n_new, prefix=0, *, dtype: str
                                         np.asarray(prefix, dtype=np.float64))
     if rates.prefill_fit is not None:
         return np.asarray(rates.prefill_fit(n_new, prefix), dtype=np.float64)
-    c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=dtype, family="tiled", tile=tile, lm_head=True)
+    c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=dtype, family="tiled", tile=tile, lm_head=True,
+             elementwise="fused")
     return np.asarray(roofline(c, rates.hw)["total"], dtype=np.float64)
 
 
@@ -147,7 +149,7 @@ def decode_parts(spec: ModelSpec, context, *, tp: int = 1, dtype: str = "bf16", 
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per request at context n: (decode FLOPs per GPU, KV bytes read per GPU) for one new token."""
     ctx = np.atleast_1d(np.asarray(context, dtype=np.float64))
-    c = cost(spec, ctx, phase="decode", dtype=dtype, family="useful", lm_head=True)
+    c = cost(spec, ctx, phase="decode", dtype=dtype, family="useful", lm_head=True, elementwise="fused")
     flops = np.asarray(c.flops["total"], dtype=np.float64) / tp
     kv = kv_bytes(spec, ctx, kv_dtype=kv_dtype, tp=tp).astype(np.float64)
     return flops, kv

@@ -36,16 +36,26 @@ def hand_flops(n, backend):
 
 
 def hand_bytes_eager_fp32(n):
-    """Fewest HBM bytes per op, fp32, the cost model's convention, counted independently."""
+    """HBM bytes per op, fp32, the cost model's convention, counted independently: matmuls read their
+    inputs and weights once and write once; the unfused elementwise ops each read and write."""
     s = 4
     lin = lambda d_in, d_out: s * (d_in * d_out + n * d_in + n * d_out)  # weights + input + output
-    score = H * n * n * s  # one pass over the (heads, n, n) scores
+    pairs = H * n * n  # eager computes the whole (heads, n, n) square
+    norm = n * HID * 7 * s + n * 6 * s + HID * s  # fp32 RMSNorm: pow, mean, scale, weight; per-token
+    # sums; the weight once
+    rope = s * (n * 10 * (H * HD + KVH * HD) + 2 * 2 * n * HD)  # q and k: 10 passes; cos/sin twice each
+    eager = (pairs * 3 * 2 * s  # scale, mask, softmax: each reads and writes the scores
+             + 3 * n * n  # the boolean mask inverted (read, write) and read
+             + 2 * s * n * H * 2 * HD  # K and V repeated to 4 heads (GQA)
+             + 2 * s * n * H * HD)  # the output transposed back
     total = (lin(HID, H * HD) + lin(HID, KVH * 2 * HD)
-             + (n * H * HD * s + n * KVH * HD * s + 2 * score)    # qk: q, k, write scores + softmax read
-             + (n * KVH * HD * s + n * H * HD * s + 2 * score)    # pv: v, o, softmax write + read
+             + (n * H * HD * s + n * KVH * HD * s + pairs * s)  # qk: q, k, write the scores
+             + eager
+             + (n * KVH * HD * s + n * H * HD * s + pairs * s)  # pv: v, o, read the probabilities
              + lin(H * HD, HID)
-             + lin(HID, INTER) * 2 + lin(INTER, HID)              # gate, up, down
-             + s * n * (8 * HID + 2 * H * HD))                    # norms, rope, softmax, residuals
+             + lin(HID, INTER) * 2 + lin(INTER, HID)  # gate, up, down
+             + 2 * norm + rope + 6 * s * n * HID  # two norms, RoPE, two residual adds
+             + 5 * s * n * INTER)  # silu (read, write), silu * up (read 2, write)
     return total
 
 

@@ -381,3 +381,12 @@ def test_layer_answers_well_under_a_second():
         times.append(time.perf_counter() - t0)
         assert r.exit_code == 0
     assert min(times) < 0.5, times
+
+
+def test_layer_elementwise_choice():
+    unfused = run_json(["layer", "--model", "phi3-128k", "--n", "128k", "--dtype", "bf16", "--format", "json"])
+    fused = run_json(["layer", "--model", "phi3-128k", "--n", "128k", "--dtype", "bf16", "--format", "json",
+                      "--elementwise", "fused"])
+    pick = lambda recs: [r for r in recs if r.get("section") == "timing" and r.get("family") == "tiled"][0]
+    assert pick(fused)["time_s"] < pick(unfused)["time_s"]
+    assert pick(fused)["executed_flops"] == pick(unfused)["executed_flops"]

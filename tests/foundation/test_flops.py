@@ -12,6 +12,7 @@ import pytest
 
 from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, roofline,
                                weight_bytes)
+from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, load_model, param_counts, spec_from_config
 
@@ -401,3 +402,35 @@ def test_mla_vectorized_n_matches_scalar():
     together = cost(spec, [1, 8], layer=0)
     assert float(together.flops["total"][0]) == alone["total"]
     assert float(together.flops["total"][1]) == breakdown(cost(spec, 8, layer=0))["total"]
+
+
+def test_fused_elementwise_bytes_by_hand_llama3_8b():
+    # per token, bf16: residual add + RMSNorm twice (read x and residual, write both: 4h each),
+    # rotary in place on q (32 heads) and k (8 heads) x 128 dims (read + write), new K/V written to
+    # the cache (2 x 8 x 256), SiLU-and-mul (read gate and up, write the product: 3 x 14336)
+    spec = load_model("llama3-8b")
+    per_token = 2 * (2 * 4 * 4096 + 2 * (32 + 8) * 128 + 2 * 8 * 256 + 3 * 14336)
+    assert per_token == 180_224
+    c = cost(spec, [4096, 8192], layer=0, family="tiled", elementwise="fused")
+    np.testing.assert_array_equal(c.bytes["misc/elementwise"], [4096 * per_token, 8192 * per_token])
+    unfused = cost(spec, [4096, 8192], layer=0, family="tiled")
+    assert np.all(unfused.bytes["misc/elementwise"] > 3 * c.bytes["misc/elementwise"])
+    with pytest.raises(LcprofError, match="elementwise"):
+        cost(spec, 4096, elementwise="tiled")
+
+
+def test_eager_attention_passes_are_summed_not_hidden_under_the_matmuls():
+    # The roofline takes max(FLOPs / peak, bytes / bandwidth) per op; eager's passes over the scores
+    # are their own op, so a compute-bound QK^T no longer hides them.
+    spec = llama_spec()
+    hw = Hardware(key="toy", name="toy", peak_flops_per_s={"bf16": 1e12}, hbm_bytes_per_s=1e9,
+                  memory_bytes=1 << 34)
+    c = cost(spec, 1024, layer=0, family="eager")
+    rl = roofline(c, hw)
+    assert float(rl["attn/total"][0]) == pytest.approx(
+        float(rl["attn/qk"][0] + rl["attn/elementwise"][0] + rl["attn/pv"][0]))
+    # bf16, 4 heads, n = 1024 causal: scale 4 B + mask 4 B + softmax (2 + 4) + 8 + (4 + 2) B per pair,
+    # the mask inverted and read (3 B per pair, once), the output transposed back (2 x 2 B x n x 64)
+    pairs = 4 * 1024 * 1024
+    want = pairs * (4 + 4 + 20) + 3 * 1024 * 1024 + 2 * 2 * 1024 * 64
+    assert float(c.bytes["attn/elementwise"][0]) == want

@@ -1,4 +1,5 @@
-"""Tensor-level peak memory of a call, on any device: the largest sum of live tensor storages.
+"""Tensor-level audits of a call, on any device: peak live bytes (``LiveBytes``) and the bytes
+elementwise ops move (``MovedBytes``).
 
 ``LiveBytes`` is a ``TorchDispatchMode``: every tensor an aten op returns is registered by its
 storage; a storage counts from the first tensor that shows it until the last tensor object that
@@ -15,6 +16,12 @@ the peak, ``peak_tensors`` the storages live then.
         lb.track(x)
         layer(x)
     lb.peak_bytes
+
+``MovedBytes`` sums, per aten op that is neither a view nor a matrix product nor an attention kernel,
+the bytes of every tensor it reads (each tensor argument, as the op sees it: a broadcast operand
+counts once; ``copy_`` does not read its destination) plus every tensor it writes: the traffic an unfused (eager) implementation sends
+through memory outside the GEMMs. It is the oracle for the ``misc/elementwise`` and
+``attn/softmax`` bytes of :mod:`lcprof.cost.ops`.
 """
 
 from __future__ import annotations
@@ -70,4 +77,38 @@ class LiveBytes(TorchDispatchMode):
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self.track(t, str(func))
+        return out
+
+
+#: ops that move no data (views, metadata) or whose traffic the cost model counts elsewhere
+#: (matrix products, attention kernels) or that only allocate
+NOT_ELEMENTWISE = frozenset({
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "alias", "detach", "t", "transpose",
+    "permute", "unsqueeze", "squeeze", "expand", "slice", "select", "split", "split_with_sizes", "unbind",
+    "lift_fresh", "mm", "addmm", "bmm", "matmul", "baddbmm", "empty", "empty_like", "zeros", "zeros_like",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+})
+
+
+class MovedBytes(TorchDispatchMode):
+    """Bytes read + written by elementwise ops under the mode, by op name (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_op: dict[str, int] = {}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.by_op.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        if name.rstrip("_") in NOT_ELEMENTWISE or name in NOT_ELEMENTWISE:
+            return out
+        reads = tree_flatten((args[1:], kwargs or {}))[0] if name == "copy_" else tree_flatten((args, kwargs or {}))[0]
+        moved = sum(t.numel() * t.element_size() for t in reads if isinstance(t, torch.Tensor))
+        moved += sum(t.numel() * t.element_size() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        self.by_op[name] = self.by_op.get(name, 0) + moved
         return out

@@ -343,6 +343,7 @@ class _Settings:
     max_reps: int
     flush_l2: bool
     check: bool
+    cuda_graph: bool = False
 
     @property
     def form(self) -> str:
@@ -358,17 +359,21 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
               phase: str = "prefill", batch: int = 1, layer: int = 0, budget_s: float = 1.0,
               mem_cap_bytes: int | None = None, out: str | Path | None = None, resume: bool = False,
               ranks: int = 1, mla_form: str | None = None, seed: int = 0, min_reps: int = 3,
-              max_reps: int = 100, flush_l2: bool = False, check: bool = True,
+              max_reps: int = 100, flush_l2: bool = False, check: bool = True, cuda_graph: bool = False,
               progress: bool | Callable[[str], None] = False) -> pd.DataFrame:
     """Time one layer over (dtype, backend, n) points; see the module docstring.
 
     ``ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma lists.
     ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for decode).
+    ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``); the
+    rows' ``clock`` reads ``cuda_graph``.
     Returns the rows of this sweep's points (read back from ``out`` when given, so resumed rows are
     included), one per point.
     """
     spec, ns, backends, dtypes, dev = validate(model, ns, backends, dtypes, device, phase, batch, layer,
                                                ranks, mla_form)
+    if cuda_graph and dev.type != "cuda":
+        raise LcprofError(f"--cuda-graph needs a CUDA device; this sweep runs on {dev}")
     if spec.mla is not None:
         mla_form = mla_form or ("absorbed" if phase == "decode" else "naive")
     else:
@@ -384,7 +389,7 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
     cfg = _Settings(spec=spec, dev=dev, env=environment(dev), phase=phase, batch=int(batch), layer=int(layer),
                     budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, ranks=int(ranks), mla_form=mla_form,
                     seed=int(seed), min_reps=int(min_reps), max_reps=int(max_reps), flush_l2=bool(flush_l2),
-                    check=bool(check))
+                    check=bool(check), cuda_graph=bool(cuda_graph))
     points = [Point(b, d, n) for d in dtypes for b in backends for n in ns]
     keys = [p.key(spec.name, str(dev), cfg.batch, phase) for p in points]
     todo = [p for p, k in zip(points, keys) if k not in done]
@@ -577,8 +582,10 @@ def _time_point(cfg: _Settings, p: Point, layer_obj: Callable[[], DecoderLayer],
             inputs = _make_inputs(cfg, lay, p, torch_dt)
             m: Measurement = measure(lambda inp: lay(inp[0], inp[1]), inputs, device=cfg.dev,
                                      budget_s=cfg.budget_s, min_reps=cfg.min_reps, max_reps=cfg.max_reps,
-                                     flush_l2=cfg.flush_l2)
+                                     flush_l2=cfg.flush_l2, cuda_graph=cfg.cuda_graph)
         p.row.update(m.summary())
+        if m.note:
+            p.row["reason"] = m.note
         p.row["peak_mem_bytes"] = pm.peak_bytes
         p.row["peak_mem_source"] = pm.source
         p.row["achieved_flops_per_s"] = p.row["predicted_flops"] / m.median_s if m.median_s > 0 else None

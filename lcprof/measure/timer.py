@@ -13,6 +13,13 @@
 3. **inputs rotate** among the given input sets, so consecutive calls do not re-read the same
    activations from cache.
 
+``cuda_graph=True`` (CUDA only): after the warm-up, each input set's call is captured once into a
+CUDA graph (one memory pool shared by the graphs, warmed on a side stream first, as capture
+requires) and the repetitions time ``graph.replay()`` -- the GPU's own time without Python and
+dispatch overhead, which dominates small steps such as one decode token. The clock then reads
+``cuda_graph``. If capture fails (an op that synchronizes, a host copy), the call is timed
+without graphs and ``note`` says why.
+
 The :class:`Measurement` keeps every raw sample, and reports median, p10, p90, mean, stdev and a
 warning when (p90 - p10) / median exceeds ``SPREAD_WARNING`` (0.1). Rendering is elsewhere.
 """
@@ -37,10 +44,11 @@ class Measurement:
     """Raw samples (seconds) of one timed point, their statistics and labels."""
 
     samples_s: tuple[float, ...]
-    clock: str  # "cuda_event" or "perf_counter"
+    clock: str  # "cuda_event", "cuda_graph" (events around graph replays) or "perf_counter"
     warmup_calls: int
     input_sets: int
     labels: dict = field(default_factory=dict)
+    note: str = ""
 
     @property
     def repeats(self) -> int:
@@ -90,16 +98,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def capture_graphs(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.device) -> list:
+    """One CUDA graph per input set of ``fn(input)``, sharing one memory pool (replayed one at a time)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for inp in inputs:  # capture needs the call warmed on a non-default stream
+            fn(inp)
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    pool = torch.cuda.graph_pool_handle()
+    graphs = []
+    for inp in inputs:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=pool):
+            fn(inp)
+        graphs.append(g)
+    torch.cuda.synchronize(device)
+    return graphs
+
+
 def measure(fn: Callable[[Any], Any], inputs: Sequence[Any], *, device: torch.device | str = "cpu",
             budget_s: float = 1.0, warmup_s: float | None = None, min_warmup: int = 2,
             min_reps: int = 3, max_reps: int = 100, flush_l2: bool = False,
-            labels: dict | None = None) -> Measurement:
+            labels: dict | None = None, cuda_graph: bool = False) -> Measurement:
     """Time ``fn(input)`` with inputs rotated; see the module docstring."""
     device = torch.device(device)
     if not inputs:
         raise ValueError("measure() needs at least one input set")
     if min_reps < 1 or max_reps < min_reps:
         raise ValueError(f"need 1 <= min_reps <= max_reps, got {min_reps}, {max_reps}")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
     n_sets = len(inputs)
     warmup_s = 0.1 * budget_s if warmup_s is None else warmup_s
     cuda = device.type == "cuda"
@@ -117,6 +147,22 @@ def measure(fn: Callable[[Any], Any], inputs: Sequence[Any], *, device: torch.de
         calls += 1
         if calls >= min_warmup and time.perf_counter() - t_start >= warmup_s:
             break
+    note = ""
+    step = fn
+    if cuda_graph:
+        try:
+            graphs = capture_graphs(fn, inputs, device)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: time without graphs
+            note = f"CUDA graph capture failed, timed without graphs: {str(exc).strip().splitlines()[0][:200]}"
+            cuda_graph = False
+        else:
+            by_input = {id(inp): g for inp, g in zip(inputs, graphs)}
+            step = lambda inp: by_input[id(inp)].replay()  # noqa: E731
+            synchronize(device)
+            t0 = time.perf_counter()
+            step(inputs[0])
+            synchronize(device)
+            est = time.perf_counter() - t0
     reps = int(min(max(min_reps, math.floor(budget_s / max(est, 1e-9))), max_reps))
 
     # 2. repetitions
@@ -127,11 +173,11 @@ def measure(fn: Callable[[Any], Any], inputs: Sequence[Any], *, device: torch.de
             if flush_buf is not None:
                 flush_buf.zero_()
             start.record()
-            fn(inputs[(calls + i) % n_sets])
+            step(inputs[(calls + i) % n_sets])
             end.record()
         torch.cuda.synchronize(device)
         samples = [s.elapsed_time(e) / 1e3 for s, e in events]  # ms -> s
-        clock = "cuda_event"
+        clock = "cuda_graph" if cuda_graph else "cuda_event"
     else:
         perf = time.perf_counter
         for i in range(reps):
@@ -142,7 +188,7 @@ def measure(fn: Callable[[Any], Any], inputs: Sequence[Any], *, device: torch.de
             samples.append(t1 - t0)
         clock = "perf_counter"
     return Measurement(samples_s=tuple(samples), clock=clock, warmup_calls=calls, input_sets=n_sets,
-                       labels=dict(labels or {}))
+                       labels=dict(labels or {}), note=note)
 
 
 def timer_overhead(device: torch.device | str = "cpu", reps: int = 1000) -> Measurement:

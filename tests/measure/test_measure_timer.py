@@ -57,6 +57,21 @@ def test_measure_rejects_bad_arguments():
         measure(lambda _: None, [], budget_s=0.1)
     with pytest.raises(ValueError):
         measure(lambda _: None, [None], min_reps=5, max_reps=2)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        measure(lambda _: None, [None], device="cpu", cuda_graph=True)
+
+
+def test_sweep_refuses_cuda_graph_on_cpu(tmp_path):
+    from click.testing import CliRunner
+
+    from lcprof.cli import main
+
+    out = tmp_path / "r.csv"
+    res = CliRunner().invoke(main, ["sweep", "--model", "phi3-128k", "--n", "128", "--backends", "sdpa",
+                                    "--device", "cpu", "--cuda-graph", "--out", str(out)])
+    assert res.exit_code == 2
+    assert "--cuda-graph needs a CUDA device" in res.output
+    assert not out.exists()
 
 
 def test_environment_has_every_column():

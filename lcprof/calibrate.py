@@ -16,9 +16,10 @@ Method:
   * **memory**: the device's total memory (CUDA properties; physical RAM on the CPU).
   * **attention** (CUDA): each tiled attention backend (SDPA flash, cuDNN, memory-efficient, and
     the striped-ring kernel when it builds) on causal (1, n, 32, 128) inputs, n = 16384 (4096 with
-    ``quick``), in bf16 (and fp32 for memory-efficient); rate = the cost model's *executed* FLOPs
-    (128 x 128 tiles not fully masked) / median time, stored as ``attention_flops_per_s``
-    {backend: {dtype: FLOP/s}}. Attention kernels run well below the GEMM peak; a calibrated
+    ``quick``) or at each of ``attention_n``, in bf16 (and fp32 for memory-efficient); rate = the
+    cost model's *executed* FLOPs (128 x 128 tiles not fully masked) / median time, stored as
+    ``attention_flops_per_s`` {backend: {dtype: FLOP/s}} (the first length) and
+    ``attention_flops_per_s_by_n`` {backend: {dtype: {n: FLOP/s}}} (every length). Attention kernels run well below the GEMM peak; a calibrated
     roofline charges QK^T and PV at the backend's own rate.
 
 Only this module imports torch, and only inside its functions.
@@ -257,7 +258,8 @@ def _slug(text: str) -> str:
     return out.strip("-") or "device"
 
 
-def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, key: str | None = None) -> dict:
+def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, key: str | None = None,
+              attention_n=None) -> dict:
     """Measure matmul FLOP/s per dtype and copy bandwidth on ``device`` (``cuda``/``cpu``, default: cuda if any).
 
     Returns the profile dict (see the module docstring); ``save_profile`` writes it.
@@ -277,14 +279,19 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
             continue
         gemms[d] = measure_matmul(d, device=dev, quick=quick)
     bw = measure_bandwidth(device=dev, quick=quick)
-    attention, attention_skipped = {}, {}
+    lengths = [int(x) for x in attention_n] if attention_n else [4096 if quick else 16384]
+    attention, by_n, attention_skipped = {}, {}, {}
     if cuda:
         for backend, d in ATTENTION_BACKENDS:
-            try:
-                attention.setdefault(backend, {})[d] = measure_attention(backend, d, device=dev, quick=quick)
-            except LcprofError as exc:
-                attention_skipped[f"{backend}/{d}"] = str(exc)
-        attention = {b: v for b, v in attention.items() if v}
+            for n in lengths:
+                try:
+                    m = measure_attention(backend, d, device=dev, quick=quick, n=n)
+                except LcprofError as exc:
+                    attention_skipped[f"{backend}/{d}/{n}"] = str(exc)
+                    continue
+                by_n.setdefault(backend, {}).setdefault(d, {})[n] = m
+                attention.setdefault(backend, {}).setdefault(d, m)  # the first length: the single rate
+                torch.cuda.empty_cache()
     if cuda:
         props = torch.cuda.get_device_properties(dev)
         dev_name, mem = props.name, int(props.total_memory)
@@ -301,10 +308,12 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         "hbm_bytes_per_s": bw["bytes_per_s"],
         "memory_bytes": mem,
         "attention_flops_per_s": {b: {d: m["flops_per_s"] for d, m in v.items()} for b, v in attention.items()},
+        "attention_flops_per_s_by_n": {b: {d: {str(n): m["flops_per_s"] for n, m in ms.items()} for d, ms in v.items()}
+                                       for b, v in by_n.items()},
         "method": {
-            "attention": {f"{b}/{d}": {k: m[k] for k in ("n", "heads", "head_dim", "executed_flops", "reps",
-                                                         "median_s", "samples_s")}
-                          for b, v in attention.items() for d, m in v.items()},
+            "attention": {f"{b}/{d}/{n}": {k: m[k] for k in ("n", "heads", "head_dim", "executed_flops", "reps",
+                                                             "median_s", "samples_s")}
+                          for b, v in by_n.items() for d, ms in v.items() for n, m in ms.items()},
             "attention_skipped": attention_skipped,
             "matmul": {d: {k: g[k] for k in ("size", "flops", "reps", "median_s", "samples_s")}
                        for d, g in gemms.items()},

@@ -80,8 +80,11 @@ def fit(files, min_n, max_n, target, interval, points, fmt):
 @click.option("--quick", is_flag=True, help="Smaller problems and shorter budgets (under a minute on a CPU).")
 @click.option("--dtype", "dtypes", default=None, help="Comma-separated dtypes (default: fp32,tf32,bf16,fp16 on "
                                                       "CUDA; fp32,bf16,fp16 on the CPU).")
+@click.option("--attention-n", default=None,
+              help="CUDA: lengths to measure each attention kernel at (e.g. 16k,64k,128k; default 16k, 4k with "
+                   "--quick); predictions interpolate between them.")
 @FORMAT_OPTION
-def calibrate(out, device, quick, dtypes, fmt):
+def calibrate(out, device, quick, dtypes, attention_n, fmt):
     """Measure this device's matmul FLOP/s per dtype and copy bandwidth; save a profile for --calibration."""
     from lcprof.calibrate import calibrate as run_calibration  # imports torch inside
     from lcprof.calibrate import profile_table, save_profile
@@ -90,7 +93,12 @@ def calibrate(out, device, quick, dtypes, fmt):
     dt = None
     if dtypes:
         dt = [dtype_name(d, allowed=("fp32", "tf32", "bf16", "fp16")) for d in dtypes.split(",") if d.strip()]
-    profile = run_calibration(device, quick=quick, dtypes=dt)
+    lengths = None
+    if attention_n:
+        from lcprof.units import parse_token_list
+
+        lengths = parse_token_list(attention_n)
+    profile = run_calibration(device, quick=quick, dtypes=dt, attention_n=lengths)
     path = save_profile(profile, out)
     _emit(profile_table(profile), fmt, f"{profile['name']}: measured ceilings" if fmt == "table" else None)
     if fmt == "table":

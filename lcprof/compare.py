@@ -109,10 +109,11 @@ def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: 
         t = roofline(c, hw, backend=key["backend"])
     except LcprofError as exc:
         return {"note": str(exc)}
+    attn_rate = hw.attention_rate(key["backend"], matmul_dtype(dtype), ns)
     return {
         "predicted_time_s": np.asarray(t["total"], dtype=np.float64),
         "predicted_compute_s": (np.asarray(c.flops["total"]) - np.asarray(c.flops["attn/total"])) / peak
-        + np.asarray(c.flops["attn/total"]) / (hw.attention_peak(key["backend"], matmul_dtype(dtype)) or peak),
+        + np.asarray(c.flops["attn/total"]) / (peak if attn_rate is None else attn_rate),
         "predicted_memory_s": np.asarray(c.bytes["total"]) / hw.hbm_bytes_per_s,
         "executed_flops": np.asarray(c.flops["total"], dtype=np.float64),
         "useful_flops": np.asarray(c.useful_flops["total"], dtype=np.float64),

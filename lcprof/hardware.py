@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from lcprof.errors import LcprofError
 from lcprof.units import dtype_name
 
@@ -34,6 +36,10 @@ class Hardware:
     #: attention kernels do not reach the GEMM peak, so a calibrated roofline charges their
     #: QK^T and PV at the rate the backend itself was measured at.
     attention_flops_per_s: dict = field(default_factory=dict, hash=False, compare=False)
+    #: The same measured at several lengths, {backend: {dtype: {n: FLOP/s}}}: kernels do not run at
+    #: one rate for every n; between measured lengths the rate is interpolated in log n, outside
+    #: them it is held at the nearest one.
+    attention_flops_per_s_by_n: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.hbm_bytes_per_s <= 0 or self.memory_bytes <= 0:
@@ -47,6 +53,20 @@ class Hardware:
             return None
         rate = (self.attention_flops_per_s.get(backend) or {}).get(dtype_name(dtype))
         return float(rate) if rate else None
+
+    def attention_rate(self, backend: str | None, dtype: str, n) -> np.ndarray | None:
+        """The calibrated attention rate at lengths ``n`` (array): interpolated in log n between the
+        lengths it was measured at, the nearest one outside them; the single rate when only one
+        length was measured; None when the backend was not measured in ``dtype``."""
+        n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        by_n = ((self.attention_flops_per_s_by_n.get(backend) or {}).get(dtype_name(dtype)) or {}) if backend else {}
+        if len(by_n) >= 2:
+            xs = sorted((float(k), float(v)) for k, v in by_n.items())
+            return np.interp(np.log(np.maximum(n_arr, 1.0)), [np.log(x) for x, _ in xs], [r for _, r in xs])
+        one = self.attention_peak(backend, dtype)
+        if one is None and len(by_n) == 1:
+            one = float(next(iter(by_n.values())))
+        return None if one is None else np.full_like(n_arr, one)
 
     def peak(self, dtype: str) -> float:
         """Dense matmul peak for a compute dtype; fp32 falls back to tf32 only if asked for tf32."""
@@ -152,4 +172,6 @@ def load_calibration(path: str | Path) -> Hardware:
         kind="calibration",
         attention_flops_per_s={b: {d: float(v) for d, v in rates.items()}
                                for b, rates in (e.get("attention_flops_per_s") or {}).items()},
+        attention_flops_per_s_by_n={b: {d: {int(n): float(v) for n, v in by_n.items()} for d, by_n in rates.items()}
+                                    for b, rates in (e.get("attention_flops_per_s_by_n") or {}).items()},
     )

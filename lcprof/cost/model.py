@@ -363,10 +363,12 @@ def roofline(c: Cost, hw: Hardware, *, tf32: bool = False, backend: str | None =
     """Per-op time = max(FLOPs / peak, bytes / bandwidth); plus 'total'. Seconds, arrays over n.
 
     The peak is the GEMM peak for the dtype, except for attention (``attn/qk``, ``attn/pv``) when
-    ``hw`` is a calibration that measured ``backend``'s own attention rate in that dtype.
+    ``hw`` is a calibration that measured ``backend``'s own attention rate in that dtype (at each n,
+    interpolated between the lengths it was measured at: ``Hardware.attention_rate``).
     """
     peak = hw.peak(matmul_dtype(c.dtype, tf32))
-    attn_peak = hw.attention_peak(backend, matmul_dtype(c.dtype, tf32)) or peak
+    rate = hw.attention_rate(backend, matmul_dtype(c.dtype, tf32), c.n)
+    attn_peak = peak if rate is None else rate
     bw = hw.hbm_bytes_per_s
     out: dict[str, np.ndarray] = {}
     for name, f in c.flops.items():

@@ -58,3 +58,28 @@ def test_load_calibration_reads_attention_rates_and_compare_uses_them(tmp_path):
     assert float(res.rows["predicted_time_s"].iloc[0]) == pytest.approx(expect, rel=1e-12)
     assert float(res.rows["predicted_compute_s"].iloc[0]) == pytest.approx(expect, rel=1e-12)
     assert np.isfinite(res.rows["ratio"].iloc[0])
+
+
+def test_attention_rate_interpolates_in_log_n_between_measured_lengths(tmp_path):
+    # measured at 4096 (0.5 TFLOP/s) and 16384 (0.25): 8192 is halfway in log n -> 0.375;
+    # below 4096 and above 16384 the nearest measurement holds
+    prof = {"key": "cal", "name": "cal", "peak_flops_per_s": {"bf16": 1e12}, "hbm_bytes_per_s": 1e30,
+            "memory_bytes": 1 << 40, "attention_flops_per_s": {"sdpa-flash": {"bf16": 0.5e12}},
+            "attention_flops_per_s_by_n": {"sdpa-flash": {"bf16": {"4096": 0.5e12, "16384": 0.25e12}}}}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(prof))
+    hw = load_calibration(path)
+    np.testing.assert_allclose(hw.attention_rate("sdpa-flash", "bf16", [2048, 4096, 8192, 16384, 65536]),
+                               [0.5e12, 0.5e12, 0.375e12, 0.25e12, 0.25e12], rtol=1e-12)
+    assert hw.attention_rate("sdpa-cudnn", "bf16", [8192]) is None
+    # one length only: the single rate at every n
+    single = _hw({"sdpa-flash": {"bf16": 0.3e12}})
+    np.testing.assert_allclose(single.attention_rate("sdpa-flash", "bf16", [1024, 131072]), [0.3e12, 0.3e12])
+    # the roofline charges each n's attention at that n's rate
+    spec = spec_from_config(TINY, name="tiny")
+    ns = [2048, 8192, 65536]
+    c = cost(spec, ns, layer=0, family="tiled", dtype="bf16")
+    attn = np.asarray(c.flops["attn/total"])
+    rest = np.asarray(c.flops["total"]) - attn
+    t = roofline(c, hw, backend="sdpa-flash")
+    np.testing.assert_allclose(t["total"], rest / 1e12 + attn / np.array([0.5e12, 0.375e12, 0.25e12]), rtol=1e-12)

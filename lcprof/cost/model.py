@@ -209,18 +209,18 @@ def _rope_extra(width_heads: int, dim: int, rot: int, s: int) -> int:
     return s * width_heads * max(3 * rot, rot + dim)
 
 
-def _attention_heads(spec: ModelSpec, mla_form: str = "naive") -> tuple[int, int, int]:
-    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees."""
+def _attention_heads(spec: ModelSpec, mla_form: str = "naive", tp: int = 1) -> tuple[int, int, int]:
+    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees (on one of ``tp`` ranks)."""
     if spec.mla is None:
-        return spec.n_kv_heads, spec.head_dim, spec.v_head_dim
+        return kv_heads_per_gpu(spec, tp), spec.head_dim, spec.v_head_dim
     if mla_form == "naive":
-        return spec.n_heads, spec.mla.qk_head_dim, spec.mla.v_head_dim
+        return spec.n_heads // tp, spec.mla.qk_head_dim, spec.mla.v_head_dim
     return 1, spec.mla.cache_dim, spec.mla.kv_lora_rank
 
 
 def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
                      layer: int | LayerSpec = 0, prefix=0, materialize_mask: bool = True,
-                     mla_form: str = "naive") -> dict[str, np.ndarray]:
+                     mla_form: str = "naive", tp: int = 1) -> dict[str, np.ndarray]:
     """Bytes live at each memory-heavy step of one layer's forward over n new tokens (arrays over n).
 
     The layout is transformers' (and lcprof's measured layer): the caller holds the input x; the
@@ -234,6 +234,11 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     for GQA, softmax in fp32 for fp16/bf16); tiled kernels add the fp32 log-sum-exp.
     MoE layers count the router logits and the active experts' summed width (lcprof's
     dense-equivalent timing). Weights are not included.
+
+    ``tp``: one tensor-parallel rank's share (Megatron layout): query heads, K/V heads (replicated
+    when ``tp`` exceeds them) and the MLP width are split; the hidden-size tensors (input, normed x,
+    residual, the o and down projections' all-reduced outputs), MLA's latent and the router logits
+    are whole on every rank.
     """
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
@@ -244,14 +249,16 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     keys = n_arr + prefix
     b = float(batch)
-    h, H = spec.hidden_size, spec.n_heads
+    if tp < 1 or spec.n_heads % tp:
+        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {spec.n_heads} heads")
+    h, H = spec.hidden_size, spec.n_heads // tp
     rope = spec.rope if (spec.rope is not None and lyr.rope) else None
     rot = rope.rotary_dim if rope is not None else 0
     x_in = s * h
     steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s)}
     base = x_in + s * h  # + the normed x
     if spec.mla is None:
-        d, vd, kvh = spec.head_dim, spec.v_head_dim, spec.n_kv_heads
+        d, vd, kvh = spec.head_dim, spec.v_head_dim, kv_heads_per_gpu(spec, tp)
         qkv = base + s * (H * d + kvh * d + kvh * vd)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
@@ -293,7 +300,7 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
         # the fp32 probabilities live together, then are cast back: max(s + 8, 2s + 4) = s + 8);
         # scores and probabilities then meet the output of P @ V
         softmax_per_pair = s + 8 if s < 4 else 2 * s
-        kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form)
+        kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form, tp)
         if kv_heads != H:  # K and V expanded to every query head (repeat_interleave)
             live_n = live_n + s * b * keys * H * (qk_dim + v_dim)
         pairs = b * H * n_arr * keys
@@ -319,10 +326,10 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     # MLP step: x and x + attn live on; the MLP's normed input; router logits (MoE)
     if lyr.moe and spec.moe is not None:
         e = spec.moe
-        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
+        width = (e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size) / tp
         router = s * e.n_experts
     else:
-        width, router = spec.intermediate_size, 0
+        width, router = spec.intermediate_size / tp, 0
     resid = 2 * s * h
     steps_n["mlp/norm"] = b * n_arr * (resid + _norm_extra(h, s))
     inner = (3 if spec.mlp_gated else 2) * s * width
@@ -342,11 +349,11 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
 
 def activation_bytes(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
                      layer: int | LayerSpec = 0, prefix=0, materialize_mask: bool = True,
-                     mla_form: str = "naive") -> np.ndarray:
+                     mla_form: str = "naive", tp: int = 1) -> np.ndarray:
     """Peak activation bytes of one layer's forward over n new tokens: the largest of
     :func:`activation_steps` (float array over n; weights and any KV cache read are excluded)."""
     steps = activation_steps(spec, n, batch=batch, dtype=dtype, family=family, layer=layer, prefix=prefix,
-                             materialize_mask=materialize_mask, mla_form=mla_form)
+                             materialize_mask=materialize_mask, mla_form=mla_form, tp=tp)
     return np.max(np.vstack(list(steps.values())), axis=0)
 
 

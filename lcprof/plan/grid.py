@@ -72,8 +72,10 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
     b_long = b_all[inv[:n_l]][:, None, None, None]
     b_short = int(b_all[inv[-1]])
     reserve_tokens = np.minimum(longs_1d, chunk) if chunk else longs_1d
-    act_1 = activation_reserve_bytes_per_gpu(spec, reserve_tokens, dtype=dtype, tp=1).astype(np.float64)
-    act = np.ceil(act_1[:, None, None, None] / T).astype(np.int64)  # (N, 1, T, 1)
+    act = np.zeros((n_l, 1, n_t, 1), dtype=np.int64)  # (N, 1, T, 1): one TP rank's share
+    for j, t in enumerate(tps):
+        if problems[j] is None:
+            act[:, 0, j, 0] = activation_reserve_bytes_per_gpu(spec, reserve_tokens, dtype=dtype, tp=int(t))
     t1_all = prefill_1gpu_s(spec, rates, uniq, dtype=dtype)  # one roofline per unique length
     t1_long = t1_all[inv[:n_l]][:, None, None, None]
     t1_short = float(t1_all[inv[-1]])

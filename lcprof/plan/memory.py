@@ -144,9 +144,11 @@ def activation_reserve_bytes_per_gpu(spec: ModelSpec, n_tokens, *, dtype: str = 
     """Peak activation bytes of a prefill of ``n_tokens`` (the largest chunk), tiled attention, per GPU.
 
     The largest single-layer peak over the model's layer kinds (layers run one after another and
-    free their activations), divided by ``tp`` -- an approximation: TP splits heads and the MLP's
-    intermediate width, but each rank also holds the full-width residual and normed input.
-    The prefix of a chunk is not materialized (it is read from the paged cache). int64 over n.
+    free their activations), on one TP rank: heads and the MLP's intermediate width are split
+    ``tp`` ways, the full-width residual, normed input and projection outputs are not
+    (``cost.activation_bytes(tp=...)``). The layout is the unfused one lcprof measures (RMSNorm
+    through fp32 temporaries): an upper bound for an engine with fused norms. The prefix of a
+    chunk is not materialized (it is read from the paged cache). int64 over n.
     """
     n = np.atleast_1d(np.asarray(n_tokens, dtype=np.float64))
     kinds: dict[tuple, LayerSpec] = {}
@@ -154,9 +156,9 @@ def activation_reserve_bytes_per_gpu(spec: ModelSpec, n_tokens, *, dtype: str = 
         kinds.setdefault((layer.attn, layer.window, layer.moe), layer)
     peak = np.zeros_like(n)
     for layer in kinds.values():
-        a = activation_bytes(spec, n, batch=1, dtype=activation_dtype(dtype), family="tiled", layer=layer)
+        a = activation_bytes(spec, n, batch=1, dtype=activation_dtype(dtype), family="tiled", layer=layer, tp=tp)
         peak = np.maximum(peak, a)
-    return np.ceil(peak / tp).astype(np.int64)
+    return np.ceil(peak).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ def llama_params(h, inter, vocab, layers, heads, kv_heads, head_dim, tied=False)
     return layers * per_layer + emb + head + h  # + final norm
 
 
-def tiled_activation_bytes(n, h, heads, kv_heads, head_dim, inter, s=BF16):
+def tiled_activation_bytes(n, h, heads, kv_heads, head_dim, inter, s=BF16, tp=1):
     """Peak activation bytes of one Llama layer's prefill of n tokens, tiled attention (lcprof's layout,
     cost.activation_steps), written out step by step per token; low precision (s < 4), full rotary:
     cos/sin tables 2*s*head_dim live throughout; input norm: x + fp32 copy, scaled, cast, output;
     attention: x, normed x, q, k, v, then RoPE temporaries (3 x the rotated tensor), the kernel's
-    output + fp32 LSE, the o projection; MLP: x, x + attn, normed, act(gate), up, product."""
+    output + fp32 LSE, the o projection; MLP: x, x + attn, normed, act(gate), up, product.
+    On one of ``tp`` ranks: heads, KV heads (at least one) and the MLP width split; hidden-size
+    tensors whole."""
+    heads, kv_heads, inter = heads // tp, max(kv_heads // tp, 1), inter / tp
     tables = 2 * s * head_dim
     norm = h * (2 * s + 8)
     qkv = tables + 2 * s * h + s * (heads * head_dim + 2 * kv_heads * head_dim)

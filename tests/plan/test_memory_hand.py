@@ -125,11 +125,18 @@ def test_vllm_style_block_count_by_hand_llama3_8b():
     assert mb.kv_pool_blocks == expected_blocks
 
 
-def test_activation_reserve_divides_by_tp():
+def test_activation_reserve_splits_heads_and_mlp_not_the_residual():
     spec = load_model("llama3-70b")
     one = tiled_activation_bytes(131072, 8192, 64, 8, 128, 28672)
     assert activation_reserve_bytes_per_gpu(spec, 131072, tp=1)[0] == one
-    assert activation_reserve_bytes_per_gpu(spec, 131072, tp=8)[0] == math.ceil(one / 8)
+    # TP 8, per token (bf16): the MLP step (tables 512 + x, x + attn, normed 3 x 2 x 8192 + act,
+    # up, product on 28672 / 8 = 3584: 71,168 B) is now below the post-attention norm, whose fp32
+    # temporaries span the whole hidden size on every rank: 512 + 2 x 2 x 8192 + 8192 x (2 x 2 + 8)
+    eight = activation_reserve_bytes_per_gpu(spec, 131072, tp=8)[0]
+    assert eight == tiled_activation_bytes(131072, 8192, 64, 8, 128, 28672, tp=8)
+    assert eight == 131072 * max(512 + 3 * 2 * 8192 + 3 * 2 * 3584, 512 + 2 * 2 * 8192 + 8192 * 12)
+    assert eight == 131072 * 131_584
+    assert one / 8 < eight < one  # far from one eighth: the hidden-size tensors are whole on every rank
 
 
 def test_shared_prefix_blocks_stored_once():

@@ -21,7 +21,7 @@ def _llama3_70b_tp8_budget(reserve_tokens):
     norms = 80 * 2 * 8192 + 8192
     # TP=8: everything split 8 ways except the replicated norms (8 KV heads -> exactly one per GPU)
     weights = round(weights_total / 8 + BF16 * norms * (1 - 1 / 8))
-    act = math.ceil(tiled_activation_bytes(reserve_tokens, 8192, 64, 8, 128, 28672) / 8)
+    act = math.ceil(tiled_activation_bytes(reserve_tokens, 8192, 64, 8, 128, 28672, tp=8))
     return H100_MEMORY_BYTES * 9 // 10 - weights - act, weights
 
 
@@ -129,7 +129,7 @@ def test_chunked_prefill_ttft_waits_one_chunk():
     assert total >= r["prefill_long_s"] * 0.999  # chunks re-read the weights; never cheaper
     # the activation reserve shrinks to one chunk
     assert r["activation_reserve_tokens"] == 8192
-    assert r["activation_reserve_bytes_per_gpu"] == math.ceil(tiled_activation_bytes(8192, 8192, 64, 8, 128, 28672) / 8)
+    assert r["activation_reserve_bytes_per_gpu"] == math.ceil(tiled_activation_bytes(8192, 8192, 64, 8, 128, 28672, tp=8))
 
 
 def test_ttft_recommendations_by_definition():

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lcprof.cost import masks
-from lcprof.cost.model import cost, kv_bytes, kv_bytes_per_token
+from lcprof.cost.model import activation_bytes, cost, kv_bytes, kv_bytes_per_token
 from lcprof.spec import LayerSpec, spec_from_config
 
 from ._helpers import llama_config, mla_config
@@ -264,3 +264,36 @@ def test_vectorized_equals_elementwise(cfg, ns):
             one = cost(spec, n, phase=phase, family="tiled", tile=(16, 32))
             assert float(vec.flops["total"][i]) == float(one.flops["total"][0]), (phase, ns, n)
             assert float(vec.bytes["total"][i]) == float(one.bytes["total"][0]), (phase, ns, n)
+
+
+# ------------------------------------------------------------------------------------------------
+# Activation memory and elementwise traffic
+# ------------------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(cfg=dense_configs(), ns=SORTED_NS, batch=st.integers(1, 3), dtype=st.sampled_from(["fp32", "bf16"]))
+def test_activations_and_traffic_monotone_and_ordered(cfg, ns, batch, dtype):
+    spec = spec_from_config(cfg, name="x")
+    mha = spec_from_config({**cfg, "num_key_value_heads": cfg["num_attention_heads"]}, name="mha")
+    for layer in range(spec.n_layers):
+        tiled = activation_bytes(spec, ns, batch=batch, dtype=dtype, family="tiled", layer=layer)
+        eager = activation_bytes(spec, ns, batch=batch, dtype=dtype, family="eager", layer=layer)
+        assert np.all(np.diff(tiled) > 0) and np.all(np.diff(eager) > 0)  # more tokens, more memory
+        assert np.all(tiled <= eager)  # a tiled kernel never holds more than the scores would
+        assert np.all(tiled <= activation_bytes(mha, ns, batch=batch, dtype=dtype, family="tiled", layer=layer))
+        unfused = cost(spec, ns, batch=batch, dtype=dtype, family="tiled", layer=layer)
+        fused = cost(spec, ns, batch=batch, dtype=dtype, family="tiled", layer=layer, elementwise="fused")
+        moved = np.asarray(unfused.bytes["misc/elementwise"])
+        assert np.all(np.diff(moved) > 0)
+        assert np.all(np.asarray(fused.bytes["misc/elementwise"]) < moved)
+
+
+@SETTINGS
+@given(cfg=dense_configs(), n=st.integers(1, 20000), tp=st.sampled_from([1, 2, 4]))
+def test_activation_per_tp_rank_between_a_share_and_the_whole(cfg, n, tp):
+    spec = spec_from_config(cfg, name="x")
+    if spec.n_heads % tp:
+        return
+    one = float(activation_bytes(spec, n, family="tiled")[0])
+    rank = float(activation_bytes(spec, n, family="tiled", tp=tp)[0])
+    assert one / tp <= rank <= one

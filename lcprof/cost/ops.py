@@ -248,7 +248,7 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     else:
         width = spec.intermediate_size
     total += 3 * width if spec.mlp_gated else 2 * width
-    return s * t * total + 0 * np.asarray(prefix)
+    return np.broadcast_arrays(s * t * total, np.asarray(prefix, dtype=np.float64))[0]  # shaped like the other ops
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
 # ----------------------------------------------------------------------------------------------
 # Every elementwise op reads its operands and writes its result through device memory; a broadcast
 # operand (the RoPE tables, a norm weight) is read once per op. Checked to the byte against the
-# measured layer's ops by lcprof.measure.tensor_audit.MovedBytes (tests/measure/test_traffic_trace.py).
+# measured layer's ops by lcprof.measure.tensor_audit.MovedBytes (tests/measure/test_tensor_audit.py).
 
 def _norm_bytes(width: int, tokens, s: int) -> np.ndarray:
     """Unfused RMSNorm over ``width``: in fp32 for fp16/bf16 (copy up, square, mean, +eps, rsqrt,

@@ -78,12 +78,14 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 @click.option("--cuda-graph", is_flag=True,
               help="CUDA: capture each call in a CUDA graph and time its replays (no Python/dispatch overhead; "
                    "what serving engines do for decode).")
+@click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
+              show_default=True, help="MoE layers: one MLP of the active width, or real top-k routing over every expert.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results CSV, written row by row.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (ok/oom/skipped) and run the rest.")
 @FORMAT_OPTION
 def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budget_s, min_reps, max_reps, mem_cap,
-          ranks, mla_form, flush_l2, cuda_graph, seed, out, resume, fmt):
+          ranks, mla_form, flush_l2, cuda_graph, moe_timing, seed, out, resume, fmt):
     """Time one layer over lengths, backends and dtypes; each row is written (and fsynced) as it completes."""
     if max_reps < min_reps:
         raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
@@ -94,7 +96,7 @@ def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budge
     df = run_sweep(model, n, backend_list, dtypes, device=device, phase=phase, batch=batch, layer=layer_idx,
                    budget_s=budget_s, mem_cap_bytes=cap, out=out, resume=resume, ranks=ranks, mla_form=mla_form,
                    seed=seed, min_reps=min_reps, max_reps=max_reps, flush_l2=flush_l2, cuda_graph=cuda_graph,
-                   progress=True)
+                   moe_timing=moe_timing, progress=True)
     if fmt == "table":
         df = df[[c for c in _SUMMARY if c in df.columns]]
     click.echo(render(df, fmt))

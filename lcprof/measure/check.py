@@ -8,7 +8,9 @@ Two comparisons per (layer, backend, dtype), both as relative Frobenius error
   :func:`reference_attention` in float64 on the same (rounded) inputs;
 * **the whole layer**: the layer in the test dtype against a float64 copy of itself (the same,
   rounded weights upcast) whose attention is :func:`reference_attention`; prefill of ``n_check``
-  tokens, or one decode step against a random cache of ``n_check`` tokens.
+  tokens, or one decode step against a random cache of ``n_check`` tokens. A routed MoE layer's
+  reference follows the compared run's expert choice per token (near-tied router logits would
+  otherwise pick different experts in the two precisions).
 
 A backend passes when each error is within ``TOLERANCE[dtype]`` (fp32 1e-4, tf32 3e-3, bf16 2e-2,
 fp16 5e-3), or within twice the error of the eager backend doing the same computation in the same
@@ -144,12 +146,18 @@ class Checker:
         finally:
             layer.attention = saved
 
-    def reference_layer_output(self) -> torch.Tensor:
-        if self._ref_layer_out is None:
-            ref = copy.deepcopy(self.layer).to(torch.float64)
-            self._ref_layer_out = self._run_layer(ref, reference_attention, dtype=torch.float64)
-            del ref
-        return self._ref_layer_out
+    def reference_layer_output(self, routing: torch.Tensor | None = None) -> torch.Tensor:
+        """The float64 layer's output; with ``routing`` (a routed MoE's expert choice per token) the
+        reference sends every token to the same experts as the run it is compared with."""
+        if routing is None and self._ref_layer_out is not None:
+            return self._ref_layer_out
+        ref = copy.deepcopy(self.layer).to(torch.float64)
+        ref.forced_routing = routing
+        out = self._run_layer(ref, reference_attention, dtype=torch.float64)
+        del ref
+        if routing is None:
+            self._ref_layer_out = out
+        return out
 
     def release(self) -> None:
         """Free the reference output and inputs (the reference layer is already gone)."""
@@ -164,7 +172,9 @@ class Checker:
             a_out = attention(q, k, v, mask, scale)
             a_ref = reference_attention(q, k, v, mask, scale)
         attn_err = rel_error(a_out, a_ref)
-        layer_err = rel_error(self._run_layer(self.layer, attention), self.reference_layer_output())
+        out = self._run_layer(self.layer, attention)
+        routed = getattr(self.layer, "moe_timing", "n/a") == "routed"
+        layer_err = rel_error(out, self.reference_layer_output(self.layer.last_routing if routed else None))
         return attn_err, layer_err
 
     def eager_errors(self) -> tuple[float, float]:

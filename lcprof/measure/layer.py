@@ -15,11 +15,22 @@
   up-projections into the query (``q_absorb``) and the output (``v_unabsorb``) and attends in
   the latent space: one shared K/V "head" of kv_lora_rank + rope dims (MQA). Same math.
 * **MLP**: gated (gate, up, down) or plain (up, down) with the config's activation.
-* **MoE layers: we time the dense-equivalent active width** (``moe_timing='dense-equivalent'``):
-  the router matmul (its top-k is computed and discarded) plus ONE gated MLP whose width is
-  ``n_active * expert_intermediate_size + n_shared * shared_intermediate_size``. Its FLOPs equal the
-  cost model's active FLOPs (router + n_active experts + shared) exactly; its time is a lower bound
-  for a real routed MoE (no token permutation, no per-expert small matmuls, all weights dense).
+* **MoE layers**, two ways (``moe_timing``):
+  - ``dense-equivalent`` (default): the router matmul (its top-k is computed and discarded) plus ONE
+    gated MLP whose width is ``n_active * expert_intermediate_size + n_shared *
+    shared_intermediate_size``. Its FLOPs equal the cost model's active FLOPs (router + n_active
+    experts + shared) exactly; its time is a lower bound for a real routed MoE;
+  - ``routed``: every expert's weights (``experts_gate_up`` (E, 2 or 1 x I, h), ``experts_down``
+    (E, h, I)); the router's scores in fp32 (softmax, or sigmoid when the config's ``scoring_func``
+    says so; DeepSeek-V3's group-limited selection and score-correction bias are not modelled) pick
+    the top ``n_active`` experts per token (weights renormalized when ``norm_topk_prob`` says so --
+    the default -- and scaled by ``routed_scaling_factor``); tokens are grouped by expert, each expert runs on its own tokens
+    (a host-side loop over the experts, as transformers' MoE blocks do) and the weighted outputs
+    are scattered back with ``index_add_``; shared experts run as one dense MLP. The same FLOPs as
+    the dense-equivalent form, plus the routing, gathers and small matmuls a real MoE pays.
+    ``forced_routing`` (expert indices, (tokens, n_active)) replaces the top-k: the correctness
+    check runs the float64 reference on the low-precision run's own routing, so near-tied
+    router logits cannot send a token to different experts in the two precisions.
 
 Weights are drawn from a CPU generator seeded by ``seed`` (same weights on every device), normal
 with std 1/sqrt(fan_in) so every projection keeps unit variance and the softmax is neither uniform
@@ -46,7 +57,7 @@ from lcprof.measure.backends import AttnMask, eager_attention
 from lcprof.spec import LayerSpec, ModelSpec
 
 MLA_FORMS = ("naive", "absorbed")
-MOE_TIMINGS = ("dense-equivalent",)
+MOE_TIMINGS = ("dense-equivalent", "routed")
 
 
 @dataclass
@@ -204,18 +215,31 @@ class DecoderLayer(nn.Module):
         else:
             width = spec.intermediate_size
         self.mlp_width = width
-        if spec.mlp_gated:
-            self.gate = nn.Linear(h, width, bias=False)
-        self.up = nn.Linear(h, width, bias=False)
-        self.down = nn.Linear(width, h, bias=False)
+        self.forced_routing: torch.Tensor | None = None
+        self.last_routing: torch.Tensor | None = None
+        if self.is_moe and moe_timing == "routed":
+            e = spec.moe
+            mats = 2 if spec.mlp_gated else 1
+            self.experts_gate_up = nn.Parameter(torch.empty(e.n_experts, mats * e.expert_intermediate_size, h))
+            self.experts_down = nn.Parameter(torch.empty(e.n_experts, h, e.expert_intermediate_size))
+            width = e.n_shared * e.shared_intermediate_size  # the dense MLP below holds the shared experts
+            cfg = spec.config
+            self.norm_topk = bool(cfg.get("norm_topk_prob", True))
+            self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
+            self.sigmoid_scores = str(cfg.get("scoring_func", "softmax")).lower() == "sigmoid"
+        if width:
+            if spec.mlp_gated:
+                self.gate = nn.Linear(h, width, bias=False)
+            self.up = nn.Linear(h, width, bias=False)
+            self.down = nn.Linear(width, h, bias=False)
 
     # ----- construction ------------------------------------------------------------------------
     @torch.no_grad()
     def _init_weights(self, seed: int) -> None:
         g = torch.Generator(device="cpu").manual_seed(int(seed) * 1009 + self.layer_idx)
         for name, p in self.named_parameters():
-            if p.dim() == 2:  # linear weights (out, in): unit-variance outputs
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            if p.dim() >= 2:  # linear weights (out, in), per expert too: unit-variance outputs
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:  # norm weights
@@ -382,12 +406,58 @@ class DecoderLayer(nn.Module):
             o = torch.einsum("bmhc,hvc->bmhv", o_lat, w_uv)  # (b, m, heads, v): v_unabsorb
         return self.o_proj(o.reshape(b, m, H * vd)), KVCache(lat_all, kpe_all)
 
+    def _dense_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.mlp_gated:
+            return self.down(self.act(self.gate(x)) * self.up(x))
+        return self.down(self.act(self.up(x)))
+
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_moe and self.moe_timing == "routed":
+            return self._routed_moe(x)
         if self.is_moe:
             # Dense-equivalent MoE: the router runs (and its top-k) but does not dispatch; the
             # active experts + shared experts run as one gated MLP of their summed width.
             logits = self.router(x)  # (b, m, n_experts)
             torch.topk(logits, self.spec.moe.n_active, dim=-1)
-        if self.spec.mlp_gated:
-            return self.down(self.act(self.gate(x)) * self.up(x))
-        return self.down(self.act(self.up(x)))
+        return self._dense_mlp(x)
+
+    def _routed_moe(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-k routing, tokens grouped per expert, weighted outputs scattered back (+ shared)."""
+        e = self.spec.moe
+        b, m, h = x.shape
+        xt = x.reshape(b * m, h)  # (tokens, h)
+        logits = self.router(xt).float()  # (tokens, experts)
+        probs = torch.sigmoid(logits) if self.sigmoid_scores else torch.softmax(logits, dim=-1)
+        if self.forced_routing is not None:
+            top_i = self.forced_routing.to(xt.device)
+            top_w = torch.gather(probs, 1, top_i)
+        else:
+            top_w, top_i = torch.topk(probs, e.n_active, dim=-1)  # (tokens, n_active)
+        self.last_routing = top_i
+        if self.norm_topk:
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        top_w = (top_w * self.routed_scale).to(x.dtype)
+        flat = top_i.reshape(-1)  # (tokens * n_active,) expert of each (token, slot)
+        order = torch.argsort(flat, stable=True)  # slots grouped by expert
+        token_of = order // e.n_active
+        weight_of = top_w.reshape(-1)[order]
+        counts = torch.bincount(flat, minlength=e.n_experts).tolist()  # host sync, as a loop over experts needs
+        out = torch.zeros_like(xt)
+        start = 0
+        for ex, c in enumerate(counts):
+            if c == 0:
+                continue
+            rows = token_of[start:start + c]
+            xe = xt[rows]  # (c, h) this expert's tokens
+            gu = xe @ self.experts_gate_up[ex].t()  # (c, 2I) or (c, I)
+            if self.spec.mlp_gated:
+                gate, up = gu.chunk(2, dim=-1)
+                y = self.act(gate) * up
+            else:
+                y = self.act(gu)
+            y = y @ self.experts_down[ex].t()  # (c, h)
+            out.index_add_(0, rows, y * weight_of[start:start + c, None])
+            start += c
+        if e.n_shared:
+            out = out + self._dense_mlp(xt)
+        return out.view(b, m, h)

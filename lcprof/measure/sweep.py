@@ -49,13 +49,14 @@ from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
 from lcprof.measure.env import ENV_COLUMNS, PeakMemory, environment, free_memory_bytes
-from lcprof.measure.layer import DecoderLayer
+from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer
 from lcprof.measure.timer import Measurement, measure
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_bytes, fmt_bytes, fmt_seconds, parse_token_list
 
 PHASES = ("prefill", "decode")
-KEY_COLUMNS = ("model", "backend", "dtype", "device", "batch", "n", "phase")
+#: what identifies a point in a results file (a resume skips rows whose key is already done)
+KEY_COLUMNS = ("model", "backend", "dtype", "device", "batch", "n", "phase", "layer", "moe_timing")
 DONE_STATUSES = ("ok", "oom", "skipped")
 RESULT_COLUMNS = (
     "model", "backend", "dtype", "device", "batch", "n", "time_s", "time_p10_s", "time_p90_s", "repeats",
@@ -189,8 +190,8 @@ class Point:
     plan: B.Plan | None = None
     pre_status: str | None = None  # skipped before running, with row['reason']
 
-    def key(self, model: str, device: str, batch: int, phase: str) -> tuple[str, ...]:
-        return (model, self.backend, self.dtype, device, str(batch), str(self.n), phase)
+    def key(self, model: str, device: str, batch: int, phase: str, layer: int, moe_timing: str) -> tuple[str, ...]:
+        return (model, self.backend, self.dtype, device, str(batch), str(self.n), phase, str(layer), moe_timing)
 
 
 def _work(phase: str, n: int) -> tuple[int, int]:
@@ -220,13 +221,15 @@ CUDA_WORKSPACE_BYTES = 32 << 20
 
 def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.Backend, plan: B.Plan,
                          batch: int, dtype: str, phase: str, input_sets: int, mla_form: str = "naive",
-                         workspace_bytes: int = 0) -> dict:
+                         workspace_bytes: int = 0, moe_timing: str = "dense-equivalent") -> dict:
     """Predicted peak bytes of one point, by part (all ints): activations, weights, inputs, total.
 
     Activations are ``cost.activation_bytes`` of the backend's family (the layer's own layout: the
     input x of the set in use is one of them), plus the boolean mask a tiled kernel is handed when
     the plan materializes one. Inputs are the other sets' hidden states and every set's KV cache
     (decode). ``workspace_bytes``: a constant the device adds (``CUDA_WORKSPACE_BYTES`` on CUDA).
+    A routed MoE holds every expert's weights; its activations are counted as the dense-equivalent
+    MLP's (an upper bound: each expert's intermediates cover only its share of the tokens).
     """
     store = "fp32" if dtype == "tf32" else dtype
     n_q, n_k = _work(phase, n)
@@ -239,7 +242,7 @@ def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.
     if plan.mode == "explicit" and not eager_like:
         act += n_q * n_k  # the boolean mask a tiled kernel is handed
     s = dtype_bytes(store)
-    weights = DecoderLayer.param_count(spec, layer_idx, mla_form=mla_form) * s
+    weights = DecoderLayer.param_count(spec, layer_idx, mla_form=mla_form, moe_timing=moe_timing) * s
     x_bytes = batch * n_q * spec.hidden_size * s
     one_set = input_set_bytes(spec, layer_idx, n, batch=batch, dtype=store, phase=phase)
     inputs = input_sets * one_set - x_bytes  # the x in use is counted with the activations
@@ -344,6 +347,7 @@ class _Settings:
     flush_l2: bool
     check: bool
     cuda_graph: bool = False
+    moe: str = "dense-equivalent"  # how MoE layers run: dense-equivalent or routed
 
     @property
     def form(self) -> str:
@@ -352,7 +356,7 @@ class _Settings:
     @property
     def moe_timing(self) -> str:
         lspec = self.spec.layers[self.layer]
-        return "dense-equivalent" if (lspec.moe and self.spec.moe is not None) else "n/a"
+        return self.moe if (lspec.moe and self.spec.moe is not None) else "n/a"
 
 
 def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: str | None = None,
@@ -360,13 +364,15 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
               mem_cap_bytes: int | None = None, out: str | Path | None = None, resume: bool = False,
               ranks: int = 1, mla_form: str | None = None, seed: int = 0, min_reps: int = 3,
               max_reps: int = 100, flush_l2: bool = False, check: bool = True, cuda_graph: bool = False,
+              moe_timing: str = "dense-equivalent",
               progress: bool | Callable[[str], None] = False) -> pd.DataFrame:
     """Time one layer over (dtype, backend, n) points; see the module docstring.
 
     ``ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma lists.
     ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for decode).
     ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``); the
-    rows' ``clock`` reads ``cuda_graph``.
+    rows' ``clock`` reads ``cuda_graph``. ``moe_timing`` (MoE layers): ``dense-equivalent`` or
+    ``routed`` (see :mod:`lcprof.measure.layer`).
     Returns the rows of this sweep's points (read back from ``out`` when given, so resumed rows are
     included), one per point.
     """
@@ -374,6 +380,8 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
                                                ranks, mla_form)
     if cuda_graph and dev.type != "cuda":
         raise LcprofError(f"--cuda-graph needs a CUDA device; this sweep runs on {dev}")
+    if moe_timing not in MOE_TIMINGS:
+        raise LcprofError(f"unknown MoE timing {moe_timing!r}; use {' or '.join(MOE_TIMINGS)}")
     if spec.mla is not None:
         mla_form = mla_form or ("absorbed" if phase == "decode" else "naive")
     else:
@@ -389,9 +397,9 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
     cfg = _Settings(spec=spec, dev=dev, env=environment(dev), phase=phase, batch=int(batch), layer=int(layer),
                     budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, ranks=int(ranks), mla_form=mla_form,
                     seed=int(seed), min_reps=int(min_reps), max_reps=int(max_reps), flush_l2=bool(flush_l2),
-                    check=bool(check), cuda_graph=bool(cuda_graph))
+                    check=bool(check), cuda_graph=bool(cuda_graph), moe=moe_timing)
     points = [Point(b, d, n) for d in dtypes for b in backends for n in ns]
-    keys = [p.key(spec.name, str(dev), cfg.batch, phase) for p in points]
+    keys = [p.key(spec.name, str(dev), cfg.batch, phase, cfg.layer, cfg.moe_timing) for p in points]
     todo = [p for p, k in zip(points, keys) if k not in done]
     if done:
         say(f"resuming {out}: {len(points) - len(todo)} of {len(points)} points already done")
@@ -421,8 +429,9 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
     if out is None:
         return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     df = pd.read_csv(out, keep_default_na=True)
+    key_text = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=list(KEY_COLUMNS))  # "n/a" stays text
     wanted = set(keys)
-    mask = [tuple(str(v) for v in r) in wanted for r in df[list(KEY_COLUMNS)].itertuples(index=False)]
+    mask = [tuple(r) in wanted for r in key_text[list(KEY_COLUMNS)].itertuples(index=False)]
     return df[mask].reset_index(drop=True)
 
 
@@ -467,7 +476,8 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     sets = N_INPUT_SETS if set_bytes < ROTATE_BELOW_BYTES else 1
     mem = predict_point_memory(spec, cfg.layer, p.n, backend=b, plan=plan, batch=cfg.batch, dtype=dt,
                                phase=cfg.phase, input_sets=sets, mla_form=cfg.form,
-                               workspace_bytes=CUDA_WORKSPACE_BYTES if cfg.dev.type == "cuda" else 0)
+                               workspace_bytes=CUDA_WORKSPACE_BYTES if cfg.dev.type == "cuda" else 0,
+                               moe_timing=cfg.moe)
     row.update({
         "mask_mode": plan.mode, "effective_mask": mask.effective().kind, "executed_family": plan.executed_family,
         "predicted_flops": float(c.flops["total"][0]), "useful_flops": float(c.useful_flops["total"][0]),
@@ -533,7 +543,7 @@ def _run_dtype(cfg: _Settings, group: list[Point], dt: str, emit: Callable[[Poin
 
     def layer_obj() -> DecoderLayer:
         if built["layer"] is None:
-            lay = DecoderLayer(cfg.spec, cfg.layer, seed=cfg.seed, mla_form=cfg.form)
+            lay = DecoderLayer(cfg.spec, cfg.layer, seed=cfg.seed, mla_form=cfg.form, moe_timing=cfg.moe)
             built["layer"] = lay.to(device=cfg.dev, dtype=torch_dt).eval()
         return built["layer"]
 

@@ -127,8 +127,11 @@ def compare(files, gpu, calibration, exponents, fmt):
                                        f"({'calibration' if hw.kind == 'calibration' else 'datasheet'})")
     if len(res.exponents):
         click.echo()
-        cols = ["model", "backend", "dtype", "device", "n_lo", "n_hi", "measured_local_exponent",
-                "predicted_local_exponent", "flops_local_exponent", "difference"]
+        keys = ["model", "backend", "dtype", "device"]
+        if (res.exponents["moe_timing"] == "routed").any():
+            keys.append("moe_timing")
+        cols = keys + ["n_lo", "n_hi", "measured_local_exponent", "predicted_local_exponent",
+                       "flops_local_exponent", "difference"]
         _emit(res.exponents[cols], "table", "Local exponents, measured vs predicted")
     if res.over_peak_rows:
         click.echo(f"lcprof: compare: {res.over_peak_rows} row(s) OVER PEAK (see the over_peak column)", err=True)

@@ -236,4 +236,6 @@ def compare_table(result: CompareResult) -> pd.DataFrame:
         out.insert(4, "phase", r["phase"])
         out.insert(5, "batch", r["batch"])
         out.insert(6, "layer", r["layer"])
+    if (r["moe_timing"] == "routed").any():
+        out.insert(list(out.columns).index("n"), "moe_timing", r["moe_timing"])
     return out

@@ -46,7 +46,7 @@ REQUIRED_COLUMNS = ("model", "backend", "dtype", "device", "batch", "n", "time_s
 #: The full schema of shared/DESIGN.md (environment columns come on top).
 SCHEMA_COLUMNS = REQUIRED_COLUMNS + ("time_p10_s", "time_p90_s", "repeats", "peak_mem_bytes", "reason", "phase")
 #: One fit per distinct value of these.
-GROUP_KEYS = ("model", "backend", "dtype", "device", "phase", "batch", "layer")
+GROUP_KEYS = ("model", "backend", "dtype", "device", "phase", "batch", "layer", "moe_timing")
 
 INTERVAL_METHODS = ("delta", "bootstrap")
 DEFAULT_LEVEL = 0.95
@@ -126,6 +126,10 @@ def normalize_results(df: pd.DataFrame) -> pd.DataFrame:
     df["phase"] = phase.astype(str).str.strip().replace({"": "prefill", "nan": "prefill"})
     if "layer" not in df.columns:
         df["layer"] = 0
+    if "moe_timing" not in df.columns:
+        df["moe_timing"] = "n/a"
+    moe = df["moe_timing"].astype(object).where(df["moe_timing"].notna(), "n/a")  # "n/a" reads as NaN
+    df["moe_timing"] = moe.astype(str).str.strip().replace({"": "n/a", "nan": "n/a"})
     if "reason" not in df.columns:
         df["reason"] = ""
     df["reason"] = df["reason"].astype(object).where(df["reason"].notna(), "").astype(str)
@@ -182,6 +186,8 @@ def group_label(key: dict) -> str:
         extra.append(f"batch {key['batch']}")
     if int(key.get("layer", 0)) != 0:
         extra.append(f"layer {key['layer']}")
+    if key.get("moe_timing", "n/a") not in ("n/a", "dense-equivalent"):
+        extra.append(f"MoE {key['moe_timing']}")
     tail = f" ({', '.join(extra)})" if extra else ""
     return f"{key['model']} {key['backend']} {key['dtype']} {key['device']}{tail}"
 

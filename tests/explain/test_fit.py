@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lcprof.errors import LcprofError
-from lcprof.fit import decompose, fit_results, local_exponents, power_law_fit, read_results
+from lcprof.fit import decompose, fit_results, group_label, local_exponents, power_law_fit, read_results
 
 N = 2.0 ** np.arange(7, 13)  # 128 .. 4096
 
@@ -162,7 +162,7 @@ def test_fit_cli_json_and_points(cli, data_dir):
     assert "left out 2 row(s)" in r.stderr
     r = cli("fit", data_dir / "phi3-cpu-small.csv", "--points", "--format", "csv", "--target", "none")
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines()[0].startswith("model,backend,dtype,device,phase,batch,layer,n,")
+    assert r.stdout.splitlines()[0].startswith("model,backend,dtype,device,phase,batch,layer,moe_timing,n,")
     r = cli("fit", data_dir / "phi3-cpu-small.csv")
     assert r.exit_code == 0 and "exponent_95" in r.stdout
 
@@ -176,3 +176,21 @@ def test_groups_with_few_lengths_are_reported_not_fatal(write_results):
     assert s.loc["two", "exponent"] == pytest.approx(1.0) and np.isnan(s.loc["two", "exponent_lo"])
     assert np.isnan(s.loc["two", "target_time_s"]) and "no c0 + c1 n + c2 n" in s.loc["two", "note"]
     assert s.loc["three", "c1_s_per_token"] == pytest.approx(1e-3) and pd.isna(s.loc["three", "n_star"])
+
+
+def test_routed_and_dense_moe_rows_are_separate_groups():
+    # the same model, backend and lengths, timed two ways: two fits, never one mixed group
+    rows = pd.DataFrame({
+        "model": "m", "backend": "sdpa", "dtype": "fp32", "device": "cpu", "batch": 1, "status": "ok",
+        "n": [128, 256, 512, 128, 256, 512],
+        "time_s": [1.0, 2.0, 4.0, 3.0, 6.0, 12.0],
+        "moe_timing": ["dense-equivalent"] * 3 + ["routed"] * 3,
+    })
+    res = fit_results(rows, target=None)
+    assert len(res.groups) == 2
+    by_timing = {g.key["moe_timing"]: g for g in res.groups}
+    assert by_timing["routed"].summary()["exponent"] == pytest.approx(1.0)
+    assert group_label(by_timing["routed"].key).endswith("(MoE routed)")
+    # a file without the column (or with "n/a", which pandas reads as NaN) is one dense group
+    plain = fit_results(rows.drop(columns="moe_timing").iloc[:3], target=None)
+    assert [g.key["moe_timing"] for g in plain.groups] == ["n/a"]

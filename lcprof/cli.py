@@ -178,12 +178,14 @@ def diff(model_a, model_b, n, fmt):
 @click.option("--device", default=None, help="With --measure: cuda or cpu (default: cuda if available).")
 @click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="With --backend striped-ring: simulated ranks.")
 @click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True)
+@click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
+              show_default=True, help="With --measure, MoE layers: one MLP of the active width, or real top-k routing.")
 @click.option("--elementwise", type=click.Choice(["unfused", "fused"]), default="unfused", show_default=True,
               help="Predicted time: elementwise ops one kernel per torch op (transformers, lcprof's layer) "
                    "or a serving engine's fused kernels.")
 @FORMAT_OPTION
 def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase,
-          elementwise, fmt):
+          moe_timing, elementwise, fmt):
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
@@ -195,7 +197,8 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch
 
         measured = measure_layer_vs_predicted(model, rep.n, backend=backend, dtypes=dt, device=device,
-                                              layer=layer_idx, batch=batch, ranks=ranks, phase=phase, gpu=gpu)
+                                              layer=layer_idx, batch=batch, ranks=ranks, phase=phase, gpu=gpu,
+                                              moe_timing=moe_timing)
     if fmt != "table":
         recs = rep.records()
         if measured is not None:

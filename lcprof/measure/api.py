@@ -32,7 +32,8 @@ def backends_frame(device: str | None = None, dtypes="fp32,bf16") -> pd.DataFram
 
 def measure_layer_vs_predicted(model, n, *, backend: str = "sdpa", dtypes=("fp32",), device: str | None = None,
                                layer: int = 0, batch: int = 1, ranks: int = 1, phase: str = "prefill",
-                               gpu: str = "h100-sxm", budget_s: float = 1.0, mla_form: str | None = None) -> pd.DataFrame:
+                               gpu: str = "h100-sxm", budget_s: float = 1.0, mla_form: str | None = None,
+                               moe_timing: str = "dense-equivalent") -> pd.DataFrame:
     """Time one layer at one n for each dtype and put the prediction beside it.
 
     On CUDA, ``predicted_time_s`` is the roofline (``lcprof.cost.model.roofline``) of the executed
@@ -44,7 +45,7 @@ def measure_layer_vs_predicted(model, n, *, backend: str = "sdpa", dtypes=("fp32
     spec = load_model(model)
     ns = parse_token_list(n)
     df = run_sweep(spec, ns, [backend], list(dtypes), device=device, phase=phase, batch=batch, layer=layer,
-                   ranks=ranks, budget_s=budget_s, mla_form=mla_form)
+                   ranks=ranks, budget_s=budget_s, mla_form=mla_form, moe_timing=moe_timing)
     dev = B.resolve_device(device)
     hw = get_gpu(gpu) if dev.type == "cuda" else None
     pred, ratio, note = [], [], []

@@ -19,8 +19,9 @@ Method:
     ``quick``) or at each of ``attention_n``, in bf16 (and fp32 for memory-efficient); rate = the
     cost model's *executed* FLOPs (128 x 128 tiles not fully masked) / median time, stored as
     ``attention_flops_per_s`` {backend: {dtype: FLOP/s}} (the first length) and
-    ``attention_flops_per_s_by_n`` {backend: {dtype: {n: FLOP/s}}} (every length). Attention kernels run well below the GEMM peak; a calibrated
-    roofline charges QK^T and PV at the backend's own rate.
+    ``attention_flops_per_s_by_n`` {backend: {dtype: {n: FLOP/s}}} (every length). Attention
+    kernels run well below the GEMM peak; a calibrated roofline charges QK^T and PV at the
+    backend's own rate.
 
 Only this module imports torch, and only inside its functions.
 """
@@ -308,7 +309,8 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         "hbm_bytes_per_s": bw["bytes_per_s"],
         "memory_bytes": mem,
         "attention_flops_per_s": {b: {d: m["flops_per_s"] for d, m in v.items()} for b, v in attention.items()},
-        "attention_flops_per_s_by_n": {b: {d: {str(n): m["flops_per_s"] for n, m in ms.items()} for d, ms in v.items()}
+        "attention_flops_per_s_by_n": {b: {d: {str(n): m["flops_per_s"] for n, m in ms.items()}
+                                           for d, ms in v.items()}
                                        for b, v in by_n.items()},
         "method": {
             "attention": {f"{b}/{d}/{n}": {k: m[k] for k in ("n", "heads", "head_dim", "executed_flops", "reps",

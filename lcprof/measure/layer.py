@@ -24,10 +24,11 @@
     (E, h, I)); the router's scores in fp32 (softmax, or sigmoid when the config's ``scoring_func``
     says so; DeepSeek-V3's group-limited selection and score-correction bias are not modelled) pick
     the top ``n_active`` experts per token (weights renormalized when ``norm_topk_prob`` says so --
-    the default -- and scaled by ``routed_scaling_factor``); tokens are grouped by expert, each expert runs on its own tokens
-    (a host-side loop over the experts, as transformers' MoE blocks do) and the weighted outputs
-    are scattered back with ``index_add_``; shared experts run as one dense MLP. The same FLOPs as
-    the dense-equivalent form, plus the routing, gathers and small matmuls a real MoE pays.
+    the default -- and scaled by ``routed_scaling_factor``); tokens are grouped by expert, each
+    expert runs on its own tokens (a host-side loop over the experts, as transformers' MoE blocks
+    do) and the weighted outputs are scattered back with ``index_add_``; shared experts run as one
+    dense MLP. The same FLOPs as the dense-equivalent form, plus the routing, gathers and small
+    matmuls a real MoE pays.
     ``forced_routing`` (expert indices, (tokens, n_active)) replaces the top-k: the correctness
     check runs the float64 reference on the low-precision run's own routing, so near-tied
     router logits cannot send a token to different experts in the two precisions.

@@ -19,9 +19,9 @@ the peak, ``peak_tensors`` the storages live then.
 
 ``MovedBytes`` sums, per aten op that is neither a view nor a matrix product nor an attention kernel,
 the bytes of every tensor it reads (each tensor argument, as the op sees it: a broadcast operand
-counts once; ``copy_`` does not read its destination) plus every tensor it writes: the traffic an unfused (eager) implementation sends
-through memory outside the GEMMs. It is the oracle for the ``misc/elementwise`` and
-``attn/softmax`` bytes of :mod:`lcprof.cost.ops`.
+counts once; ``copy_`` does not read its destination) plus every tensor it writes: the traffic an
+unfused (eager) implementation sends through memory outside the GEMMs. It is the oracle for the
+``misc/elementwise`` and ``attn/elementwise`` bytes of :mod:`lcprof.cost.ops`.
 """
 
 from __future__ import annotations

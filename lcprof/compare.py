@@ -97,19 +97,31 @@ _PRED_COLS = ("predicted_time_s", "predicted_compute_s", "predicted_memory_s", "
               "peak_flops_per_s")
 
 
+def backend_family_or_empty(backend: str) -> str:
+    """The backend's cost-model family, or '' for a backend lcprof does not know (noted later)."""
+    try:
+        return backend_family(backend)
+    except LcprofError:
+        return ""
+
+
 def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: dict, tile: int) -> dict:
-    """Predictions for one (model, backend, dtype, phase, batch, layer) at lengths ns, or {'note': why not}."""
+    """Predictions for one (model, backend, dtype, phase, batch, layer, MoE timing, executed family)
+    at lengths ns, or {'note': why not}."""
     try:
         spec = _spec_for(key["model"], specs, cache)
-        family = backend_family(key["backend"])
+        native = backend_family(key["backend"])
+        family = key.get("_family") or native
         dtype = dtype_name(key["dtype"], allowed=("fp32", "tf32", "bf16", "fp16", "fp8"))
         c = cost(spec, ns, phase=key["phase"], batch=int(key["batch"]), dtype=dtype, family=family,
                  layer=int(key["layer"]), tile=(tile, tile))
         peak = hw.peak(matmul_dtype(dtype))
-        t = roofline(c, hw, backend=key["backend"])
+        # a backend's calibrated attention rate holds for its own kernel, not for a fallback
+        rate_backend = key["backend"] if family == native else None
+        t = roofline(c, hw, backend=rate_backend)
     except LcprofError as exc:
         return {"note": str(exc)}
-    attn_rate = hw.attention_rate(key["backend"], matmul_dtype(dtype), ns)
+    attn_rate = hw.attention_rate(rate_backend, matmul_dtype(dtype), ns)
     return {
         "predicted_time_s": np.asarray(t["total"], dtype=np.float64),
         "predicted_compute_s": (np.asarray(c.flops["total"]) - np.asarray(c.flops["attn/total"])) / peak
@@ -142,7 +154,12 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
                       stacklevel=2)
     specs = dict(specs or {})
     cache: dict = {}
-    pred_keys = [k for k in GROUP_KEYS if k != "device"]
+    # What each row executed, when the sweep recorded it (an explicit mask runs the whole rectangle;
+    # SDPA's own choice may be its math kernel); otherwise the backend's family.
+    recorded = ok["executed_family"] if "executed_family" in ok.columns else pd.Series("", index=ok.index)
+    recorded = recorded.astype(object).where(recorded.isin(["eager", "tiled", "useful"]), "")
+    ok = ok.assign(_family=[r or backend_family_or_empty(b) for r, b in zip(recorded, ok["backend"])])
+    pred_keys = [k for k in GROUP_KEYS if k != "device"] + ["_family"]
     pieces = []
     unresolved: dict[str, int] = {}
     for key_vals, rows in ok.groupby(pred_keys, sort=True):

@@ -142,6 +142,7 @@ class Plan:
 
     mode: str
     executed_family: str  # cost-model family of the work actually executed
+    stores_scores: bool = False  # True when the kernel materializes the score matrix (math / eager)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,39 @@ def _make_sdpa(kernel: str | None) -> AttnFn:
 
     sdpa_attention.__name__ = f"sdpa_{(kernel or 'auto').lower()}"
     return sdpa_attention
+
+
+def sdpa_auto_kernel(device: torch.device | str, dtype: torch.dtype, *, heads: int, kv_heads: int, qk_dim: int,
+                     v_dim: int, mask: AttnMask) -> str | None:
+    """The kernel ``F.scaled_dot_product_attention`` picks for these shapes when none is forced
+    (``math``, ``flash_attention``, ``efficient_attention``, ``cudnn_attention``), or None when
+    torch cannot say (``torch._fused_sdp_choice`` missing). Decided on a 16-token stand-in: the
+    choice depends on device, dtype, head dims, GQA and the mask's form, not on n."""
+    choose = getattr(torch, "_fused_sdp_choice", None)
+    if choose is None:
+        return None
+    from torch.nn.attention import SDPBackend
+
+    dev = torch.device(device)
+    m = mask.effective()
+    n_q, n_k = (1, 17) if m.n_q == 1 else (16, 16)  # decode: one query against a cache
+    q = torch.zeros(1, heads, n_q, qk_dim, device=dev, dtype=dtype)
+    k = torch.zeros(1, kv_heads, n_k, qk_dim, device=dev, dtype=dtype)
+    v = torch.zeros(1, kv_heads, n_k, v_dim, device=dev, dtype=dtype)
+    attn_mask, causal = None, False
+    if m.kind == "global" and m.n_q == m.n_k:
+        causal = True
+    elif m.kind != "full":
+        attn_mask = torch.ones(n_q, n_k, device=dev, dtype=torch.bool)
+    kwargs = {"enable_gqa": True} if (heads != kv_heads and _GQA) else {}
+    if heads != kv_heads and not kwargs:
+        k, v = k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1)
+    try:
+        code = int(choose(q, k, v, attn_mask, 0.0, causal, scale=1.0, **kwargs))
+    except (RuntimeError, TypeError):
+        return None
+    names = {int(getattr(SDPBackend, nm)): nm.lower() for nm in dir(SDPBackend) if nm.isupper()}
+    return names.get(code)
 
 
 def _probe_by_running(fn: AttnFn, device: torch.device, dtype: torch.dtype, **options) -> tuple[bool, str]:

@@ -234,7 +234,7 @@ def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.
     store = "fp32" if dtype == "tf32" else dtype
     n_q, n_k = _work(phase, n)
     prefix = n_k - n_q
-    eager_like = backend.family == "eager"
+    eager_like = backend.family == "eager" or plan.stores_scores
     family = "eager" if eager_like else "tiled"
     act = float(activation_bytes(spec, n_q, prefix=prefix, batch=batch, dtype=store, family=family,
                                  layer=layer_idx, materialize_mask=(plan.mode != "none"),
@@ -469,6 +469,15 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     if plan is None:
         p.pre_status, row["reason"] = "skipped", why
         return
+    if b.name == "sdpa" and plan.executed_family != "eager":
+        # PyTorch picks the kernel: when it is the math one, the whole score rectangle is computed
+        # and stored (e.g. MLA's unequal q/k and v head dims on the CPU)
+        shapes = DecoderLayer(spec, cfg.layer, mla_form=cfg.form, materialize=False).attention_shapes()
+        kernel = B.sdpa_auto_kernel(cfg.dev, B.torch_dtype(dt)[0], heads=shapes["heads"],
+                                    kv_heads=shapes["kv_heads"], qk_dim=shapes["qk_dim"], v_dim=shapes["v_dim"],
+                                    mask=mask)
+        if kernel == "math":
+            plan = B.Plan(plan.mode, "eager", stores_scores=True)
     p.plan = plan
     c = cost(spec, p.n, phase=cfg.phase, batch=cfg.batch, dtype=store, family=plan.executed_family,
              layer=cfg.layer, mla_form=cfg.mla_form)

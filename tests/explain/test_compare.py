@@ -173,3 +173,19 @@ def test_hardware_is_required_and_exclusive(data_dir):
         compare_results(data_dir / "phi3-cpu-small.csv")
     with pytest.raises(LcprofError, match="not both"):
         compare_results(data_dir / "phi3-cpu-small.csv", gpu="h100", calibration="x.json")
+
+
+def test_compare_follows_the_executed_family_a_row_records():
+    # an SDPA row whose sweep recorded that the whole rectangle ran (an explicit mask, or SDPA's
+    # math kernel) is predicted as eager work; rows without the column use the backend's family
+    spec = spec_from_config(TOY_CONFIG, "toy")
+    ns = [256, 512]
+    rows = rows_for("toy", "sdpa-flash", ns, [1.0, 1.0])
+    plain = compare_results(rows, hardware=toy_hw(), specs={"toy": spec})
+    np.testing.assert_allclose(plain.rows["executed_flops"], [hand_flops(n, "tiled")[0] for n in ns], rtol=1e-12)
+    rows["executed_family"] = ["eager", "tiled"]
+    mixed = compare_results(rows, hardware=toy_hw(), specs={"toy": spec})
+    np.testing.assert_allclose(mixed.rows["executed_flops"], [hand_flops(256, "eager")[0], hand_flops(512, "tiled")[0]],
+                               rtol=1e-12)
+    np.testing.assert_allclose(mixed.rows["predicted_time_s"], [hand_flops(256, "eager")[0] / 1e12,
+                                                                hand_flops(512, "tiled")[0] / 1e12], rtol=1e-12)

@@ -128,3 +128,27 @@ def test_value_dim_may_differ_from_query_dim(name):
     mask = B.AttnMask("global", 40, 40)
     out = B.get_backend(name)(q, k, v, mask, 0.2)
     assert rel_error(out, reference_attention(q, k, v, mask, 0.2)) <= TOLERANCE["fp32"]
+
+
+def test_sdpa_auto_kernel_names_the_cpu_choice():
+    mask = B.AttnMask("global", 64, 64)
+    # equal head dims: the CPU flash kernel; MLA-like unequal q/k and v dims: only math can run them
+    assert B.sdpa_auto_kernel("cpu", torch.float32, heads=8, kv_heads=2, qk_dim=64, v_dim=64, mask=mask) \
+        == "flash_attention"
+    assert B.sdpa_auto_kernel("cpu", torch.float32, heads=8, kv_heads=8, qk_dim=192, v_dim=128, mask=mask) == "math"
+
+
+def test_sweep_records_that_auto_sdpa_ran_math(tmp_path):
+    # deepseek-v2-lite's MLA (q/k 192, v 128) on the CPU: SDPA falls back to math, which stores the
+    # scores; the row says so and its memory prediction is eager's
+    from lcprof.measure.sweep import run_sweep
+
+    df = run_sweep("deepseek-v2-lite", "128", "sdpa", "fp32", device="cpu", budget_s=0.01, min_reps=1,
+                   mem_cap_bytes=1 << 40, check=False)
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["executed_family"] == "eager"
+    from lcprof.cost.model import cost
+    from lcprof.spec import load_model
+
+    eager = cost(load_model("deepseek-v2-lite"), 128, layer=0, family="eager", dtype="fp32").flops["total"][0]
+    assert float(row["predicted_flops"]) == float(eager)

@@ -281,7 +281,7 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         gemms[d] = measure_matmul(d, device=dev, quick=quick)
     bw = measure_bandwidth(device=dev, quick=quick)
     lengths = [int(x) for x in attention_n] if attention_n else [4096 if quick else 16384]
-    attention, by_n, attention_skipped = {}, {}, {}
+    by_n, attention_skipped = {}, {}
     if cuda:
         for backend, d in ATTENTION_BACKENDS:
             for n in lengths:
@@ -291,7 +291,6 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
                     attention_skipped[f"{backend}/{d}/{n}"] = str(exc)
                     continue
                 by_n.setdefault(backend, {}).setdefault(d, {})[n] = m
-                attention.setdefault(backend, {}).setdefault(d, m)  # the first length: the single rate
                 torch.cuda.empty_cache()
     if cuda:
         props = torch.cuda.get_device_properties(dev)
@@ -308,7 +307,9 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         "peak_flops_per_s": {d: g["flops_per_s"] for d, g in gemms.items()},
         "hbm_bytes_per_s": bw["bytes_per_s"],
         "memory_bytes": mem,
-        "attention_flops_per_s": {b: {d: m["flops_per_s"] for d, m in v.items()} for b, v in attention.items()},
+        # the single rate per backend and dtype: the first length measured
+        "attention_flops_per_s": {b: {d: next(iter(ms.values()))["flops_per_s"] for d, ms in v.items()}
+                                  for b, v in by_n.items()},
         "attention_flops_per_s_by_n": {b: {d: {str(n): m["flops_per_s"] for n, m in ms.items()}
                                            for d, ms in v.items()}
                                        for b, v in by_n.items()},

@@ -10,28 +10,10 @@ from __future__ import annotations
 import click
 
 from lcprof.errors import LcprofError
+from lcprof.units import parse_bytes
 
 FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
                              show_default=True, help="Output format (JSON: a list of flat records).")
-
-
-def _parse_bytes(text: str | None) -> int | None:
-    """A byte count: 8000000000, 8e9, or with a binary suffix 8GiB / 512MiB."""
-    if text is None:
-        return None
-    t = str(text).strip()
-    scale = 1
-    for suffix, mult in (("tib", 1 << 40), ("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10)):
-        if t.lower().endswith(suffix):
-            t, scale = t[: -len(suffix)].strip(), mult
-            break
-    try:
-        value = float(t) * scale
-    except ValueError:
-        raise LcprofError(f"malformed byte count {text!r}; use e.g. 8000000000, 8e9, 8GiB or 512MiB") from None
-    if value <= 0 or value != int(value):
-        raise LcprofError(f"byte count must be a positive whole number, got {text!r}")
-    return int(value)
 
 
 @click.command()
@@ -89,7 +71,7 @@ def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budge
     """Time one layer over lengths, backends and dtypes; each row is written (and fsynced) as it completes."""
     if max_reps < min_reps:
         raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
-    cap = _parse_bytes(mem_cap)
+    cap = parse_bytes(mem_cap)
     from lcprof.measure.sweep import run_sweep  # imports torch
     from lcprof.render import render
 

@@ -97,7 +97,7 @@ _PRED_COLS = ("predicted_time_s", "predicted_compute_s", "predicted_memory_s", "
               "peak_flops_per_s")
 
 
-def backend_family_or_empty(backend: str) -> str:
+def _family_or_empty(backend: str) -> str:
     """The backend's cost-model family, or '' for a backend lcprof does not know (noted later)."""
     try:
         return backend_family(backend)
@@ -158,7 +158,7 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
     # SDPA's own choice may be its math kernel); otherwise the backend's family.
     recorded = ok["executed_family"] if "executed_family" in ok.columns else pd.Series("", index=ok.index)
     recorded = recorded.astype(object).where(recorded.isin(["eager", "tiled", "useful"]), "")
-    ok = ok.assign(_family=[r or backend_family_or_empty(b) for r, b in zip(recorded, ok["backend"])])
+    ok = ok.assign(_family=[r or _family_or_empty(b) for r, b in zip(recorded, ok["backend"])])
     pred_keys = [k for k in GROUP_KEYS if k != "device"] + ["_family"]
     pieces = []
     unresolved: dict[str, int] = {}

@@ -35,6 +35,7 @@ from lcprof.errors import LcprofError
 from lcprof.fit import (FitResult, GROUP_KEYS, env_columns, fit_results, fit_table, group_label, read_results,
                         split_ok)
 from lcprof.hardware import Hardware
+from lcprof.plotting import colors, figure, finish
 from lcprof.render import _clean, _fmt_cell
 from lcprof.spec import load_model
 from lcprof.units import dtype_name, fmt_tokens
@@ -139,24 +140,10 @@ def _to_html(doc: _Doc, title: str) -> str:
 # Plots
 # ----------------------------------------------------------------------------------------------
 
-def _figure(width=7.5, height=4.8):
-    from matplotlib.figure import Figure  # Agg canvas; no pyplot, no display
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots()
-
-
-def _colors(n: int):
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
-
-
 def _plot_time(fit: FitResult, ok: pd.DataFrame, path: Path) -> None:
-    fig, ax = _figure()
+    fig, ax = figure()
     handles = []
-    for g, color in zip(fit.groups, _colors(len(fit.groups))):
+    for g, color in zip(fit.groups, colors(len(fit.groups))):
         pts = g.points
         sel = ok
         for k in GROUP_KEYS:
@@ -188,15 +175,10 @@ def _plot_time(fit: FitResult, ok: pd.DataFrame, path: Path) -> None:
                 err = np.array([[ex["target_time_s"] - lo], [hi - ex["target_time_s"]]])
             ax.errorbar([fit.target_n], [ex["target_time_s"]], yerr=err, fmt="D", color=color, ms=5, capsize=3,
                         mfc="white")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("n (tokens)")
-    ax.set_ylabel("time per layer (s)")
-    ax.set_title("Measured time vs n, with fits" + (f" and extrapolation to {fmt_tokens(fit.target_n)} (95%)"
-                                                    if fit.target_n else ""))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(handles=handles, fontsize=7, loc="upper left")
-    fig.savefig(path, dpi=110)
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="time per layer (s)",
+           title="Measured time vs n, with fits" + (f" and extrapolation to {fmt_tokens(fit.target_n)} (95%)"
+                                                    if fit.target_n else ""),
+           handles=handles, fontsize=7, loc="upper left")
 
 
 def _flops_local(ok: pd.DataFrame) -> pd.DataFrame:
@@ -219,8 +201,8 @@ def _flops_local(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot_local(fit: FitResult, predicted: pd.DataFrame, what: str, path: Path) -> None:
-    fig, ax = _figure()
-    for g, color in zip(fit.groups, _colors(len(fit.groups))):
+    fig, ax = figure()
+    for g, color in zip(fit.groups, colors(len(fit.groups))):
         loc = g.local
         if loc.empty:
             continue
@@ -234,18 +216,14 @@ def _plot_local(fit: FitResult, predicted: pd.DataFrame, what: str, path: Path) 
                         label=f"predicted ({what})")
     for ref in (1.0, 2.0):
         ax.axhline(ref, color="grey", lw=0.8, alpha=0.6)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("n (geometric middle of consecutive lengths)")
-    ax.set_ylabel("local exponent d log t / d log n")
-    ax.set_title("Local scaling exponent: 1 = linear, 2 = quadratic")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    finish(fig, ax, path, xlabel="n (geometric middle of consecutive lengths)",
+           ylabel="local exponent d log t / d log n", title="Local scaling exponent: 1 = linear, 2 = quadratic",
+           ylog=False, fontsize=7)
 
 
 def _plot_share(fit: FitResult, path: Path) -> None:
-    fig, ax = _figure()
-    for g, color in zip(fit.groups, _colors(len(fit.groups))):
+    fig, ax = figure()
+    for g, color in zip(fit.groups, colors(len(fit.groups))):
         d = g.decomposition
         if d is None:
             continue
@@ -255,45 +233,34 @@ def _plot_share(fit: FitResult, path: Path) -> None:
         ax.plot(g.points["n"], g.points["quadratic_share"], "o", color=color, ms=3)
         if d.n_star is not None and grid[0] <= d.n_star <= grid[-1]:
             ax.axvline(d.n_star, color=color, ls=":", lw=1)
-    ax.set_xscale("log", base=2)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("n (tokens)")
-    ax.set_ylabel("c2 n² / fitted t(n)")
-    ax.set_title("Share of the quadratic term (dotted: crossover n* = c1/c2)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="c2 n² / fitted t(n)",
+           title="Share of the quadratic term (dotted: crossover n* = c1/c2)", ylog=False, fontsize=7)
 
 
 def _plot_ratio(cmp: CompareResult, path: Path) -> None:
-    fig, ax = _figure()
+    fig, ax = figure()
     rows = cmp.rows[np.isfinite(cmp.rows["ratio"])]
     groups = list(rows.groupby(list(GROUP_KEYS), sort=True))
-    for (key_vals, g), color in zip(groups, _colors(len(groups))):
+    for (key_vals, g), color in zip(groups, colors(len(groups))):
         m = g.groupby("n")["ratio"].median()
         ax.plot(m.index, m.to_numpy(), "o-", color=color, ms=4, label=group_label(dict(zip(GROUP_KEYS, key_vals))))
         over = g[g["over_peak"]]
         if len(over):
             ax.plot(over["n"], over["ratio"], "x", color="red", ms=9, mew=2, label="OVER PEAK")
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("n (tokens)")
-    ax.set_ylabel("measured / predicted time")
-    ax.set_title(f"Measured over roofline prediction on {cmp.hardware.name} (1 = at the roofline)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="measured / predicted time",
+           title=f"Measured over roofline prediction on {cmp.hardware.name} (1 = at the roofline)", fontsize=7)
 
 
 def _plot_kv(ok: pd.DataFrame, target_n, hw: Hardware | None, path: Path) -> list[str]:
     notes = []
-    fig, ax = _figure()
+    fig, ax = figure()
     n_lo = float(ok["n"].min())
     n_hi = max(float(ok["n"].max()), float(target_n or 0))
     grid = np.unique(np.geomspace(n_lo, max(n_hi, 2 * n_lo), 64).round())
     pairs = sorted({(m, "fp32" if d == "tf32" else d) for m, d in zip(ok["model"], ok["dtype"])})
-    for (model, dtype), color in zip(pairs, _colors(len(pairs))):
+    for (model, dtype), color in zip(pairs, colors(len(pairs))):
         try:
             spec = load_model(model)
             kv = kv_bytes(spec, grid, kv_dtype=dtype_name(dtype)) / GIB
@@ -303,14 +270,8 @@ def _plot_kv(ok: pd.DataFrame, target_n, hw: Hardware | None, path: Path) -> lis
         ax.plot(grid, kv, "-", color=color, label=f"{spec.name}, {dtype} KV, batch 1, all layers")
     if hw is not None:
         ax.axhline(hw.memory_bytes / GIB, color="red", lw=1, ls="--", label=f"{hw.name} memory")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("n (tokens)")
-    ax.set_ylabel("KV cache (GiB = 2^30 bytes)")
-    ax.set_title("KV-cache memory vs n (cost model)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="KV cache (GiB = 2^30 bytes)",
+           title="KV-cache memory vs n (cost model)", fontsize=7)
     return notes
 
 

@@ -116,6 +116,11 @@ class MoESpec:
         if self.n_shared < 0 or self.expert_intermediate_size <= 0:
             raise LcprofError("MoE shared experts must be >= 0 and expert size positive")
 
+    @property
+    def active_width(self) -> int:
+        """Intermediate width one token passes through: its routed experts plus the shared ones."""
+        return self.n_active * self.expert_intermediate_size + self.n_shared * self.shared_intermediate_size
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -189,6 +194,10 @@ class ModelSpec:
             raise LcprofError(f"model {self.name!r}: MLA head dims disagree with head_dim")
 
     # ----- derived facts -------------------------------------------------------------------
+    def mlp_width(self, layer: LayerSpec) -> int:
+        """The MLP's intermediate width per token in ``layer``: the MoE active width or the dense one."""
+        return self.moe.active_width if (layer.moe and self.moe is not None) else self.intermediate_size
+
     @property
     def gqa_group(self) -> int:
         """Query heads per KV head."""

@@ -110,6 +110,35 @@ def parse_token_list(text: str | int | list) -> list[int]:
     return sorted(values)
 
 
+#: Binary byte suffixes accepted by :func:`parse_bytes` (case-insensitive).
+BYTE_UNITS = (("tib", 1 << 40), ("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10))
+
+
+def split_unit(text, units) -> tuple[str, float]:
+    """``'8GiB'`` with ``units`` ((suffix, scale), ...) -> (``'8'``, 2**30): the first suffix the text
+    ends with (case-insensitive; list longer suffixes first), or (text, 1.0) when none does."""
+    t = str(text).strip()
+    low = t.lower()
+    for unit, scale in units:
+        if low.endswith(unit):
+            return t[: -len(unit)].strip(), float(scale)
+    return t, 1.0
+
+
+def parse_bytes(text) -> int | None:
+    """A byte count: ``8000000000``, ``8e9``, or with a binary suffix ``8GiB`` / ``512MiB``; None stays None."""
+    if text is None:
+        return None
+    body, scale = split_unit(text, BYTE_UNITS)
+    try:
+        value = float(body) * scale
+    except ValueError:
+        raise LcprofError(f"malformed byte count {text!r}; use e.g. 8000000000, 8e9, 8GiB or 512MiB") from None
+    if value <= 0 or value != int(value):
+        raise LcprofError(f"byte count must be a positive whole number, got {text!r}")
+    return int(value)
+
+
 def gib(nbytes: float) -> float:
     """Bytes to GiB (2**30)."""
     return nbytes / float(1 << 30)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lcprof.cost import masks
-from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, group_layers, layer_ops, lm_head_op)
+from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, group_layers, layer_ops, lm_head_op)
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, ModelSpec, param_counts
@@ -210,12 +210,14 @@ def _rope_extra(width_heads: int, dim: int, rot: int, s: int) -> int:
 
 
 def _attention_heads(spec: ModelSpec, mla_form: str = "naive", tp: int = 1) -> tuple[int, int, int]:
-    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees (on one of ``tp`` ranks)."""
+    """``ops.attention_dims`` on one of ``tp`` ranks: query heads (and MLA's decompressed K/V heads)
+    split, K/V heads split or replicated (``kv_heads_per_gpu``), the shared latent whole."""
+    kv_heads, qk_dim, v_dim = attention_dims(spec, mla_form)
     if spec.mla is None:
-        return kv_heads_per_gpu(spec, tp), spec.head_dim, spec.v_head_dim
-    if mla_form == "naive":
-        return spec.n_heads // tp, spec.mla.qk_head_dim, spec.mla.v_head_dim
-    return 1, spec.mla.cache_dim, spec.mla.kv_lora_rank
+        kv_heads = kv_heads_per_gpu(spec, tp)
+    elif mla_form == "naive":
+        kv_heads = spec.n_heads // tp
+    return kv_heads, qk_dim, v_dim
 
 
 def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
@@ -324,12 +326,8 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + copies * v_out + s * h)
 
     # MLP step: x and x + attn live on; the MLP's normed input; router logits (MoE)
-    if lyr.moe and spec.moe is not None:
-        e = spec.moe
-        width = (e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size) / tp
-        router = s * e.n_experts
-    else:
-        width, router = spec.intermediate_size / tp, 0
+    width = spec.mlp_width(lyr) / tp
+    router = s * spec.moe.n_experts if (lyr.moe and spec.moe is not None) else 0
     resid = 2 * s * h
     steps_n["mlp/norm"] = b * n_arr * (resid + _norm_extra(h, s))
     inner = (3 if spec.mlp_gated else 2) * s * width

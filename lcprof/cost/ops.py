@@ -242,11 +242,7 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
         if rope:
             total += 2 * (spec.n_heads + 1) * m.qk_rope_head_dim
         total += 2 * m.kv_lora_rank + 2 * m.cache_dim + (2 * m.q_lora_rank if m.q_lora_rank else 0)
-    if layer.moe and spec.moe is not None:
-        e = spec.moe
-        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
-    else:
-        width = spec.intermediate_size
+    width = spec.mlp_width(layer)
     total += 3 * width if spec.mlp_gated else 2 * width
     return np.broadcast_arrays(s * t * total, np.asarray(prefix, dtype=np.float64))[0]  # shaped like the other ops
 
@@ -312,12 +308,19 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
             total = total + np.where(t > 1, 2 * s * t * H * m.v_head_dim, 0.0)
     if layer.moe and spec.moe is not None:
         e = spec.moe
-        width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
         total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
-    else:
-        width = spec.intermediate_size
-    total = total + s * t * width * (5 if spec.mlp_gated else 2)  # act (+ times up)
+    total = total + s * t * spec.mlp_width(layer) * (5 if spec.mlp_gated else 2)  # act (+ times up)
     return total
+
+
+def attention_dims(spec: ModelSpec, mla_form: str | None = None) -> tuple[int, int, int]:
+    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees: MLA's naive form
+    decompresses K/V per query head, the absorbed form attends to one shared latent "head"."""
+    if spec.mla is None:
+        return spec.n_kv_heads, spec.head_dim, spec.v_head_dim
+    if (mla_form or "naive") == "naive":
+        return spec.n_heads, spec.mla.qk_head_dim, spec.mla.v_head_dim
+    return 1, spec.mla.cache_dim, spec.mla.kv_lora_rank
 
 
 def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int, pairs,
@@ -336,12 +339,8 @@ def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: floa
     total = P * (2 * s + softmax) + masked * (2 * s * P + 3 * n * keys)  # scale; softmax; the mask
     # (inverted: read + write; read by masked_fill, which reads and writes the scores)
     absorbed = spec.mla is not None and (mla_form or "naive") == "absorbed"
-    if spec.mla is None:
-        kv_heads, qk, v, out = spec.n_kv_heads, spec.head_dim, spec.v_head_dim, spec.v_head_dim
-    elif not absorbed:
-        kv_heads, qk, v, out = H, spec.mla.qk_head_dim, spec.mla.v_head_dim, spec.mla.v_head_dim
-    else:
-        kv_heads, qk, v, out = 1, spec.mla.cache_dim, spec.mla.kv_lora_rank, 0  # einsum takes the view
+    kv_heads, qk, v = attention_dims(spec, mla_form)
+    out = 0 if absorbed else v  # absorbed: v_unabsorb's einsum takes the transposed view
     if kv_heads != H:
         total = total + 2 * s * b * keys * H * (qk + v)
     if b > 1:  # with several sequences the head-major views of q (n > 1), k and v are copied for the

@@ -167,13 +167,14 @@ class Backend:
         if phase == "decode" and not self.decode:
             return None, f"{self.name} has no decode step (query length 1 against a cache)"
         m = mask.effective()
+        scores = self.family == "eager"  # eager and SDPA's math kernel materialize the scores
         if m.kind == "full":
-            return Plan("none", self.family), ""
+            return Plan("none", self.family, scores), ""
         if m.kind in self.native_masks:
-            return Plan("native", self.family), ""
+            return Plan("native", self.family, scores), ""
         if self.explicit_masks:
             # An explicit mask is applied to the whole rectangle: every pair is computed.
-            return Plan("explicit", "eager"), ""
+            return Plan("explicit", "eager", scores), ""
         return None, f"{self.name} cannot run a {m.kind} mask (native: {', '.join(self.native_masks)})"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask,

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lcprof.cost.ops import attention_dims
 from lcprof.cost.rope import inv_freq
 from lcprof.errors import LcprofError
 from lcprof.measure.backends import AttnMask, eager_attention
@@ -210,12 +211,8 @@ class DecoderLayer(nn.Module):
                 self.scale *= _yarn_mscale(r.factor, r.mscale_all_dim) ** 2
 
         if self.is_moe:
-            e = spec.moe
-            self.router = nn.Linear(h, e.n_experts, bias=False)
-            width = e.n_active * e.expert_intermediate_size + e.n_shared * e.shared_intermediate_size
-        else:
-            width = spec.intermediate_size
-        self.mlp_width = width
+            self.router = nn.Linear(h, spec.moe.n_experts, bias=False)
+        width = self.mlp_width = spec.mlp_width(self.lspec)
         self.forced_routing: torch.Tensor | None = None
         self.last_routing: torch.Tensor | None = None
         if self.is_moe and moe_timing == "routed":
@@ -253,15 +250,8 @@ class DecoderLayer(nn.Module):
     # ----- shapes seen by the attention backend -----------------------------------------------
     def attention_shapes(self) -> dict:
         """heads, kv_heads, qk_dim, v_dim and scale of the tensors handed to the backend."""
-        s = self.spec
-        if s.mla is None:
-            return {"heads": s.n_heads, "kv_heads": s.n_kv_heads, "qk_dim": s.head_dim,
-                    "v_dim": s.v_head_dim, "scale": self.scale}
-        m = s.mla
-        if self.mla_form == "naive":
-            return {"heads": s.n_heads, "kv_heads": s.n_heads, "qk_dim": m.qk_head_dim,
-                    "v_dim": m.v_head_dim, "scale": self.scale}
-        return {"heads": s.n_heads, "kv_heads": 1, "qk_dim": m.cache_dim, "v_dim": m.kv_lora_rank,
+        kv_heads, qk_dim, v_dim = attention_dims(self.spec, self.mla_form)
+        return {"heads": self.spec.n_heads, "kv_heads": kv_heads, "qk_dim": qk_dim, "v_dim": v_dim,
                 "scale": self.scale}
 
     def mask_for(self, n_q: int, n_k: int) -> AttnMask:

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 
 from lcprof.cost.model import activation_bytes, cost
+from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
@@ -219,14 +220,14 @@ def input_set_bytes(spec: ModelSpec, layer_idx: int, n: int, *, batch: int, dtyp
 CUDA_WORKSPACE_BYTES = 32 << 20
 
 
-def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.Backend, plan: B.Plan,
+def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, plan: B.Plan,
                          batch: int, dtype: str, phase: str, input_sets: int, mla_form: str = "naive",
                          workspace_bytes: int = 0, moe_timing: str = "dense-equivalent") -> dict:
     """Predicted peak bytes of one point, by part (all ints): activations, weights, inputs, total.
 
-    Activations are ``cost.activation_bytes`` of the backend's family (the layer's own layout: the
-    input x of the set in use is one of them), plus the boolean mask a tiled kernel is handed when
-    the plan materializes one. Inputs are the other sets' hidden states and every set's KV cache
+    Activations are ``cost.activation_bytes`` (the layer's own layout: the input x of the set in use
+    is one of them), eager's when the plan's kernel stores the scores, else tiled's plus the boolean
+    mask a tiled kernel is handed when the plan materializes one. Inputs are the other sets' hidden states and every set's KV cache
     (decode). ``workspace_bytes``: a constant the device adds (``CUDA_WORKSPACE_BYTES`` on CUDA).
     A routed MoE holds every expert's weights; its activations are counted as the dense-equivalent
     MLP's (an upper bound: each expert's intermediates cover only its share of the tokens).
@@ -234,12 +235,11 @@ def predict_point_memory(spec: ModelSpec, layer_idx: int, n: int, *, backend: B.
     store = "fp32" if dtype == "tf32" else dtype
     n_q, n_k = _work(phase, n)
     prefix = n_k - n_q
-    eager_like = backend.family == "eager" or plan.stores_scores
-    family = "eager" if eager_like else "tiled"
+    family = "eager" if plan.stores_scores else "tiled"
     act = float(activation_bytes(spec, n_q, prefix=prefix, batch=batch, dtype=store, family=family,
                                  layer=layer_idx, materialize_mask=(plan.mode != "none"),
                                  mla_form=mla_form)[0])
-    if plan.mode == "explicit" and not eager_like:
+    if plan.mode == "explicit" and not plan.stores_scores:
         act += n_q * n_k  # the boolean mask a tiled kernel is handed
     s = dtype_bytes(store)
     weights = DecoderLayer.param_count(spec, layer_idx, mla_form=mla_form, moe_timing=moe_timing) * s
@@ -472,10 +472,9 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     if b.name == "sdpa" and plan.executed_family != "eager":
         # PyTorch picks the kernel: when it is the math one, the whole score rectangle is computed
         # and stored (e.g. MLA's unequal q/k and v head dims on the CPU)
-        shapes = DecoderLayer(spec, cfg.layer, mla_form=cfg.form, materialize=False).attention_shapes()
-        kernel = B.sdpa_auto_kernel(cfg.dev, B.torch_dtype(dt)[0], heads=shapes["heads"],
-                                    kv_heads=shapes["kv_heads"], qk_dim=shapes["qk_dim"], v_dim=shapes["v_dim"],
-                                    mask=mask)
+        kv_heads, qk_dim, v_dim = attention_dims(spec, cfg.form)
+        kernel = B.sdpa_auto_kernel(cfg.dev, B.torch_dtype(dt)[0], heads=spec.n_heads, kv_heads=kv_heads,
+                                    qk_dim=qk_dim, v_dim=v_dim, mask=mask)
         if kernel == "math":
             plan = B.Plan(plan.mode, "eager", stores_scores=True)
     p.plan = plan
@@ -483,7 +482,7 @@ def _preflight(cfg: _Settings, p: Point) -> None:
              layer=cfg.layer, mla_form=cfg.mla_form)
     set_bytes = input_set_bytes(spec, cfg.layer, p.n, batch=cfg.batch, dtype=store, phase=cfg.phase)
     sets = N_INPUT_SETS if set_bytes < ROTATE_BELOW_BYTES else 1
-    mem = predict_point_memory(spec, cfg.layer, p.n, backend=b, plan=plan, batch=cfg.batch, dtype=dt,
+    mem = predict_point_memory(spec, cfg.layer, p.n, plan=plan, batch=cfg.batch, dtype=dt,
                                phase=cfg.phase, input_sets=sets, mla_form=cfg.form,
                                workspace_bytes=CUDA_WORKSPACE_BYTES if cfg.dev.type == "cuda" else 0,
                                moe_timing=cfg.moe)

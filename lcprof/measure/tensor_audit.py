@@ -105,7 +105,7 @@ class MovedBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.__name__.split(".")[0]
-        if name.rstrip("_") in NOT_ELEMENTWISE or name in NOT_ELEMENTWISE:
+        if name.rstrip("_") in NOT_ELEMENTWISE:  # in-place variants (transpose_, ...) too
             return out
         reads = tree_flatten((args[1:], kwargs or {}))[0] if name == "copy_" else tree_flatten((args, kwargs or {}))[0]
         moved = sum(t.numel() * t.element_size() for t in reads if isinstance(t, torch.Tensor))

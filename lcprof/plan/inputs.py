@@ -5,7 +5,7 @@ from __future__ import annotations
 from lcprof.cost.model import kv_heads_per_gpu
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec
-from lcprof.units import dtype_name, parse_tokens
+from lcprof.units import dtype_name, parse_tokens, split_unit
 
 KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
@@ -21,11 +21,7 @@ def parse_seconds(text, what: str = "duration") -> float | None:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        body, scale = str(text).strip().lower(), 1.0
-        for unit, sc in _UNITS:
-            if body.endswith(unit):
-                body, scale = body[: -len(unit)].strip(), sc
-                break
+        body, scale = split_unit(text, _UNITS)
         try:
             value = float(body) * scale
         except ValueError:
@@ -71,17 +67,21 @@ def parse_mix(text) -> list[tuple[int, float]]:
     return sorted(items)
 
 
+def _number_list(text, what: str, convert, scalars: tuple, example: str) -> list:
+    """A scalar of type ``scalars``, a list/tuple, or comma-separated text -> values via ``convert``."""
+    if isinstance(text, scalars) and not isinstance(text, bool):
+        return [convert(text)]
+    if isinstance(text, (list, tuple)):
+        return [convert(v) for v in text]
+    try:
+        return [convert(p) for p in str(text).split(",")]
+    except ValueError:
+        raise LcprofError(f"malformed {what} {text!r}; use {example}") from None
+
+
 def parse_int_list(text, what: str) -> list[int]:
     """``1,2,4,8`` -> [1, 2, 4, 8] (positive, sorted, unique)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        values = [text]
-    elif isinstance(text, (list, tuple)):
-        values = [int(v) for v in text]
-    else:
-        try:
-            values = [int(p) for p in str(text).split(",")]
-        except ValueError:
-            raise LcprofError(f"malformed {what} {text!r}; use integers such as 1,2,4,8") from None
+    values = _number_list(text, what, int, (int,), "integers such as 1,2,4,8")
     if not values or any(v <= 0 for v in values):
         raise LcprofError(f"{what} must be positive integers, got {text!r}")
     return sorted(set(values))
@@ -89,15 +89,7 @@ def parse_int_list(text, what: str) -> list[int]:
 
 def parse_float_list(text, what: str, lo: float = 0.0, hi: float = 1.0) -> list[float]:
     """``0.8,0.9`` -> [0.8, 0.9]; each in (lo, hi]."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        values = [float(text)]
-    elif isinstance(text, (list, tuple)):
-        values = [float(v) for v in text]
-    else:
-        try:
-            values = [float(p) for p in str(text).split(",")]
-        except ValueError:
-            raise LcprofError(f"malformed {what} {text!r}; use numbers such as 0.9 or 0.8,0.9") from None
+    values = _number_list(text, what, float, (int, float), "numbers such as 0.9 or 0.8,0.9")
     for v in values:
         if not lo < v <= hi:
             raise LcprofError(f"{what} must be in ({lo:g}, {hi:g}], got {v:g}")

@@ -17,6 +17,7 @@ from lcprof.plan.capacity import CapacityPlan
 from lcprof.plan.compute import chunked_prefill_s, last_chunk_s, prefill_s
 from lcprof.plan.memory import blocks_per_request, memory_budget
 from lcprof.plan.render import fmt_value, section_frames
+from lcprof.plotting import figure, finish
 from lcprof.render import records
 from lcprof.units import fmt_tokens
 
@@ -66,11 +67,6 @@ def ttft_chunk_curve(p: CapacityPlan, chunks) -> np.ndarray:
 
 
 def _plots(ps: list[CapacityPlan], out: Path) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     p = ps[0]
     r = p.record
     spec_name, long_n, short_n = r["model"], r["long_n"], r["short_n"]
@@ -79,65 +75,43 @@ def _plots(ps: list[CapacityPlan], out: Path) -> dict[str, str]:
     # 1. concurrency vs context length, one line per KV dtype
     hi = max(4 * long_n, 1 << 17)
     ns = _doubling(1024, hi)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = figure(6.4, 4.2)
     dtypes = list(dict.fromkeys([q.record["kv_dtype"] for q in ps] + list(PLOT_KV_DTYPES)))
     for d in dtypes:
         c = concurrency_curve(p, d, ns)
         ax.plot(ns, np.where(c > 0, c, np.nan), marker="o", ms=3, label=f"{d} KV")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.axvline(long_n, color="grey", ls=":", lw=1)
     ax.axvline(short_n, color="grey", ls=":", lw=1)
-    ax.set_xlabel("context length per request (tokens)")
-    ax.set_ylabel("max concurrent requests per replica")
-    ax.set_title(f"{spec_name}: {r['gpus']}x {r['gpu']}, TP {r['tp']} - concurrency vs context")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
     files["concurrency"] = "concurrency_vs_context.png"
-    fig.tight_layout()
-    fig.savefig(out / files["concurrency"], dpi=110)
-    plt.close(fig)
+    finish(fig, ax, out / files["concurrency"], xlabel="context length per request (tokens)",
+           ylabel="max concurrent requests per replica",
+           title=f"{spec_name}: {r['gpus']}x {r['gpu']}, TP {r['tp']} - concurrency vs context")
 
     # 2. displacement vs long length
     longs = _doubling(short_n, max(4 * long_n, 1 << 20))
     d_kv, d_pf = displacement_curves(p, longs)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = figure(6.4, 4.2)
     ax.plot(longs, d_kv, marker="o", ms=3, label="displacement_kv (KV blocks)")
     ax.plot(longs, d_pf, marker="s", ms=3, label="displacement_prefill (prefill time)")
     ax.plot(longs, longs / short_n, color="grey", ls="--", lw=1, label="linear (long / short tokens)")
     ax.axvline(long_n, color="grey", ls=":", lw=1)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("long request length (tokens)")
-    ax.set_ylabel(f"x one {fmt_tokens(short_n)} request")
-    ax.set_title(f"{spec_name}: what one long request displaces")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
     files["displacement"] = "displacement_vs_long.png"
-    fig.tight_layout()
-    fig.savefig(out / files["displacement"], dpi=110)
-    plt.close(fig)
+    finish(fig, ax, out / files["displacement"], xlabel="long request length (tokens)",
+           ylabel=f"x one {fmt_tokens(short_n)} request", title=f"{spec_name}: what one long request displaces")
 
     # 3. TTFT inflation vs chunk size
     chunks = _doubling(256, long_n - r["prefix_n"])
     ttft = ttft_chunk_curve(p, chunks)
     alone = r["ttft_short_alone_s"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = figure(6.4, 4.2)
     ax.plot(chunks, ttft / alone, marker="o", ms=3, label="chunked prefill (wait <= one chunk)")
     ax.axhline(r["ttft_inflation"], color="C3", ls="--", lw=1, label="no chunking (wait for the whole prefill)")
     if r.get("ttft_target_s"):
         ax.axhline(r["ttft_target_s"] / alone, color="C2", ls=":", lw=1, label="TTFT target")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("chunk size (tokens)")
-    ax.set_ylabel(f"TTFT of a {fmt_tokens(short_n)} request / its TTFT alone")
-    ax.set_title(f"{spec_name}: short TTFT behind one {fmt_tokens(long_n)} prefill")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
     files["ttft"] = "ttft_vs_chunk.png"
-    fig.tight_layout()
-    fig.savefig(out / files["ttft"], dpi=110)
-    plt.close(fig)
+    finish(fig, ax, out / files["ttft"], xlabel="chunk size (tokens)",
+           ylabel=f"TTFT of a {fmt_tokens(short_n)} request / its TTFT alone",
+           title=f"{spec_name}: short TTFT behind one {fmt_tokens(long_n)} prefill", fontsize=8)
     return files
 
 

@@ -44,3 +44,18 @@ def test_dtypes():
         dtype_name("fp7")
     # capacities are shown in binary units, saying which
     assert fmt_bytes(2 * (1 << 30)) == "2.00 GiB"
+
+
+def test_parse_bytes_by_hand():
+    from lcprof.units import parse_bytes, split_unit
+
+    assert parse_bytes("8GiB") == 8 * 1073741824
+    assert parse_bytes(" 512 mib ") == 512 * 1048576
+    assert parse_bytes("8e9") == 8_000_000_000
+    assert parse_bytes("1.5KiB") == 1536
+    assert parse_bytes(None) is None
+    for bad in ("8GB", "-1", "0.5", "lots"):
+        with pytest.raises(LcprofError):
+            parse_bytes(bad)
+    assert split_unit("250ms", (("ms", 1e-3), ("s", 1.0))) == ("250", 1e-3)
+    assert split_unit("7", (("ms", 1e-3),)) == ("7", 1.0)

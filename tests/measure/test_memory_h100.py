@@ -26,13 +26,13 @@ LAYER_PARAMS = 4 * 3072 * 3072 + 3 * 3072 * 8192 + 2 * 3072
 assert LAYER_PARAMS == 113_252_352
 
 
-def _predicted_as_measured_then(row) -> tuple[int, int]:
+def _predicted_as_measured_then(row) -> int:
     spec = load_model("phi3-128k")
     s = 4 if row["dtype"] == "fp32" else 2
     n = int(row["n"])
     backend = B.get_backend(row["backend"])
     plan, _ = backend.plan(_mask_for(spec, 0, n, n), "prefill")
-    mem = predict_point_memory(spec, 0, n, backend=backend, plan=plan, batch=1, dtype=row["dtype"],
+    mem = predict_point_memory(spec, 0, n, plan=plan, batch=1, dtype=row["dtype"],
                                phase="prefill", input_sets=int(row["input_sets"]),
                                workspace_bytes=CUDA_WORKSPACE_BYTES)
     assert mem["weight_bytes"] == s * LAYER_PARAMS
@@ -41,7 +41,7 @@ def _predicted_as_measured_then(row) -> tuple[int, int]:
     held = s * n * (2 * spec.hidden_size + spec.n_kv_heads * (spec.head_dim + spec.v_head_dim))
     then = max(float(v[0]) + (held if k.startswith(("mlp/", "residual")) else 0) for k, v in steps.items())
     assert mem["activation_bytes"] == int(max(float(v[0]) for v in steps.values()))
-    return mem["total_bytes"], int(mem["total_bytes"] - mem["activation_bytes"] + then)
+    return int(mem["total_bytes"] - mem["activation_bytes"] + then)
 
 
 # From 512 tokens on; below, the allocator's rounding of small blocks and first-call workspaces
@@ -52,7 +52,7 @@ EXACT = ROWS[(ROWS.backend != "sdpa-math") & (ROWS.n >= 512)]
 @pytest.mark.parametrize("i", list(EXACT.index))
 def test_predicted_peak_matches_h100(i):
     row = ROWS.loc[i]
-    _, then = _predicted_as_measured_then(row)
+    then = _predicted_as_measured_then(row)
     assert row["peak_mem_bytes"] == pytest.approx(then, rel=1e-3), (row["backend"], row["n"])
 
 
@@ -71,5 +71,5 @@ def test_sdpa_math_is_a_lower_bound():
     rows = ROWS[(ROWS.backend == "sdpa-math") & (ROWS.n >= 1024)]
     assert len(rows) == 5
     for _, row in rows.iterrows():
-        _, then = _predicted_as_measured_then(row)
+        then = _predicted_as_measured_then(row)
         assert then <= row["peak_mem_bytes"] <= 1.15 * then

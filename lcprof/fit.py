@@ -712,3 +712,56 @@ def _fmt_interval(lo, hi, fmt: str) -> str:
     if lo is None or hi is None or not np.isfinite(lo) or not np.isfinite(hi):
         return "n/a"
     return "[" + fmt.format(lo) + ", " + fmt.format(hi) + "]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Trend residuals and the noise figure of a sweep
+# ----------------------------------------------------------------------------------------------
+
+def trend_residuals(rows: pd.DataFrame, specs: dict | None = None) -> np.ndarray | None:
+    """Relative residual of each row against the cost-model fit of all the rows (one group, ok rows);
+    None when there is no such fit (an unknown model, fewer than 4 lengths)."""
+    df = normalize_results(rows)
+    if len(np.unique(df["n"])) < 4:
+        return None
+    key = {k: df[k].iloc[0] for k in GROUP_KEYS}
+    design, _ = group_design(key, df, specs)
+    if design is None:
+        return None
+    n, t = df["n"].to_numpy(np.float64), df["time_s"].to_numpy(np.float64)
+    f = fit_linear(design(n), t)
+    return t / (f.x @ f.coef) - 1.0
+
+
+def noise_figure(results, specs: dict | None = None) -> dict:
+    """How noisy a sweep was: the median within-point spread (p90 - p10) / median, the rms relative
+    residual of the points against their groups' cost-model fits, and the median share of the CPUs
+    other processes took while points ran. ``text`` says it in one line."""
+    df = normalize_results(results) if isinstance(results, pd.DataFrame) else read_results(results)
+    ok, _ = split_ok(df)
+    out = {"points": int(len(ok)), "spread_median": float("nan"), "trend_rms": float("nan"),
+           "other_cpu_frac_median": float("nan"), "text": ""}
+    if ok.empty:
+        return out
+    if {"time_p10_s", "time_p90_s"} <= set(ok.columns):
+        spread = ((ok["time_p90_s"] - ok["time_p10_s"]) / ok["time_s"]).dropna()
+        if len(spread):
+            out["spread_median"] = float(spread.median())
+    res = []
+    for _, g in ok.groupby(list(GROUP_KEYS), sort=True):
+        r = trend_residuals(g, specs)
+        if r is not None:
+            res.extend(r.tolist())
+    if res:
+        out["trend_rms"] = float(np.sqrt(np.mean(np.square(res))))
+    if "other_cpu_frac" in ok.columns and ok["other_cpu_frac"].notna().any():
+        out["other_cpu_frac_median"] = float(ok["other_cpu_frac"].median())
+    parts = [f"{out['points']} ok points"]
+    if np.isfinite(out["spread_median"]):
+        parts.append(f"within-point spread (p90-p10)/median {100 * out['spread_median']:.1f}% (median)")
+    if np.isfinite(out["trend_rms"]):
+        parts.append(f"rms residual against the cost-model fits {100 * out['trend_rms']:.1f}%")
+    if np.isfinite(out["other_cpu_frac_median"]):
+        parts.append(f"other processes took {100 * out['other_cpu_frac_median']:.0f}% of the CPUs (median)")
+    out["text"] = "; ".join(parts)
+    return out

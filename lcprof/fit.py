@@ -138,18 +138,23 @@ def fit_linear(x: np.ndarray, t: np.ndarray) -> LinearFit:
 
 
 def _bootstrap_log_se(fit: LinearFit, x0: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Standard deviation of log(predicted time at x0) over a residual bootstrap (relative residuals,
-    inflated by sqrt(m / dof), resampled onto the fitted curve, NNLS refitted)."""
+    """Standard deviation of log(predicted time at x0) over a residual bootstrap: log residuals
+    (centred, inflated by sqrt(m / dof)) resampled onto the fitted curve -- positive times by
+    construction -- and the NNLS refitted."""
     rng = np.random.default_rng(seed)
     fitted = fit.x @ fit.coef
-    rel = (fit.t - fitted) / fitted
-    rel = (rel - rel.mean()) * math.sqrt(len(rel) / max(fit.dof, 1))
-    logs = np.empty((n_boot, x0.shape[0]))
-    for i in range(n_boot):
-        t_star = np.maximum(fitted * (1.0 + rng.choice(rel, size=len(rel), replace=True)), 1e-300)
-        pred = x0 @ _nnls_weighted(fit.x, t_star)
-        logs[i] = np.log(np.maximum(pred, 1e-300))
-    return logs.std(axis=0, ddof=1)
+    if np.any(fitted <= 0):
+        return np.full(x0.shape[0], np.nan)
+    res = np.log(fit.t / fitted)
+    res = (res - res.mean()) * math.sqrt(len(res) / max(fit.dof, 1))
+    logs = []
+    for _ in range(n_boot):
+        pred = x0 @ _nnls_weighted(fit.x, fitted * np.exp(rng.choice(res, size=len(res), replace=True)))
+        if np.all(pred > 0):
+            logs.append(np.log(pred))
+    if len(logs) < 2:
+        return np.full(x0.shape[0], np.nan)
+    return np.std(np.vstack(logs), axis=0, ddof=1)
 
 
 def log_interval(mid, rel_se, dof: int, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:

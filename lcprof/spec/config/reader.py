@@ -100,11 +100,10 @@ class Reader:
             if null:
                 return None
             raise self.fail(key, f"an integer >= {min}", v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        # a JSON number with a fraction or exponent is a float: refused, as transformers' typed
+        # configs refuse it (an int field given 4096.0 or 1e30)
+        if isinstance(v, bool) or not isinstance(v, int):
             raise self.fail(key, "an integer", v)
-        if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
-            raise self.fail(key, "an integer", v)
-        v = int(v)
         if v < min:
             raise self.fail(key, f"an integer >= {min}", v)
         return v

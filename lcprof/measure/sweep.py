@@ -455,7 +455,7 @@ def _preflight(cfg: _Settings, p: Point) -> None:
         "model": spec.name, "backend": p.backend, "dtype": dt, "device": str(cfg.dev), "batch": cfg.batch,
         "n": p.n, "phase": cfg.phase, "layer": cfg.layer, "attention_kind": lspec.attn, "window": lspec.window,
         "moe_timing": cfg.moe_timing, "mla_form": cfg.mla_form,
-        "ranks": cfg.ranks if p.backend == "striped-ring" else None, "reason": "",
+        "ranks": cfg.ranks if p.backend.startswith("striped-ring") else None, "reason": "",
         "mem_cap_bytes": cfg.mem_cap_bytes,
     })
     p.row = row

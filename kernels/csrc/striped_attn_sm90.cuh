@@ -338,6 +338,13 @@ __device__ __forceinline__ void token_pass(int c) {
   if constexpr (C::PINGPONG) named_arrive(kBarToken + (1 - c), 256);
 }
 
+// A consumer warp waits for a K or V buffer to be full. The lanes may leave the polling loop
+// at different iterations: __syncwarp reconverges them before the .aligned wgmma instructions.
+__device__ __forceinline__ void consumer_wait(uint32_t bar, uint32_t parity) {
+  mbar_wait(bar, parity);
+  __syncwarp();
+}
+
 // A consumer warp releases a K or V buffer once its wgmmas reading it are complete.
 __device__ __forceinline__ void release(uint32_t bar, int lane) {
   __syncwarp();
@@ -484,7 +491,7 @@ __global__ void __launch_bounds__(C::THREADS, 1) striped_attn_sm90_kernel(const 
           const int n = n_tiles - 1 - it;
           const int st = it % C::STAGES;
           const uint32_t ph = (it / C::STAGES) & 1;
-          mbar_wait(full_k(st), ph);
+          consumer_wait(full_k(st), ph);
           fence_regs(s);
           wgmma_fence();
           issue_qk<T, C>(s, q_rows, sK + st * C::TILE_BYTES);
@@ -498,7 +505,7 @@ __global__ void __launch_bounds__(C::THREADS, 1) striped_attn_sm90_kernel(const 
 #pragma unroll
           for (int hr = 0; hr < 2; ++hr) row_sum[hr] = row_sum[hr] * alpha[hr] + tile_sum[hr];
           convert_p<T, C>(s, pa);
-          mbar_wait(full_v(st), ph);
+          consumer_wait(full_v(st), ph);
           fence_regs(o);
           wgmma_fence();
           issue_pv<T, C>(o, pa, sV + st * C::TILE_BYTES);
@@ -511,7 +518,7 @@ __global__ void __launch_bounds__(C::THREADS, 1) striped_attn_sm90_kernel(const 
       } else {
         // ---- overlapped schedule ----
         // prologue: S of the first tile
-        mbar_wait(full_k(0), 0);
+        consumer_wait(full_k(0), 0);
         token_acquire<C>(c);
         fence_regs(s);
         wgmma_fence();
@@ -533,14 +540,14 @@ __global__ void __launch_bounds__(C::THREADS, 1) striped_attn_sm90_kernel(const 
           const uint32_t ph = (it / C::STAGES) & 1;
           const int pst = (it - 1) % C::STAGES;
           const uint32_t pph = ((it - 1) / C::STAGES) & 1;
-          mbar_wait(full_k(st), ph);
+          consumer_wait(full_k(st), ph);
           token_acquire<C>(c);
           fence_regs(s);
           fence_regs(o);
           wgmma_fence();
           issue_qk<T, C>(s, q_rows, sK + st * C::TILE_BYTES);
           wgmma_commit();
-          mbar_wait(full_v(pst), pph);
+          consumer_wait(full_v(pst), pph);
           wgmma_fence();  // (S is in flight: this orders only the register operands of the PV wgmma)
           issue_pv<T, C>(o, pa, sV + pst * C::TILE_BYTES);
           wgmma_commit();
@@ -564,7 +571,7 @@ __global__ void __launch_bounds__(C::THREADS, 1) striped_attn_sm90_kernel(const 
           const int it = n_tiles - 1;
           const int st = it % C::STAGES;
           const uint32_t ph = (it / C::STAGES) & 1;
-          mbar_wait(full_v(st), ph);
+          consumer_wait(full_v(st), ph);
           token_acquire<C>(c);
           fence_regs(o);
           wgmma_fence();
@@ -679,8 +686,15 @@ void launch(const StripedAttnParams& p, cudaStream_t stream) {
   kp.causal = p.causal ? 1 : 0;
 
   auto kernel = striped_attn_sm90_kernel<T, C>;
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::SMEM_BYTES)),
-             "cudaFuncSetAttribute");
+  static int configured_device = -1;  // the attribute is per device; set it once per device
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (configured_device != device) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(C::SMEM_BYTES)),
+               "cudaFuncSetAttribute");
+    configured_device = device;
+  }
   const dim3 grid((kp.rows + C::BM - 1) / C::BM, p.kv_heads, p.batch);
   kernel<<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(kp);
   check_cuda(cudaGetLastError(), "kernel launch");

@@ -127,9 +127,9 @@ def _native_gqa(op: str, device_type: str, dtype: torch.dtype) -> bool:
     """True when ``op`` takes fewer K/V heads than query heads and gets the expanded result."""
     device = torch.device(device_type)
     g = torch.Generator(device="cpu").manual_seed(0)
-    q = torch.randn(1, 40, 4, 64, generator=g).to(device=device, dtype=dtype)  # (b, n, heads, d)
-    k = torch.randn(1, 40, 2, 64, generator=g).to(device=device, dtype=dtype)  # (b, n, kv_heads, d)
-    v = torch.randn(1, 40, 2, 64, generator=g).to(device=device, dtype=dtype)
+    q = torch.randn(1, 64, 4, 64, generator=g).to(device=device, dtype=dtype)  # (b, n, heads, d)
+    k = torch.randn(1, 64, 2, 64, generator=g).to(device=device, dtype=dtype)  # (b, n, kv_heads, d)
+    v = torch.randn(1, 64, 2, 64, generator=g).to(device=device, dtype=dtype)
     try:
         out, lse = _run_op(op, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), True, 0.125)
     except Exception:  # noqa: BLE001 - a refusal means: expand K/V
@@ -159,7 +159,7 @@ def _op_status(op: str, device_type: str, dtype: torch.dtype) -> tuple[bool, str
 
     device = torch.device(device_type)
     g = torch.Generator(device="cpu").manual_seed(1)
-    q, k, v = (torch.randn(1, 33, 2, 64, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+    q, k, v = (torch.randn(1, 64, 2, 64, generator=g).to(device=device, dtype=dtype) for _ in range(3))
     try:
         out, lse = composed_block_attention(q, k, v, q_offset=0, q_stride=1, k_offset=0, k_stride=1, op=op)
         if device.type == "cuda":

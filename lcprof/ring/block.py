@@ -26,7 +26,7 @@ query row with no allowed key gets out = 0 and lse = -inf, so that merging it
 with other blocks is a no-op.
 
 ``block_attention`` picks the implementation: the CUDA kernel
-(``kernels.striped_attn``), the torch fallback ``block_attention_torch``, or a step composed
+(``kernels.striped_attn``; its device path, sm80 or sm90, from ``$LCPROF_RING_KERNEL``), the torch fallback ``block_attention_torch``, or a step composed
 from one of torch's fused attention ops (``composed-flash``, ``composed-cudnn``,
 ``composed-efficient``: :mod:`lcprof.ring.composed`, the baseline the kernel must beat).
 """

@@ -220,6 +220,8 @@ def build_impls(torch, ext, args):
         impls[name] = (lambda q, k, v, qo, qs, ko, ks, _v=variant: ext.fwd(q, k, v, qo, qs, ko, ks, True, None, _v), "")
     if ext is None:
         pass
+    elif not args.sm90_variants:
+        impls[KERNEL_SM90] = (None, "sm90 path not timed (--sm90-variants is empty)")
     elif ext.sm90_supported():
         for variant in args.sm90_variants:
             name = KERNEL_SM90 if variant == 0 else f"{KERNEL_SM90}_v{variant}"
@@ -530,7 +532,7 @@ def main(argv=None):
     ap.add_argument("--ring-groups", type=_ints, default=None, help="G of the full-ring comparison")
     ap.add_argument("--variants", type=_ints, default=[0], help="sm80 tile variants to time (0 = default)")
     ap.add_argument("--sm90-variants", type=_ints, default=[0],
-                    help="sm90 pipelines to time (0 = default, 1 serial, 2 overlapped, 3 + ping-pong)")
+                    help="sm90 pipelines to time (0 = default, 1 serial, 2 overlapped, 3 + ping-pong; '' = none)")
     ap.add_argument("--composed", type=_names, default=list(COMPOSED),
                     help="composed baselines to time (composed_flash, composed_cudnn, composed_efficient)")
     ap.add_argument("--reps", type=int, default=20, help="minimum timed calls per point")

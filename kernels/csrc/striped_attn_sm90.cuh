@@ -50,6 +50,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -718,15 +719,25 @@ struct Tiles<128> {
 
 constexpr int kDefaultVariant = 3;
 
+// Variant 0 is the default pipeline, or $LCPROF_SM90_VARIANT when set (1, 2 or 3): a knob for
+// the first GPU runs, so that a broken default can be stepped around without a rebuild.
+inline int resolve_variant(int variant) {
+  if (variant != 0) return variant;
+  const char* env = std::getenv("LCPROF_SM90_VARIANT");
+  const int v = env != nullptr ? std::atoi(env) : 0;
+  return v == 0 ? kDefaultVariant : v;
+}
+
 template <typename T, int D>
 void dispatch_variant(const StripedAttnParams& p, cudaStream_t stream) {
   constexpr int BN = Tiles<D>::BN, ST = Tiles<D>::STAGES;
-  switch (p.variant == 0 ? kDefaultVariant : p.variant) {
+  const int variant = resolve_variant(p.variant);
+  switch (variant) {
     case 1: return launch<T, Cfg<D, BN, ST, 1>>(p, stream);
     case 2: return launch<T, Cfg<D, BN, ST, 2>>(p, stream);
     case 3: return launch<T, Cfg<D, BN, ST, 3>>(p, stream);
     default:
-      throw std::invalid_argument("striped_attn: unknown sm90 variant " + std::to_string(p.variant) +
+      throw std::invalid_argument("striped_attn: unknown sm90 variant " + std::to_string(variant) +
                                   " (1 serial, 2 overlapped, 3 overlapped + ping-pong)");
   }
 }

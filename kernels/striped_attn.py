@@ -13,7 +13,8 @@ Two device paths, one contract:
 
 The sm90 path is opt-in until it has passed the GPU test suite on an H100/H200: the path comes
 from the ``path`` argument, else ``$LCPROF_RING_KERNEL`` (``sm80``, ``sm90`` or ``auto`` = sm90
-on a 9.0 device, sm80 elsewhere), else ``sm80``.
+on a 9.0 device, sm80 elsewhere), else ``sm80``. ``$LCPROF_SM90_VARIANT`` (1 serial, 2 overlapped,
+3 overlapped + ping-pong) replaces the sm90 path's default pipeline (3) for ``variant=0``.
 """
 
 from __future__ import annotations

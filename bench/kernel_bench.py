@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
-"""Benchmark the striped ring attention kernel against torch SDPA (CUDA).
+"""Benchmark the striped ring attention kernel against torch SDPA and the composed baseline (CUDA).
 
 For tokens-per-rank L, head dims, heads 32 with kv_heads 32 and 8, bf16, batch 1:
 
-(a) kernel   one ring step: the diagonal step (r = s) of a striped ring with
-             G in {1, 2, 4, 8} (G=1 is plain causal attention) and an
-             off-diagonal step (striped r=0, s=1: causal without the diagonal;
-             contiguous s < r: no mask, L x L);
+(a) kernel   one ring step through each implementation (``--impls``): the
+             diagonal step (r = s) of a striped ring with G in {1, 2, 4, 8}
+             (G=1 is plain causal attention) and an off-diagonal step
+             (striped r=0, s=1: causal without the diagonal, the strict mask;
+             contiguous s < r: no mask, L x L). Implementations:
+               striped_kernel          our kernel, sm80 path (mma.sync)
+               striped_kernel_sm90     our kernel, Hopper path (TMA + wgmma),
+                                       its default pipeline; _v1/_v2/_v3 with
+                                       ``--sm90-variants``
+               composed_flash/_cudnn/_efficient
+                                       the step through aten's fused op that
+                                       returns the LSE (lcprof.ring.composed)
 (b) sdpa     torch SDPA causal at the same L with the FLASH_ATTENTION and
              CUDNN_ATTENTION backends;
-(c) ring     a full ring of G steps, striped vs contiguous: per step the
-             slowest rank, summed over the steps.
+(c) ring     a full ring of G steps, per implementation (striped; the sm80
+             kernel also contiguous): per step the slowest rank, summed over
+             the steps (the LSE merges, the same for every implementation, are
+             not included).
 
 Useful FLOPs of a call = 4 * head_dim * heads * (allowed (q, k) pairs): two
 matmuls, 2 FLOPs per multiply-add, masked pairs not counted. Timing: one CUDA
@@ -18,7 +28,10 @@ event pair per call, warm-up, median (and p10/p90) of >= 20 calls. One CSV row
 per measurement, flushed as it is written (``--out``), with environment
 columns; a summary table goes to stdout.
 
-    PYTHONPATH=. python bench/kernel_bench.py --out results.csv [--quick]
+Every implementation is checked against the float64 reference on a small striped case
+before anything is timed; one that fails is recorded as ``status=error`` and not timed.
+
+    PYTHONPATH=. python bench/kernel_bench.py --out results.csv [--quick | --issue17]
 """
 
 from __future__ import annotations
@@ -72,7 +85,7 @@ def environment(torch) -> dict:
     env = {
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda or "",
-        "gpu_name": torch.cuda.get_device_name(0),
+        "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
         "driver_version": "",
         "lcprof_version": "",
     }
@@ -121,11 +134,28 @@ def time_cuda(torch, fn, min_reps=20, budget_s=0.5, warmup=3):
     return np.array([s.elapsed_time(e) * 1e-3 for s, e in events])
 
 
+def time_cpu(torch, fn, min_reps=20, budget_s=0.5, warmup=1):
+    """Per-call wall times (s) on the CPU (the smoke run of this script); same contract."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    est = max(time.perf_counter() - t0, 1e-6)
+    reps = int(min(max(min_reps, budget_s / est), 200))
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return np.array(samples)
+
+
 class Bench:
     def __init__(self, torch, out_path, env, args):
         self.torch = torch
         self.env = env
         self.args = args
+        self.cuda = args.device == "cuda"
         self.rows = []
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(out_path, "w", newline="")
@@ -137,19 +167,21 @@ class Bench:
         """Time fn and write one row; failures become status oom/error with a reason."""
         torch = self.torch
         row = {k: "" for k in FIELDS}
-        row.update(model="attn-block", dtype="bf16", device="cuda", batch=1, phase="prefill", **self.env)
+        row.update(model="attn-block", dtype="bf16", device=self.args.device, batch=1, phase="prefill", **self.env)
         row.update(labels)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        timer = time_cuda if self.cuda else time_cpu
         try:
-            samples = time_cuda(torch, fn, min_reps=self.args.reps, budget_s=self.args.budget_s)
+            samples = timer(torch, fn, min_reps=self.args.reps, budget_s=self.args.budget_s)
             med = float(np.median(samples))
             row.update(
                 time_s=med,
                 time_p10_s=float(np.percentile(samples, 10)),
                 time_p90_s=float(np.percentile(samples, 90)),
                 repeats=len(samples),
-                peak_mem_bytes=int(torch.cuda.max_memory_allocated()),
+                peak_mem_bytes=int(torch.cuda.max_memory_allocated()) if self.cuda else "",
                 status="ok",
             )
             if row.get("useful_flops") not in ("", None) and med > 0:
@@ -158,7 +190,8 @@ class Bench:
             row.update(status="oom", reason=str(exc).splitlines()[0][:200])
         except Exception as exc:  # noqa: BLE001 - recorded, never silently NaN
             row.update(status="error", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
-        torch.cuda.synchronize()
+        if self.cuda:
+            torch.cuda.synchronize()
         self.writer.writerow(row)
         self.fh.flush()
         self.rows.append(row)
@@ -168,52 +201,144 @@ class Bench:
         self.fh.close()
 
 
+# -------------------------------------------------------- implementations -----
+
+KERNEL_SM80 = "striped_kernel"
+KERNEL_SM90 = "striped_kernel_sm90"
+COMPOSED = ("composed_flash", "composed_cudnn", "composed_efficient")
+
+
+def build_impls(torch, ext, args):
+    """{backend name: (step function or None, reason)}; a step function is
+    fn(q, k, v, q_offset, q_stride, k_offset, k_stride) -> (out, lse)."""
+    impls = {}
+    if ext is None:  # the CPU smoke run: no kernel
+        impls[KERNEL_SM80] = (None, "our kernel needs a CUDA device")
+        impls[KERNEL_SM90] = (None, "our kernel needs a CUDA device")
+    for variant in (args.variants if ext is not None else []):
+        name = KERNEL_SM80 if variant == 0 else f"{KERNEL_SM80}_v{variant}"
+        impls[name] = (lambda q, k, v, qo, qs, ko, ks, _v=variant: ext.fwd(q, k, v, qo, qs, ko, ks, True, None, _v), "")
+    if ext is None:
+        pass
+    elif not args.sm90_variants:
+        impls[KERNEL_SM90] = (None, "sm90 path not timed (--sm90-variants is empty)")
+    elif ext.sm90_supported():
+        for variant in args.sm90_variants:
+            name = KERNEL_SM90 if variant == 0 else f"{KERNEL_SM90}_v{variant}"
+            impls[name] = (lambda q, k, v, qo, qs, ko, ks, _v=variant:
+                           ext.fwd_sm90(q, k, v, qo, qs, ko, ks, True, None, _v), "")
+    else:
+        impls[KERNEL_SM90] = (None, "sm90 path needs a compute capability 9.0 device")
+    from lcprof.ring.composed import composed_block_attention, op_status
+
+    for name in args.composed:
+        op = name.split("_", 1)[1]
+        ok, reason = op_status(op, args.device, torch.bfloat16)
+        if not ok:
+            impls[name] = (None, reason)
+            continue
+        impls[name] = (lambda q, k, v, qo, qs, ko, ks, _op=op: composed_block_attention(
+            q, k, v, q_offset=qo, q_stride=qs, k_offset=ko, k_stride=ks, op=_op), "")
+    return impls
+
+
+def check_correctness(torch, impls, device="cuda"):
+    """Each implementation vs the float64 reference on small striped and causal cases before
+    timing; a failing one is replaced by (None, reason) and recorded, never timed."""
+    from kernels.reference import block_attention_reference
+
+    g = torch.Generator(device=device).manual_seed(0)
+    cases = []
+    for head_dim in (96, 128):
+        q = torch.randn(1, 333, 8, head_dim, device=device, dtype=torch.bfloat16, generator=g)
+        k = torch.randn(1, 333, 2, head_dim, device=device, dtype=torch.bfloat16, generator=g)
+        v = torch.randn(1, 333, 2, head_dim, device=device, dtype=torch.bfloat16, generator=g)
+        for pos in ((1, 4, 2, 4), (2, 4, 1, 4), (0, 1, 0, 1)):
+            ref, ref_lse = block_attention_reference(q.double(), k.double(), v.double(), q_offset=pos[0],
+                                                     q_stride=pos[1], k_offset=pos[2], k_stride=pos[3], causal=True)
+            cases.append((q, k, v, pos, ref, ref_lse))
+    checked = {}
+    for name, (fn, reason) in impls.items():
+        if fn is None:
+            checked[name] = (fn, reason)
+            continue
+        why = ""
+        try:
+            for q, k, v, pos, ref, ref_lse in cases:
+                out, lse = fn(q, k, v, *pos)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                err = (out.double() - ref).abs().max().item()
+                finite = torch.isfinite(ref_lse)
+                lse_ok = (torch.equal(torch.isfinite(lse), finite)
+                          and torch.allclose(lse.double()[finite], ref_lse[finite], rtol=1e-3, atol=1e-3))
+                if not err < 2e-2 or not lse_ok:
+                    why = f"{FAILED_CHECK} (D={q.shape[-1]}, positions {pos}, max error {err:.3e})"
+                    break
+        except Exception as exc:  # noqa: BLE001 - recorded as the reason
+            why = f"{FAILED_CHECK}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        checked[name] = (None, why) if why else (fn, "")
+        print(f"  check {name}: {'ok' if not why else why}", flush=True)
+    return checked
+
+
+FAILED_CHECK = "failed the correctness check"
+
+
+def _status(reason: str) -> str:
+    """``error`` for an implementation that failed its check or a step, ``skipped`` for one that
+    cannot run here (recorded with its reason, never as NaN)."""
+    return "skipped" if reason and not reason.startswith(FAILED_CHECK) and "Error" not in reason else "error"
+
+
 # ------------------------------------------------------------ sections -----
 
 
-def check_correctness(torch, fwd):
-    """Kernel vs the float64 reference on a small striped case before timing."""
-    from kernels.reference import block_attention_reference
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for head_dim in (96, 128):
-        q = torch.randn(1, 333, 8, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)
-        k = torch.randn(1, 333, 2, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)
-        v = torch.randn(1, 333, 2, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)
-        out, lse = fwd(q, k, v, 1, 4, 2, 4, True)
-        ref, ref_lse = block_attention_reference(q.double(), k.double(), v.double(), q_offset=1, q_stride=4,
-                                                 k_offset=2, k_stride=4, causal=True)
-        err = (out.double() - ref).abs().max().item()
-        if not err < 2e-2 or not torch.allclose(lse.double(), ref_lse, rtol=1e-3, atol=1e-3):
-            raise SystemExit(f"kernel_bench: kernel is wrong (head_dim {head_dim}, max error {err:.3e}); not timing")
+def _row(bench, **labels):
+    row = {k: "" for k in FIELDS}
+    row.update(model="attn-block", dtype="bf16", device=bench.args.device, batch=1, phase="prefill", **bench.env)
+    row.update(labels)
+    return row
 
 
-def run_shape(bench, torch, ext, L, head_dim, kv_heads, args):
+def _write(bench, row):
+    bench.writer.writerow(row)
+    bench.fh.flush()
+    bench.rows.append(row)
+    return row
+
+
+def run_shape(bench, torch, impls, L, head_dim, kv_heads, args):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    heads = args.heads
-    g = torch.Generator(device="cuda").manual_seed(L + head_dim + kv_heads)
-    q = torch.randn(1, L, heads, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)  # (batch, L, heads, D)
-    k = torch.randn(1, L, kv_heads, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)
-    v = torch.randn(1, L, kv_heads, head_dim, device="cuda", dtype=torch.bfloat16, generator=g)
+    heads, dev = args.heads, args.device
+    g = torch.Generator(device=dev).manual_seed(L + head_dim + kv_heads)
+    q = torch.randn(1, L, heads, head_dim, device=dev, dtype=torch.bfloat16, generator=g)  # (batch, L, heads, D)
+    k = torch.randn(1, L, kv_heads, head_dim, device=dev, dtype=torch.bfloat16, generator=g)
+    v = torch.randn(1, L, kv_heads, head_dim, device=dev, dtype=torch.bfloat16, generator=g)
     common = dict(n=L, heads=heads, kv_heads=kv_heads, head_dim=head_dim, n_q=L, n_k=L)
-    cache = {}  # work class (per-row key limits) -> measured row, shared by the ring section
+    cache = {}  # (backend, work class = per-row key limits) -> measured row, shared by the ring section
 
-    def kernel_step(section, layout, step, G, r, s, variant=0, backend="striped_kernel", **extra):
+    def step(backend, section, layout, step_kind, G, r, s, **extra):
         if layout == "striped":
             qo, qs, ko, ks = r, G, s, G
         else:  # contiguous, L tokens per rank
             qo, qs, ko, ks = r * L, 1, s * L, 1
         lim = key_limits(L, L, qo, qs, ko, ks, True)
-        key = (lim.tobytes(), variant)
+        key = (backend, lim.tobytes())
         pairs = int((lim + 1).sum())
-        labels = dict(common, section=section, layout=layout, step=step, G=G, r=r, s=s, backend=backend,
-                      variant=variant, allowed_pairs=pairs, useful_flops=useful_flops(head_dim, heads, pairs), **extra)
+        labels = dict(common, section=section, layout=layout, step=step_kind, G=G, r=r, s=s, backend=backend,
+                      variant=backend.rsplit("_v", 1)[1] if "_v" in backend else 0, allowed_pairs=pairs,
+                      useful_flops=useful_flops(head_dim, heads, pairs), **extra)
         if key in cache and section == "ring":
             return cache[key]
-        row = bench.measure(lambda: ext.fwd(q, k, v, qo, qs, ko, ks, True, None, variant), **labels)
-        cache[key] = row
+        fn, reason = impls[backend]
+        if fn is None:
+            row = _write(bench, _row(bench, **labels, status=_status(reason), reason=reason))
+        else:
+            row = bench.measure(lambda: fn(q, k, v, qo, qs, ko, ks), **labels)
+        cache.setdefault(key, row)  # the ring uses the first measurement of a work class
         return row
 
     # (b) SDPA causal, flash and cuDNN. (batch, heads, L, D) views, no copies.
@@ -245,60 +370,58 @@ def run_shape(bench, torch, ext, L, head_dim, kv_heads, args):
             flash_out = sdpa().transpose(1, 2)  # (batch, L, heads, D)
         del kk, vv
 
-    # (a) kernel steps.
-    for variant in args.variants:
-        backend = "striped_kernel" if variant == 0 else f"striped_kernel_v{variant}"
-        for G in args.groups if variant == 0 else [1]:  # tuning variants: plain causal step only
+    # (a) ring steps, every implementation.
+    for backend, (fn, _) in impls.items():
+        tuning = backend.rsplit("_v", 1)[-1].isdigit() and "_v" in backend
+        for G in ([1] if tuning else args.groups):  # tuning variants: plain causal step only
             extra = {}
-            if G == 1 and flash_out is not None:  # check before timing: same causal attention as SDPA flash
-                out, _ = ext.fwd(q, k, v, 0, 1, 0, 1, True, None, variant)
+            if G == 1 and flash_out is not None and fn is not None:  # same causal attention as SDPA flash
+                out, _ = fn(q, k, v, 0, 1, 0, 1)
                 extra["max_abs_diff_vs_sdpa_flash"] = (out.float() - flash_out.float()).abs().max().item()
                 del out
-            kernel_step("kernel", "striped", "diag", G, 0, 0, variant, backend, **extra)
-        if variant == 0:
-            kernel_step("kernel", "striped", "offdiag", max(2, max(args.groups)), 0, 1, variant, backend)
-            kernel_step("kernel", "contiguous", "offdiag", 2, 1, 0, variant, backend)
+            step(backend, "kernel", "striped", "diag", G, 0, 0, **extra)
+        if not tuning:
+            step(backend, "kernel", "striped", "offdiag", max(2, max(args.groups)), 0, 1)
+            if backend == KERNEL_SM80:
+                step(backend, "kernel", "contiguous", "offdiag", 2, 1, 0)
 
     # (c) full rings: per step the slowest rank, summed over steps.
-    for G in args.ring_groups:
-        ring = {}
-        for layout in ("striped", "contiguous"):
-            total_s, ok = 0.0, True
-            for t in range(G):
-                worst = 0.0
-                for r in range(G):
-                    s = (r - t) % G  # the K/V block rank r holds at step t
-                    row = kernel_step("ring", layout, "diag" if s == r else "offdiag", G, r, s)
-                    if row["status"] != "ok":
-                        ok = False
+    ring_backends = [b for b in impls if not ("_v" in b and b.rsplit("_v", 1)[-1].isdigit())]
+    for backend in ring_backends:
+        for G in args.ring_groups:
+            for layout in (("striped", "contiguous") if backend == KERNEL_SM80 else ("striped",)):
+                total_s, ok, why, bad = 0.0, True, "", ""
+                for t in range(G):
+                    worst = 0.0
+                    for r in range(G):
+                        s = (r - t) % G  # the K/V block rank r holds at step t
+                        row = step(backend, "ring", layout, "diag" if s == r else "offdiag", G, r, s)
+                        if row["status"] != "ok":
+                            ok, why, bad = False, row.get("reason") or "a step failed", row["status"]
+                            break
+                        worst = max(worst, row["time_s"])
+                    if not ok:
                         break
-                    worst = max(worst, row["time_s"])
-                if not ok:
-                    break
-                total_s += worst
-            # per-GPU share of the global causal attention over N = G * L tokens
-            pairs = G * L * (G * L + 1) // 2 // G
-            row = {k: "" for k in FIELDS}
-            row.update(model="attn-block", dtype="bf16", device="cuda", batch=1, phase="prefill", **bench.env)
-            row.update(common, section="ring_total", layout=layout, step="all", G=G, backend="striped_kernel",
-                       variant=0, allowed_pairs=pairs, useful_flops=useful_flops(head_dim, heads, pairs),
-                       repeats=args.reps)
-            if ok:
-                row.update(time_s=total_s, status="ok", tflops_per_s=row["useful_flops"] / total_s / 1e12)
-            else:
-                row.update(status="error", reason="a step failed")
-            bench.writer.writerow(row)
-            bench.fh.flush()
-            bench.rows.append(row)
-            ring[layout] = row
+                    total_s += worst
+                # per-GPU share of the global causal attention over N = G * L tokens
+                pairs = G * L * (G * L + 1) // 2 // G
+                row = _row(bench, **common, section="ring_total", layout=layout, step="all", G=G, backend=backend,
+                           variant=0, allowed_pairs=pairs, useful_flops=useful_flops(head_dim, heads, pairs),
+                           repeats=args.reps)
+                if ok:
+                    row.update(time_s=total_s, status="ok", tflops_per_s=row["useful_flops"] / total_s / 1e12)
+                else:
+                    row.update(status=bad, reason=why)
+                _write(bench, row)
     del q, k, v, qt, kt, vt, flash_out
-    torch.cuda.empty_cache()
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
 
 
 # -------------------------------------------------------------- summary -----
 
 
-def summarize(rows, args):
+def summarize(rows, args, backends):
     def get(**kw):
         for r in rows:
             if all(str(r.get(k)) == str(v) for k, v in kw.items()) and r["status"] == "ok":
@@ -308,59 +431,74 @@ def summarize(rows, args):
     def tf(r):
         return f"{r['tflops_per_s']:.1f}" if r and r.get("tflops_per_s") not in ("", None) else "-"
 
-    print("\nPer-step throughput, useful TFLOP/s (bf16, heads %d)" % args.heads)
-    hdr = ["L", "D", "kvh", "kernel diag G=1"] + [f"G={G}" for G in args.groups if G != 1] + [
-        "offdiag strp", "offdiag contig", "sdpa flash", "sdpa cudnn", "kernel/flash"]
-    lines = [hdr]
+    steppers = [b for b in backends if not ("_v" in b and b.rsplit("_v", 1)[-1].isdigit())]
+    print("\nRing step, causal (the diagonal step G=1), useful TFLOP/s (bf16, heads %d)" % args.heads)
+    lines = [["L", "D", "kvh", "sdpa_flash", "sdpa_cudnn"] + steppers + ["sm90/flash", "sm90/cudnn", "sm90/sm80"]]
     for L in args.lengths:
         for D in args.head_dims:
             for kvh in args.kv_heads:
                 base = dict(n=L, head_dim=D, kv_heads=kvh)
-                k1 = get(**base, section="kernel", layout="striped", step="diag", G=1, backend="striped_kernel")
                 flash = get(**base, section="sdpa", backend="sdpa_flash")
                 cudnn = get(**base, section="sdpa", backend="sdpa_cudnn")
-                line = [L, D, kvh, tf(k1)]
-                for G in args.groups:
-                    if G != 1:
-                        line.append(tf(get(**base, section="kernel", layout="striped", step="diag", G=G,
-                                           backend="striped_kernel")))
-                line.append(tf(get(**base, section="kernel", layout="striped", step="offdiag",
-                                   backend="striped_kernel")))
-                line.append(tf(get(**base, section="kernel", layout="contiguous", step="offdiag",
-                                   backend="striped_kernel")))
-                line += [tf(flash), tf(cudnn)]
-                ratio = (flash["time_s"] / k1["time_s"]) if (k1 and flash) else None
-                line.append(f"{ratio:.2f}" if ratio else "-")
+                line = [L, D, kvh, tf(flash), tf(cudnn)]
+                found = {}
+                for b in steppers:
+                    found[b] = get(**base, section="kernel", layout="striped", step="diag", G=1, backend=b)
+                    line.append(tf(found[b]))
+                sm90, sm80 = found.get(KERNEL_SM90), found.get(KERNEL_SM80)
+                for other in (flash, cudnn, sm80):
+                    line.append(f"{other['time_s'] / sm90['time_s']:.2f}" if (sm90 and other) else "-")
                 lines.append(line)
     _print_table(lines)
 
-    if len(args.variants) > 1:
-        print("\nTile variants, diagonal step G=1, useful TFLOP/s")
-        lines = [["L", "D", "kvh"] + [f"v{v}" for v in args.variants]]
+    print("\nRing step, strict mask (striped s > r), useful TFLOP/s")
+    lines = [["L", "D", "kvh"] + steppers]
+    for L in args.lengths:
+        for D in args.head_dims:
+            for kvh in args.kv_heads:
+                base = dict(n=L, head_dim=D, kv_heads=kvh, section="kernel", layout="striped", step="offdiag")
+                lines.append([L, D, kvh] + [tf(get(**base, backend=b)) for b in steppers])
+    _print_table(lines)
+
+    tuning = [b for b in backends if b not in steppers]
+    if tuning:
+        print("\nTuning variants, diagonal step G=1, useful TFLOP/s")
+        lines = [["L", "D", "kvh"] + tuning]
         for L in args.lengths:
             for D in args.head_dims:
                 for kvh in args.kv_heads:
-                    line = [L, D, kvh]
-                    for v in args.variants:
-                        be = "striped_kernel" if v == 0 else f"striped_kernel_v{v}"
-                        line.append(tf(get(n=L, head_dim=D, kv_heads=kvh, section="kernel", step="diag", G=1,
-                                           backend=be)))
-                    lines.append(line)
+                    lines.append([L, D, kvh] + [tf(get(n=L, head_dim=D, kv_heads=kvh, section="kernel", step="diag",
+                                                        G=1, backend=b)) for b in tuning])
         _print_table(lines)
 
     if args.ring_groups:
-        print("\nFull ring (sum over steps of the slowest rank), ms; per-GPU useful TFLOP/s")
-        lines = [["L", "D", "kvh", "G", "striped ms", "contig ms", "contig/striped", "striped TF/s"]]
+        print("\nFull striped ring (sum over steps of the slowest rank), ms")
+        lines = [["L", "D", "kvh", "G"] + steppers + ["sm90 vs best composed"]]
         for L in args.lengths:
             for D in args.head_dims:
                 for kvh in args.kv_heads:
                     for G in args.ring_groups:
-                        base = dict(n=L, head_dim=D, kv_heads=kvh, section="ring_total", G=G)
+                        base = dict(n=L, head_dim=D, kv_heads=kvh, section="ring_total", G=G, layout="striped")
+                        got = {b: get(**base, backend=b) for b in steppers}
+                        line = [L, D, kvh, G] + [f"{got[b]['time_s'] * 1e3:.2f}" if got[b] else "-" for b in steppers]
+                        comp = [got[b]["time_s"] for b in COMPOSED if got.get(b)]
+                        sm90 = got.get(KERNEL_SM90)
+                        line.append(f"{min(comp) / sm90['time_s']:.2f}x" if (comp and sm90) else "-")
+                        lines.append(line)
+        _print_table(lines)
+        lines = [["L", "D", "kvh", "G", "sm80 striped ms", "sm80 contig ms", "contig/striped"]]
+        for L in args.lengths:
+            for D in args.head_dims:
+                for kvh in args.kv_heads:
+                    for G in args.ring_groups:
+                        base = dict(n=L, head_dim=D, kv_heads=kvh, section="ring_total", G=G, backend=KERNEL_SM80)
                         st, ct = get(**base, layout="striped"), get(**base, layout="contiguous")
                         if st and ct:
                             lines.append([L, D, kvh, G, f"{st['time_s'] * 1e3:.2f}", f"{ct['time_s'] * 1e3:.2f}",
-                                          f"{ct['time_s'] / st['time_s']:.2f}", tf(st)])
-        _print_table(lines)
+                                          f"{ct['time_s'] / st['time_s']:.2f}"])
+        if len(lines) > 1:
+            print("\nStriped vs contiguous layout, sm80 kernel")
+            _print_table(lines)
 
 
 def _print_table(lines):
@@ -376,22 +514,43 @@ def _ints(text):
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _names(text):
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="CSV results file (one row per measurement)")
     ap.add_argument("--quick", action="store_true", help="about a minute: L 4k and 16k, G 1 and 4, ring G=4")
+    ap.add_argument("--issue17", action="store_true",
+                    help="issue 17's table: D=128, L 8k/16k/32k, kv_heads 32 and 8, G 1 and 8 per step, rings G=2,4,8")
     ap.add_argument("--lengths", type=_ints, default=None, help="tokens per rank, e.g. 4096,8192")
     ap.add_argument("--head-dims", type=_ints, default=None)
     ap.add_argument("--kv-heads", type=_ints, default=None)
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--groups", type=_ints, default=None, help="striped G for the diagonal step")
     ap.add_argument("--ring-groups", type=_ints, default=None, help="G of the full-ring comparison")
-    ap.add_argument("--variants", type=_ints, default=[0], help="kernel tile variants to time (0 = default)")
+    ap.add_argument("--variants", type=_ints, default=[0], help="sm80 tile variants to time (0 = default)")
+    ap.add_argument("--sm90-variants", type=_ints, default=[0],
+                    help="sm90 pipelines to time (0 = default, 1 serial, 2 overlapped, 3 + ping-pong; '' = none)")
+    ap.add_argument("--composed", type=_names, default=list(COMPOSED),
+                    help="composed baselines to time (composed_flash, composed_cudnn, composed_efficient)")
     ap.add_argument("--reps", type=int, default=20, help="minimum timed calls per point")
     ap.add_argument("--budget-s", type=float, default=0.5, help="timed seconds per point (more reps if fast)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cpu: a smoke run of this script (composed_flash and SDPA only; the tests use it)")
     args = ap.parse_args(argv)
+    unknown = [c for c in args.composed if c not in COMPOSED]
+    if unknown:
+        ap.error(f"unknown composed baseline(s) {', '.join(unknown)}; expected {', '.join(COMPOSED)}")
 
     quick = args.quick
+    if args.issue17:
+        args.lengths = args.lengths or [8192, 16384, 32768]
+        args.head_dims = args.head_dims or [128]
+        args.groups = args.groups or [1, 8]
+        args.ring_groups = args.ring_groups if args.ring_groups is not None else [2, 4, 8]
+        args.budget_s = min(args.budget_s, 0.25)
     args.lengths = args.lengths or ([4096, 16384] if quick else [4096, 8192, 16384, 32768])
     args.head_dims = args.head_dims or [128, 96]
     args.kv_heads = args.kv_heads or [32, 8]
@@ -402,17 +561,19 @@ def main(argv=None):
 
     import torch
 
-    if not torch.cuda.is_available():
-        print("kernel_bench: no CUDA device; nothing to measure", file=sys.stderr)
-        return 2
-    from kernels.striped_attn import is_available, load
+    ext = None
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("kernel_bench: no CUDA device; nothing to measure (--device cpu for a smoke run)", file=sys.stderr)
+            return 2
+        from kernels.striped_attn import is_available, load
 
-    ok, reason = is_available()
-    if not ok:
-        print(f"kernel_bench: kernel unavailable: {reason}", file=sys.stderr)
-        return 2
-    ext = load()
-    check_correctness(torch, lambda *a: ext.fwd(*a, None, 0))
+        ok, reason = is_available()
+        if not ok:
+            print(f"kernel_bench: kernel unavailable: {reason}", file=sys.stderr)
+            return 2
+        ext = load()
+    impls = check_correctness(torch, build_impls(torch, ext, args), args.device)
 
     env = environment(torch)
     bench = Bench(torch, args.out, env, args)
@@ -423,11 +584,11 @@ def main(argv=None):
         for L in args.lengths:
             for D in args.head_dims:
                 for kvh in args.kv_heads:
-                    run_shape(bench, torch, ext, L, D, kvh, args)
+                    run_shape(bench, torch, impls, L, D, kvh, args)
                     print(f"  L={L} D={D} kv_heads={kvh} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         bench.close()
-    summarize(bench.rows, args)
+    summarize(bench.rows, args, list(impls))
     return 0
 
 

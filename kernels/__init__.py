@@ -5,6 +5,9 @@ machine; the extension is built on first use (see :mod:`kernels.striped_attn`).
 
     from kernels import is_available, striped_block_attention
     ok, reason = is_available()
+
+Two device paths with one contract: ``sm80`` (mma.sync; the default) and ``sm90`` (TMA + wgmma,
+compute capability 9.0; opt-in with ``path="sm90"`` or ``LCPROF_RING_KERNEL=sm90``/``auto``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,16 @@ from the sources next to this file (``csrc/``) into a cache directory:
 ``$LCPROF_KERNEL_CACHE`` or ``~/.cache/lcprof/kernels``, one sub-directory per
 torch/CUDA version. Importing this module imports nothing heavy; torch is
 imported inside the functions.
+
+Two device paths, one contract:
+
+    sm80   mma.sync + cp.async (FlashAttention-2 style); any GPU of compute capability >= 8.0
+    sm90   TMA + wgmma, warp-specialized (FlashAttention-3 style); compute capability 9.0 only
+
+The sm90 path is opt-in until it has passed the GPU test suite on an H100/H200: the path comes
+from the ``path`` argument, else ``$LCPROF_RING_KERNEL`` (``sm80``, ``sm90`` or ``auto`` = sm90
+on a 9.0 device, sm80 elsewhere), else ``sm80``. ``$LCPROF_SM90_VARIANT`` (1 serial, 2 overlapped,
+3 overlapped + ping-pong) replaces the sm90 path's default pipeline (3) for ``variant=0``.
 """
 
 from __future__ import annotations
@@ -14,10 +24,21 @@ import shutil
 import threading
 from pathlib import Path
 
-__all__ = ["striped_block_attention", "is_available", "load", "build_directory", "SOURCES"]
+__all__ = ["striped_block_attention", "is_available", "load", "build_directory", "resolve_path", "PATHS", "SOURCES",
+           "ENV_PATH", "DEFAULT_PATH"]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (_CSRC / "striped_attn_binding.cpp", _CSRC / "striped_attn_kernel.cu")
+SOURCES = (
+    _CSRC / "striped_attn_binding.cpp",
+    _CSRC / "striped_attn_kernel.cu",  # sm80 path
+    _CSRC / "striped_attn_sm90.cu",  # sm90 host side; one file per head dim, built in parallel
+    _CSRC / "striped_attn_sm90_d64.cu",
+    _CSRC / "striped_attn_sm90_d96.cu",
+    _CSRC / "striped_attn_sm90_d128.cu",
+)
+PATHS = ("sm80", "sm90")
+ENV_PATH = "LCPROF_RING_KERNEL"
+DEFAULT_PATH = "sm80"  # becomes "auto" once the sm90 path has passed `pytest -m gpu` on Hopper
 _EXT_NAME = "lcprof_striped_attn"
 EXTRA_CUDA_CFLAGS = (
     "-O3",
@@ -125,6 +146,28 @@ def is_available() -> tuple[bool, str]:
     return True, ""
 
 
+def resolve_path(path: str | None = None, device=None) -> str:
+    """``sm80`` or ``sm90``: ``path``, else ``$LCPROF_RING_KERNEL``, else ``DEFAULT_PATH``.
+
+    ``auto`` means sm90 on a compute capability 9.0 device (``device``, default the current
+    one), sm80 elsewhere. Raises ValueError for any other value, naming where it came from.
+    """
+    source = "path"
+    if path is None:
+        path, source = os.environ.get(ENV_PATH, "") or DEFAULT_PATH, f"${ENV_PATH}"
+    path = str(path).strip().lower()
+    if path == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "sm80"
+        return "sm90" if torch.cuda.get_device_capability(device) == (9, 0) else "sm80"
+    if path not in PATHS:
+        raise ValueError(f"unknown striped kernel path {path!r} (from {source}); expected one of "
+                         f"{', '.join(PATHS)} or auto")
+    return path
+
+
 def striped_block_attention(
     q,
     k,
@@ -136,6 +179,8 @@ def striped_block_attention(
     k_stride: int = 1,
     causal: bool = True,
     softmax_scale: float | None = None,
+    path: str | None = None,
+    variant: int = 0,
 ):
     """Attention of a query block against one K/V block of a ring step.
 
@@ -176,9 +221,14 @@ def striped_block_attention(
     ``lse`` is ``log(sum_j exp(scale * q_i . k_j))`` over the allowed keys, so
     ring steps can be merged: ``lse = logaddexp(lse_a, lse_b)``,
     ``out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b``.
+
+    ``path`` picks the device code (see the module docstring; default from
+    ``$LCPROF_RING_KERNEL``, else sm80); ``variant`` a tile configuration or
+    pipeline of that path (0 = its default; for tuning and tests).
     """
     ext = load()
-    return ext.fwd(
+    fwd = ext.fwd_sm90 if resolve_path(path, q.device) == "sm90" else ext.fwd
+    return fwd(
         q,
         k,
         v,
@@ -188,5 +238,5 @@ def striped_block_attention(
         int(k_stride),
         bool(causal),
         None if softmax_scale is None else float(softmax_scale),
-        0,
+        int(variant),
     )

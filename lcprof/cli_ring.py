@@ -66,7 +66,10 @@ def _measure(model, n, dtype, layout, repeats, impl, fmt):
     from lcprof.units import parse_tokens
 
     spec = load_model(model)
-    heads, kv_heads, head_dim = ring_shapes(spec)
+    heads, kv_heads, head_dim, v_dim = ring_shapes(spec)
+    if v_dim != head_dim:
+        raise LcprofError(f"ring --measure runs K and V of one head dim; {spec.name} has q/k {head_dim} and v {v_dim} "
+                          "(MLA): use the analytic `lcprof ring` without --measure")
     n_tok = parse_tokens(n)
     if "WORLD_SIZE" not in os.environ:
         os.environ.update({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",

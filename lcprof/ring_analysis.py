@@ -11,19 +11,24 @@ from __future__ import annotations
 import pandas as pd
 
 from lcprof.cost import ring as ringcost
+from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
 from lcprof.hardware import link_bandwidth
 from lcprof.spec import load_model
 from lcprof.units import dtype_bytes, dtype_name, parse_token_list
 
 
-def ring_shapes(spec) -> tuple[int, int, int]:
-    """(heads, kv_heads, head_dim) of the attention the ring runs (MLA: decompressed, naive form)."""
+def ring_shapes(spec) -> tuple[int, int, int, int]:
+    """(heads, kv_heads, qk_dim, v_dim) of the attention the ring runs.
+
+    From :func:`lcprof.cost.ops.attention_dims`, the one source of attention dims, in MLA's
+    naive form (K and V decompressed per query head: DeepSeek-V3 has qk_dim 192 = 128 + 64
+    rope, v_dim 128); a ring passes K/V blocks, so it cannot run the absorbed form's latent.
+    """
     if not spec.has_attention:
         raise LcprofError(f"{spec.name} has no attention layers: there is nothing for ring attention to split")
-    if spec.mla is not None:
-        return spec.n_heads, spec.n_heads, spec.head_dim
-    return spec.n_heads, spec.n_kv_heads, spec.head_dim
+    kv_heads, qk_dim, v_dim = attention_dims(spec, "naive")
+    return spec.n_heads, kv_heads, qk_dim, v_dim
 
 
 def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h100-sxm", dtype: str = "bf16",
@@ -54,13 +59,13 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
     if kernel is not None:
         peak = float(kernel[0])
         label += "; attention at the striped-ring kernel's measured rate"
-    heads, kv_heads, head_dim = ring_shapes(spec)
+    heads, kv_heads, qk_dim, v_dim = ring_shapes(spec)
     global_layers = sum(1 for layer in spec.layers if layer.attn == "global")
     rows, steps = [], []
     for layout in ("contiguous", "striped"):
         imb = ringcost.load_imbalance(n_tok, gpus, layout)
-        m = ringcost.ring_step_model(n_tok, gpus, heads, kv_heads, head_dim, dtype_bytes(d), peak, bw,
-                                     layout, tile=tile, batch=batch)
+        m = ringcost.ring_step_model(n_tok, gpus, heads, kv_heads, qk_dim, dtype_bytes(d), peak, bw,
+                                     layout, tile=tile, batch=batch, v_head_dim=v_dim)
         rec = {"model": spec.name, "n": n_tok, "dtype": d, "gpu": hw.key, "gpus": gpus, "link": str(link),
                "link_bytes_per_s": bw, "layout": layout, "load_imbalance": imb.imbalance, "rates": label,
                "compute_flops_per_s": peak}

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <cuda_runtime.h>
+#include <string>
 
 enum class StripedAttnDtype : int { kFloat16 = 0, kBFloat16 = 1 };
 
@@ -68,3 +69,12 @@ struct StripedAttnParams {
 // Throws std::invalid_argument for unsupported parameters and
 // std::runtime_error when CUDA reports an error.
 void run_striped_attn_fwd(const StripedAttnParams& params, cudaStream_t stream);
+
+// The Hopper path (sm_90a: TMA, wgmma, warp specialization; striped_attn_sm90.cuh). Same
+// parameters and results; `variant` 0 picks the default pipeline, 1 serial, 2 overlapped,
+// 3 overlapped with ping-pong. Throws std::invalid_argument on a device other than
+// compute capability 9.0, or for unsupported parameters.
+void run_striped_attn_fwd_sm90(const StripedAttnParams& params, cudaStream_t stream);
+
+// True when `device` can run the sm90 path; otherwise false and the reason in *why.
+bool striped_attn_sm90_supported(int device, std::string* why);

@@ -42,12 +42,14 @@ at::Tensor ensure_aligned(const at::Tensor& t) { return aligned16(t) ? t : t.clo
 
 }  // namespace
 
+enum class Path { kSm80, kSm90 };
+
 // q: (batch, n_q, heads, head_dim); k, v: (batch, n_k, kv_heads, head_dim).
 // Returns (out (batch, n_q, heads, head_dim), lse float32 (batch, heads, n_q)).
-std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                    const at::Tensor& v_in, int64_t q_offset, int64_t q_stride,
-                                                    int64_t k_offset, int64_t k_stride, bool causal,
-                                                    std::optional<double> softmax_scale_opt, int64_t variant) {
+std::tuple<at::Tensor, at::Tensor> striped_attn_fwd_path(Path path, const at::Tensor& q_in, const at::Tensor& k_in,
+                                                         const at::Tensor& v_in, int64_t q_offset, int64_t q_stride,
+                                                         int64_t k_offset, int64_t k_stride, bool causal,
+                                                         std::optional<double> softmax_scale_opt, int64_t variant) {
   TORCH_CHECK(q_in.is_cuda() && k_in.is_cuda() && v_in.is_cuda(), "striped_attn: q, k, v must be CUDA tensors");
   TORCH_CHECK(q_in.device() == k_in.device() && q_in.device() == v_in.device(),
               "striped_attn: q, k, v must be on the same device");
@@ -86,6 +88,12 @@ std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, cons
               "striped_attn: position offsets/strides out of range");
 
   const c10::cuda::CUDAGuard device_guard(q_in.device());
+  if (path == Path::kSm90) {
+    std::string why;
+    TORCH_CHECK(striped_attn_sm90_supported(q_in.device().index(), &why), "striped_attn: " + why);
+    TORCH_CHECK(n_q * (heads / kv_heads) < (int64_t(1) << 31),
+                "striped_attn: n_q * (heads / kv_heads) must be < 2^31 for the sm90 path");
+  }
   const at::Tensor q = ensure_aligned(q_in), k = ensure_aligned(k_in), v = ensure_aligned(v_in);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({batch, heads, n_q}, q.options().dtype(at::kFloat));
@@ -127,11 +135,40 @@ std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q_in, cons
   p.variant = static_cast<int>(variant);
 
   try {
-    run_striped_attn_fwd(p, at::cuda::getCurrentCUDAStream().stream());
+    if (path == Path::kSm90) {
+      run_striped_attn_fwd_sm90(p, at::cuda::getCurrentCUDAStream().stream());
+    } else {
+      run_striped_attn_fwd(p, at::cuda::getCurrentCUDAStream().stream());
+    }
   } catch (const std::exception& e) {
     TORCH_CHECK(false, std::string(e.what()));
   }
   return {out, lse};
+}
+
+// The sm80 path (mma.sync, cp.async): runs on every GPU with compute capability >= 8.0.
+std::tuple<at::Tensor, at::Tensor> striped_attn_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                    int64_t q_offset, int64_t q_stride, int64_t k_offset,
+                                                    int64_t k_stride, bool causal, std::optional<double> softmax_scale,
+                                                    int64_t variant) {
+  return striped_attn_fwd_path(Path::kSm80, q, k, v, q_offset, q_stride, k_offset, k_stride, causal, softmax_scale,
+                               variant);
+}
+
+// The Hopper path (TMA, wgmma, warp specialization): compute capability 9.0 only.
+std::tuple<at::Tensor, at::Tensor> striped_attn_fwd_sm90(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                         int64_t q_offset, int64_t q_stride, int64_t k_offset,
+                                                         int64_t k_stride, bool causal,
+                                                         std::optional<double> softmax_scale, int64_t variant) {
+  return striped_attn_fwd_path(Path::kSm90, q, k, v, q_offset, q_stride, k_offset, k_stride, causal, softmax_scale,
+                               variant);
+}
+
+bool sm90_supported() {
+  std::string why;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  return striped_attn_sm90_supported(device, &why);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -140,4 +177,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Block attention forward with a positional causal mask. Returns (out, lse).", py::arg("q"), py::arg("k"),
         py::arg("v"), py::arg("q_offset") = 0, py::arg("q_stride") = 1, py::arg("k_offset") = 0,
         py::arg("k_stride") = 1, py::arg("causal") = true, py::arg("softmax_scale") = py::none(), py::arg("variant") = 0);
+  m.def("fwd_sm90", &striped_attn_fwd_sm90,
+        "Block attention forward, Hopper path (TMA + wgmma; compute capability 9.0). Returns (out, lse).",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("q_offset") = 0, py::arg("q_stride") = 1,
+        py::arg("k_offset") = 0, py::arg("k_stride") = 1, py::arg("causal") = true,
+        py::arg("softmax_scale") = py::none(), py::arg("variant") = 0);
+  m.def("sm90_supported", &sm90_supported, "True when the current CUDA device can run fwd_sm90.");
 }

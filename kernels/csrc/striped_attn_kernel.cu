@@ -19,6 +19,7 @@
 // it compiles standalone: see kernels/check_compile.sh.
 
 #include "striped_attn.h"
+#include "striped_mask.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -120,14 +121,9 @@ struct TypeOps<__nv_bfloat16> {
   }
 };
 
-// Largest key index row i may attend, clamped to [-1, n_k - 1] (-1: none).
+// Largest key index row i may attend, clamped to [-1, n_k - 1] (-1: none); see striped_mask.cuh.
 __device__ __forceinline__ int key_limit(const StripedAttnParams& p, int i) {
-  if (!p.causal) return p.n_k - 1;
-  const long long num = p.q_offset + static_cast<long long>(i) * p.q_stride - p.k_offset;
-  long long j = num >= 0 ? num / p.k_stride : -((-num + p.k_stride - 1) / p.k_stride);  // floor division
-  if (j > p.n_k - 1) j = p.n_k - 1;
-  if (j < -1) j = -1;
-  return static_cast<int>(j);
+  return striped_key_limit(p.causal, p.n_k, p.q_offset, p.q_stride, p.k_offset, p.k_stride, i);
 }
 
 // Copy `ROWS` rows of D elements, starting at global row row0, into smem

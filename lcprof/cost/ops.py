@@ -45,6 +45,9 @@ BACKEND_FAMILY = {
     "sdpa-cudnn": "tiled",
     "flash-attn": "tiled",
     "striped-ring": "tiled",
+    "striped-ring-flash": "tiled",
+    "striped-ring-cudnn": "tiled",
+    "striped-ring-efficient": "tiled",
     "tiled": "tiled",
     "useful": "useful",
 }

@@ -25,8 +25,11 @@ with s <= p < n, so it never attends a pad key; pad queries are computed and
 discarded. Pair counts below count real (query, key) pairs only.
 
 FLOPs count 2 per multiply-add. One allowed (q, k) pair costs
-``2 * head_dim`` FLOPs for q.k and ``2 * head_dim`` for p.v, i.e.
-``4 * head_dim`` per head.
+``2 * qk_dim`` FLOPs for q.k and ``2 * v_dim`` for p.v, i.e.
+``2 * (qk_dim + v_dim)`` per head (``4 * head_dim`` when K and V have the same
+head dim; MLA's naive form has qk_dim 192 and v_dim 128 for DeepSeek-V3). The
+dims of a model come from :func:`lcprof.cost.ops.attention_dims`, the one
+source of attention dims; this module takes them as numbers.
 """
 
 from __future__ import annotations
@@ -221,11 +224,11 @@ def overlap_min_tokens_per_device(
 ) -> float:
     """Fewest tokens per device L for which one step's compute hides its transfer.
 
-    compute = 4 h d L^2 f / peak   (f = fraction of the L x L block computed)
-    comm    = 2 L h_kv d bytes / bw   (K and V of L tokens)
+    compute = 2 h (d_qk + d_v) L^2 f / peak   (f = fraction of the L x L block computed)
+    comm    = L h_kv (d_qk + d_v) bytes / bw   (K and V of L tokens)
     compute >= comm  <=>  L >= h_kv * bytes * peak / (2 * h * bw * f)
 
-    head_dim and batch cancel. f = 1 is a full (unmasked) block, which bounds
+    The head dims (d_qk + d_v appears on both sides) and batch cancel. f = 1 is a full (unmasked) block, which bounds
     the steady state of the contiguous layout; a striped step is ~half a block
     (f -> 1/2), so it needs twice the tokens.
     """
@@ -251,7 +254,8 @@ class RingStepModel:
     batch: int
     heads: int
     kv_heads: int
-    head_dim: int
+    head_dim: int  # of q and k
+    v_head_dim: int  # of v (and of the output)
     dtype_bytes: float
     tile: int
     peak_flops_per_s: float
@@ -286,6 +290,7 @@ class RingStepModel:
             "heads": self.heads,
             "kv_heads": self.kv_heads,
             "head_dim": self.head_dim,
+            "v_head_dim": self.v_head_dim,
             "tokens_per_device": self.tokens_per_device,
         }
         return [
@@ -309,6 +314,7 @@ class RingStepModel:
             "n": self.n,
             "world": self.world,
             "layout": self.layout,
+            "flops_per_pair_per_head": 2 * (self.head_dim + self.v_head_dim),
             "total_time_s": self.total_time_s,
             "total_compute_time_s": self.total_compute_time_s,
             "total_comm_time_s": self.total_comm_time_s,
@@ -323,22 +329,26 @@ class RingStepModel:
 
 
 def ring_memory_bytes(
-    n: int, world: int, heads: int, kv_heads: int, head_dim: int, dtype_bytes: float, batch: int = 1
+    n: int, world: int, heads: int, kv_heads: int, head_dim: int, dtype_bytes: float, batch: int = 1,
+    *, v_head_dim: int | None = None,
 ) -> dict:
     """Per-device memory of the ring, in bytes, by component plus ``total_bytes``.
 
-    q shard, k and v shards, out, lse (fp32), and two extra K/V buffers for
-    double buffering (the block being computed on and the one being received).
-    Not included: the torch runtime's fp32 merge accumulator
-    (m * heads * head_dim * 4 bytes) and the kernel's temporaries.
+    q shard (``head_dim``), k shard (``head_dim``) and v shard (``v_head_dim``,
+    default ``head_dim``), out (``v_head_dim``), lse (fp32), and two extra K/V
+    buffers for double buffering (the block being computed on and the one being
+    received). Not included: the torch runtime's fp32 merge accumulator
+    (m * heads * v_head_dim * 4 bytes) and the kernel's temporaries.
     """
+    dv = head_dim if v_head_dim is None else v_head_dim
     m = tokens_per_device(n, world)
     q = batch * m * heads * head_dim * dtype_bytes
-    kv = 2 * batch * m * kv_heads * head_dim * dtype_bytes
+    kv = batch * m * kv_heads * (head_dim + dv) * dtype_bytes  # K and V
+    out = batch * m * heads * dv * dtype_bytes
     parts = {
         "q_bytes": int(q),
         "kv_bytes": int(kv),
-        "out_bytes": int(q),
+        "out_bytes": int(out),
         "lse_bytes": int(batch * heads * m * 4),
         "kv_buffers_bytes": int(2 * kv),
     }
@@ -358,19 +368,27 @@ def ring_step_model(
     layout: str,
     tile: int = 128,
     batch: int = 1,
+    *,
+    v_head_dim: int | None = None,
 ) -> RingStepModel:
     """Roofline time per ring step; see :class:`RingStepModel`.
 
-    useful FLOPs   = 4 * head_dim * heads * batch * max_r pairs[t, r]
-    executed FLOPs = 4 * head_dim * heads * batch * max_r executed_pairs[t, r]
-    comm bytes     = 2 * m * kv_heads * head_dim * dtype_bytes * batch  (steps 0..G-2)
+    ``head_dim`` is the q/k head dim, ``v_head_dim`` that of v (default
+    ``head_dim``); take both from :func:`lcprof.cost.ops.attention_dims`.
+
+    useful FLOPs   = 2 * (head_dim + v_head_dim) * heads * batch * max_r pairs[t, r]
+    executed FLOPs = 2 * (head_dim + v_head_dim) * heads * batch * max_r executed_pairs[t, r]
+    comm bytes     = m * kv_heads * (head_dim + v_head_dim) * dtype_bytes * batch  (K and V; steps 0..G-2)
     """
     if heads % kv_heads:
         raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     if peak_flops_per_s <= 0 or link_bytes_per_s <= 0:
         raise ValueError("peak_flops_per_s and link_bytes_per_s must be positive")
+    dv = head_dim if v_head_dim is None else int(v_head_dim)
+    if head_dim < 1 or dv < 1:
+        raise ValueError(f"head dims must be >= 1, got head_dim={head_dim}, v_head_dim={dv}")
     m = tokens_per_device(n, world)
-    flops_per_pair = 2 * head_dim + 2 * head_dim  # q.k and p.v, 2 FLOPs per multiply-add
+    flops_per_pair = 2 * head_dim + 2 * dv  # q.k and p.v, 2 FLOPs per multiply-add
     per_pair = flops_per_pair * heads * batch
 
     useful = pair_counts(n, world, layout).max(axis=1) * per_pair
@@ -378,7 +396,7 @@ def ring_step_model(
     useful_t = useful / peak_flops_per_s
     compute_t = executed / peak_flops_per_s
 
-    block_bytes = 2 * batch * m * kv_heads * head_dim * dtype_bytes  # K and V
+    block_bytes = batch * m * kv_heads * (head_dim + dv) * dtype_bytes  # K and V
     comm_bytes = np.full(world, block_bytes, dtype=np.float64)
     comm_bytes[-1] = 0  # last step: nothing left to receive
     comm_t = comm_bytes / link_bytes_per_s
@@ -392,7 +410,7 @@ def ring_step_model(
     l_layout = overlap_min_tokens_per_device(
         heads, kv_heads, dtype_bytes, peak_flops_per_s, link_bytes_per_s, f_layout
     )
-    mem = ring_memory_bytes(n, world, heads, kv_heads, head_dim, dtype_bytes, batch)
+    mem = ring_memory_bytes(n, world, heads, kv_heads, head_dim, dtype_bytes, batch, v_head_dim=dv)
     return RingStepModel(
         n=int(n),
         world=int(world),
@@ -401,6 +419,7 @@ def ring_step_model(
         heads=int(heads),
         kv_heads=int(kv_heads),
         head_dim=int(head_dim),
+        v_head_dim=dv,
         dtype_bytes=dtype_bytes,
         tile=int(tile),
         peak_flops_per_s=float(peak_flops_per_s),

@@ -468,6 +468,35 @@ def _probe_ring(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
     return _probe_by_running(ring_attention, device, dtype, ranks=2)
 
 
+def _make_composed_ring(op: str) -> AttnFn:
+    """The striped ring with every step through torch's fused ``op`` (:mod:`lcprof.ring.composed`)."""
+
+    def composed_ring(q, k, v, mask: AttnMask, scale: float, *, ranks: int = 1, **_: object) -> torch.Tensor:
+        if mask.kind != "global" or mask.n_q != mask.n_k:
+            raise RuntimeError(f"striped-ring-{op} runs causal prefill only (n_q == n_k, global mask)")
+        from lcprof.ring import ring_attention_simulated
+
+        return ring_attention_simulated(q, k, v, world=int(ranks), layout="striped", causal=True,
+                                        impl=f"composed-{op}", softmax_scale=scale)
+
+    composed_ring.__name__ = f"striped_ring_{op}"
+    return composed_ring
+
+
+def _probe_composed_ring(op: str) -> Callable[[torch.device, torch.dtype], tuple[bool, str]]:
+    def probe(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+        try:
+            from lcprof.ring.composed import op_status
+        except Exception as exc:  # noqa: BLE001
+            return False, f"lcprof.ring not importable: {_one_line(exc)}"
+        ok, reason = op_status(op, device, dtype)
+        if not ok:
+            return False, reason
+        return _probe_by_running(_make_composed_ring(op), device, dtype, ranks=2)
+
+    return probe
+
+
 def _probe_any(fn: AttnFn) -> Callable[[torch.device, torch.dtype], tuple[bool, str]]:
     return lambda device, dtype: _probe_by_running(fn, device, dtype)
 
@@ -491,6 +520,10 @@ def _register_builtins() -> None:
     register(Backend("striped-ring", ring_attention, _probe_ring, native_masks=("full", "global"),
                      explicit_masks=False, decode=False,
                      description="lcprof.ring striped ring, simulated with world=--ranks"))
+    for op, label in (("flash", "FlashAttention-2"), ("cudnn", "cuDNN"), ("efficient", "memory-efficient")):
+        register(Backend(f"striped-ring-{op}", _make_composed_ring(op), _probe_composed_ring(op),
+                         native_masks=("full", "global"), explicit_masks=False, decode=False,
+                         description=f"striped ring (world=--ranks), each step torch's fused {label} op + LSE merge"))
 
 
 _register_builtins()

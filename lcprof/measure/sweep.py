@@ -261,7 +261,7 @@ class _Settings:
         return {"model": self.spec.name, "backend": backend, "dtype": dtype, "device": str(self.dev),
                 "batch": self.batch, "n": n, "phase": self.phase, "layer": self.layer,
                 "moe_timing": self.moe_timing, "mla_form": self.mla_form,
-                "ranks": self.ranks if backend == "striped-ring" else None, "cuda_graph": self.cuda_graph,
+                "ranks": self.ranks if backend.startswith("striped-ring") else None, "cuda_graph": self.cuda_graph,
                 "flush_l2": self.flush_l2, "elementwise": "unfused"}
 
 

@@ -26,7 +26,9 @@ query row with no allowed key gets out = 0 and lse = -inf, so that merging it
 with other blocks is a no-op.
 
 ``block_attention`` picks the implementation: the CUDA kernel
-(``kernels.striped_attn``) or the torch fallback ``block_attention_torch``.
+(``kernels.striped_attn``; its device path, sm80 or sm90, from ``$LCPROF_RING_KERNEL``), the torch fallback ``block_attention_torch``, or a step composed
+from one of torch's fused attention ops (``composed-flash``, ``composed-cudnn``,
+``composed-efficient``: :mod:`lcprof.ring.composed`, the baseline the kernel must beat).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import importlib
 
 import torch
 
-IMPLS = ("auto", "torch", "kernel")
+COMPOSED_IMPLS = ("composed-flash", "composed-cudnn", "composed-efficient")
+IMPLS = ("auto", "torch", "kernel", *COMPOSED_IMPLS)
 
 # What kernels.striped_attn supports (see its docstring); auto falls back to torch otherwise.
 _KERNEL_HEAD_DIMS = (64, 96, 128)
@@ -100,12 +103,20 @@ def resolve_impl(impl: str, q: torch.Tensor) -> tuple[str, str]:
     """Which implementation ``block_attention`` will use for ``q``: ("torch"|"kernel", reason).
 
     ``auto`` uses the kernel for fp16/bf16 CUDA tensors with head_dim 64, 96 or
-    128 when it is available, otherwise torch. ``kernel`` raises RuntimeError when it is unavailable.
+    128 when it is available, otherwise torch. ``kernel`` and ``composed-*`` raise RuntimeError
+    when they cannot run on q's device and dtype.
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown block attention impl {impl!r}; expected one of {', '.join(IMPLS)}")
     if impl == "torch":
         return "torch", "requested"
+    if impl in COMPOSED_IMPLS:
+        from lcprof.ring.composed import op_status
+
+        ok, reason = op_status(impl.split("-", 1)[1], q.device, q.dtype)
+        if not ok:
+            raise RuntimeError(f"impl={impl!r} cannot run here: {reason}")
+        return impl, reason
     if impl == "kernel":
         ok, reason = kernel_status()
         if not ok:
@@ -149,6 +160,11 @@ def block_attention(
     if name == "kernel":
         mod = importlib.import_module("kernels.striped_attn")
         return mod.striped_block_attention(q, k, v, **kwargs)
+    if name in COMPOSED_IMPLS:
+        from lcprof.ring.composed import composed_block_attention
+
+        _check_inputs(q, k, v, q_stride, k_stride)
+        return composed_block_attention(q, k, v, op=name.split("-", 1)[1], **kwargs)
     return block_attention_torch(q, k, v, **kwargs)
 
 

@@ -7,6 +7,11 @@ epsilon. Masks SDPA cannot express (striped, offsets) go to SDPA as the
 equivalent boolean attn_mask; rows with no allowed key must give out = 0 and
 lse = -inf, which SDPA cannot, so they are compared to the reference alone.
 
+Every test runs for both device paths of the kernel (``sm80``: mma.sync, any GPU >= 8.0;
+``sm90``: TMA + wgmma, compute capability 9.0 only, skipped elsewhere), through the ``ext``
+fixture whose ``fwd`` is the extension's ``fwd`` or ``fwd_sm90``. The sm90-only tests at the end
+compare the two paths with each other and run every sm90 pipeline variant.
+
 Run on a GPU machine: ``pytest -m gpu tests/gpu/test_kernel_striped.py``.
 """
 
@@ -29,7 +34,7 @@ HEADS = {"gqa": (8, 2), "mha": (4, 4)}
 
 
 @pytest.fixture(scope="module")
-def ext():
+def module():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from kernels.striped_attn import is_available, load
@@ -38,6 +43,28 @@ def ext():
     if not ok:
         pytest.skip(f"striped attention kernel unavailable: {reason}")
     return load()
+
+
+class _Path:
+    """The extension seen through one device path: ``fwd`` is ``fwd`` or ``fwd_sm90``."""
+
+    def __init__(self, module, path):
+        self.module, self.path = module, path
+        self.fwd = module.fwd_sm90 if path == "sm90" else module.fwd
+
+
+@pytest.fixture(scope="module", params=["sm80", "sm90"])
+def ext(module, request):
+    if request.param == "sm90" and not module.sm90_supported():
+        pytest.skip("sm90 path needs a compute capability 9.0 device")
+    return _Path(module, request.param)
+
+
+@pytest.fixture(scope="module")
+def sm90(module):
+    if not module.sm90_supported():
+        pytest.skip("sm90 path needs a compute capability 9.0 device")
+    return _Path(module, "sm90")
 
 
 def _inputs(batch, n_q, n_k, heads, kv_heads, head_dim, dtype, seed=0):
@@ -241,8 +268,9 @@ def test_batch_and_custom_scale(ext):
 
 @pytest.mark.parametrize("variant", [1, 2, 3, 4])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
-def test_tuning_variants(ext, variant, head_dim):
-    """Every tile configuration the benchmark may time is correct too."""
+def test_tuning_variants(module, variant, head_dim):
+    """Every sm80 tile configuration the benchmark may time is correct too."""
+    ext = _Path(module, "sm80")
     q, k, v = _inputs(1, 700, 700, 8, 2, head_dim, torch.bfloat16, seed=variant)
     check(ext, q, k, v, q_offset=2, q_stride=4, k_offset=3, k_stride=4, variant=variant)
     check(ext, q, k, v, causal=False, variant=variant)
@@ -252,7 +280,7 @@ def test_wrapper_matches_extension(ext):
     from kernels import striped_block_attention
 
     q, k, v = _inputs(1, 100, 120, 4, 2, 64, torch.bfloat16)
-    out, lse = striped_block_attention(q, k, v, q_offset=1, q_stride=2, k_offset=0, k_stride=2)
+    out, lse = striped_block_attention(q, k, v, q_offset=1, q_stride=2, k_offset=0, k_stride=2, path=ext.path)
     out2, lse2 = ext.fwd(q, k, v, 1, 2, 0, 2, True, None, 0)
     assert torch.equal(out, out2) and torch.equal(lse, lse2)
 
@@ -272,9 +300,13 @@ def test_runs_on_current_stream(ext):
 # ------------------------------------------------------------ validation -----
 
 _VALIDATION_SCRIPT = r"""
+import sys
 import torch
 from kernels.striped_attn import load
-ext = load()
+module = load()
+class Ext:
+    fwd = module.fwd_sm90 if sys.argv[1] == "sm90" else module.fwd
+ext = Ext()
 bf = torch.bfloat16
 def mk(hq, hk, d, n=64):
     return tuple(torch.randn(1, n, h, d, device="cuda", dtype=bf) for h in (hq, hk, hk))
@@ -290,7 +322,8 @@ cases = [
     ("q_stride and k_stride must be >= 1, got 0 and 1", lambda: ext.fwd(q, k, v, 0, 0, 0, 1, True, None, 0)),
     ("softmax_scale must be finite and > 0", lambda: ext.fwd(q, k, v, 0, 1, 0, 1, True, -0.5, 0)),
     ("same dtype", lambda: ext.fwd(q, k.half(), v, 0, 1, 0, 1, True, None, 0)),
-    ("unknown variant 99", lambda: ext.fwd(q, k, v, 0, 1, 0, 1, True, None, 99)),
+    ("sm90 variant 99" if sys.argv[1] == "sm90" else "unknown variant 99",
+     lambda: ext.fwd(q, k, v, 0, 1, 0, 1, True, None, 99)),
 ]
 for expected, call in cases:
     try:
@@ -317,7 +350,75 @@ def test_rejects_bad_inputs(ext):
 
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
-    proc = subprocess.run([sys.executable, "-c", _VALIDATION_SCRIPT], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _VALIDATION_SCRIPT, ext.path], capture_output=True, text=True,
+                          env=env, timeout=600)
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert proc.stdout.count("ok:") == 10
+
+
+# ------------------------------------------------------ sm90 path only -----
+
+SM90_VARIANTS = [1, 2, 3]  # serial, overlapped, overlapped + ping-pong
+
+
+def _check_against_sm80(module, sm90_ext, q, k, v, variant, **layout):
+    """The sm90 result passes the tolerance rule and stays as close to the sm80 kernel's as the
+    two are to the float64 reference (both bf16/fp16 roundings of the same attention)."""
+    out90, lse90 = check(sm90_ext, q, k, v, variant=variant, **layout)
+    pos = [layout.get(n, d) for n, d in (("q_offset", 0), ("q_stride", 1), ("k_offset", 0), ("k_stride", 1),
+                                         ("causal", True))]
+    out80, lse80 = module.fwd(q, k, v, *pos, layout.get("softmax_scale"), 0)
+    ref, _ = block_attention_reference(q.double(), k.double(), v.double(), **layout)
+    err80 = (out80.double() - ref).abs().max().item()
+    err90 = (out90.double() - ref).abs().max().item()
+    diff = (out90.double() - out80.double()).abs().max().item()
+    assert diff <= err80 + err90 + EPS[q.dtype], (diff, err80, err90)
+    finite = torch.isfinite(lse80)
+    assert torch.equal(finite, torch.isfinite(lse90))
+    torch.testing.assert_close(lse90[finite], lse80[finite], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", SM90_VARIANTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", [(8, 2), (4, 4), (6, 2), (7, 1), (16, 2)], ids=["g4", "mha", "g3", "mqa7", "g8"])
+def test_sm90_variants_striped_and_causal(module, sm90, variant, dtype, head_dim, heads):
+    """Every pipeline, both dtypes, every head dim, GQA packing with group 1, 3, 4, 7 and 8:
+    a striped step with the strict mask (odd length: several key tiles, a partial last tile),
+    plain causal over many tiles, and a non-causal block with n_q != n_k."""
+    h, kvh = heads
+    q, k, v = _inputs(1, 555, 555, h, kvh, head_dim, dtype, seed=variant * 31 + head_dim + h)
+    _check_against_sm80(module, sm90, q, k, v, variant, q_offset=0, q_stride=4, k_offset=3, k_stride=4, causal=True)
+    _check_against_sm80(module, sm90, q, k, v, variant, causal=True)
+    q2, k2, v2 = _inputs(2, 200, 333, h, kvh, head_dim, dtype, seed=variant + 7)
+    _check_against_sm80(module, sm90, q2, k2, v2, variant, causal=False)
+
+
+@pytest.mark.parametrize("variant", SM90_VARIANTS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_sm90_variants_long_causal_many_tiles(module, sm90, variant, head_dim):
+    """4096 queries x 4096 keys: 32 key tiles per CTA at the end, K/V stages reused many times."""
+    q, k, v = _inputs(1, 4096, 4096, 8, 2, head_dim, torch.bfloat16, seed=head_dim + variant)
+    _check_against_sm80(module, sm90, q, k, v, variant, causal=True)
+
+
+@pytest.mark.parametrize("variant", SM90_VARIANTS)
+def test_sm90_variants_small_and_empty(module, sm90, variant):
+    """One query row, fewer keys than a tile, and a block entirely in the future."""
+    for n_q, n_k, q_offset in [(1, 1, 0), (1, 300, 299), (3, 5, 0), (129, 7, 0), (64, 64, 0)]:
+        q, k, v = _inputs(1, n_q, n_k, 8, 2, 128, torch.bfloat16, seed=n_q + n_k)
+        check(sm90, q, k, v, q_offset=q_offset, causal=True, variant=variant)
+    q, k, v = _inputs(1, 150, 150, 8, 2, 64, torch.float16, seed=2)
+    out, lse = check(sm90, q, k, v, q_offset=0, q_stride=1, k_offset=1000, k_stride=1, variant=variant)
+    assert torch.all(out == 0) and torch.all(lse == -math.inf)
+
+
+def test_sm90_rejected_off_hopper_or_runs_on_hopper(module):
+    """On a device that is not 9.0 the sm90 entry point refuses in one line; on 9.0 it runs."""
+    q, k, v = _inputs(1, 64, 64, 4, 2, 64, torch.bfloat16)
+    if module.sm90_supported():
+        out, _ = module.fwd_sm90(q, k, v, 0, 1, 0, 1, True, None, 0)
+        assert out.shape == q.shape
+    else:
+        with pytest.raises(RuntimeError, match="compute capability 9.0"):
+            module.fwd_sm90(q, k, v, 0, 1, 0, 1, True, None, 0)

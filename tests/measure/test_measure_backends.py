@@ -14,7 +14,8 @@ from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.check import TOLERANCE, reference_attention, rel_error
 
-EXPECTED = ["eager", "sdpa", "sdpa-math", "sdpa-efficient", "sdpa-flash", "sdpa-cudnn", "flash-attn", "striped-ring"]
+EXPECTED = ["eager", "sdpa", "sdpa-math", "sdpa-efficient", "sdpa-flash", "sdpa-cudnn", "flash-attn", "striped-ring",
+            "striped-ring-flash", "striped-ring-cudnn", "striped-ring-efficient"]
 
 
 def test_registry_lists_every_backend():

@@ -141,7 +141,7 @@ def test_ring_step_model_hand_computed():
     rec = model.records()
     assert len(rec) == 2 and rec[1]["step_time_s"] == pytest.approx(0.512)
     assert all(k.endswith(("_s", "_flops", "_bytes")) or k in ("n", "world", "layout", "batch", "heads", "kv_heads",
-               "head_dim", "tokens_per_device", "step") for k in rec[0])
+               "head_dim", "v_head_dim", "tokens_per_device", "step") for k in rec[0])
     # striped, same shape: every step's slowest rank has 10 pairs; executed 12 per step
     striped = ring_step_model(8, 2, 2, 1, 4, 2, 1000.0, 100.0, "striped", tile=2)
     assert striped.useful_flops.tolist() == [320, 320]

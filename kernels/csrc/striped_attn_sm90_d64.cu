@@ -1,0 +1,7 @@
+// The sm90 striped attention kernel for head dim 64 (bf16 and fp16, every pipeline variant).
+// One file per head dim so that the build compiles them in parallel; see striped_attn_sm90.cuh.
+#include "striped_attn_sm90.cuh"
+
+namespace striped_attn_sm90 {
+void run_d64(const StripedAttnParams& p, cudaStream_t stream) { run_head_dim<64>(p, stream); }
+}  // namespace striped_attn_sm90

@@ -133,7 +133,8 @@ def _cell(v):
     return v
 
 
-def read_done(path: str | Path, columns: tuple[str, ...] = RESULT_COLUMNS) -> set[tuple[str, ...]]:
+def read_done(path: str | Path, columns: tuple[str, ...] = RESULT_COLUMNS,
+              key_columns: tuple[str, ...] = KEY_COLUMNS) -> set[tuple[str, ...]]:
     """Prepare ``path`` for a resume; return the keys of rows already done (ok, oom, skipped).
 
     A torn last line (a kill between write and newline) and ``error`` rows are removed by writing a
@@ -163,7 +164,7 @@ def read_done(path: str | Path, columns: tuple[str, ...] = RESULT_COLUMNS) -> se
             continue
         if r[idx["status"]] in DONE_STATUSES:
             keep.append(r)
-            done.add(tuple(r[idx[c]] for c in KEY_COLUMNS))
+            done.add(tuple(r[idx[c]] for c in key_columns))
         else:
             dropped += 1
     if torn or dropped:

@@ -240,6 +240,24 @@ def spec_tied(model: Model) -> bool:
 # The transformers model
 # ----------------------------------------------------------------------------------------------
 
+def kv_shapes(spec: ModelSpec, batch: int, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of one layer's keys and values in transformers' cache, (batch, heads, n, dim)."""
+    if spec.mla is not None:  # transformers caches MLA's decompressed per-head K and V
+        return (batch, spec.n_heads, n, spec.mla.qk_head_dim), (batch, spec.n_heads, n, spec.mla.v_head_dim)
+    return (batch, spec.n_kv_heads, n, spec.head_dim), (batch, spec.n_kv_heads, n, spec.v_head_dim)
+
+
+def dynamic_cache_bytes(spec: ModelSpec, batch: int, n: int, dtype: str) -> int:
+    """Bytes of transformers' DynamicCache at context n, plus the one-token-longer copy ``torch.cat``
+    makes of the largest layer's keys and values at the next step."""
+    from lcprof.units import dtype_bytes
+
+    sa, sb = kv_shapes(spec, batch, 1)
+    per_token = (sa[1] * sa[3] + sb[1] * sb[3]) * batch * dtype_bytes(dtype)
+    tokens = [n if lspec.window is None else min(n, lspec.window) for lspec in spec.layers]
+    return int(per_token * (sum(tokens) + max(tokens) + 1))
+
+
 def _from_config(cfg, dtype: torch.dtype, device):
     from transformers import AutoModelForCausalLM
 
@@ -299,34 +317,40 @@ class HFModel:
         out = self.hf(input_ids=ids, use_cache=True)
         return getattr(out, "past_key_values", None) or getattr(out, "cache", None)
 
-    def _kv_shapes(self, batch: int, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        s = self.spec
-        if s.mla is not None:  # transformers caches MLA's decompressed per-head K and V
-            return (batch, s.n_heads, n, s.mla.qk_head_dim), (batch, s.n_heads, n, s.mla.v_head_dim)
-        return (batch, s.n_kv_heads, n, s.head_dim), (batch, s.n_kv_heads, n, s.v_head_dim)
-
-    def decode_cache_bytes(self, batch: int, n: int) -> int:
-        """Bytes of a DynamicCache at context n (sliding layers keep their last W - 1 tokens)."""
-        sa, sb = self._kv_shapes(batch, 1)
-        per = (sa[1] * sa[3] + sb[1] * sb[3]) * batch * torch.empty((), dtype=self.dtype).element_size()
-        tokens = 0
-        for lspec in self.spec.layers:
-            tokens += n if lspec.window is None else min(n, lspec.window)
-        return int(per * tokens)
-
-    @torch.no_grad()
-    def decode_cache(self, batch: int, n: int, *, generator: torch.Generator | None = None):
-        """A DynamicCache of n random tokens per layer (unit variance, like a prefill of random tokens)."""
+    def _new_cache(self):
         from transformers import DynamicCache
 
         try:
-            cache = DynamicCache(config=self.hf.config)
+            return DynamicCache(config=self.hf.config)
         except TypeError:  # transformers 4
-            cache = DynamicCache()
-        sa, sb = self._kv_shapes(batch, n)
-        for i in range(self.spec.n_layers):
-            k = torch.randn(sa, generator=generator).to(device=self.device, dtype=self.dtype)
-            v = torch.randn(sb, generator=generator).to(device=self.device, dtype=self.dtype)
+            return DynamicCache()
+
+    @torch.no_grad()
+    def cache_shapes(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """layer -> (key shape, value shape) of what this transformers version caches per token (MLA: the
+        latent and rope key in transformers 5, per-head K and V before), read off a 2-token prefill."""
+        if getattr(self, "_cache_shapes", None) is None:
+            cache = self._new_cache()
+            shapes: dict = {}
+            update = cache.update
+
+            def record(k, v, layer_idx, *args, **kwargs):
+                shapes.setdefault(int(layer_idx), (tuple(k.shape), tuple(v.shape)))
+                return update(k, v, layer_idx, *args, **kwargs)
+
+            cache.update = record
+            self._call(torch.zeros(1, 2, dtype=torch.long, device=self.device), cache)
+            self._cache_shapes = shapes
+        return self._cache_shapes
+
+    @torch.no_grad()
+    def decode_cache(self, batch: int, n: int, *, generator: torch.Generator | None = None):
+        """transformers' DynamicCache holding n random tokens per layer (unit variance, like a prefill of
+        random tokens), filled through its own ``update``."""
+        cache = self._new_cache()
+        for i, (sk, sv) in sorted(self.cache_shapes().items()):
+            k = torch.randn((batch, sk[1], n, sk[3]), generator=generator).to(device=self.device, dtype=self.dtype)
+            v = torch.randn((batch, sv[1], n, sv[3]), generator=generator).to(device=self.device, dtype=self.dtype)
             cache.update(k, v, i)
         return cache
 
@@ -358,12 +382,18 @@ class HFModel:
             raise LcprofError(f"transformers' model never called layer {layer_idx}")
         return got["args"], got["kwargs"]
 
-    def layer_fn(self, layer_idx: int, args: tuple, kwargs: dict):
-        """A call of layer ``layer_idx`` with captured arguments, the hidden states replaceable."""
+    def layer_fn(self, layer_idx: int, args: tuple, kwargs: dict, *, decode: bool = False):
+        """A call of layer ``layer_idx`` with captured arguments, the hidden states replaceable.
+
+        ``decode``: the attention mask is dropped -- one new token attends every key its cache holds
+        (a global layer's whole context, a sliding layer's last W), and the cache grows by one per call.
+        """
         layer = self.layers()[layer_idx]
         rest = args[1:]
         hidden = args[0] if args else kwargs.get("hidden_states")
         kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        if decode:
+            kw["attention_mask"] = None
 
         def call(x: torch.Tensor | None = None):
             out = layer(hidden if x is None else x, *rest, **kw)

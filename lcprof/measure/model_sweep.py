@@ -69,7 +69,7 @@ SCOPES = ("model", "kinds-scaled", "layer")
 MODEL_KEY_COLUMNS = ("model", "impl", "backend", "dtype", "device", "batch", "n", "phase", "target", "moe_timing")
 MODEL_COLUMNS = (
     "model", "impl", "backend", "dtype", "device", "batch", "n", "time_s", "time_p10_s", "time_p90_s", "repeats",
-    "peak_mem_bytes", "status", "reason", "phase", "target", "scope", "layers", "scaled_parts",
+    "peak_mem_bytes", "status", "reason", "phase", "target", "scope", "model_config", "layers", "scaled_parts",
     "executed_family", "kind_families", "moe_timing", "mla_form",
     "predicted_flops", "useful_flops", "achieved_flops_per_s",
     "predicted_mem_bytes", "weight_bytes", "cache_bytes", "activation_bytes", "mem_cap_bytes", "peak_mem_source",
@@ -135,6 +135,7 @@ def _backends(impl: str, names: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class _Settings:
     spec: ModelSpec
+    source: str | None  # the preset name or config path the model came from (compare reloads it)
     impl: str
     layer_idx: int | None
     dev: torch.device
@@ -276,7 +277,7 @@ def _preflight(cfg: _Settings, p: _Point) -> None:
     spec = cfg.spec
     row = {c: None for c in MODEL_COLUMNS}
     row.update(cfg.env)
-    row.update({"model": spec.name, "impl": cfg.impl, "backend": p.backend, "dtype": p.dtype, "device": str(cfg.dev),
+    row.update({"model": spec.name, "model_config": cfg.source, "impl": cfg.impl, "backend": p.backend, "dtype": p.dtype, "device": str(cfg.dev),
                 "batch": cfg.batch, "n": p.n, "phase": p.phase, "target": cfg.target, "moe_timing": cfg.moe_timing,
                 "mla_form": cfg.mla_form(p.phase), "reason": "", "mem_cap_bytes": cfg.mem_cap_bytes,
                 "impl_version": _impl_version(cfg.impl)})
@@ -352,11 +353,11 @@ def _preflight(cfg: _Settings, p: _Point) -> None:
                                   workspace_bytes=ws, mla_form=form)["total_bytes"]
         one = max(one, m1)
     one = max(one, sizes["head_w"] + cfg.batch * p.n * spec.hidden_size * dtype_bytes(p.dtype) * 3 + ws)
-    row["predicted_mem_bytes"] = int(one)
-    row["input_sets"] = 1
     if one > cap:
         p.pre_status, row["reason"] = "skipped", why + f"; one layer of each kind needs {fmt_bytes(one)} too"
         return
+    row["predicted_mem_bytes"] = int(one)
+    row["input_sets"] = 1
     p.scope = "kinds-scaled"
     row["reason"] = why + ": timed one layer of each kind and the head, scaled by the schedule"
 
@@ -440,7 +441,9 @@ def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str =
             raise LcprofError(f"{str(out)!r} exists; pass --resume to continue it, or choose another --out")
         if resume:
             done = read_done(out, MODEL_COLUMNS, MODEL_KEY_COLUMNS)
-    cfg = _Settings(spec=spec, impl=impl, layer_idx=layer_idx, dev=dev, env=environment(dev), batch=int(batch),
+    source = None if isinstance(model, ModelSpec) else str(Path(model).resolve() if Path(str(model)).exists()
+                                                           else model)
+    cfg = _Settings(spec=spec, source=source, impl=impl, layer_idx=layer_idx, dev=dev, env=environment(dev), batch=int(batch),
                     budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, seed=int(seed), min_reps=int(min_reps),
                     max_reps=int(max_reps), cuda_graph=bool(cuda_graph), moe=moe_timing, check=bool(check),
                     init=init, allow_scaled=bool(allow_scaled))

@@ -299,10 +299,17 @@ class HFModel:
         return sum(t.numel() * t.element_size() for t in self.hf.parameters())
 
     # ----- calls ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        """transformers >= 5.2x names the model's cache argument ``cache``; before, ``past_key_values``."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(type(self.hf.model).forward).parameters else "past_key_values"
+
     def _call(self, ids: torch.Tensor, cache=None):
         kwargs: dict = {"input_ids": ids, "use_cache": cache is not None}
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[self._cache_kwarg] = cache
         try:
             return self.hf(**kwargs, logits_to_keep=1)
         except TypeError:  # transformers 4.4x

@@ -441,8 +441,7 @@ def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str =
             raise LcprofError(f"{str(out)!r} exists; pass --resume to continue it, or choose another --out")
         if resume:
             done = read_done(out, MODEL_COLUMNS, MODEL_KEY_COLUMNS)
-    source = None if isinstance(model, ModelSpec) else str(Path(model).resolve() if Path(str(model)).exists()
-                                                           else model)
+    source = None if isinstance(model, ModelSpec) else str(model)
     cfg = _Settings(spec=spec, source=source, impl=impl, layer_idx=layer_idx, dev=dev, env=environment(dev), batch=int(batch),
                     budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, seed=int(seed), min_reps=int(min_reps),
                     max_reps=int(max_reps), cuda_graph=bool(cuda_graph), moe=moe_timing, check=bool(check),

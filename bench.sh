@@ -3,33 +3,24 @@
 #
 #   GPU: calibrate; sweep phi3-128k over the available backends from 128 to 131072 (fp32: eager,
 #        sdpa-math, sdpa-efficient; bf16: sdpa-flash, sdpa-cudnn, flash-attn, striped-ring); fit;
-#        compare; report.
-#   CPU: the same at the lengths a few minutes allow, extrapolated to 131072 with an interval.
+#        compare; capacity plan; report.
+#   CPU: the same at the lengths minutes allow (128..2048), extrapolated to 131072 with an interval.
 #
-# Output: reports/<device>-<date>/ (raw results CSV, calibration profile, environment, report.md/.html
-# with plots). Re-running resumes the sweep where it stopped. Environment knobs:
+# Output: a folder OUTSIDE the checkout, named by device and model (default
+# ~/lcprof-runs/<device>-<model>/): the raw results CSV (every row with its environment and the
+# machine's load), the calibration profile, fit/compare text, report.md/.html with plots, the plan.
+# Re-running resumes the sweep where it stopped, on any day. Environment knobs:
 #   LCPROF_OUT=DIR  (output folder)   LCPROF_MAX_N=N (largest n)   LCPROF_BUDGET_S=S (time per point)
+#   LCPROF_MODEL=NAME                 LCPROF_DEV=1 (also the developer benchmarks, into DIR/dev/)
 set -euo pipefail
 cd "$(dirname "$0")"
 LCPROF="${LCPROF:-python3 -m lcprof}"
 MODEL="${LCPROF_MODEL:-phi3-128k}"
 
-echo "== analytic: lcprof layer --model $MODEL --n 131072 (no torch)"
-start=$(python3 -c 'import time; print(time.perf_counter())')
-$LCPROF layer --model "$MODEL" --n 131072
-end=$(python3 -c 'import time; print(time.perf_counter())')
-analytic_s=$(python3 -c "print(f'{$end - $start:.3f}')")
-echo "analytic lcprof layer wall time: ${analytic_s} s (process start to exit)"
-echo
-echo "== KV cache of $MODEL"
-$LCPROF kv --model "$MODEL" --n 4k,16k,32k,64k,128k --dtype bf16
-$LCPROF kv --model "$MODEL" --n 128k --dtype fp8
-
 has_cuda=$(python3 -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 if [ "$has_cuda" = "1" ]; then
     device=cuda
-    gpu_tag=$(python3 -c 'import torch; n=torch.cuda.get_device_name(0).lower(); print("h200" if "h200" in n else "h100" if "h100" in n else n.replace(" ", "-"))')
-    tag="${gpu_tag}"
+    tag=$(python3 -c 'import torch, re; n=torch.cuda.get_device_name(0).lower(); print("h200" if "h200" in n else "h100" if "h100" in n else re.sub("[^a-z0-9]+", "-", n).strip("-"))')
     MAX_N="${LCPROF_MAX_N:-131072}"
     BUDGET="${LCPROF_BUDGET_S:-1.0}"
     FP32_BACKENDS="eager,sdpa-math,sdpa-efficient"
@@ -42,19 +33,38 @@ else
     FP32_BACKENDS="eager,sdpa"
     BF16_BACKENDS=""
 fi
-OUT="${LCPROF_OUT:-reports/${tag}-$(date +%Y-%m-%d)}"
+OUT="${LCPROF_OUT:-$HOME/lcprof-runs/${tag}-${MODEL}}"
 mkdir -p "$OUT"
+echo "== output folder: $OUT (outside the checkout; re-running resumes it)"
+
+echo "== analytic: lcprof layer --model $MODEL --n 131072 (no torch)"
+start=$(python3 -c 'import time; print(time.perf_counter())')
+$LCPROF layer --model "$MODEL" --n 131072
+end=$(python3 -c 'import time; print(time.perf_counter())')
+analytic_s=$(python3 -c "print(f'{$end - $start:.3f}')")
+echo "analytic lcprof layer wall time: ${analytic_s} s (process start to exit)"
+echo "analytic_layer_wall_s=${analytic_s}" > "$OUT/analytic_timing.txt"
+echo
+echo "== KV cache of $MODEL"
+$LCPROF kv --model "$MODEL" --n 4k,16k,32k,64k,128k --dtype bf16
+$LCPROF kv --model "$MODEL" --n 128k --dtype fp8
+
 echo
 echo "== measuring on $device into $OUT (n = 128..$MAX_N)"
-$LCPROF calibrate --device "$device" --out "$OUT/calibration.json" $( [ "$device" = cpu ] && echo --quick )
+if [ -s "$OUT/calibration.json" ]; then
+    echo "calibration: keeping $OUT/calibration.json (delete it to measure again)"
+else
+    $LCPROF calibrate --device "$device" --out "$OUT/calibration.json"
+fi
 $LCPROF sweep --model "$MODEL" --n "128..$MAX_N" --backends "$FP32_BACKENDS" --dtype fp32 \
-    --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume
+    --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume --calibration "$OUT/calibration.json"
 if [ -n "$BF16_BACKENDS" ]; then
     $LCPROF sweep --model "$MODEL" --n "128..$MAX_N" --backends "$BF16_BACKENDS" --dtype bf16 \
-        --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume --ranks 4
+        --device "$device" --budget-s "$BUDGET" --out "$OUT/results.csv" --resume --ranks 4 \
+        --calibration "$OUT/calibration.json"
 fi
 echo
-echo "== fit (extrapolated to 131072)"
+echo "== fit (cost model; extrapolated to 131072)"
 $LCPROF fit "$OUT/results.csv" --target 131072 | tee "$OUT/fit.txt"
 echo
 echo "== compare (roofline on this device's calibration)"
@@ -63,9 +73,11 @@ echo
 echo "== capacity plan for $MODEL on one H100 (128k vs 4k requests)"
 $LCPROF plan --model "$MODEL" --gpu h100-sxm --gpus 1 --long 128k --short 4k --kv-dtype bf16,fp8 --chunk 8k \
     --report "$OUT/plan" | tail -25
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 bench/plan_grid.py | tail -3
+if [ "${LCPROF_DEV:-0}" = "1" ]; then
+    mkdir -p "$OUT/dev"
+    PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 bench/plan_grid.py --out "$OUT/dev/plan_grid.txt" | tail -3
+fi
 $LCPROF report "$OUT/results.csv" --calibration "$OUT/calibration.json" --target 131072 --out "$OUT" \
     --plan "$OUT/plan/README.md"
-echo "analytic_layer_wall_s=${analytic_s}" > "$OUT/analytic_timing.txt"
 echo
 echo "report: $OUT/report.md (and report.html)"

@@ -16,7 +16,6 @@ from lcprof.cost.model import (activation_bytes, activation_steps, attention_cro
                                kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
 from lcprof.cost.rope import rope_summary, rope_table
 from lcprof.errors import LcprofError
-from lcprof.hardware import get_gpu
 from lcprof.spec import ModelSpec, describe, list_presets, load_model, param_counts, preset_aliases
 from lcprof.units import dtype_name, parse_token_list
 
@@ -148,7 +147,12 @@ class LayerReport:
 
 def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
                  layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str = "bf16",
-                 tf32: bool = False, elementwise: str = "unfused") -> LayerReport:
+                 tf32: bool = False, elementwise: str = "unfused", calibration=None,
+                 backend: str | None = None) -> LayerReport:
+    """One layer at one n. Times are the roofline on ``lcprof.rates.resolve_rates(gpu, calibration)``
+    (a profile, rates fitted from a sweep, the best profile at hand for ``gpu``, or its datasheet --
+    an upper bound); attention runs at ``backend``'s calibrated rate when the rates have one.
+    ``summary['rates']`` says which."""
     spec = load_model(model)
     ns = parse_token_list(n)
     if len(ns) != 1:
@@ -157,7 +161,10 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     _check_context(spec, [n_tok])
     if not 0 <= layer < spec.n_layers:
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
-    hw = get_gpu(gpu)
+    from lcprof.rates import resolve_rates
+
+    rates = resolve_rates(gpu, calibration)
+    hw = rates.hardware
     dtypes = [dtype_name(d, allowed=("fp32", "tf32", "bf16", "fp16", "fp8")) for d in dtypes]
     lyr = spec.layers[layer]
     t = (tile, tile)
@@ -202,7 +209,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
         for fam in ("eager", "tiled"):
             c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store, elementwise=elementwise)
             try:
-                rl = roofline(c, hw, tf32=(d == "tf32" or tf32))
+                rl = roofline(c, hw, tf32=(d == "tf32" or tf32), backend=backend if fam == "tiled" else None)
             except LcprofError:
                 continue
             trows.append({
@@ -231,6 +238,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
         "kv_bytes_model": kv_model,
         "kv_dtype": kv_dtype,
         "tile": tile,
+        "rates": rates.label,
     }
     return LayerReport(model=spec.name, n=n_tok, layer=layer, gpu=hw.key, attention_kind=lyr.attn,
                        flops=flops_df, memory=mem_df, timing=timing_df, summary=summary)

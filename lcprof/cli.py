@@ -183,15 +183,18 @@ def diff(model_a, model_b, n, fmt):
 @click.option("--elementwise", type=click.Choice(["unfused", "fused"]), default="unfused", show_default=True,
               help="Predicted time: elementwise ops one kernel per torch op (transformers, lcprof's layer) "
                    "or a serving engine's fused kernels.")
+@click.option("--calibration", default=None, metavar="PROFILE.json|RESULTS.csv|datasheet",
+              help="Rates for predicted times: a profile from `lcprof calibrate`, rates fitted from a sweep's results, "
+                   "or 'datasheet' (an upper bound). Default: the best profile at hand for --gpu, else its datasheet.")
 @FORMAT_OPTION
 def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase,
-          moe_timing, elementwise, fmt):
+          moe_timing, elementwise, calibration, fmt):
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
     dt = [d.strip() for d in dtypes.split(",") if d.strip()]
     rep = layer_report(model, n, gpu=gpu, dtypes=dt, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
-                       elementwise=elementwise)
+                       elementwise=elementwise, calibration=calibration, backend=backend)
     measured = None
     if measure:
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch
@@ -217,7 +220,8 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
     click.echo()
     emit(rep.memory, "table", f"Memory (activation per backend family; KV for the whole model at n, {s['kv_dtype']})")
     click.echo()
-    emit(rep.timing, "table", f"Predicted per-layer time (roofline on {rep.gpu}, executed FLOPs and bytes)")
+    emit(rep.timing, "table", f"Predicted per-layer time (roofline on {s['rates']}; attention at "
+                              f"{backend}'s calibrated rate where measured; executed FLOPs and bytes)")
     if measured is not None:
         click.echo()
         emit(measured, "table", "Measured vs predicted")

@@ -1,7 +1,7 @@
 """CLI commands that explain measurements: fit, calibrate, compare, report.
 
 Registered by ``lcprof.cli`` through ``COMMANDS``. Thin: each parses, calls one library function
-(``lcprof.fit``, ``lcprof.calibrate``, ``lcprof.compare``, ``lcprof.report``) and renders. Only
+(``lcprof.fit``, ``lcprof.measure.calibrate``, ``lcprof.compare``, ``lcprof.report``) and renders. Only
 ``calibrate`` imports torch, inside the command.
 """
 
@@ -77,7 +77,8 @@ def fit(files, min_n, max_n, target, interval, points, fmt):
 @click.command()
 @click.option("--out", "out", required=True, metavar="PROFILE.json", help="Where to write the profile.")
 @click.option("--device", default=None, help="cuda or cpu (default: cuda if available).")
-@click.option("--quick", is_flag=True, help="Smaller problems and shorter budgets (under a minute on a CPU).")
+@click.option("--quick", is_flag=True, help="Smaller problems, 2 rounds, shorter budgets (a smoke test; "
+              "the rates are less trustworthy).")
 @click.option("--dtype", "dtypes", default=None, help="Comma-separated dtypes (default: fp32,tf32,bf16,fp16 on "
                                                       "CUDA; fp32,bf16,fp16 on the CPU).")
 @click.option("--attention-n", default=None,
@@ -85,9 +86,10 @@ def fit(files, min_n, max_n, target, interval, points, fmt):
                    "--quick); predictions interpolate between them.")
 @FORMAT_OPTION
 def calibrate(out, device, quick, dtypes, attention_n, fmt):
-    """Measure this device's matmul FLOP/s per dtype and copy bandwidth; save a profile for --calibration."""
-    from lcprof.calibrate import calibrate as run_calibration  # imports torch inside
-    from lcprof.calibrate import profile_table, save_profile
+    """Measure this device's best sustained matmul FLOP/s per dtype, copy bandwidth and (CUDA) attention
+    rates over several rounds; save a profile for --calibration."""
+    from lcprof.measure.calibrate import calibrate as run_calibration  # imports torch
+    from lcprof.measure.calibrate import profile_table, save_profile
     from lcprof.units import dtype_name
 
     dt = None

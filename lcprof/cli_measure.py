@@ -47,7 +47,7 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
               help="Which layer of the model (its attention kind, window, MoE).")
-@click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+@click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0, max=1e6),
               help="Seconds of timed repetitions per point (warm-up adds 10%).")
 @click.option("--min-reps", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-reps", default=100, show_default=True, type=click.IntRange(min=1))
@@ -62,12 +62,17 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
                    "what serving engines do for decode).")
 @click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
               show_default=True, help="MoE layers: one MLP of the active width, or real top-k routing over every expert.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds the weights, the inputs and the randomised order the points are timed in.")
+@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Timings of a point that breaks its trend or whose environment changed, at most (1: never re-measure).")
+@click.option("--calibration", default=None, metavar="PROFILE.json",
+              help="Rates for the expected duration said before the sweep (a profile from `lcprof calibrate`).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results CSV, written row by row.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (ok/oom/skipped) and run the rest.")
 @FORMAT_OPTION
 def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budget_s, min_reps, max_reps, mem_cap,
-          ranks, mla_form, flush_l2, cuda_graph, moe_timing, seed, out, resume, fmt):
+          ranks, mla_form, flush_l2, cuda_graph, moe_timing, seed, max_attempts, calibration, out, resume, fmt):
     """Time one layer over lengths, backends and dtypes; each row is written (and fsynced) as it completes."""
     if max_reps < min_reps:
         raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
@@ -78,7 +83,7 @@ def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budge
     df = run_sweep(model, n, backend_list, dtypes, device=device, phase=phase, batch=batch, layer=layer_idx,
                    budget_s=budget_s, mem_cap_bytes=cap, out=out, resume=resume, ranks=ranks, mla_form=mla_form,
                    seed=seed, min_reps=min_reps, max_reps=max_reps, flush_l2=flush_l2, cuda_graph=cuda_graph,
-                   moe_timing=moe_timing, progress=True)
+                   moe_timing=moe_timing, max_attempts=max_attempts, calibration=calibration, progress=True)
     if fmt == "table":
         df = df[[c for c in _SUMMARY if c in df.columns]]
     click.echo(render(df, fmt))

@@ -22,15 +22,19 @@ from lcprof.cli import FORMAT_OPTION, emit, model_option
 @click.option("--layout", type=click.Choice(["striped", "contiguous", "both"]), default="both", show_default=True)
 @click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--impl", type=click.Choice(["auto", "torch", "kernel"]), default="auto", show_default=True)
+@click.option("--calibration", default=None, metavar="PROFILE.json|RESULTS.csv|datasheet",
+              help="Rates: a profile from `lcprof calibrate`, rates fitted from a sweep, or 'datasheet' (an upper "
+                   "bound). Default: the best profile at hand for --gpu, else its datasheet.")
 @FORMAT_OPTION
-def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats, impl, fmt):
+def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats, impl, calibration, fmt):
     """Ring attention: load imbalance, per-step compute vs communication, overlap, memory."""
     if measure:
         _measure(model, n, dtype, layout, repeats, impl, fmt)
         return
     from lcprof.ring_analysis import ring_report
 
-    summary, per_step = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile)
+    summary, per_step = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile,
+                                    calibration=calibration)
     if layout != "both":
         summary = summary[summary["layout"] == layout]
         per_step = per_step[per_step["layout"] == layout]
@@ -42,6 +46,7 @@ def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats
         r0 = summary.iloc[0]
         click.echo(f"{r0['model']}  n={r0['n']}  G={r0['gpus']}  link={r0['link']} ({r0['link_bytes_per_s']:.3g} B/s)  "
                    f"gpu={r0['gpu']}  dtype={r0['dtype']}  (one attention layer)")
+        click.echo(f"rates: {r0['rates']}")
         table = summary.set_index("layout")[cols].T
         table.index.name = "field"
         emit(table.reset_index(), "table")

@@ -1,8 +1,10 @@
 """Measured vs predicted: each measured row beside its roofline time on a GPU or a calibration profile.
 
-For a row (model, backend, dtype, batch, phase, layer, n) the prediction is the cost model's
-roofline for **one layer** (``layer``, default 0) with the backend's *executed* FLOPs and bytes
-(``backend_family``: eager computes the full score square, tiled kernels skip fully masked tiles):
+For a row the prediction is the cost model's roofline for **one layer** of that row's own point
+key (``lcprof.results.POINT_KEY``: its layer, phase, batch, dtype, MLA form, elementwise
+implementation) with the *executed* FLOPs and bytes of what the row recorded it ran
+(``executed_family``; else the backend's family: eager computes the full score square, tiled
+kernels skip fully masked tiles):
 
     predicted_time_s = sum over ops of max(op FLOPs / peak(dtype), op bytes / bandwidth)
 
@@ -12,8 +14,10 @@ share of the peak. A row whose achieved executed rate exceeds the peak is imposs
 counts: it is flagged (``over_peak``), a warning is raised, and the row is kept -- it means a counting
 bug, a wrong spec, a wrong dtype, or a hardware profile slower than the device.
 
-Rows naming a model (or backend, or dtype) lcprof cannot resolve are kept with ``flagged`` True and
-a ``note``; they get no prediction. No torch.
+The rates come from :func:`lcprof.rates.resolve_rates` (a calibration profile, rates fitted from a
+sweep, the best profile at hand for ``--gpu``, or the datasheet -- labelled an upper bound); the
+result says which. Rows naming a model (or backend, or dtype) lcprof cannot resolve are kept with
+``flagged`` True and a ``note``; they get no prediction. No torch.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import pandas as pd
 from lcprof.cost.model import cost, matmul_dtype, roofline
 from lcprof.cost.ops import backend_family
 from lcprof.errors import LcprofError
-from lcprof.fit import GROUP_KEYS, local_exponents, normalize_results, read_results, split_ok, _excluded_summary
-from lcprof.hardware import Hardware, get_gpu, list_gpus, load_calibration
+from lcprof.fit import local_exponents
+from lcprof.hardware import Hardware
+from lcprof.rates import RateSet, resolve_rates
+from lcprof.results import GROUP_KEYS, excluded_summary, no_ok_rows_error, normalize_results, read_results, split_ok
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_name
 
@@ -48,16 +54,10 @@ class HardwareMismatchWarning(UserWarning):
 
 
 def resolve_hardware(gpu: str | Hardware | None = None, calibration=None) -> Hardware:
-    """The hardware to predict on: a GPU from the database (``--gpu``) or a profile (``--calibration``)."""
-    if gpu is not None and calibration is not None:
+    """The hardware to predict on (``lcprof.rates.resolve_rates``; kept for callers of the old name)."""
+    if gpu is not None and calibration is not None and str(calibration).lower() != "datasheet":
         raise LcprofError("give either --gpu or --calibration, not both")
-    if gpu is not None:
-        return get_gpu(gpu)
-    if calibration is not None:
-        return calibration if isinstance(calibration, Hardware) else load_calibration(calibration)
-    raise LcprofError(
-        "predictions need hardware: --gpu NAME (known: " + ", ".join(list_gpus()) + ") or --calibration "
-        "PROFILE.json (measure one with `lcprof calibrate --out PROFILE.json`; use --device cpu for CPU rows)")
+    return resolve_rates(gpu, calibration).hardware
 
 
 @dataclass
@@ -69,6 +69,11 @@ class CompareResult:
     hardware: Hardware
     excluded_rows: int
     excluded_by_status: dict = field(default_factory=dict)
+    rates: RateSet | None = None
+
+    @property
+    def rates_label(self) -> str:
+        return self.rates.label if self.rates is not None else self.hardware.name
 
     @property
     def over_peak_rows(self) -> int:
@@ -106,15 +111,16 @@ def _family_or_empty(backend: str) -> str:
 
 
 def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: dict, tile: int) -> dict:
-    """Predictions for one (model, backend, dtype, phase, batch, layer, MoE timing, executed family)
-    at lengths ns, or {'note': why not}."""
+    """Predictions for one group (the point key less n and device, plus the executed family) at
+    lengths ns, or {'note': why not}."""
     try:
         spec = _spec_for(key["model"], specs, cache)
         native = backend_family(key["backend"])
         family = key.get("_family") or native
         dtype = dtype_name(key["dtype"], allowed=("fp32", "tf32", "bf16", "fp16", "fp8"))
         c = cost(spec, ns, phase=key["phase"], batch=int(key["batch"]), dtype=dtype, family=family,
-                 layer=int(key["layer"]), tile=(tile, tile))
+                 layer=int(key["layer"]), tile=(tile, tile), mla_form=key.get("mla_form") or None,
+                 elementwise=key.get("elementwise", "unfused"))
         peak = hw.peak(matmul_dtype(dtype))
         # a backend's calibrated attention rate holds for its own kernel, not for a fallback
         rate_backend = key["backend"] if family == native else None
@@ -141,15 +147,18 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
     ``specs`` maps model names used in the file to ModelSpecs (for specs built in code); other
     names are resolved with ``load_model`` (a preset, alias, or config path).
     """
-    hw = hardware if hardware is not None else resolve_hardware(gpu, calibration)
+    if gpu is not None and calibration is not None and str(calibration).lower() != "datasheet" \
+            and not str(calibration).lower().endswith((".csv", ".jsonl", ".ndjson")):
+        raise LcprofError("give either --gpu or --calibration PROFILE.json, not both")
+    rates = resolve_rates(gpu, calibration if hardware is None else hardware)
+    hw = rates.hardware
     df = normalize_results(results) if isinstance(results, pd.DataFrame) else read_results(results)
     ok, bad = split_ok(df)
     if ok.empty:
-        statuses = ", ".join(f"{k}: {v}" for k, v in _excluded_summary(bad).items())
-        raise LcprofError(f"no rows with status ok and a positive time_s to compare ({len(df)} rows: {statuses})")
+        raise no_ok_rows_error(df, bad, "compare")
     devices = set(ok["device"].str.lower().str.split(":").str[0])
-    if hw.kind == "datasheet" and devices == {"cpu"}:
-        warnings.warn(f"comparing CPU measurements with the {hw.name} datasheet; use --calibration with a "
+    if devices == {"cpu"} and hardware is None and (rates.kind == "datasheet" or calibration is None):
+        warnings.warn(f"comparing CPU measurements with {rates.label}; use --calibration with a "
                       "profile from `lcprof calibrate --device cpu` for a CPU roofline", HardwareMismatchWarning,
                       stacklevel=2)
     specs = dict(specs or {})
@@ -209,7 +218,7 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
                                "predicted_memory_s", "bound", "hardware", "over_peak", "flagged", "note"]
     table = table[cols].sort_values(list(GROUP_KEYS) + ["n"], kind="stable").reset_index(drop=True)
     return CompareResult(rows=table, exponents=exponent_table(table), hardware=hw, excluded_rows=len(bad),
-                         excluded_by_status=_excluded_summary(bad))
+                         excluded_by_status=excluded_summary(bad), rates=rates)
 
 
 def exponent_table(rows: pd.DataFrame) -> pd.DataFrame:

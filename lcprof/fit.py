@@ -1,199 +1,175 @@
-"""Scaling fits of measured times: power-law exponents, local exponents, and t(n) = c0 + c1 n + c2 n².
+"""Fits of measured times built on the cost model, with the power law and local exponents beside them.
 
-Reads results files in the shared/DESIGN.md schema (CSV or JSONL; the eight basic columns are
-enough) and answers, per (model, backend, dtype, device, phase, batch, layer):
+Reads results files through :mod:`lcprof.results` (CSV or JSONL; the eight basic columns are
+enough) and answers, per group (the point key less n, ``results.GROUP_KEYS``):
 
-* **power law** ``t = A n^b`` by ordinary least squares on (log n, log t) over ``[min_n, max_n]``;
-  the 95% interval of ``b`` uses the t distribution with ``points - 2`` degrees of freedom;
+* **cost-model fit** (``ModelFit``, the primary one): the layer's time is a fixed cost plus, for
+  each class of work that :mod:`lcprof.cost` counts for that row (its model, layer, phase, batch,
+  dtype, executed family, MLA form), the work divided by a rate fitted to the measurements::
+
+      t(n) = fixed_s + matmul_flops(n) / R_matmul + attention_flops(n) / R_attention
+                     + memory_bytes(n) / R_memory
+
+  ``matmul_flops``: the projections and the MLP (2 FLOPs per multiply-add); ``attention_flops``:
+  QK^T and PV as the backend executes them (eager the whole square, tiled kernels every tile not
+  fully masked); ``memory_bytes``: the elementwise ops' traffic (norms, RoPE, activations,
+  residuals, eager's score passes). The growth with n comes from the counted work -- the quadratic
+  part is the attention the model counts, not a free polynomial term. Every rate is non-negative:
+  non-negative least squares (``scipy.optimize.nnls``) on relative residuals (weights 1/t), so each
+  point's relative error counts equally. A rate the data cannot see (its class contributes < 1e-9
+  of every time) is reported as not fitted.
+* **power law** ``t = A n^b`` by OLS on (log n, log t), with the 95% t-interval of b;
 * **local exponents** ``log(t2/t1) / log(n2/n1)`` between consecutive lengths (median time per n);
-* **decomposition** ``t(n) = c0 + c1 n + c2 n²`` with every ``c >= 0`` (``scipy.optimize.nnls``),
-  weighted by ``1/t`` so each point's *relative* error counts equally, columns scaled to unit norm
-  for conditioning; the crossover ``n* = c1/c2`` where the quadratic term equals the linear one,
-  and the share of each term in the fitted time at each n;
-* **extrapolation** to a target n with a 95% interval, by one of two methods (``interval=``):
+* **polynomial** ``t = c0 + c1 n + c2 n²`` (NNLS, weights 1/t): the fallback for a model lcprof
+  cannot resolve (a table measured elsewhere), and the coefficients the planner's fitted rates use.
 
-  - ``delta`` (default): the prediction ``x0·c`` is linear in the coefficients, so its variance is
-    ``x0ᵀ Cov(c) x0`` with ``Cov(c) = s² (AᵀA)⁻¹`` over the coefficients NNLS left positive
-    (``A`` the 1/t-weighted design, ``s²`` the weighted residual variance), and the interval uses
-    the t distribution with ``points - active terms`` degrees of freedom. Exact for the
-    unconstrained weighted fit under normal relative noise; a confidence interval for the mean time.
-  - ``bootstrap``: residual bootstrap. Relative residuals (inflated by sqrt(m/(m-p))) are resampled
-    onto the fitted curve, the NNLS refitted, and the 2.5/97.5 percentiles of the predictions taken.
-    Honours the c >= 0 constraint; with few points it is narrower than ``delta``.
+**Extrapolation** to a target n, with a 95% interval that never contains a non-positive time: the
+interval is formed in log space, ``t0 · exp(±q · s)``, where ``s²`` adds two variances:
 
-  Both intervals cover only measurement noise *within the model*; when the target is far beyond
-  the measured range, a term the range cannot see (a cache cliff, a kernel switch) is not in them.
+1. *noise*: the relative variance of the fitted time at the target, by the delta method
+   (``x0ᵀ Cov(c) x0 / t0²``, ``Cov(c) = s² (AᵀA)⁻¹`` over the active terms, A the 1/t-weighted
+   design, s² the residual variance) or by a residual bootstrap (``interval="bootstrap"``);
+2. *extrapolation*: how far this group's own fits missed when extrapolating inside the measured
+   range. Back-tests fit the lengths up to each L_j and predict every longer measured length L_k;
+   the squared log errors beyond what noise explains estimate a drift τ² per (log n)²
+   (method of moments: ``τ² = max(0, Σ(e² - v)) / Σ log²(L_k/L_j)``), charged as
+   ``τ² log²(target / largest fitted n)``. A model that extrapolates within its range as well as
+   the noise allows adds nothing; one whose rates drift with n widens its own interval.
 
-Rows whose ``status`` is not ``ok`` are left out of every fit and counted. No torch.
+``q`` is the t quantile with the fit's residual degrees of freedom. A target more than 4x the
+largest fitted n gets a note: the interval covers drift that the measured range shows, not a cliff
+it cannot (a cache overflowing, a kernel switch). Rows whose ``status`` is not ok are left out and
+counted. No torch.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
 from lcprof.errors import LcprofError
+from lcprof.results import (GROUP_KEYS, REQUIRED_COLUMNS, SCHEMA_COLUMNS, env_columns, excluded_summary,  # noqa: F401
+                            group_label, no_ok_rows_error, normalize_results, read_results, split_ok)
 from lcprof.units import parse_tokens
-
-#: Columns every results file must have (a table measured elsewhere may have only these).
-REQUIRED_COLUMNS = ("model", "backend", "dtype", "device", "batch", "n", "time_s", "status")
-#: The full schema of shared/DESIGN.md (environment columns come on top).
-SCHEMA_COLUMNS = REQUIRED_COLUMNS + ("time_p10_s", "time_p90_s", "repeats", "peak_mem_bytes", "reason", "phase")
-#: One fit per distinct value of these.
-GROUP_KEYS = ("model", "backend", "dtype", "device", "phase", "batch", "layer", "moe_timing")
 
 INTERVAL_METHODS = ("delta", "bootstrap")
 DEFAULT_LEVEL = 0.95
+#: Work classes of the cost-model fit, in design-matrix order.
+CLASSES = ("fixed", "matmul", "attention", "memory")
+#: The polynomial fallback's terms: c0, c1 n, c2 n².
+POLY_CLASSES = ("fixed", "linear", "quadratic")
+#: The least drift per unit of log n charged beyond the measured range (7% per doubling, 1 sigma):
+#: a range cannot show what happens past it. On the H100 sweep (reports/h100-measure), fits of
+#: n <= 32768 missed the measured 131072 times by -15% (cuDNN: K and V of one head outgrow the
+#: 50 MB L2 past 64k) to +42% (our ring kernel, still speeding up with block size).
+DRIFT_FLOOR = 0.07 / math.log(2.0)
+#: A target beyond this multiple of the largest fitted n gets a note.
+FAR_FACTOR = 4.0
+#: A term contributing less than this share of every fitted time is round-off: dropped.
+NEGLIGIBLE = 1e-9
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading results files
+# Weighted non-negative least squares and its covariance (shared by every linear fit here)
 # ----------------------------------------------------------------------------------------------
 
-def _read_one(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise LcprofError(f"cannot read results {str(path)!r}: no such file")
-    if path.is_dir():
-        raise LcprofError(f"cannot read results {str(path)!r}: it is a folder; give a .csv or .jsonl file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".json":
-            with open(path) as fh:
-                data = json.load(fh)
-            if not isinstance(data, list):
-                raise LcprofError(f"results {str(path)!r}: a .json results file must hold a list of records")
-            df = pd.DataFrame(data)
-        else:
-            df = pd.read_csv(path, keep_default_na=True)
-    except LcprofError:
-        raise
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LcprofError(f"cannot read results {str(path)!r}: not valid CSV/JSONL ({exc})") from None
-    except pd.errors.EmptyDataError:
-        raise LcprofError(f"results {str(path)!r} is empty") from None
-    if df.empty:
-        raise LcprofError(f"results {str(path)!r} has no rows")
-    return df
+def _nnls_weighted(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """c >= 0 minimizing sum(((x c) - t) / t)²; columns scaled to unit norm for conditioning."""
+    a = x / t[:, None]  # (points, terms): rows weighted by 1/t
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    c, _ = optimize.nnls(a / scale, np.ones(len(t)))
+    c = c / scale
+    # a term contributing less than NEGLIGIBLE of every measured time is round-off, not physics
+    c[np.max(x * c / t[:, None], axis=0) < NEGLIGIBLE] = 0.0
+    return c
 
 
-def read_results(paths) -> pd.DataFrame:
-    """Read one or more results files (CSV; ``.jsonl``/``.ndjson`` as JSON lines) into one table.
+@dataclass(frozen=True)
+class LinearFit:
+    """``t ≈ x c`` with c >= 0 fitted on relative residuals; ``cov`` over every term (zero rows
+    for the terms NNLS left at zero)."""
 
-    Checks the eight basic columns (LcprofError naming the missing ones), fills the optional ones
-    with their defaults (``phase`` prefill, ``layer`` 0, ``reason`` empty) and normalizes types.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    frames = []
-    for p in paths:
-        path = Path(p)
-        df = _read_one(path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-        if missing:
-            raise LcprofError(
-                f"results {str(path)!r} is missing column(s) {', '.join(missing)}; a results file needs at "
-                f"least {', '.join(REQUIRED_COLUMNS)}")
-        df = df.copy()
-        df["source_file"] = str(path)
-        frames.append(df)
-    if not frames:
-        raise LcprofError("no results file given")
-    return normalize_results(pd.concat(frames, ignore_index=True, sort=False))
+    coef: np.ndarray
+    cov: np.ndarray
+    dof: int
+    s2: float  # residual variance of the relative residuals (nan without dof)
+    rms_rel_residual: float
+    x: np.ndarray = field(repr=False)
+    t: np.ndarray = field(repr=False)
 
+    @property
+    def active(self) -> np.ndarray:
+        return self.coef > 0
 
-def normalize_results(df: pd.DataFrame) -> pd.DataFrame:
-    """Defaults and types for a results table already in memory (see ``read_results``)."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise LcprofError(f"results table is missing column(s) {', '.join(missing)}; "
-                          f"a results file needs at least {', '.join(REQUIRED_COLUMNS)}")
-    df = df.copy()
-    for col in ("model", "backend", "dtype", "device", "status"):
-        df[col] = df[col].astype(str).str.strip()
-    df["status"] = df["status"].str.lower()
-    df["dtype"] = df["dtype"].str.lower()
-    if "phase" not in df.columns:
-        df["phase"] = "prefill"
-    phase = df["phase"].astype(object).where(df["phase"].notna(), "prefill")
-    df["phase"] = phase.astype(str).str.strip().replace({"": "prefill", "nan": "prefill"})
-    if "layer" not in df.columns:
-        df["layer"] = 0
-    if "moe_timing" not in df.columns:
-        df["moe_timing"] = "n/a"
-    moe = df["moe_timing"].astype(object).where(df["moe_timing"].notna(), "n/a")  # "n/a" reads as NaN
-    df["moe_timing"] = moe.astype(str).str.strip().replace({"": "n/a", "nan": "n/a"})
-    if "reason" not in df.columns:
-        df["reason"] = ""
-    df["reason"] = df["reason"].astype(object).where(df["reason"].notna(), "").astype(str)
-    for col, kind in (("n", "int"), ("batch", "int"), ("layer", "int"), ("time_s", "float")):
-        vals = pd.to_numeric(df[col], errors="coerce")
-        if col == "layer":
-            vals = vals.fillna(0)
-        if col == "batch":
-            vals = vals.fillna(1)
-        bad = vals.isna() if kind == "int" else (vals.isna() & df[col].notna() & (df[col].astype(str).str.strip() != ""))
-        if bad.any():
-            first = df.loc[bad, col].iloc[0]
-            raise LcprofError(f"column {col!r} holds a non-number ({first!r}) in row {int(np.argmax(bad.to_numpy())) + 1}")
-        df[col] = vals.astype(np.int64) if kind == "int" else vals.astype(np.float64)
-    for col in ("time_p10_s", "time_p90_s", "peak_mem_bytes", "repeats", "predicted_flops", "useful_flops"):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
+    def rel_se(self, x0: np.ndarray) -> np.ndarray:
+        """Relative standard error of the fitted time at design rows x0 (delta method)."""
+        mid = x0 @ self.coef
+        var = np.einsum("ij,jk,ik->i", x0, self.cov, x0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(np.maximum(var, 0.0)) / mid
 
 
-#: Environment columns: ``*_version``, ``gpu_*``, ``cpu_*`` and these names.
-ENV_NAMES = ("threads", "hostname", "platform", "clock", "timestamp", "date_utc", "data_origin", "driver",
-             "device_name", "nvml")
+def fit_linear(x: np.ndarray, t: np.ndarray) -> LinearFit:
+    """Weighted NNLS of t on the columns of x (see ``_nnls_weighted``) with the coefficients'
+    covariance ``s² (AᵀA)⁻¹`` over the active terms (A = x / t, s² = Σ r² / (points - active))."""
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    c = _nnls_weighted(x, t)
+    rel = (x @ c - t) / t
+    active = c > 0
+    p = int(active.sum())
+    dof = len(t) - p
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    s2 = float("nan")
+    if dof > 0 and p > 0:
+        a = x[:, active] / t[:, None]  # (points, active)
+        s2 = float(np.sum(rel ** 2) / dof)
+        scale = np.linalg.norm(a, axis=0)
+        inv = np.linalg.pinv((a / scale).T @ (a / scale)) / np.outer(scale, scale)
+        cov[np.ix_(active, active)] = s2 * inv
+    return LinearFit(coef=c, cov=cov, dof=dof, s2=s2, rms_rel_residual=float(np.sqrt(np.mean(rel ** 2))),
+                     x=x, t=t)
 
 
-def env_columns(df: pd.DataFrame) -> list[str]:
-    """Columns that describe the environment: torch/CUDA/driver/lcprof versions, GPU and CPU facts."""
-    return [c for c in df.columns
-            if c.endswith("_version") or c.startswith(("gpu_", "cpu_")) or c in ENV_NAMES]
+def _bootstrap_log_se(fit: LinearFit, x0: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Standard deviation of log(predicted time at x0) over a residual bootstrap: log residuals
+    (centred, inflated by sqrt(m / dof)) resampled onto the fitted curve -- positive times by
+    construction -- and the NNLS refitted."""
+    rng = np.random.default_rng(seed)
+    fitted = fit.x @ fit.coef
+    if np.any(fitted <= 0):
+        return np.full(x0.shape[0], np.nan)
+    res = np.log(fit.t / fitted)
+    res = (res - res.mean()) * math.sqrt(len(res) / max(fit.dof, 1))
+    logs = []
+    for _ in range(n_boot):
+        pred = x0 @ _nnls_weighted(fit.x, fitted * np.exp(rng.choice(res, size=len(res), replace=True)))
+        if np.all(pred > 0):
+            logs.append(np.log(pred))
+    if len(logs) < 2:
+        return np.full(x0.shape[0], np.nan)
+    return np.std(np.vstack(logs), axis=0, ddof=1)
 
 
-def split_ok(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows with status ok and a positive time, the rest)."""
-    ok = (df["status"] == "ok") & np.isfinite(df["time_s"]) & (df["time_s"] > 0)
-    return df[ok].copy(), df[~ok].copy()
-
-
-def _excluded_summary(bad: pd.DataFrame) -> dict[str, int]:
-    if bad.empty:
-        return {}
-    labels = np.where(bad["status"] == "ok", "ok without a positive time", bad["status"])
-    return {str(k): int(v) for k, v in pd.Series(labels).value_counts().items()}
-
-
-def group_key(row) -> tuple:
-    return tuple(row[k] for k in GROUP_KEYS)
-
-
-def group_label(key: dict) -> str:
-    extra = []
-    if key.get("phase", "prefill") != "prefill":
-        extra.append(str(key["phase"]))
-    if int(key.get("batch", 1)) != 1:
-        extra.append(f"batch {key['batch']}")
-    if int(key.get("layer", 0)) != 0:
-        extra.append(f"layer {key['layer']}")
-    if key.get("moe_timing", "n/a") not in ("n/a", "dense-equivalent"):
-        extra.append(f"MoE {key['moe_timing']}")
-    tail = f" ({', '.join(extra)})" if extra else ""
-    return f"{key['model']} {key['backend']} {key['dtype']} {key['device']}{tail}"
+def log_interval(mid, rel_se, dof: int, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """``mid · exp(±q · rel_se)`` with q the t quantile (dof): positive whenever mid is."""
+    mid = np.asarray(mid, dtype=np.float64)
+    if dof <= 0:
+        nan = np.full(mid.shape, np.nan)
+        return nan, nan
+    q = stats.t.ppf(0.5 + level / 2, dof)
+    half = q * np.asarray(rel_se, dtype=np.float64)
+    return mid * np.exp(-half), mid * np.exp(half)
 
 
 # ----------------------------------------------------------------------------------------------
-# Power law
+# Power law and local exponents
 # ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -222,13 +198,11 @@ class PowerLawFit:
     def interval(self, n) -> tuple[np.ndarray, np.ndarray]:
         """Confidence interval of the fitted (geometric mean) time at n; nan without dof."""
         x = np.log(np.asarray(n, dtype=np.float64))
-        y = self.log_prefactor + self.exponent * x
         if self.dof <= 0:
-            nan = np.full_like(y, np.nan)
+            nan = np.full_like(x, np.nan)
             return nan, nan
         se = self.residual_std_log * np.sqrt(1.0 / self.n_points + (x - self.mean_log_n) ** 2 / self.sxx)
-        q = stats.t.ppf(0.5 + self.level / 2, self.dof)
-        return np.exp(y - q * se), np.exp(y + q * se)
+        return log_interval(self.predict(n), se, self.dof, self.level)
 
 
 def power_law_fit(n, t, level: float = DEFAULT_LEVEL) -> PowerLawFit:
@@ -250,8 +224,7 @@ def power_law_fit(n, t, level: float = DEFAULT_LEVEL) -> PowerLawFit:
     dof = m - 2
     if dof > 0:
         s = float(np.sqrt(np.sum((y - a - b * x) ** 2) / dof))
-        q = stats.t.ppf(0.5 + level / 2, dof)
-        half = q * s / math.sqrt(sxx)
+        half = stats.t.ppf(0.5 + level / 2, dof) * s / math.sqrt(sxx)
         lo, hi = b - half, b + half
     else:
         s, lo, hi = float("nan"), float("nan"), float("nan")
@@ -274,41 +247,66 @@ def local_exponents(n, t) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------
-# t(n) = c0 + c1 n + c2 n²
+# Extrapolation drift from back-tests
 # ----------------------------------------------------------------------------------------------
 
-def _design(n) -> np.ndarray:
+def drift_variance(n: np.ndarray, t: np.ndarray, design: Callable[[np.ndarray], np.ndarray],
+                   min_lengths: int = 3) -> tuple[float, int]:
+    """(τ², back-tests used): the squared log error per (log n)² that this model makes, beyond its
+    noise, when it extrapolates from the lengths up to L_j to each longer measured length L_k."""
+    lengths = np.unique(n)
+    num, den, used = 0.0, 0.0, 0
+    for j in range(len(lengths) - 1):
+        sel = n <= lengths[j]
+        if len(np.unique(n[sel])) < min_lengths:
+            continue
+        f = fit_linear(design(n[sel]), t[sel])
+        p = int(f.active.sum())
+        if f.dof <= 0 or len(np.unique(n[sel])) <= p:
+            continue
+        for k in range(j + 1, len(lengths)):
+            at = n == lengths[k]
+            x0 = design(lengths[k:k + 1])
+            pred = float((x0 @ f.coef)[0])
+            if pred <= 0:
+                continue
+            e = float(np.log(np.median(t[at]) / pred))
+            v = float(f.rel_se(x0)[0] ** 2 + f.s2 / at.sum())
+            num += e * e - v
+            den += math.log(lengths[k] / lengths[j]) ** 2
+            used += 1
+    if den == 0:
+        return 0.0, 0
+    return max(0.0, num) / den, used
+
+
+# ----------------------------------------------------------------------------------------------
+# Polynomial t(n) = c0 + c1 n + c2 n²
+# ----------------------------------------------------------------------------------------------
+
+def _poly_design(n) -> np.ndarray:
     n = np.asarray(n, dtype=np.float64)
     return np.column_stack([np.ones_like(n), n, n * n])  # (points, 3)
-
-
-def _nnls_weighted(n, t) -> np.ndarray:
-    """c >= 0 minimizing sum(((c0 + c1 n + c2 n²) - t) / t)²; columns scaled to unit norm."""
-    a = _design(n) / np.asarray(t, dtype=np.float64)[:, None]  # (points, 3), rows weighted by 1/t
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    x, _ = optimize.nnls(a / scale, np.ones(len(t)))
-    return x / scale
 
 
 @dataclass(frozen=True)
 class Decomposition:
     """``t(n) = c0_s + c1_s_per_token * n + c2_s_per_token2 * n²``, all coefficients >= 0."""
 
-    c0_s: float
-    c1_s_per_token: float
-    c2_s_per_token2: float
-    cov: np.ndarray = field(repr=False)  # (3, 3) covariance of (c0, c1, c2); zero rows for inactive terms
-    dof: int
-    rms_rel_residual: float
-    n_points: int
-    fit_n: np.ndarray = field(repr=False)
-    fit_t: np.ndarray = field(repr=False)
+    fit: LinearFit = field(repr=False)
     level: float = DEFAULT_LEVEL
 
     @property
     def coefficients(self) -> np.ndarray:
-        return np.array([self.c0_s, self.c1_s_per_token, self.c2_s_per_token2])
+        return self.fit.coef
+
+    c0_s = property(lambda self: float(self.fit.coef[0]))
+    c1_s_per_token = property(lambda self: float(self.fit.coef[1]))
+    c2_s_per_token2 = property(lambda self: float(self.fit.coef[2]))
+    dof = property(lambda self: self.fit.dof)
+    cov = property(lambda self: self.fit.cov)
+    rms_rel_residual = property(lambda self: self.fit.rms_rel_residual)
+    n_points = property(lambda self: len(self.fit.t))
 
     @property
     def n_star(self) -> float | None:
@@ -318,41 +316,22 @@ class Decomposition:
         return self.c1_s_per_token / self.c2_s_per_token2
 
     def predict(self, n) -> np.ndarray:
-        return _design(np.atleast_1d(n)) @ self.coefficients
+        return _poly_design(np.atleast_1d(n)) @ self.coefficients
 
     def shares(self, n) -> dict[str, np.ndarray]:
         """Share of the constant, linear and quadratic terms in the fitted time at each n."""
-        d = _design(np.atleast_1d(n)) * self.coefficients  # (len(n), 3)
+        d = _poly_design(np.atleast_1d(n)) * self.coefficients  # (len(n), 3)
         tot = d.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return {"const_share": d[:, 0] / tot, "linear_share": d[:, 1] / tot, "quadratic_share": d[:, 2] / tot}
 
     def interval(self, n, method: str = "delta", *, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """95% (``level``) interval of the fitted time at n; nan when there is no dof left."""
-        n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        """``level`` interval of the fitted time at n, in log space (noise only); nan without dof."""
         if method not in INTERVAL_METHODS:
             raise LcprofError(f"unknown interval method {method!r}; use {' or '.join(INTERVAL_METHODS)}")
-        if self.dof <= 0:
-            nan = np.full(n.shape, np.nan)
-            return nan, nan
-        if method == "delta":
-            x0 = _design(n)  # (len(n), 3)
-            var = np.einsum("ij,jk,ik->i", x0, self.cov, x0)
-            q = stats.t.ppf(0.5 + self.level / 2, self.dof)
-            mid = self.predict(n)
-            half = q * np.sqrt(np.maximum(var, 0.0))
-            return np.maximum(mid - half, 0.0), mid + half
-        rng = np.random.default_rng(seed)
-        fitted = self.predict(self.fit_n)
-        rel = (self.fit_t - fitted) / fitted
-        rel = (rel - rel.mean()) * math.sqrt(self.n_points / self.dof)
-        preds = np.empty((n_boot, len(n)))
-        for i in range(n_boot):
-            t_star = fitted * (1.0 + rng.choice(rel, size=len(rel), replace=True))
-            t_star = np.maximum(t_star, 1e-300)
-            preds[i] = _design(n) @ _nnls_weighted(self.fit_n, t_star)
-        lo_q, hi_q = 50 * (1 - self.level), 50 * (1 + self.level)
-        return np.percentile(preds, lo_q, axis=0), np.percentile(preds, hi_q, axis=0)
+        x0 = _poly_design(np.atleast_1d(np.asarray(n, dtype=np.float64)))
+        se = self.fit.rel_se(x0) if method == "delta" else _bootstrap_log_se(self.fit, x0, n_boot, seed)
+        return log_interval(x0 @ self.coefficients, se, self.dof, self.level)
 
 
 def decompose(n, t, level: float = DEFAULT_LEVEL) -> Decomposition:
@@ -363,25 +342,115 @@ def decompose(n, t, level: float = DEFAULT_LEVEL) -> Decomposition:
         raise LcprofError("decompose needs two 1-D arrays of the same, non-zero length")
     if np.any(n <= 0) or np.any(t <= 0):
         raise LcprofError("decompose needs positive lengths and times")
-    c = _nnls_weighted(n, t)
-    # A term contributing less than 1e-9 of every measured time is round-off, not physics: zero it,
-    # so that exactly linear data reports c2 = 0 (and no crossover) rather than c2 = 1e-21.
-    c[np.max(_design(n) * c / t[:, None], axis=0) < 1e-9] = 0.0
-    fitted = _design(n) @ c
-    rel = (fitted - t) / t  # weighted residuals
-    active = c > 0
-    p = int(active.sum())
-    dof = len(n) - p
-    cov = np.zeros((3, 3))
-    if dof > 0 and p > 0:
-        a = _design(n)[:, active] / t[:, None]  # (points, active)
-        s2 = float(np.sum(rel ** 2) / dof)
-        scale = np.linalg.norm(a, axis=0)
-        inv = np.linalg.pinv((a / scale).T @ (a / scale)) / np.outer(scale, scale)
-        cov[np.ix_(active, active)] = s2 * inv
-    return Decomposition(c0_s=float(c[0]), c1_s_per_token=float(c[1]), c2_s_per_token2=float(c[2]), cov=cov,
-                         dof=dof, rms_rel_residual=float(np.sqrt(np.mean(rel ** 2))), n_points=len(n),
-                         fit_n=n, fit_t=t, level=level)
+    return Decomposition(fit=fit_linear(_poly_design(n), t), level=level)
+
+
+# ----------------------------------------------------------------------------------------------
+# The cost-model fit
+# ----------------------------------------------------------------------------------------------
+
+def work_by_class(spec, ns, *, phase: str, batch: int, dtype: str, family: str, layer: int,
+                  mla_form: str | None = None, elementwise: str = "unfused", tile: int = 128) -> np.ndarray:
+    """(len(ns), 4) design: [1, matmul FLOPs, attention FLOPs, memory-bound bytes] that
+    ``lcprof.cost.cost`` counts for one layer at each n (see the module docstring)."""
+    from lcprof.cost.model import cost
+
+    store = "fp32" if dtype == "tf32" else dtype
+    c = cost(spec, np.asarray(ns, dtype=np.float64), phase=phase, batch=int(batch), dtype=store, family=family,
+             layer=int(layer), mla_form=mla_form or None, elementwise=elementwise, tile=(tile, tile))
+    names = [k for k in c.flops if k not in ("total", "attn/total")]
+    size = len(np.atleast_1d(ns))
+    zero = np.zeros(size)
+
+    def arr(v):
+        return np.broadcast_to(np.asarray(v, dtype=np.float64), (size,))
+
+    matmul = sum((arr(c.flops[k]) for k in names if not k.startswith("attn/")), zero)
+    attention = sum((arr(c.flops[k]) for k in names if k.startswith("attn/")), zero)
+    memory = sum((arr(c.bytes[k]) for k in names if not np.any(arr(c.flops[k]))), zero)
+    return np.column_stack([np.ones(size), matmul, attention, memory])
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """``t(n) = design(n) @ coef`` with c >= 0: the cost-model fit (``classes`` = ``CLASSES``: fixed
+    seconds plus work / rate per class) or, for a model lcprof cannot resolve, the polynomial
+    (``POLY_CLASSES``); with its extrapolation drift (see the module docstring)."""
+
+    fit: LinearFit = field(repr=False)
+    design: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    classes: tuple[str, ...]
+    n_max: float
+    drift_var: float  # τ² per (log n)² from back-tests (before the floor)
+    drift_tests: int
+    level: float = DEFAULT_LEVEL
+
+    @property
+    def kind(self) -> str:
+        return "cost model" if self.classes == CLASSES else "polynomial"
+
+    @property
+    def fixed_s(self) -> float:
+        return float(self.fit.coef[0])
+
+    def rate(self, cls: str) -> float:
+        """Fitted rate of a class (FLOP/s or bytes/s); nan when the data did not fit it."""
+        if cls not in self.classes:
+            return float("nan")
+        c = float(self.fit.coef[self.classes.index(cls)])
+        return 1.0 / c if c > 0 else float("nan")
+
+    @property
+    def drift_per_log_n(self) -> float:
+        """τ used for extrapolation: the back-tests' drift, at least ``DRIFT_FLOOR``."""
+        return max(math.sqrt(self.drift_var), DRIFT_FLOOR)
+
+    def predict(self, n) -> np.ndarray:
+        return self.design(np.atleast_1d(np.asarray(n, dtype=np.float64))) @ self.fit.coef
+
+    def shares(self, n) -> dict[str, np.ndarray]:
+        """Share of each class in the fitted time at n (``<class>_share``)."""
+        d = self.design(np.atleast_1d(np.asarray(n, dtype=np.float64))) * self.fit.coef
+        tot = d.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {f"{c}_share": d[:, i] / tot for i, c in enumerate(self.classes)}
+
+    def growth_share(self, n) -> np.ndarray:
+        """Share of the term that grows fastest (attention work, or c2 n²) in the fitted time at n."""
+        return self.shares(n)[f"{self.classes[2]}_share"]
+
+    def interval(self, n, method: str = "delta", *, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``level`` interval of the time at n: ``t0 · exp(±sqrt((q se)² + (z τ L)²))`` with se the
+        noise (delta or bootstrap), τ = ``drift_per_log_n``, L = log(n / largest fitted n) beyond the
+        range (0 inside it), q the t quantile (dof) and z the normal one; nan without dof."""
+        if method not in INTERVAL_METHODS:
+            raise LcprofError(f"unknown interval method {method!r}; use {' or '.join(INTERVAL_METHODS)}")
+        n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        x0 = self.design(n)
+        mid = x0 @ self.fit.coef
+        if self.fit.dof <= 0:
+            nan = np.full(n.shape, np.nan)
+            return nan, nan
+        se = self.fit.rel_se(x0) if method == "delta" else _bootstrap_log_se(self.fit, x0, n_boot, seed)
+        q = stats.t.ppf(0.5 + self.level / 2, self.fit.dof)
+        z = stats.norm.ppf(0.5 + self.level / 2)
+        far = np.log(np.maximum(n / self.n_max, 1.0))
+        half = np.sqrt((q * se) ** 2 + (z * self.drift_per_log_n * far) ** 2)
+        return mid * np.exp(-half), mid * np.exp(half)
+
+
+def model_fit(n, t, design: Callable[[np.ndarray], np.ndarray], classes: tuple[str, ...] = CLASSES,
+              level: float = DEFAULT_LEVEL) -> ModelFit:
+    """Fit t(n) = design(n) @ c (c >= 0) and estimate its extrapolation drift by back-tests."""
+    n = np.asarray(n, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    if n.shape != t.shape or n.ndim != 1 or len(n) == 0:
+        raise LcprofError("a fit needs two 1-D arrays of the same, non-zero length")
+    if np.any(n <= 0) or np.any(t <= 0):
+        raise LcprofError("a fit needs positive lengths and times")
+    tau2, tests = drift_variance(n, t, design)
+    return ModelFit(fit=fit_linear(design(n), t), design=design, classes=classes, n_max=float(n.max()),
+                    drift_var=tau2, drift_tests=tests, level=level)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,14 +459,16 @@ def decompose(n, t, level: float = DEFAULT_LEVEL) -> Decomposition:
 
 @dataclass
 class GroupFit:
-    """The fits of one (model, backend, dtype, device, phase, batch, layer) group."""
+    """The fits of one group (``GROUP_KEYS``). ``model`` extrapolates: the cost-model fit, or the
+    polynomial one when the group's model cannot be resolved (``model.kind`` says which)."""
 
     key: dict
     power_law: PowerLawFit | None
+    model: ModelFit | None
     decomposition: Decomposition | None
     points: pd.DataFrame  # one row per distinct n (all ok lengths, in_fit marks the fit range)
     local: pd.DataFrame  # local exponents between consecutive lengths
-    extrapolation: dict  # target n, decomposition and power-law estimates with intervals
+    extrapolation: dict  # target n, estimates with intervals
     excluded_rows: int
     notes: list[str] = field(default_factory=list)
 
@@ -406,11 +477,12 @@ class GroupFit:
         return group_label(self.key)
 
     def summary(self) -> dict:
-        pl, d = self.power_law, self.decomposition
+        pl, d, m = self.power_law, self.decomposition, self.model
         nan = float("nan")
         in_fit = self.points[self.points["in_fit"]]
         rec = dict(self.key)
         rec.update({
+            "fit": m.kind if m is not None else "none",
             "n_points": int(in_fit["n_rows"].sum()) if len(in_fit) else 0,
             "n_lengths": int(len(in_fit)),
             "n_min": int(in_fit["n"].min()) if len(in_fit) else None,
@@ -418,13 +490,17 @@ class GroupFit:
             "exponent": pl.exponent if pl else nan,
             "exponent_lo": pl.exponent_lo if pl else nan,
             "exponent_hi": pl.exponent_hi if pl else nan,
+            "fixed_s": m.fixed_s if m else nan,
+            "matmul_flops_per_s": m.rate("matmul") if m else nan,
+            "attention_flops_per_s": m.rate("attention") if m else nan,
+            "memory_bytes_per_s": m.rate("memory") if m else nan,
+            "drift_per_log_n": m.drift_per_log_n if m else nan,
             "c0_s": d.c0_s if d else nan,
             "c1_s_per_token": d.c1_s_per_token if d else nan,
             "c2_s_per_token2": d.c2_s_per_token2 if d else nan,
             "n_star": (d.n_star if d and d.n_star is not None else None),
-            "quadratic_share_at_n_max": (float(d.shares(in_fit["n"].max())["quadratic_share"][0])
-                                         if d and len(in_fit) else nan),
-            "rms_rel_residual": d.rms_rel_residual if d else nan,
+            "quadratic_share_at_n_max": (float(m.growth_share(in_fit["n"].max())[0]) if m and len(in_fit) else nan),
+            "rms_rel_residual": m.fit.rms_rel_residual if m else nan,
             "powerlaw_rms_log_residual": (float(np.sqrt(np.mean(np.log(in_fit["time_s"] / in_fit["powerlaw_time_s"]) ** 2)))
                                           if pl and len(in_fit) else nan),
         })
@@ -469,8 +545,46 @@ class FitResult:
         return self._stacked("local")
 
 
+def _family_of(rows: pd.DataFrame) -> str | None:
+    """The executed family the rows recorded (one for the group), else the backend's."""
+    from lcprof.cost.ops import backend_family
+
+    if "executed_family" in rows.columns:
+        fams = {str(f) for f in rows["executed_family"] if str(f) in ("eager", "tiled", "useful")}
+        if len(fams) == 1:
+            return fams.pop()
+        if len(fams) > 1:
+            return None
+    try:
+        return backend_family(str(rows["backend"].iloc[0]))
+    except LcprofError:
+        return None
+
+
+def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
+                 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """(design function over n for the cost-model fit of this group, or None; why not)."""
+    from lcprof.spec import load_model
+
+    try:
+        spec = (specs or {}).get(key["model"]) or load_model(key["model"])
+    except LcprofError as exc:
+        return None, f"no cost-model fit: {exc}"
+    family = _family_of(rows)
+    if family is None:
+        return None, "no cost-model fit: the rows' executed attention family is unknown or mixed"
+    kw = dict(phase=key.get("phase", "prefill"), batch=int(key.get("batch", 1)), dtype=str(key["dtype"]),
+              family=family, layer=int(key.get("layer", 0)), mla_form=key.get("mla_form") or None,
+              elementwise=key.get("elementwise", "unfused"))
+    try:
+        work_by_class(spec, np.array([128.0]), **kw)
+    except LcprofError as exc:
+        return None, f"no cost-model fit: {exc}"
+    return (lambda ns: work_by_class(spec, ns, **kw)), ""
+
+
 def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, target_n, interval: str,
-               level: float, n_boot: int, seed: int) -> GroupFit:
+               level: float, n_boot: int, seed: int, specs: dict | None) -> GroupFit:
     notes: list[str] = []
     per_n = rows.groupby("n")["time_s"].agg(["median", "size"]).sort_index()
     points = pd.DataFrame({"n": per_n.index.astype(np.int64), "time_s": per_n["median"].to_numpy(),
@@ -482,7 +596,7 @@ def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, targe
     n_fit, t_fit = fit_rows["n"].to_numpy(np.float64), fit_rows["time_s"].to_numpy(np.float64)
     distinct = len(np.unique(n_fit))
 
-    pl = decomp = None
+    pl = decomp = model = None
     if distinct >= 2:
         pl = power_law_fit(n_fit, t_fit, level)
         if pl.dof <= 0:
@@ -491,49 +605,55 @@ def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, targe
         notes.append(f"{distinct} length(s) in range: no power law")
     if distinct >= 3:
         decomp = decompose(n_fit, t_fit, level)
-        if decomp.dof <= 0:
-            notes.append("no degrees of freedom left: decomposition without interval")
+        design, why = group_design(key, rows, specs)
+        if design is not None:
+            model = model_fit(n_fit, t_fit, design, CLASSES, level)
+        else:
+            notes.append(why + "; polynomial c0 + c1 n + c2 n² instead")
+            model = model_fit(n_fit, t_fit, _poly_design, POLY_CLASSES, level)
+        if model.fit.dof <= 0:
+            notes.append(f"no degrees of freedom left: {model.kind} fit without interval")
     else:
-        notes.append("fewer than 3 lengths: no c0 + c1 n + c2 n² decomposition")
+        notes.append("fewer than 3 lengths: no cost-model fit and no c0 + c1 n + c2 n² decomposition")
 
     local = local_exponents(rows["n"], rows["time_s"])
     points["local_exponent"] = np.nan
     if len(local):
         points.loc[points["n"].isin(local["n_hi"]), "local_exponent"] = local["local_exponent"].to_numpy()
     nan_col = np.full(len(points), np.nan)
-    points["powerlaw_time_s"] = pl.predict(points["n"]) if pl else nan_col
-    points["fitted_time_s"] = decomp.predict(points["n"]) if decomp else nan_col
+    ns = points["n"].to_numpy(np.float64)
+    points["powerlaw_time_s"] = pl.predict(ns) if pl else nan_col
+    points["fitted_time_s"] = model.predict(ns) if model else nan_col
     points["residual_rel"] = points["time_s"] / points["fitted_time_s"] - 1.0
     points["powerlaw_residual_rel"] = points["time_s"] / points["powerlaw_time_s"] - 1.0
-    if decomp:
-        for name, share in decomp.shares(points["n"].to_numpy()).items():
+    points["quadratic_share"] = model.growth_share(ns) if model else nan_col
+    if model is not None:
+        for name, share in model.shares(ns).items():
             points[name] = share
-    else:
-        for name in ("const_share", "linear_share", "quadratic_share"):
-            points[name] = nan_col
 
     extra: dict = {"target_n": target_n}
     nan = float("nan")
     if target_n is not None:
-        if decomp is not None:
-            t_mid = float(decomp.predict(target_n)[0])
-            t_lo, t_hi = decomp.interval(target_n, interval, n_boot=n_boot, seed=seed)
-            share = float(decomp.shares(target_n)["quadratic_share"][0])
+        if model is not None:
+            t_mid = float(model.predict(target_n)[0])
+            t_lo, t_hi = model.interval(target_n, interval, n_boot=n_boot, seed=seed)
+            share = float(model.growth_share(target_n)[0])
         else:
             t_mid, share = nan, nan
             t_lo, t_hi = np.array([nan]), np.array([nan])
         extra.update({"target_time_s": t_mid, "target_time_lo_s": float(t_lo[0]), "target_time_hi_s": float(t_hi[0]),
                       "target_quadratic_share": share, "interval_method": interval})
         if pl is not None:
-            p_lo, p_hi = pl.interval(target_n)
-            extra.update({"powerlaw_target_time_s": float(pl.predict(target_n)),
-                          "powerlaw_target_lo_s": float(p_lo), "powerlaw_target_hi_s": float(p_hi)})
+            p_lo, p_hi = pl.interval(np.atleast_1d(float(target_n)))
+            extra.update({"powerlaw_target_time_s": float(pl.predict(np.atleast_1d(float(target_n)))[0]),
+                          "powerlaw_target_lo_s": float(p_lo[0]), "powerlaw_target_hi_s": float(p_hi[0])})
         else:
             extra.update({"powerlaw_target_time_s": nan, "powerlaw_target_lo_s": nan, "powerlaw_target_hi_s": nan})
-        if len(n_fit) and target_n > 4 * n_fit.max():
-            notes.append(f"target is {target_n / n_fit.max():.0f}x the largest fitted n: the interval covers noise, "
-                         "not terms the range cannot see")
-    return GroupFit(key=key, power_law=pl, decomposition=decomp, points=points, local=local,
+        if len(n_fit) and target_n > FAR_FACTOR * n_fit.max():
+            notes.append(f"target is {target_n / n_fit.max():.0f}x the largest fitted n: the interval covers noise "
+                         "and the drift the measured range shows (at least 7% per doubling), not a cliff it cannot "
+                         "show (a cache overflowing, a kernel switch)")
+    return GroupFit(key=key, power_law=pl, model=model, decomposition=decomp, points=points, local=local,
                     extrapolation=extra, excluded_rows=excluded, notes=notes)
 
 
@@ -544,33 +664,32 @@ def _as_tokens(v) -> int | None:
 
 
 def fit_results(results, *, min_n=None, max_n=None, target=131072, interval: str = "delta",
-                level: float = DEFAULT_LEVEL, n_boot: int = 1000, seed: int = 0) -> FitResult:
+                level: float = DEFAULT_LEVEL, n_boot: int = 1000, seed: int = 0,
+                specs: dict | None = None) -> FitResult:
     """Fit every group of a results file (path, list of paths, or DataFrame).
 
-    ``min_n``/``max_n`` bound the lengths used by the power law and the decomposition (token counts
-    such as ``8k`` accepted); local exponents and residuals are reported at every ok length.
-    ``target`` (None for none) is the length to extrapolate to; ``interval`` is ``delta`` or ``bootstrap``.
+    ``min_n``/``max_n`` bound the lengths used by the fits (token counts such as ``8k`` accepted);
+    local exponents and residuals are reported at every ok length. ``target`` (None for none) is the
+    length to extrapolate to; ``interval`` is ``delta`` or ``bootstrap``; ``specs`` maps model names
+    to ModelSpecs built in code (other names are resolved with ``load_model``).
     """
     if interval not in INTERVAL_METHODS:
         raise LcprofError(f"unknown interval method {interval!r}; use {' or '.join(INTERVAL_METHODS)}")
-    df = results if isinstance(results, pd.DataFrame) else read_results(results)
-    if isinstance(results, pd.DataFrame):
-        df = normalize_results(df)
+    df = normalize_results(results) if isinstance(results, pd.DataFrame) else read_results(results)
     min_n, max_n, target_n = _as_tokens(min_n), _as_tokens(max_n), _as_tokens(target)
     if min_n is not None and max_n is not None and max_n < min_n:
         raise LcprofError(f"--max-n {max_n} is below --min-n {min_n}")
     ok, bad = split_ok(df)
     if ok.empty:
-        statuses = ", ".join(f"{k}: {v}" for k, v in _excluded_summary(bad).items())
-        raise LcprofError(f"no rows with status ok and a positive time_s to fit ({len(df)} rows: {statuses})")
+        raise no_ok_rows_error(df, bad, "fit")
     bad_keys = bad.groupby(list(GROUP_KEYS)).size().to_dict() if not bad.empty else {}
     groups = []
     for key_vals, rows in ok.groupby(list(GROUP_KEYS), sort=True):
         key = dict(zip(GROUP_KEYS, key_vals))
         key["batch"], key["layer"] = int(key["batch"]), int(key["layer"])
         groups.append(_fit_group(key, rows, int(bad_keys.get(key_vals, 0)), min_n, max_n, target_n, interval,
-                                 level, n_boot, seed))
-    return FitResult(groups=groups, excluded_rows=len(bad), excluded_by_status=_excluded_summary(bad),
+                                 level, n_boot, seed, specs))
+    return FitResult(groups=groups, excluded_rows=len(bad), excluded_by_status=excluded_summary(bad),
                      min_n=min_n, max_n=max_n, target_n=target_n, interval_method=interval)
 
 
@@ -580,13 +699,15 @@ def fit_table(fit: FitResult) -> pd.DataFrame:
     for g in fit.groups:
         s = g.summary()
         rec = {"group": g.label, "n_range": f"{s['n_min']}..{s['n_max']}" if s["n_min"] is not None else "",
+               "fit": s["fit"],
                "exponent": s["exponent"], "exponent_95": _fmt_interval(s["exponent_lo"], s["exponent_hi"], "{:.3f}"),
-               "c0_s": s["c0_s"], "c1_s_per_token": s["c1_s_per_token"], "c2_s_per_token2": s["c2_s_per_token2"],
-               "n_star": s["n_star"], "rms_rel_residual": s["rms_rel_residual"]}
+               "fixed_s": s["fixed_s"], "matmul_tflops_per_s": s["matmul_flops_per_s"] / 1e12,
+               "attention_tflops_per_s": s["attention_flops_per_s"] / 1e12,
+               "memory_gb_per_s": s["memory_bytes_per_s"] / 1e9, "rms_rel_residual": s["rms_rel_residual"]}
         if fit.target_n is not None:
             rec[f"time_s_at_{fit.target_n}"] = s.get("target_time_s")
             rec["time_95_s"] = _fmt_interval(s.get("target_time_lo_s"), s.get("target_time_hi_s"), "{:.4g}")
-            rec["quadratic_share_at_target"] = s.get("target_quadratic_share")
+            rec["attention_share_at_target"] = s.get("target_quadratic_share")
         rec["excluded_rows"] = s["excluded_rows"]
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -596,3 +717,56 @@ def _fmt_interval(lo, hi, fmt: str) -> str:
     if lo is None or hi is None or not np.isfinite(lo) or not np.isfinite(hi):
         return "n/a"
     return "[" + fmt.format(lo) + ", " + fmt.format(hi) + "]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Trend residuals and the noise figure of a sweep
+# ----------------------------------------------------------------------------------------------
+
+def trend_residuals(rows: pd.DataFrame, specs: dict | None = None) -> np.ndarray | None:
+    """Relative residual of each row against the cost-model fit of all the rows (one group, ok rows);
+    None when there is no such fit (an unknown model, fewer than 4 lengths)."""
+    df = normalize_results(rows)
+    if len(np.unique(df["n"])) < 4:
+        return None
+    key = {k: df[k].iloc[0] for k in GROUP_KEYS}
+    design, _ = group_design(key, df, specs)
+    if design is None:
+        return None
+    n, t = df["n"].to_numpy(np.float64), df["time_s"].to_numpy(np.float64)
+    f = fit_linear(design(n), t)
+    return t / (f.x @ f.coef) - 1.0
+
+
+def noise_figure(results, specs: dict | None = None) -> dict:
+    """How noisy a sweep was: the median within-point spread (p90 - p10) / median, the rms relative
+    residual of the points against their groups' cost-model fits, and the median share of the CPUs
+    other processes took while points ran. ``text`` says it in one line."""
+    df = normalize_results(results) if isinstance(results, pd.DataFrame) else read_results(results)
+    ok, _ = split_ok(df)
+    out = {"points": int(len(ok)), "spread_median": float("nan"), "trend_rms": float("nan"),
+           "other_cpu_frac_median": float("nan"), "text": ""}
+    if ok.empty:
+        return out
+    if {"time_p10_s", "time_p90_s"} <= set(ok.columns):
+        spread = ((ok["time_p90_s"] - ok["time_p10_s"]) / ok["time_s"]).dropna()
+        if len(spread):
+            out["spread_median"] = float(spread.median())
+    res = []
+    for _, g in ok.groupby(list(GROUP_KEYS), sort=True):
+        r = trend_residuals(g, specs)
+        if r is not None:
+            res.extend(r.tolist())
+    if res:
+        out["trend_rms"] = float(np.sqrt(np.mean(np.square(res))))
+    if "other_cpu_frac" in ok.columns and ok["other_cpu_frac"].notna().any():
+        out["other_cpu_frac_median"] = float(ok["other_cpu_frac"].median())
+    parts = [f"{out['points']} ok points"]
+    if np.isfinite(out["spread_median"]):
+        parts.append(f"within-point spread (p90-p10)/median {100 * out['spread_median']:.1f}% (median)")
+    if np.isfinite(out["trend_rms"]):
+        parts.append(f"rms residual against the cost-model fits {100 * out['trend_rms']:.1f}%")
+    if np.isfinite(out["other_cpu_frac_median"]):
+        parts.append(f"other processes took {100 * out['other_cpu_frac_median']:.0f}% of the CPUs (median)")
+    out["text"] = "; ".join(parts)
+    return out

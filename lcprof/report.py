@@ -32,10 +32,10 @@ from lcprof.compare import CompareResult, compare_results, compare_table
 from lcprof.cost.model import cost, kv_bytes
 from lcprof.cost.ops import backend_family
 from lcprof.errors import LcprofError
-from lcprof.fit import (FitResult, GROUP_KEYS, env_columns, fit_results, fit_table, group_label, read_results,
-                        split_ok)
+from lcprof.fit import FitResult, fit_results, fit_table, noise_figure
 from lcprof.hardware import Hardware
 from lcprof.plotting import colors, figure, finish
+from lcprof.results import GROUP_KEYS, env_columns, group_label, read_results, split_ok
 from lcprof.render import _clean, _fmt_cell
 from lcprof.spec import load_model
 from lcprof.units import dtype_name, fmt_tokens
@@ -94,7 +94,7 @@ def _to_markdown(doc: _Doc) -> str:
             headers, rows = _cells(b[1])
             out.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         elif b[0] == "img":
-            out.append(f"![{b[2]}]({b[1].name})")
+            out.append(f"![{b[2]}]({b[1].name if isinstance(b[1], Path) else b[1]})")
         elif b[0] == "pre":
             out.append("```\n" + b[1] + "\n```")
         elif b[0] == "md":
@@ -102,38 +102,55 @@ def _to_markdown(doc: _Doc) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _inline_code(text: str) -> str:
-    """Escape text for HTML and turn `code` spans into <code>."""
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45;"
+          "color:#222}table{border-collapse:collapse;font-size:12px;margin:1em 0;display:block;overflow-x:auto;"
+          "max-width:100%}td,th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}th{background:#f3f3f3}"
+          "img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}"
+          "code{background:#f3f3f3;padding:0 2px}.summary{border:1px solid #bbb;background:#fafafa;padding:.2em 1em}")
 
 
-def _to_html(doc: _Doc, title: str) -> str:
-    from tabulate import tabulate
+def _embed_images(html_text: str, base: Path) -> str:
+    """Replace every relative <img src> with the image's bytes (one self-contained file)."""
+    import re
 
-    body = []
-    for b in doc.blocks:
-        if b[0] == "h":
-            body.append(f"<h{b[1]}>{_inline_code(b[2])}</h{b[1]}>")
-        elif b[0] == "p":
-            body.append(f"<p>{_inline_code(b[1])}</p>")
-        elif b[0] == "ul":
-            body.append("<ul>" + "".join(f"<li>{_inline_code(x)}</li>" for x in b[1]) + "</ul>")
-        elif b[0] == "table":
-            headers, rows = _cells(b[1])
-            body.append(tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True))
-        elif b[0] == "img":
-            data = base64.b64encode(b[1].read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b[2])} ({html.escape(b[1].name)})</figcaption></figure>")
-        elif b[0] in ("pre", "md"):
-            body.append(f"<pre>{html.escape(b[1].strip())}</pre>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}"
-             "code{background:#f3f3f3;padding:0 2px}")
+    def repl(m):
+        src = html.unescape(m.group(2))
+        path = (base / src).resolve()
+        if src.startswith(("data:", "http:", "https:")) or not path.is_file():
+            return m.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'{m.group(1)}data:image/png;base64,{data}{m.group(3)}'
+
+    return re.sub(r'(<img[^>]*?src=")([^"]+)(")', repl, html_text)
+
+
+def _to_html(markdown_text: str, title: str, base: Path) -> str:
+    """The Markdown rendered by a real Markdown library (tables, fenced code), images embedded."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code", "md_in_html"],
+                             output_format="html")
+    body = _embed_images(body, base)
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _plan_markdown(plan_path: Path, out: Path) -> str:
+    """The plan's Markdown, its headings two levels down and its links made relative to ``out``."""
+    import os
+    import re
+
+    text = plan_path.read_text()
+    text = re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", text, flags=re.M)
+
+    def link(m):
+        target = m.group(2)
+        if re.match(r"^[a-z]+:", target) or target.startswith(("#", "/")):
+            return m.group(0)
+        rel = os.path.relpath((plan_path.parent / target).resolve(), out.resolve())
+        return f"{m.group(1)}({rel})"
+
+    return re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", link, text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,44 +158,53 @@ def _to_html(doc: _Doc, title: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def _plot_time(fit: FitResult, ok: pd.DataFrame, path: Path) -> None:
-    fig, ax = figure()
-    handles = []
+    fig, ax = figure(height=5.8)
+    lows, highs = [], []
     for g, color in zip(fit.groups, colors(len(fit.groups))):
         pts = g.points
         sel = ok
         for k in GROUP_KEYS:
             sel = sel[sel[k] == g.key[k]]
         yerr = None
+        lows.append(float(pts["time_s"].min()))
+        highs.append(float(pts["time_s"].max()))
         if {"time_p10_s", "time_p90_s"} <= set(sel.columns):
             q = sel.groupby("n")[["time_p10_s", "time_p90_s"]].median().reindex(pts["n"])
             lo = pts["time_s"].to_numpy() - q["time_p10_s"].to_numpy()
             hi = q["time_p90_s"].to_numpy() - pts["time_s"].to_numpy()
             if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
                 yerr = np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)])
-        handles.append(ax.errorbar(pts["n"], pts["time_s"], yerr=yerr, fmt="o", color=color, ms=4, capsize=2,
-                                   label=f"{g.label}: measured"))
+                lows.append(float(np.nanmin(q["time_p10_s"])))
+                highs.append(float(np.nanmax(q["time_p90_s"])))
+        name = group_label(g.key, words=True)
+        ax.errorbar(pts["n"], pts["time_s"], yerr=yerr, fmt="o", color=color, ms=4, capsize=2,
+                    label=f"{name}: measured (p10 to p90)")
         n_hi = max(float(pts["n"].max()), float(fit.target_n or 0))
         grid = np.geomspace(float(pts["n"].min()), n_hi, 200)
-        if g.decomposition is not None:
-            handles += ax.plot(grid, g.decomposition.predict(grid), "-", color=color, lw=1.2,
-                               label="   fit c0 + c1 n + c2 n²")
+        if g.model is not None:
+            curve = g.model.predict(grid)
+            ax.plot(grid, curve, "-", color=color, lw=1.2, label=f"{name}: {g.model.kind} fit")
+            lows.append(float(curve.min()))
+            highs.append(float(curve.max()))
         if g.power_law is not None:
             fit_pts = pts[pts["in_fit"]]
             pg = np.geomspace(float(fit_pts["n"].min()), float(fit_pts["n"].max()), 50)
-            handles += ax.plot(pg, g.power_law.predict(pg), ":", color=color, lw=1.2,
-                               label=f"   power law, exponent {g.power_law.exponent:.2f}")
+            ax.plot(pg, g.power_law.predict(pg), ":", color=color, lw=1.2,
+                    label=f"{name}: power law, exponent {g.power_law.exponent:.2f}")
         ex = g.extrapolation
         if fit.target_n is not None and np.isfinite(ex.get("target_time_s", np.nan)):
             lo, hi = ex["target_time_lo_s"], ex["target_time_hi_s"]
             err = None
             if np.isfinite(lo) and np.isfinite(hi):
                 err = np.array([[ex["target_time_s"] - lo], [hi - ex["target_time_s"]]])
+                lows.append(lo)
+                highs.append(hi)
             ax.errorbar([fit.target_n], [ex["target_time_s"]], yerr=err, fmt="D", color=color, ms=5, capsize=3,
-                        mfc="white")
+                        mfc="white", label=f"{name}: extrapolated to {fmt_tokens(fit.target_n)} (95%)")
+    ylim = (min(lows) / 1.5, max(highs) * 1.5) if lows else None  # every error bar inside the axes
     finish(fig, ax, path, xlabel="n (tokens)", ylabel="time per layer (s)",
            title="Measured time vs n, with fits" + (f" and extrapolation to {fmt_tokens(fit.target_n)} (95%)"
-                                                    if fit.target_n else ""),
-           handles=handles, fontsize=7, loc="upper left")
+                                                    if fit.target_n else ""), ylim=ylim, fontsize=7)
 
 
 def _flops_local(ok: pd.DataFrame) -> pd.DataFrame:
@@ -206,14 +232,15 @@ def _plot_local(fit: FitResult, predicted: pd.DataFrame, what: str, path: Path) 
         loc = g.local
         if loc.empty:
             continue
-        ax.plot(loc["n_mid"], loc["local_exponent"], "o-", color=color, ms=4, label=f"{g.label} measured")
+        ax.plot(loc["n_mid"], loc["local_exponent"], "o-", color=color, ms=4,
+                label=f"{group_label(g.key, words=True)}: measured")
         if not predicted.empty:
             sel = predicted
             for k in GROUP_KEYS:
                 sel = sel[sel[k] == g.key[k]]
             if len(sel):
                 ax.plot(sel["n_mid"], sel["predicted_local_exponent"], "--", color=color, lw=1.2,
-                        label=f"predicted ({what})")
+                        label=f"{group_label(g.key, words=True)}: predicted ({what})")
     for ref in (1.0, 2.0):
         ax.axhline(ref, color="grey", lw=0.8, alpha=0.6)
     finish(fig, ax, path, xlabel="n (geometric middle of consecutive lengths)",
@@ -224,18 +251,17 @@ def _plot_local(fit: FitResult, predicted: pd.DataFrame, what: str, path: Path) 
 def _plot_share(fit: FitResult, path: Path) -> None:
     fig, ax = figure()
     for g, color in zip(fit.groups, colors(len(fit.groups))):
-        d = g.decomposition
-        if d is None:
+        m = g.model
+        if m is None:
             continue
         n_hi = max(float(g.points["n"].max()), float(fit.target_n or 0))
         grid = np.geomspace(float(g.points["n"].min()), n_hi, 200)
-        ax.plot(grid, d.shares(grid)["quadratic_share"], "-", color=color, label=g.label)
+        ax.plot(grid, m.growth_share(grid), "-", color=color, label=group_label(g.key, words=True))
         ax.plot(g.points["n"], g.points["quadratic_share"], "o", color=color, ms=3)
-        if d.n_star is not None and grid[0] <= d.n_star <= grid[-1]:
-            ax.axvline(d.n_star, color=color, ls=":", lw=1)
     ax.set_ylim(0, 1)
-    finish(fig, ax, path, xlabel="n (tokens)", ylabel="c2 n² / fitted t(n)",
-           title="Share of the quadratic term (dotted: crossover n* = c1/c2)", ylog=False, fontsize=7)
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="share of the fitted time",
+           title="Share of attention work (cost-model fit; c2 n² for the polynomial) in the fitted time",
+           ylog=False, fontsize=7)
 
 
 def _plot_ratio(cmp: CompareResult, path: Path) -> None:
@@ -244,13 +270,16 @@ def _plot_ratio(cmp: CompareResult, path: Path) -> None:
     groups = list(rows.groupby(list(GROUP_KEYS), sort=True))
     for (key_vals, g), color in zip(groups, colors(len(groups))):
         m = g.groupby("n")["ratio"].median()
-        ax.plot(m.index, m.to_numpy(), "o-", color=color, ms=4, label=group_label(dict(zip(GROUP_KEYS, key_vals))))
+        ax.plot(m.index, m.to_numpy(), "o-", color=color, ms=4,
+                label=group_label(dict(zip(GROUP_KEYS, key_vals)), words=True))
         over = g[g["over_peak"]]
         if len(over):
             ax.plot(over["n"], over["ratio"], "x", color="red", ms=9, mew=2, label="OVER PEAK")
     ax.axhline(1.0, color="grey", lw=0.8)
-    finish(fig, ax, path, xlabel="n (tokens)", ylabel="measured / predicted time",
-           title=f"Measured over roofline prediction on {cmp.hardware.name} (1 = at the roofline)", fontsize=7)
+    top = float(np.nanmax(rows["ratio"])) if len(rows) else 2.0
+    finish(fig, ax, path, xlabel="n (tokens)", ylabel="measured / predicted time (1 = at the roofline)",
+           title=f"Measured over roofline prediction on {cmp.hardware.name}", ylog=False,
+           ylim=(0, max(1.2, top * 1.1)), fontsize=7)
 
 
 def _plot_kv(ok: pd.DataFrame, target_n, hw: Hardware | None, path: Path) -> list[str]:
@@ -337,12 +366,14 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
     cmp = None
     notes: list[str] = []
     if gpu is not None or calibration is not None:
-        from lcprof.compare import resolve_hardware
+        from lcprof.rates import resolve_rates
 
-        hw = resolve_hardware(gpu, calibration)
+        rates = resolve_rates(gpu, calibration)
+        hw = rates.hardware
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cmp = compare_results(df, hardware=hw)
+        cmp.rates = rates
         for w in caught:
             notes.append(str(w.message))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -377,10 +408,26 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
     notes += _plot_kv(ok, fit.target_n, hw, images["kv_memory"])
 
     title = title or "lcprof report: " + ", ".join(sorted(set(ok["model"])))
+    noise = noise_figure(df)
     doc = _Doc()
     doc.h(1, title)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc.p(f"Generated by lcprof {__version__} on {stamp}.")
+    doc.h(2, "Summary")
+    doc.table(_summary_table(fit, cmp))
+    lines = []
+    if noise["text"]:
+        lines.append(f"Noise of the measurements: {noise['text']}.")
+    if cmp is not None:
+        lines.append(f"Predictions use {cmp.rates_label}." + (
+            f" **{cmp.over_peak_rows} row(s) OVER PEAK** (see below)." if cmp.over_peak_rows else
+            " No row exceeds the peak."))
+    if plan_path is not None:
+        head = _plan_headline(plan_path)
+        if head:
+            lines.append(f"Capacity plan: {head}")
+    if lines:
+        doc.items(lines)
     doc.pre(command_line or f"build_report({[str(p) for p in paths]!r}, {str(out)!r}, gpu={gpu!r}, "
                             f"calibration={None if calibration is None else str(calibration)!r}, target={target!r})")
     doc.h(2, "Inputs")
@@ -391,10 +438,9 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
     if fit.min_n is not None or fit.max_n is not None:
         items.append(f"fit range: n from {fit.min_n or 'the smallest'} to {fit.max_n or 'the largest'}")
     if hw is not None:
-        src = "calibration profile" if hw.kind == "calibration" else "datasheet"
         peaks = ", ".join(f"{k} {v / 1e12:.4g} TFLOP/s" for k, v in hw.peak_flops_per_s.items())
-        items.append(f"predictions on {hw.name} ({src}: {peaks}; {hw.hbm_bytes_per_s / 1e9:.4g} GB/s; "
-                     f"{hw.memory_bytes / GIB:.4g} GiB)")
+        items.append(f"predictions on {cmp.rates_label}: {peaks}; {hw.hbm_bytes_per_s / 1e9:.4g} GB/s; "
+                     f"{hw.memory_bytes / GIB:.4g} GiB")
     else:
         items.append("no --gpu or --calibration given: no predicted times; the predicted exponent is that of "
                      "the executed FLOPs")
@@ -411,31 +457,34 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
         doc.table(skipped[["model", "backend", "dtype", "device", "n", "status", "reason"]])
 
     doc.h(2, "Time vs n")
-    doc.p("Markers: median measured time per layer (bars: p10..p90 when recorded). Solid: the non-negative fit "
-          "t(n) = c0 + c1 n + c2 n² (weights 1/t). Dotted: the power law over the fit range. Open diamond: the "
-          "extrapolation to the target with its 95% interval.")
+    doc.p("Markers: median measured time per layer (bars: p10 to p90 of the repetitions). Solid: the cost-model fit "
+          "(fixed time plus each class of counted work -- matmul FLOPs, attention FLOPs, memory-bound bytes -- at "
+          "a fitted rate). Dotted: the power law over the fit range. Open diamond: the extrapolation to the target "
+          "with its 95% interval.")
     doc.img(images["time_vs_n"], "time vs n, log-log, with fits")
     doc.h(3, "Fits")
     doc.table(fit_table(fit))
-    doc.p(f"exponent: OLS slope of log t on log n with a 95% t-interval. c0, c1, c2: non-negative least squares, "
-          f"relative residuals. n* = c1/c2: where the quadratic term overtakes the linear one. Extrapolation "
-          f"interval: {'delta method (linear propagation of the coefficient covariance, t quantile)' if interval == 'delta' else 'residual bootstrap (percentiles)'}; "
-          "it covers measurement noise within the model, not effects the measured range cannot show.")
+    doc.p("exponent: OLS slope of log t on log n with a 95% t-interval. Rates: non-negative least squares on "
+          "relative residuals; a rate the data cannot separate from another is left empty. The extrapolation "
+          f"interval ({'delta method' if interval == 'delta' else 'residual bootstrap'}, in log space) adds the "
+          "noise of the fit and the drift its own back-tests show (at least 7% per doubling beyond the range); it "
+          "cannot show a cliff past the measured range.")
     notes_fit = [f"{g.label}: {'; '.join(g.notes)}" for g in fit.groups if g.notes]
     if notes_fit:
         doc.items(notes_fit)
-    doc.h(3, "Share of the quadratic term")
-    doc.img(images["quadratic_share"], "quadratic share of the fitted time vs n")
+    doc.h(3, "Share of attention in the fitted time")
+    doc.img(images["quadratic_share"], "attention share of the fitted time vs n")
     doc.h(2, "Local exponents, measured and predicted")
     doc.img(images["local_exponent"], f"local exponent vs n, measured and predicted ({what})")
     if cmp is not None:
-        doc.table(cmp.exponents[["model", "backend", "dtype", "device", "n_lo", "n_hi", "measured_local_exponent",
+        doc.table(cmp.exponents[["backend", "dtype", "n_lo", "n_hi", "measured_local_exponent",
                                  "predicted_local_exponent", "flops_local_exponent", "difference"]])
     else:
-        doc.table(fit.local[["model", "backend", "dtype", "device", "n_lo", "n_hi", "local_exponent"]])
+        doc.table(fit.local[["backend", "dtype", "n_lo", "n_hi", "local_exponent"]])
 
     if cmp is not None:
-        doc.h(2, f"Measured vs predicted on {hw.name}")
+        doc.h(2, "Measured vs predicted")
+        doc.p(f"Roofline on {cmp.rates_label}.")
         doc.img(images["ratio"], "measured / predicted time vs n")
         if cmp.over_peak_rows:
             doc.p(f"**WARNING: {cmp.over_peak_rows} row(s) achieved more FLOP/s than the peak** -- a FLOP-counting "
@@ -443,19 +492,55 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
                   "plot and the table.")
         doc.table(_compare_summary(cmp))
         doc.h(3, "Every row")
-        doc.table(compare_table(cmp))
+        t = compare_table(cmp)
+        doc.table(t[[c for c in t.columns if c not in ("model", "device", "flagged")]])
     doc.h(2, "KV-cache memory")
     doc.img(images["kv_memory"], "KV cache vs n from the cost model")
     if plan_path is not None:
         doc.h(2, "Capacity plan")
-        doc.p(f"From `{plan_path}`.")
-        doc.raw_markdown(plan_path.read_text())
+        import os
+
+        doc.p(f"From [{plan_path.name}]({os.path.relpath(plan_path.resolve(), out.resolve())}).")
+        doc.raw_markdown(_plan_markdown(plan_path, out))
     if notes:
         doc.h(2, "Notes")
         doc.items(notes)
 
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(_to_markdown(doc))
-    html_path.write_text(_to_html(doc, title))
+    md_text = _to_markdown(doc)
+    md_path.write_text(md_text)
+    html_path.write_text(_to_html(md_text, title, out))
     return Report(out_dir=out, markdown_path=md_path, html_path=html_path, images=images, fit=fit, compare=cmp,
                   notes=notes)
+
+
+def _plan_headline(plan_path: Path) -> str:
+    """The first headline bullet of a plan README ('' if none)."""
+    for line in plan_path.read_text().splitlines():
+        if line.startswith("- **"):
+            return line[2:].strip()
+    return ""
+
+
+def _summary_table(fit: FitResult, cmp: CompareResult | None) -> pd.DataFrame:
+    """One row per group: exponent, extrapolation with its interval, and measured / predicted."""
+    rows = []
+    ratio = {}
+    if cmp is not None:
+        for key_vals, g in cmp.rows.groupby(list(GROUP_KEYS), sort=True):
+            ratio[tuple(key_vals)] = (g["ratio"].min(), g["ratio"].max())
+    for g in fit.groups:
+        s = g.summary()
+        rec = {"what": group_label(g.key, words=True), "measured n": f"{s['n_min']}..{s['n_max']}",
+               "exponent (95%)": (f"{s['exponent']:.2f} [{s['exponent_lo']:.2f}, {s['exponent_hi']:.2f}]"
+                                  if np.isfinite(s["exponent_lo"]) else f"{s['exponent']:.2f}")}
+        if fit.target_n is not None:
+            rec[f"time at {fmt_tokens(fit.target_n)} (95%)"] = (
+                f"{s['target_time_s']:.3g} s [{s['target_time_lo_s']:.3g}, {s['target_time_hi_s']:.3g}]"
+                if np.isfinite(s.get("target_time_lo_s", np.nan)) else
+                (f"{s['target_time_s']:.3g} s" if np.isfinite(s.get("target_time_s", np.nan)) else "n/a"))
+        r = ratio.get(tuple(g.key[k] for k in GROUP_KEYS))
+        if r is not None:
+            rec["measured / predicted"] = f"{r[0]:.2f} to {r[1]:.2f}"
+        rows.append(rec)
+    return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from lcprof.cost import ring as ringcost
 from lcprof.errors import LcprofError
-from lcprof.hardware import get_gpu, link_bandwidth
+from lcprof.hardware import link_bandwidth
 from lcprof.spec import load_model
 from lcprof.units import dtype_bytes, dtype_name, parse_token_list
 
@@ -25,8 +25,12 @@ def ring_shapes(spec) -> tuple[int, int, int]:
 
 
 def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h100-sxm", dtype: str = "bf16",
-                tile: int = 128, batch: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary per layout, per-step table per layout) for one layer of ``model`` at length n."""
+                tile: int = 128, batch: int = 1, calibration=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary per layout, per-step table per layout) for one layer of ``model`` at length n.
+
+    Compute runs at the striped-ring kernel's calibrated attention rate (at the tokens per device)
+    when the rates (``lcprof.rates.resolve_rates(gpu, calibration)``) have one, else the GEMM peak;
+    the ``rates`` column says which."""
     spec = load_model(model)
     ns = parse_token_list(n)
     if len(ns) != 1:
@@ -36,10 +40,18 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
         raise LcprofError(f"--gpus must be >= 1, got {gpus}")
     if n_tok < gpus:
         raise LcprofError(f"n={n_tok} is smaller than the number of GPUs ({gpus})")
-    hw = get_gpu(gpu)
+    from lcprof.rates import resolve_rates
+
+    rates = resolve_rates(gpu, calibration)
+    hw = rates.hardware
     bw = link_bandwidth(link)
     d = dtype_name(dtype, allowed=("bf16", "fp16", "fp32", "fp8"))
     peak = hw.peak(d)
+    kernel = hw.attention_rate("striped-ring", d, [n_tok / gpus])
+    label = rates.label
+    if kernel is not None:
+        peak = float(kernel[0])
+        label += "; attention at the striped-ring kernel's measured rate"
     heads, kv_heads, head_dim = ring_shapes(spec)
     global_layers = sum(1 for layer in spec.layers if layer.attn == "global")
     rows, steps = [], []
@@ -48,7 +60,8 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
         m = ringcost.ring_step_model(n_tok, gpus, heads, kv_heads, head_dim, dtype_bytes(d), peak, bw,
                                      layout, tile=tile, batch=batch)
         rec = {"model": spec.name, "n": n_tok, "dtype": d, "gpu": hw.key, "gpus": gpus, "link": str(link),
-               "link_bytes_per_s": bw, "layout": layout, "load_imbalance": imb.imbalance}
+               "link_bytes_per_s": bw, "layout": layout, "load_imbalance": imb.imbalance, "rates": label,
+               "compute_flops_per_s": peak}
         rec.update({k: v for k, v in m.summary().items() if k not in ("n", "world", "layout")})
         rec["attention_time_all_global_layers_s"] = m.total_time_s * global_layers
         rec["global_layers"] = global_layers

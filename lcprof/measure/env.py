@@ -1,4 +1,10 @@
-"""The environment a measurement was taken in, and peak memory per point.
+"""The environment a measurement was taken in, what the machine was doing meanwhile, and peak memory.
+
+``LoadProbe(device)`` brackets one point: the 1-minute load average, the CPU seconds the whole
+machine spent busy (``/proc/stat``) less this process's own (``getrusage``: every thread), i.e.
+what *other* processes took during the point, and on CUDA the SM and memory clocks, throttle
+reasons, utilization and temperature before and after (pynvml). ``tf32_mode(on)`` sets and
+restores TF32 matmuls.
 
 ``environment(device)`` returns flat, unit-suffixed facts: torch and CUDA versions, GPU name, driver,
 memory, clocks and power limit (pynvml, when importable), CPU model and thread count, lcprof
@@ -19,15 +25,15 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import time
 from functools import lru_cache
 
 import torch
 
 from lcprof._version import __version__
 
-ENV_COLUMNS = ("torch_version", "cuda_version", "gpu_name", "driver_version", "gpu_memory_bytes",
-               "gpu_sm_clock_max_mhz", "gpu_mem_clock_max_mhz", "gpu_power_limit_w", "cpu_model",
-               "threads", "lcprof_version")
+from lcprof.results import ENV_COLUMNS, LOAD_COLUMNS  # noqa: E402 - the schema's one owner
 
 
 @lru_cache(maxsize=1)
@@ -191,3 +197,130 @@ def free_memory_bytes(device: torch.device | str) -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# ----------------------------------------------------------------------------------------------
+# What the machine was doing during a point
+# ----------------------------------------------------------------------------------------------
+
+def _proc_stat_busy_s() -> float | None:
+    """CPU seconds every CPU spent not idle since boot (user, nice, system, irq, softirq, steal)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    vals = [int(x) for x in fields[1:]]
+    busy = sum(vals[:3]) + sum(vals[5:8])  # user nice system | irq softirq steal (idle, iowait excluded)
+    return busy / float(os.sysconf("SC_CLK_TCK"))
+
+
+def _self_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+#: NVML throttle-reason bits worth naming (nvmlClocksEventReasons / nvmlClocksThrottleReasons).
+_THROTTLE_NAMES = {0x2: "app_clocks", 0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal",
+                   0x40: "hw_thermal", 0x80: "hw_power_brake", 0x100: "display_clocks"}
+
+
+def throttle_names(mask: int) -> str:
+    """NVML throttle-reason bits as names ('' when none but idle)."""
+    return "+".join(name for bit, name in _THROTTLE_NAMES.items() if mask & bit)
+
+
+def _gpu_state(index: int) -> dict:
+    """Clocks (MHz), throttle reasons, utilization (%) and temperature (C) now; {} without pynvml."""
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - optional
+        return {}
+    out: dict = {}
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        readers = {
+            "sm_clock": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "mem_clock": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "throttle": lambda: throttle_names(int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h))),
+            "util": lambda: pynvml.nvmlDeviceGetUtilizationRates(h).gpu,
+            "temp": lambda: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+        }
+        for key, read in readers.items():
+            try:
+                out[key] = read()
+            except Exception:  # noqa: BLE001 - one unreadable field is not fatal
+                pass
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+    return out
+
+
+class LoadProbe:
+    """``start()`` before a point, ``stop()`` after: a dict of ``lcprof.results.LOAD_COLUMNS``."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._t0 = self._busy0 = self._self0 = None
+        self._gpu0: dict = {}
+
+    def _gpu_index(self) -> int:
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
+
+    def start(self) -> "LoadProbe":
+        if self.device.type == "cuda":
+            self._gpu0 = _gpu_state(self._gpu_index())
+        self._t0, self._busy0, self._self0 = time.perf_counter(), _proc_stat_busy_s(), _self_cpu_s()
+        return self
+
+    def stop(self) -> dict:
+        wall = time.perf_counter() - self._t0
+        busy, mine = _proc_stat_busy_s(), _self_cpu_s() - self._self0
+        ncpu = os.cpu_count() or 1
+        row = {c: None for c in LOAD_COLUMNS}
+        try:
+            row["load_avg_1m"] = os.getloadavg()[0]
+        except OSError:
+            pass
+        row.update({"cpu_count": ncpu, "point_wall_s": wall, "self_cpu_s": mine})
+        if busy is not None and self._busy0 is not None:
+            other = max(0.0, busy - self._busy0 - mine)
+            row["other_cpu_s"] = other
+            row["other_cpu_frac"] = other / (wall * ncpu) if wall > 0 else None
+        if self.device.type == "cuda":
+            after = _gpu_state(self._gpu_index())
+            for key, col in (("sm_clock", "gpu_sm_clock"), ("mem_clock", "gpu_mem_clock")):
+                row[f"{col}_before_mhz"] = self._gpu0.get(key)
+                row[f"{col}_after_mhz"] = after.get(key)
+            row["gpu_throttle_before"] = self._gpu0.get("throttle")
+            row["gpu_throttle_after"] = after.get("throttle")
+            row["gpu_util_before_pct"] = self._gpu0.get("util")
+            row["gpu_util_after_pct"] = after.get("util")
+            row["gpu_temp_before_c"] = self._gpu0.get("temp")
+            row["gpu_temp_after_c"] = after.get("temp")
+        return row
+
+
+class tf32_mode:  # noqa: N801 - used as a context manager
+    """TF32 matmuls on (dtype tf32) or off (every other dtype) inside; the previous mode restored."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self):
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = self.on
+        torch.backends.cudnn.allow_tf32 = self.on
+        return self
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved

@@ -32,7 +32,7 @@ Each point, as :mod:`lcprof.measure.sweep` does for one layer:
 
 Rows (``MODEL_COLUMNS``: DESIGN.md's schema plus ``impl``, ``target``, ``scope`` and the parts of the
 prediction) are written and fsynced as each completes; ``resume`` keeps ok, oom and skipped rows
-keyed by ``MODEL_KEY_COLUMNS`` and runs the rest.
+keyed by ``lcprof.results.POINT_KEY`` (one implementation and target per file) and runs the rest.
 
 transformers' decode steps append to its DynamicCache (``torch.cat``), so r timed steps span contexts
 n .. n + r - 1 (the row's ``reason`` says so); they are not captured in CUDA graphs.
@@ -53,28 +53,30 @@ from lcprof.cost.ops import attention_dims, lm_head_op
 from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, is_oom
-from lcprof.measure.env import ENV_COLUMNS, PeakMemory, environment, free_memory_bytes
+from lcprof.measure.env import LoadProbe, PeakMemory, environment, free_memory_bytes, tf32_mode
 from lcprof.measure.layer import MOE_TIMINGS
 from lcprof.measure.model import (Model, build_layer, decode_capacity, distinct_layers, kind_label,
                                   layer_decode_cache)
-from lcprof.measure.sweep import (CUDA_WORKSPACE_BYTES, ResultsWriter, _first_line, _now, _progress_fn, _TF32,
-                                  read_done)
+from lcprof.measure.sweep import CUDA_WORKSPACE_BYTES, _first_line, _now, _progress_fn
 from lcprof.measure.timer import Measurement, measure
+from lcprof.results import ENV_COLUMNS, LOAD_COLUMNS, ResultsLock, ResultsWriter, point_key, prepare_resume
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_bytes, dtype_name, fmt_bytes, fmt_seconds, parse_token_list
 
 IMPLS = ("lcprof", "transformers")
 PHASES = ("prefill", "decode")
 SCOPES = ("model", "kinds-scaled", "layer")
-MODEL_KEY_COLUMNS = ("model", "impl", "backend", "dtype", "device", "batch", "n", "phase", "target", "moe_timing")
+#: what a file of one (impl, target) is keyed by: lcprof.results.POINT_KEY (its layer, MLA form and
+#: CUDA-graph columns included); a file holds one implementation and one target (resume checks it)
+FILE_COLUMNS = ("impl", "target")
 MODEL_COLUMNS = (
     "model", "impl", "backend", "dtype", "device", "batch", "n", "time_s", "time_p10_s", "time_p90_s", "repeats",
-    "peak_mem_bytes", "status", "reason", "phase", "target", "scope", "model_config", "layers", "scaled_parts",
-    "executed_family", "kind_families", "moe_timing", "mla_form",
+    "peak_mem_bytes", "status", "reason", "phase", "target", "scope", "model_config", "layer", "layers",
+    "scaled_parts", "executed_family", "kind_families", "moe_timing", "mla_form", "cuda_graph",
     "predicted_flops", "useful_flops", "achieved_flops_per_s",
     "predicted_mem_bytes", "weight_bytes", "cache_bytes", "activation_bytes", "mem_cap_bytes", "peak_mem_source",
     "time_mean_s", "time_stdev_s", "spread_warning", "clock", "input_sets",
-    "check_rel_err", "check_ref_rel_err", "impl_version", *ENV_COLUMNS, "timestamp", "samples_s",
+    "check_rel_err", "check_ref_rel_err", "impl_version", *LOAD_COLUMNS, *ENV_COLUMNS, "timestamp", "samples_s",
 )
 #: rotate 3 input sets while one set (decode caches) is smaller than this, else one
 ROTATE_BELOW_BYTES = 256 << 20
@@ -166,6 +168,10 @@ class _Settings:
             return [(self.layer_idx, 1)]
         return distinct_layers(self.spec)
 
+    def graph(self, phase: str) -> bool:
+        """CUDA graphs apply to lcprof's decode steps (transformers' cache grows; prefill is GPU-bound)."""
+        return self.cuda_graph and phase == "decode" and self.impl == "lcprof"
+
     def mla_form(self, phase: str) -> str | None:
         if self.spec.mla is None:
             return None
@@ -183,9 +189,15 @@ class _Point:
     scope: str = "model"
     pre_status: str | None = None
 
+    def key_fields(self, cfg: _Settings) -> dict:
+        """The point-key columns of this point (``lcprof.results.POINT_KEY``)."""
+        return {"model": cfg.spec.name, "backend": self.backend, "dtype": self.dtype, "device": str(cfg.dev),
+                "batch": cfg.batch, "n": self.n, "phase": self.phase, "layer": cfg.layer_idx,
+                "moe_timing": cfg.moe_timing, "mla_form": cfg.mla_form(self.phase) or "",
+                "cuda_graph": cfg.graph(self.phase)}
+
     def key(self, cfg: _Settings) -> tuple[str, ...]:
-        return (cfg.spec.name, cfg.impl, self.backend, self.dtype, str(cfg.dev), str(cfg.batch), str(self.n),
-                self.phase, cfg.target, cfg.moe_timing)
+        return point_key(self.key_fields(cfg))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +289,7 @@ def _preflight(cfg: _Settings, p: _Point) -> None:
     spec = cfg.spec
     row = {c: None for c in MODEL_COLUMNS}
     row.update(cfg.env)
+    row.update(p.key_fields(cfg))
     row.update({"model": spec.name, "model_config": cfg.source, "impl": cfg.impl, "backend": p.backend, "dtype": p.dtype, "device": str(cfg.dev),
                 "batch": cfg.batch, "n": p.n, "phase": p.phase, "target": cfg.target, "moe_timing": cfg.moe_timing,
                 "mla_form": cfg.mla_form(p.phase), "reason": "", "mem_cap_bytes": cfg.mem_cap_bytes,
@@ -434,13 +447,40 @@ def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str =
     for lidx in range(spec.n_layers) if layer_idx is None else [layer_idx]:
         build_layer(spec, lidx, moe_timing=moe_timing, materialize=False)  # an unmeasured kind: refused now
     say = _progress_fn(progress)
-    done: set = set()
+    lock = None
     if out is not None:
         out = Path(out)
+        if out.exists() and out.is_dir():
+            raise LcprofError(f"--out {str(out)!r} is a folder; give a results file such as {str(out / 'model.csv')!r}")
         if out.exists() and out.stat().st_size > 0 and not resume:
             raise LcprofError(f"{str(out)!r} exists; pass --resume to continue it, or choose another --out")
-        if resume:
-            done = read_done(out, MODEL_COLUMNS, MODEL_KEY_COLUMNS)
+        if out.parent and not out.parent.exists():
+            say(f"creating folder {out.parent}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+        lock = ResultsLock(out).acquire()
+    try:
+        return _run_locked(model, spec, ns, phases, impl, layer_idx, dtypes, dev, batch, budget_s, mem_cap_bytes,
+                           out, resume, seed, min_reps, max_reps, cuda_graph, moe_timing, check, init, allow_scaled,
+                           backends, say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _done_keys(out: Path, impl: str, target: str) -> set:
+    """Prepare ``out`` for a resume; the point keys already done. A file holds one implementation and
+    one target: rows of another are refused (their point keys would collide)."""
+    rows = prepare_resume(out, MODEL_COLUMNS)
+    for r in rows.values():
+        if (r.get("impl") or "lcprof", r.get("target") or "model") != (impl, target):
+            raise LcprofError(f"cannot resume {str(out)!r}: it holds {r.get('impl')} {r.get('target')} rows and this "
+                              f"sweep is {impl} {target}; one file per implementation and target")
+    return set(rows)
+
+
+def _run_locked(model, spec, ns, phases, impl, layer_idx, dtypes, dev, batch, budget_s, mem_cap_bytes, out, resume,
+                seed, min_reps, max_reps, cuda_graph, moe_timing, check, init, allow_scaled, backends, say):
+    done = _done_keys(out, impl, _target_name(layer_idx)) if (out is not None and resume) else set()
     source = None if isinstance(model, ModelSpec) else str(model)
     cfg = _Settings(spec=spec, source=source, impl=impl, layer_idx=layer_idx, dev=dev, env=environment(dev), batch=int(batch),
                     budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, seed=int(seed), min_reps=int(min_reps),
@@ -478,9 +518,9 @@ def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str =
     if out is None:
         return pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     df = pd.read_csv(out, keep_default_na=True)
-    key_text = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=list(MODEL_KEY_COLUMNS))
+    text = pd.read_csv(out, dtype=str, keep_default_na=False)
     wanted = set(keys)
-    mask = [tuple(r) in wanted for r in key_text[list(MODEL_KEY_COLUMNS)].itertuples(index=False)]
+    mask = [point_key(r) in wanted for r in text.to_dict("records")]
     return df[mask].reset_index(drop=True)
 
 
@@ -543,7 +583,7 @@ def _run_dtype(cfg: _Settings, group: list[_Point], dt: str, emit: Callable[[_Po
     subject = _Subject(cfg, dt)
     for p in group:
         _preflight(cfg, p)
-    with _TF32(B.torch_dtype(dt)[1]), torch.inference_mode():
+    with tf32_mode(B.torch_dtype(dt)[1]), torch.inference_mode():
         checks: dict = {}
         for p in group:
             if p.pre_status is None and cfg.check:
@@ -632,7 +672,7 @@ def _lcprof_layer_fn(cfg: _Settings, layer, p: _Point, tdt, sets: int):
 
 def _time_lcprof(cfg: _Settings, subject: _Subject, p: _Point) -> Measurement:
     sets = int(p.row["input_sets"])
-    graph = cfg.cuda_graph and p.phase == "decode"
+    graph = cfg.graph(p.phase)
     attention = B.get_backend(p.backend)
     if cfg.layer_idx is not None:
         layer = subject.lcprof_layer(cfg.layer_idx, cfg.mla_form(p.phase) or "naive")
@@ -658,7 +698,7 @@ def _time_scaled(cfg: _Settings, subject: _Subject, p: _Point) -> Measurement:
                             mla_form=cfg.mla_form(p.phase) or "naive").to(device=cfg.dev, dtype=subject.tdt).eval()
         layer.attention = attention
         fn, inputs = _lcprof_layer_fn(cfg, layer, p, subject.tdt, 1)
-        parts.append((kind_label(cfg.spec, idx), count, _measure(cfg, fn, inputs, cfg.cuda_graph and p.phase == "decode")))
+        parts.append((kind_label(cfg.spec, idx), count, _measure(cfg, fn, inputs, cfg.graph(p.phase))))
         del layer, fn, inputs
         _free(cfg.dev)
     head = _head_module(cfg, subject.tdt)
@@ -717,6 +757,7 @@ def _time_hf(cfg: _Settings, subject: _Subject, p: _Point) -> Measurement:
 
 def _time_point(cfg: _Settings, subject: _Subject, p: _Point) -> None:
     failed = False
+    probe = LoadProbe(cfg.dev).start()
     try:
         with PeakMemory(cfg.dev) as pm:
             if cfg.impl == "transformers":
@@ -737,6 +778,7 @@ def _time_point(cfg: _Settings, subject: _Subject, p: _Point) -> None:
         failed = True
         p.row["status"] = "oom" if is_oom(exc) else "error"
         p.row["reason"] = _first_line(exc)
+    p.row.update(probe.stop())
     if failed or p.scope == "kinds-scaled":
         subject.model = None
     B.clear_mask_cache()

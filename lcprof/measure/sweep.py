@@ -1,39 +1,46 @@
-"""Sweeps that lose nothing: one layer timed across backends, dtypes and lengths, row by row.
+"""Sweeps that lose nothing and can be trusted on a shared machine: one layer timed across backends,
+dtypes and lengths, row by row.
 
 ``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer:
 
 1. **validate** everything first (model, n list, backend names, dtypes, device, phase, layer): a
    user mistake raises ``LcprofError`` before anything runs or any file is touched;
-2. **pre-flight** each point: the backend's probe on (device, dtype); whether it can run the layer's
+2. **one writer**: the results file's advisory lock (:class:`lcprof.results.ResultsLock`) is taken
+   before the file is read; a second sweep on the same file stops at once, naming the holder;
+3. **pre-flight** each point: the backend's probe on (device, dtype); whether it can run the layer's
    mask in this phase (:meth:`Backend.plan`); the point's predicted memory -- activations of the
    backend's family (``cost.activation_bytes``, with the scores for eager and an explicit mask when
    one is materialized) + the layer's weights + the rotated input sets (and decode caches) + cuBLAS's
-   workspace on CUDA -- against
-   ``mem_cap_bytes`` or the device's free memory. A point that cannot run gets status
-   ``skipped`` and the reason;
-3. **correctness before timing**: each backend is compared with the float64 reference
-   (:mod:`lcprof.measure.check`) once per dtype; a mismatch gives status ``error`` with the error
-   values and no time;
-4. **time** the rest (:func:`lcprof.measure.timer.measure`) with peak memory (reset per point). An
-   out-of-memory error gives status ``oom`` (memory freed, the sweep goes on); any other exception
-   gives ``error`` with its message (the sweep goes on).
+   workspace on CUDA -- against ``mem_cap_bytes`` or the device's free memory. A point that cannot
+   run gets status ``skipped`` and the reason;
+4. **correctness before timing**: each backend is compared with the float64 reference
+   (:mod:`lcprof.measure.check`) once per dtype; a mismatch gives status ``error`` and no time;
+5. **time** the rest (:func:`lcprof.measure.timer.measure`) in an **interleaved, randomised order**
+   (seeded by ``seed``): drift on a shared machine then touches every backend and length alike.
+   Each point records what the machine was doing meanwhile (:class:`lcprof.measure.env.LoadProbe`:
+   load average, CPU time of other processes, GPU clocks/throttling/utilization before and after).
+   An out-of-memory error gives status ``oom``; any other exception ``error`` (the sweep goes on);
+6. **re-measure** a point that breaks its group's trend (its log residual against the cost-model fit
+   of the group exceeds ``max(3 sigma, 20%)``, sigma robust: 1.4826 x MAD) or whose environment
+   changed (others took 25% more of the machine than the sweep's median, the GPU throttled or its
+   SM clock fell 10%): up to ``max_attempts`` times, keeping the fastest median (interference only
+   adds time); the kept row says why it was re-measured (``remeasure_reason``), its attempt and the
+   earlier medians (``earlier_times_s``), and replaces the old row in one atomic rewrite;
+7. print a **noise figure** for the sweep (:func:`lcprof.fit.noise_figure`).
 
-Rows (``RESULT_COLUMNS``; shared/DESIGN.md's schema plus FLOPs, plan and environment columns) are
-written to ``out`` the moment each completes: one ``write`` of the whole CSV line, then flush and
-``os.fsync``; the header once, when the file is created. Timings are written as Python's shortest
-round-trip repr: never rounded. ``resume=True`` keeps rows whose status is ok, oom or skipped, keyed
-by (model, backend, dtype, device, batch, n, phase), drops error rows (and a torn last line) by an
-atomic rewrite, and runs only what is missing, so nothing is duplicated. Without ``resume`` an
-existing file is refused.
+Rows (``lcprof.results.RESULT_COLUMNS``) are written the moment each completes: one ``write`` of the
+whole CSV line, then flush and ``os.fsync``; the header once. Timings are never rounded.
+``resume=True`` keeps rows whose status is ok, oom or skipped (keyed by the point key,
+``lcprof.results.POINT_KEY``: a different MLA form, ranks, CUDA-graph or L2 setting is a different
+point), drops error rows and a torn last line by an atomic rewrite, and runs only what is missing,
+so nothing is lost or doubled -- also after ``kill -9``. Without ``resume`` an existing file is refused.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import gc
-import io
-import os
+import math
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,136 +54,33 @@ import torch
 from lcprof.cost.model import activation_bytes, cost
 from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
+from lcprof.fit import noise_figure
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
-from lcprof.measure.env import ENV_COLUMNS, PeakMemory, environment, free_memory_bytes
+from lcprof.measure.env import LoadProbe, PeakMemory, environment, free_memory_bytes, tf32_mode
 from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer
 from lcprof.measure.timer import Measurement, measure
+from lcprof.results import (DONE_STATUSES, POINT_KEY, RESULT_COLUMNS, ResultsLock, ResultsWriter, point_key,  # noqa: F401
+                            prepare_resume, replace_row)
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_bytes, fmt_bytes, fmt_seconds, parse_token_list
 
 PHASES = ("prefill", "decode")
-#: what identifies a point in a results file (a resume skips rows whose key is already done)
-KEY_COLUMNS = ("model", "backend", "dtype", "device", "batch", "n", "phase", "layer", "moe_timing")
-DONE_STATUSES = ("ok", "oom", "skipped")
-RESULT_COLUMNS = (
-    "model", "backend", "dtype", "device", "batch", "n", "time_s", "time_p10_s", "time_p90_s", "repeats",
-    "peak_mem_bytes", "status", "reason", "phase",
-    "predicted_flops", "useful_flops", "achieved_flops_per_s", "layer", "attention_kind", "window",
-    "effective_mask", "mask_mode", "executed_family", "moe_timing", "mla_form", "ranks",
-    "predicted_mem_bytes", "mem_cap_bytes", "peak_mem_source",
-    "time_mean_s", "time_stdev_s", "spread_warning", "clock", "input_sets",
-    "check_attn_rel_err", "check_layer_rel_err",
-    *ENV_COLUMNS, "timestamp", "samples_s",
-)
+#: what identifies a point in a results file (``lcprof.results.POINT_KEY``; kept under its old name)
+KEY_COLUMNS = POINT_KEY
+#: Re-measure thresholds (see the module docstring).
+TREND_SIGMAS = 3.0
+TREND_MIN_REL = 0.20
+OTHER_CPU_JUMP = 0.25
+CLOCK_DROP = 0.10
 #: Rotate several input sets while one set is smaller than this; one larger set defeats caches by itself.
 ROTATE_BELOW_BYTES = 256 << 20
 N_INPUT_SETS = 3
 
 
-# ----------------------------------------------------------------------------------------------
-# Results file
-# ----------------------------------------------------------------------------------------------
-
-def _csv_line(values: Iterable) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
-    return buf.getvalue()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path.parent or Path(".")), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class ResultsWriter:
-    """Append rows to a CSV file, each one flushed and fsynced as it is written."""
-
-    def __init__(self, path: str | Path, columns: tuple[str, ...] = RESULT_COLUMNS) -> None:
-        self.path = Path(path)
-        self.columns = columns
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if new and self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", newline="")
-        if new:
-            self._write(_csv_line(columns))
-            _fsync_dir(self.path)
-
-    def _write(self, text: str) -> None:
-        self._fh.write(text)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def write(self, row: dict) -> None:
-        self._write(_csv_line(_cell(row.get(c)) for c in self.columns))
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _cell(v):
-    if isinstance(v, (np.floating,)):
-        v = float(v)
-    if isinstance(v, (np.integer,)):
-        v = int(v)
-    if isinstance(v, float):
-        return repr(v)  # shortest round-trip: never rounded
-    return v
-
-
-def read_done(path: str | Path, columns: tuple[str, ...] = RESULT_COLUMNS,
-              key_columns: tuple[str, ...] = KEY_COLUMNS) -> set[tuple[str, ...]]:
-    """Prepare ``path`` for a resume; return the keys of rows already done (ok, oom, skipped).
-
-    A torn last line (a kill between write and newline) and ``error`` rows are removed by writing a
-    cleaned copy and renaming it over the file (atomic); a header that is not ours is refused.
-    """
-    p = Path(path)
-    if not p.exists() or p.stat().st_size == 0:
-        return set()
-    text = p.read_text()
-    torn = not text.endswith("\n")
-    if torn:
-        text = text[: text.rfind("\n") + 1]
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return set()
-    header = tuple(rows[0])
-    if header != tuple(columns):
-        missing = [c for c in columns if c not in header]
-        raise LcprofError(
-            f"cannot resume {str(p)!r}: its columns are not lcprof sweep's "
-            f"({'missing ' + ', '.join(missing[:5]) if missing else 'different order'}); choose another --out")
-    idx = {c: i for i, c in enumerate(header)}
-    keep, done, dropped = [rows[0]], set(), 0
-    for r in rows[1:]:
-        if len(r) != len(header):
-            dropped += 1
-            continue
-        if r[idx["status"]] in DONE_STATUSES:
-            keep.append(r)
-            done.add(tuple(r[idx[c]] for c in key_columns))
-        else:
-            dropped += 1
-    if torn or dropped:
-        tmp = p.with_name(p.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerows(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-        _fsync_dir(p)
-    return done
+def read_done(path: str | Path) -> set[tuple[str, ...]]:
+    """Prepare ``path`` for a resume (``lcprof.results.prepare_resume``); the keys already done."""
+    return set(prepare_resume(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,9 +95,12 @@ class Point:
     row: dict = field(default_factory=dict)
     plan: B.Plan | None = None
     pre_status: str | None = None  # skipped before running, with row['reason']
+    layer_obj: Callable | None = None  # builds (once) the layer of this point's dtype
 
-    def key(self, model: str, device: str, batch: int, phase: str, layer: int, moe_timing: str) -> tuple[str, ...]:
-        return (model, self.backend, self.dtype, device, str(batch), str(self.n), phase, str(layer), moe_timing)
+    order: int = 0  # position in the randomised timing order
+
+    def key(self, cfg: "_Settings") -> tuple[str, ...]:
+        return point_key(cfg.key_fields(self.backend, self.dtype, self.n))
 
 
 def _work(phase: str, n: int) -> tuple[int, int]:
@@ -271,22 +178,6 @@ def _free(device: torch.device, collect: bool = False) -> None:
         torch.cuda.empty_cache()
 
 
-class _TF32:
-    """Set TF32 matmuls on for dtype tf32 and off otherwise; restore on exit."""
-
-    def __init__(self, on: bool) -> None:
-        self.on = on
-
-    def __enter__(self):
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = self.on
-        torch.backends.cudnn.allow_tf32 = self.on
-        return self
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
-
-
 def _progress_fn(progress) -> Callable[[str], None]:
     if callable(progress):
         return progress
@@ -349,15 +240,26 @@ class _Settings:
     check: bool
     cuda_graph: bool = False
     moe: str = "dense-equivalent"  # how MoE layers run: dense-equivalent or routed
+    layers: dict = field(default_factory=dict, compare=False, hash=False)  # dtype -> built layer
 
     @property
     def form(self) -> str:
         return self.mla_form or "naive"
 
+    max_attempts: int = 3
+
     @property
     def moe_timing(self) -> str:
         lspec = self.spec.layers[self.layer]
         return self.moe if (lspec.moe and self.spec.moe is not None) else "n/a"
+
+    def key_fields(self, backend: str, dtype: str, n: int) -> dict:
+        """The point-key columns of one point of this sweep (``lcprof.results.POINT_KEY``)."""
+        return {"model": self.spec.name, "backend": backend, "dtype": dtype, "device": str(self.dev),
+                "batch": self.batch, "n": n, "phase": self.phase, "layer": self.layer,
+                "moe_timing": self.moe_timing, "mla_form": self.mla_form,
+                "ranks": self.ranks if backend == "striped-ring" else None, "cuda_graph": self.cuda_graph,
+                "flush_l2": self.flush_l2, "elementwise": "unfused"}
 
 
 def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: str | None = None,
@@ -365,15 +267,17 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
               mem_cap_bytes: int | None = None, out: str | Path | None = None, resume: bool = False,
               ranks: int = 1, mla_form: str | None = None, seed: int = 0, min_reps: int = 3,
               max_reps: int = 100, flush_l2: bool = False, check: bool = True, cuda_graph: bool = False,
-              moe_timing: str = "dense-equivalent",
+              moe_timing: str = "dense-equivalent", max_attempts: int = 3, calibration=None,
               progress: bool | Callable[[str], None] = False) -> pd.DataFrame:
     """Time one layer over (dtype, backend, n) points; see the module docstring.
 
     ``ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma lists.
     ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for decode).
-    ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``); the
-    rows' ``clock`` reads ``cuda_graph``. ``moe_timing`` (MoE layers): ``dense-equivalent`` or
-    ``routed`` (see :mod:`lcprof.measure.layer`).
+    ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``).
+    ``moe_timing`` (MoE layers): ``dense-equivalent`` or ``routed`` (see :mod:`lcprof.measure.layer`).
+    ``seed`` seeds the weights, the inputs and the timing order. ``max_attempts``: timings of a
+    suspect point at most (1: never re-measure). ``calibration`` (a profile or results file, see
+    :func:`lcprof.rates.resolve_rates`): rates for the expected duration said before the sweep.
     Returns the rows of this sweep's points (read back from ``out`` when given, so resumed rows are
     included), one per point.
     """
@@ -383,57 +287,106 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
         raise LcprofError(f"--cuda-graph needs a CUDA device; this sweep runs on {dev}")
     if moe_timing not in MOE_TIMINGS:
         raise LcprofError(f"unknown MoE timing {moe_timing!r}; use {' or '.join(MOE_TIMINGS)}")
-    if spec.mla is not None:
-        mla_form = mla_form or ("absorbed" if phase == "decode" else "naive")
-    else:
-        mla_form = None
+    if not (math.isfinite(float(budget_s)) and float(budget_s) >= 0):
+        raise LcprofError(f"budget must be a finite number of seconds >= 0, got {budget_s}")
+    if int(max_attempts) < 1:
+        raise LcprofError(f"max attempts must be >= 1, got {max_attempts}")
+    mla_form = (mla_form or ("absorbed" if phase == "decode" else "naive")) if spec.mla is not None else None
     say = _progress_fn(progress)
-    done: set = set()
+    lock = None
     if out is not None:
         out = Path(out)
+        if out.parent and not out.parent.exists():
+            say(f"creating folder {out.parent}")
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LcprofError(f"cannot create folder {str(out.parent)!r}: {exc.strerror or exc}") from None
+        if out.exists() and out.is_dir():
+            raise LcprofError(f"--out {str(out)!r} is a folder; give a results file such as {str(out / 'results.csv')!r}")
+        lock = ResultsLock(out).acquire()
+    try:
+        return _run_locked(spec, ns, backends, dtypes, dev, out, resume, say, calibration, dict(
+            phase=phase, batch=int(batch), layer=int(layer), budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes,
+            ranks=int(ranks), mla_form=mla_form, seed=int(seed), min_reps=int(min_reps), max_reps=int(max_reps),
+            flush_l2=bool(flush_l2), check=bool(check), cuda_graph=bool(cuda_graph), moe=moe_timing,
+            max_attempts=int(max_attempts)))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(spec, ns, backends, dtypes, dev, out, resume, say, calibration, settings) -> pd.DataFrame:
+    done: set = set()
+    if out is not None:
         if out.exists() and out.stat().st_size > 0 and not resume:
             raise LcprofError(f"{str(out)!r} exists; pass --resume to continue it, or choose another --out")
         if resume:
             done = read_done(out)
-    cfg = _Settings(spec=spec, dev=dev, env=environment(dev), phase=phase, batch=int(batch), layer=int(layer),
-                    budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes, ranks=int(ranks), mla_form=mla_form,
-                    seed=int(seed), min_reps=int(min_reps), max_reps=int(max_reps), flush_l2=bool(flush_l2),
-                    check=bool(check), cuda_graph=bool(cuda_graph), moe=moe_timing)
+    cfg = _Settings(spec=spec, dev=dev, env=environment(dev), **settings)
     points = [Point(b, d, n) for d in dtypes for b in backends for n in ns]
-    keys = [p.key(spec.name, str(dev), cfg.batch, phase, cfg.layer, cfg.moe_timing) for p in points]
+    keys = [p.key(cfg) for p in points]
     todo = [p for p, k in zip(points, keys) if k not in done]
+    order = np.random.default_rng(cfg.seed).permutation(len(todo))
+    for i, j in enumerate(order):
+        todo[j].order = i
     if done:
         say(f"resuming {out}: {len(points) - len(todo)} of {len(points)} points already done")
+    expected = estimate_duration_s(cfg, todo, calibration)
+    if expected is not None and todo:
+        say(f"expected duration: about {fmt_seconds(expected)} for {len(todo)} points "
+            f"(predicted per-call times x warm-up and repetitions; re-measures add to it)")
     writer = ResultsWriter(out) if out is not None else None
-    rows: list[dict] = []
+    rows: dict[tuple, dict] = {}
     counter = [len(points) - len(todo)]
 
     def emit(p: Point) -> None:
         counter[0] += 1
         r = p.row
-        rows.append(r)
+        rows[p.key(cfg)] = r
         if writer is not None:
             writer.write(r)
-        t = f" {fmt_seconds(r['time_s'])}" if r.get("time_s") is not None else ""
-        why = f" ({r['reason']})" if r.get("reason") and r["status"] != "ok" else ""
-        say(f"[{counter[0]}/{len(points)}] {p.backend} {p.dtype} n={p.n} {phase}: {r['status']}{t}{why}")
+        say(f"[{counter[0]}/{len(points)}] {_describe(p, cfg)}")
 
     try:
-        for dt in dtypes:
-            group = [p for p in todo if p.dtype == dt]
-            if group:
-                _run_dtype(cfg, group, dt, emit)
+        timed = _prepare_and_check(cfg, todo, emit)
+        for p in sorted(timed, key=lambda q: q.order):
+            _time_and_emit(cfg, p, emit)
+        if writer is not None:
+            writer.close()
+            writer = None
+        _remeasure_suspects(cfg, timed, rows, out, say)
     finally:
         if writer is not None:
             writer.close()
         _free(dev, collect=True)
     if out is None:
-        return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    df = pd.read_csv(out, keep_default_na=True)
-    key_text = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=list(KEY_COLUMNS))  # "n/a" stays text
-    wanted = set(keys)
-    mask = [tuple(r) in wanted for r in key_text[list(KEY_COLUMNS)].itertuples(index=False)]
-    return df[mask].reset_index(drop=True)
+        df = pd.DataFrame(list(rows.values()), columns=list(RESULT_COLUMNS))
+    else:
+        df = pd.read_csv(out, keep_default_na=True, dtype={c: str for c in ("moe_timing", "mla_form", "ranks",
+                                                                             "cuda_graph", "flush_l2", "reason")})
+        wanted = set(keys)
+        df = df[[k in wanted for k in key_of_rows(df)]].reset_index(drop=True)
+    fig = noise_figure(df, specs={spec.name: spec})
+    if fig["points"]:
+        say(f"noise: {fig['text']}")
+    return df
+
+
+def key_of_rows(df: pd.DataFrame) -> list[tuple[str, ...]]:
+    from lcprof.results import key_of_frame
+
+    return key_of_frame(df)
+
+
+def _describe(p: Point, cfg: "_Settings") -> str:
+    r = p.row
+    t = f" {fmt_seconds(r['time_s'])}" if r.get("time_s") is not None else ""
+    why = f" ({r['reason']})" if r.get("reason") and r["status"] != "ok" else ""
+    load = ""
+    if r.get("other_cpu_frac") is not None:
+        load = f"  [others {100 * r['other_cpu_frac']:.0f}% of the CPUs, load {r['load_avg_1m']:.1f}]"
+    return f"{p.backend} {p.dtype} n={p.n} {cfg.phase}: {r['status']}{t}{why}{load}"
 
 
 def _mask_for(spec: ModelSpec, layer: int, n_q: int, n_k: int) -> B.AttnMask:
@@ -452,13 +405,8 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     b = B.get_backend(p.backend)
     row = {c: None for c in RESULT_COLUMNS}
     row.update(cfg.env)
-    row.update({
-        "model": spec.name, "backend": p.backend, "dtype": dt, "device": str(cfg.dev), "batch": cfg.batch,
-        "n": p.n, "phase": cfg.phase, "layer": cfg.layer, "attention_kind": lspec.attn, "window": lspec.window,
-        "moe_timing": cfg.moe_timing, "mla_form": cfg.mla_form,
-        "ranks": cfg.ranks if p.backend == "striped-ring" else None, "reason": "",
-        "mem_cap_bytes": cfg.mem_cap_bytes,
-    })
+    row.update(cfg.key_fields(p.backend, dt, p.n))
+    row.update({"attention_kind": lspec.attn, "window": lspec.window, "reason": "", "mem_cap_bytes": cfg.mem_cap_bytes})
     p.row = row
     ok, why = b.probe(cfg.dev, B.torch_dtype(dt)[0])
     if not ok:
@@ -545,34 +493,167 @@ def _fits_free_memory(cfg: _Settings, p: Point, resident_bytes: int) -> bool:
     return False
 
 
-def _run_dtype(cfg: _Settings, group: list[Point], dt: str, emit: Callable[[Point], None]) -> None:
-    """All points of one dtype: pre-flight, one layer build, correctness checks, then timing."""
-    torch_dt, tf32 = B.torch_dtype(dt)
-    built: dict = {"layer": None}
+def _prepare_and_check(cfg: _Settings, todo: list[Point], emit: Callable[[Point], None]) -> list[Point]:
+    """Pre-flight every point and check each backend once per dtype; emit the points that will not
+    be timed (skipped, error, oom) and return the rest, each with its dtype's layer built."""
+    timed: list[Point] = []
+    cfg.layers.clear()
+    for dt in dict.fromkeys(p.dtype for p in todo):
+        group = [p for p in todo if p.dtype == dt]
+        torch_dt, tf32 = B.torch_dtype(dt)
 
-    def layer_obj() -> DecoderLayer:
-        if built["layer"] is None:
-            lay = DecoderLayer(cfg.spec, cfg.layer, seed=cfg.seed, mla_form=cfg.form, moe_timing=cfg.moe)
-            built["layer"] = lay.to(device=cfg.dev, dtype=torch_dt).eval()
-        return built["layer"]
+        def layer_obj(dt=dt, torch_dt=torch_dt) -> DecoderLayer:
+            if dt not in cfg.layers:
+                lay = DecoderLayer(cfg.spec, cfg.layer, seed=cfg.seed, mla_form=cfg.form, moe_timing=cfg.moe)
+                cfg.layers[dt] = lay.to(device=cfg.dev, dtype=torch_dt).eval()
+            return cfg.layers[dt]
 
-    for p in group:
-        _preflight(cfg, p)
-    with _TF32(tf32), torch.inference_mode():
-        names = list(dict.fromkeys(p.backend for p in group if p.pre_status is None))
-        checks = _check_backends(cfg, layer_obj, names, dt) if (cfg.check and names) else {}
+        for p in group:
+            _preflight(cfg, p)
+        with tf32_mode(tf32), torch.inference_mode():
+            names = list(dict.fromkeys(p.backend for p in group if p.pre_status is None))
+            checks = _check_backends(cfg, layer_obj, names, dt) if (cfg.check and names) else {}
         for p in group:
             if p.pre_status is None:
                 _apply_check(p, checks.get(p.backend))
             if p.pre_status is not None:
                 p.row["status"] = p.pre_status
-            elif cfg.mem_cap_bytes is not None or _fits_free_memory(
-                    cfg, p, built["layer"].param_bytes if built["layer"] is not None else 0):
-                _time_point(cfg, p, layer_obj, torch_dt)
-            p.row["timestamp"] = _now()
-            emit(p)
-    built["layer"] = None
-    _free(cfg.dev, collect=True)
+                p.row["timestamp"] = _now()
+                emit(p)
+            else:
+                p.layer_obj = layer_obj
+                timed.append(p)
+    return timed
+
+
+def _time_and_emit(cfg: _Settings, p: Point, emit: Callable[[Point], None]) -> None:
+    torch_dt, tf32 = B.torch_dtype(p.dtype)
+    with tf32_mode(tf32), torch.inference_mode():
+        resident = cfg.layers[p.dtype].param_bytes if p.dtype in cfg.layers else 0
+        if cfg.mem_cap_bytes is not None or _fits_free_memory(cfg, p, resident):
+            _time_point(cfg, p, p.layer_obj, torch_dt)
+    p.row["order_index"] = p.order
+    p.row["attempt"] = 1
+    p.row["timestamp"] = _now()
+    emit(p)
+
+
+def _suspects(cfg: _Settings, timed: list[Point], rows: dict) -> list[tuple[Point, str]]:
+    """Points to measure again, with why: a trend break or a changed environment (module docstring)."""
+    from lcprof.fit import trend_residuals
+
+    ok = [p for p in timed if p.row.get("status") == "ok"]
+    out: dict[int, str] = {}
+    fracs = [p.row["other_cpu_frac"] for p in ok if p.row.get("other_cpu_frac") is not None]
+    base = float(np.median(fracs)) if fracs else None
+    for p in ok:
+        r, why = p.row, []
+        f = r.get("other_cpu_frac")
+        if base is not None and f is not None and f > base + OTHER_CPU_JUMP:
+            why.append(f"other processes took {100 * f:.0f}% of the CPUs (sweep median {100 * base:.0f}%)")
+        thr = r.get("gpu_throttle_after") or ""
+        if thr and thr != (r.get("gpu_throttle_before") or ""):
+            why.append(f"GPU throttled ({thr})")
+        b, a = r.get("gpu_sm_clock_before_mhz"), r.get("gpu_sm_clock_after_mhz")
+        if b and a and a < (1 - CLOCK_DROP) * b:
+            why.append(f"GPU SM clock fell from {b} to {a} MHz")
+        if why:
+            out[id(p)] = "; ".join(why)
+    groups: dict[tuple, list[Point]] = {}
+    for p in ok:
+        groups.setdefault((p.backend, p.dtype), []).append(p)
+    for (backend, dtype), ps in groups.items():
+        if len({p.n for p in ps}) < 4:
+            continue
+        rows_df = pd.DataFrame([p.row for p in ps])
+        resid = trend_residuals(rows_df, specs={cfg.spec.name: cfg.spec})
+        if resid is None:
+            continue
+        lr = np.log1p(resid)
+        sigma = 1.4826 * float(np.median(np.abs(lr - np.median(lr))))
+        limit = max(TREND_SIGMAS * sigma, math.log1p(TREND_MIN_REL))
+        for p, e in zip(ps, lr):
+            if abs(e) > limit:
+                msg = f"broke the trend ({100 * math.expm1(e):+.0f}% off the group's cost-model fit)"
+                out[id(p)] = (out[id(p)] + "; " + msg) if id(p) in out else msg
+    return [(p, out[id(p)]) for p in ok if id(p) in out]
+
+
+def _remeasure_suspects(cfg: _Settings, timed: list[Point], rows: dict, out: Path | None, say) -> None:
+    """Time suspect points again (at most ``max_attempts`` timings each); keep the fastest median."""
+    for attempt in range(2, cfg.max_attempts + 1):
+        suspects = _suspects(cfg, timed, rows)
+        if not suspects:
+            return
+        say(f"re-measuring {len(suspects)} point(s) (attempt {attempt} of {cfg.max_attempts})")
+        for p, why in suspects:
+            old = dict(p.row)
+            torch_dt, tf32 = B.torch_dtype(p.dtype)
+            p.row = {k: v for k, v in old.items()}
+            with tf32_mode(tf32), torch.inference_mode():
+                _time_point(cfg, p, p.layer_obj, torch_dt)
+            earlier = [float(x) for x in str(old.get("earlier_times_s") or "").split()] + [float(old["time_s"])]
+            new_ok = p.row.get("status") == "ok" and p.row.get("time_s") is not None
+            keep = p.row if new_ok and p.row["time_s"] < old["time_s"] else old
+            if keep is old:
+                earlier = earlier[:-1] + ([float(p.row["time_s"])] if new_ok else [])
+            else:
+                keep["order_index"] = old.get("order_index")
+            keep = dict(keep)
+            keep["attempt"] = attempt
+            keep["remeasure_reason"] = "; ".join(x for x in (str(old.get("remeasure_reason") or ""), why) if x)
+            keep["earlier_times_s"] = " ".join(repr(x) for x in earlier)
+            keep["timestamp"] = _now()
+            p.row = keep
+            rows[p.key(cfg)] = keep
+            if out is not None:
+                replace_row(out, keep)
+            say(f"  re-measured {_describe(p, cfg)}: {why}")
+
+
+def estimate_duration_s(cfg: _Settings, points: list[Point], calibration=None) -> float | None:
+    """Seconds the points should take: per point the roofline time of one call on the rates at hand
+    (``calibration``; on CUDA the best profile for the GPU, see :mod:`lcprof.rates`) times its
+    warm-up and repetitions; None when no rates are at hand (a CPU without a calibration)."""
+    from lcprof.cost.model import roofline
+    from lcprof.rates import resolve_rates
+
+    try:
+        if calibration is not None:
+            hw = resolve_rates(None, calibration).hardware
+        elif cfg.dev.type == "cuda":
+            name = (cfg.env.get("gpu_name") or "").lower()
+            key = "h200" if "h200" in name else "h100-sxm" if "h100" in name else "a100-80gb" if "a100" in name else None
+            if key is None:
+                return None
+            hw = resolve_rates(key).hardware
+        else:
+            return None
+    except LcprofError:
+        return None
+    total = 0.0
+    for p in points:
+        store = "fp32" if p.dtype == "tf32" else p.dtype
+        try:
+            c = cost(cfg.spec, p.n, phase=cfg.phase, batch=cfg.batch, dtype=store,
+                     family=_family(p.backend),
+                     layer=cfg.layer, mla_form=cfg.mla_form)
+            t = float(roofline(c, hw, tf32=p.dtype == "tf32", backend=p.backend)["total"][0])
+        except LcprofError:
+            continue
+        warm = max(2, math.ceil(0.1 * cfg.budget_s / max(t, 1e-9)))
+        reps = min(max(cfg.min_reps, math.floor(cfg.budget_s / max(t, 1e-9))), cfg.max_reps)
+        total += (warm + reps + (1 if cfg.check else 0)) * t
+    return total
+
+
+def _family(backend: str) -> str:
+    from lcprof.cost.ops import backend_family
+
+    try:
+        return backend_family(backend)
+    except LcprofError:
+        return "tiled"
 
 
 def _make_inputs(cfg: _Settings, lay: DecoderLayer, p: Point, torch_dt) -> list:
@@ -594,6 +675,7 @@ def _time_point(cfg: _Settings, p: Point, layer_obj: Callable[[], DecoderLayer],
     """Time one point; OOM -> status oom, any other exception -> status error; memory freed either way."""
     inputs = None
     failed = False
+    probe = LoadProbe(cfg.dev).start()
     try:
         with PeakMemory(cfg.dev) as pm:
             lay = layer_obj()
@@ -616,4 +698,5 @@ def _time_point(cfg: _Settings, p: Point, layer_obj: Callable[[], DecoderLayer],
         p.row["reason"] = _first_line(exc)
     finally:
         inputs = None  # noqa: F841 - drop the inputs before freeing
+        p.row.update(probe.stop())
     _free(cfg.dev, collect=failed)

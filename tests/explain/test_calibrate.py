@@ -18,7 +18,12 @@ def test_calibrate_quick_cpu(cli, tmp_path):
     assert hw.hbm_bytes_per_s > 1e8 and hw.memory_bytes > 1 << 28
     raw = json.loads(out.read_text())
     assert raw["environment"]["torch_version"] and raw["method"]["quick"] is True
-    assert raw["method"]["matmul"]["fp32"]["size"] == 1024 and raw["method"]["matmul"]["fp32"]["reps"] >= 1
+    mm = raw["method"]["matmul"]["fp32"]
+    assert mm["size"] == 1024 and mm["reps"] >= 1 and mm["rounds"] == 2 and len(mm["round_rates"]) == 2
+    # the profile keeps the best sustained round, and records the spread of the rounds
+    assert hw.peak("fp32") == max(mm["round_rates"])
+    assert mm["spread"] == (max(mm["round_rates"]) - min(mm["round_rates"])) / max(mm["round_rates"])
+    assert raw["method"]["timer"].startswith("lcprof.measure.timer.measure")
     assert "wrote" in r.stdout
 
 

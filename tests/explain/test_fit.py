@@ -162,7 +162,7 @@ def test_fit_cli_json_and_points(cli, data_dir):
     assert "left out 2 row(s)" in r.stderr
     r = cli("fit", data_dir / "phi3-cpu-small.csv", "--points", "--format", "csv", "--target", "none")
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines()[0].startswith("model,backend,dtype,device,phase,batch,layer,moe_timing,n,")
+    assert r.stdout.splitlines()[0].startswith("model,backend,dtype,device,batch,phase,layer,moe_timing,mla_form,ranks,cuda_graph,flush_l2,elementwise,n,")
     r = cli("fit", data_dir / "phi3-cpu-small.csv")
     assert r.exit_code == 0 and "exponent_95" in r.stdout
 

@@ -45,7 +45,7 @@ def test_report_with_hardware_and_plan(data_dir, tmp_path):
     md = rep.markdown_path.read_text()
     assert "ratio.png" in _linked_images(md) and (out / "ratio.png").stat().st_size > 5000
     assert "## Capacity plan" in md and "| 12 | 4096 |" in md
-    assert "Measured vs predicted on Toy CPU" in md
+    assert "## Measured vs predicted" in md and "Roofline on calibration" in md and "(Toy CPU)" in md
     # the llama3-8b bf16 rows cannot be predicted on a profile without a bf16 rate: flagged, reported
     assert rep.compare.rows.query("model == 'llama3-8b'")["flagged"].all()
     assert any("bf16" in n for n in rep.notes)

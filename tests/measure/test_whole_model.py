@@ -152,6 +152,9 @@ def test_resume_runs_only_what_is_missing(spec_of, tmp_path):
                          resume=True, progress=msgs.append)
     assert "1 of 2 points already done" in msgs[0]
     assert sorted(df["n"]) == [16, 32] and len(_rows(out)) == 2
+    # one implementation and target per file: layer 0's rows would share the model rows' point keys
+    with pytest.raises(LcprofError, match="holds lcprof model rows and this sweep is lcprof layer:0"):
+        run_model_sweep(spec, "16", phases="prefill", backends="sdpa", target="layer", out=out, resume=True)
 
 
 def test_a_model_that_does_not_fit_is_timed_kind_by_kind(spec_of, tmp_path):

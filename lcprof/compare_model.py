@@ -27,8 +27,9 @@ import pandas as pd
 from lcprof.cost.model import cost, roofline, weight_bytes
 from lcprof.cost.ops import lm_head_op
 from lcprof.errors import LcprofError
-from lcprof.hardware import Hardware, get_gpu, load_calibration
+from lcprof.hardware import Hardware
 from lcprof.plan.compute import Rates, decode_parts, decode_step_s, prefill_s
+from lcprof.rates import resolve_rates
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_name
 
@@ -67,18 +68,10 @@ def is_model_results(columns) -> bool:
 
 
 def rates_for(gpu: str | None = None, calibration: str | Hardware | None = None) -> Rates:
-    """The planner's rates: a GPU's datasheet, or a calibration profile (alone, e.g. a CPU's)."""
-    if calibration is not None:
-        hw = calibration if isinstance(calibration, Hardware) else load_calibration(calibration)
-        label = f"roofline, calibration {hw.source or hw.key}"
-        if gpu is not None:
-            base = get_gpu(gpu)
-            return Rates(hw=hw, link_bytes_per_s=base.interconnect_bytes_per_s, source=label)
-        return Rates(hw=hw, link_bytes_per_s=hw.interconnect_bytes_per_s, source=label)
-    if gpu is None:
-        raise LcprofError("predictions need hardware: --gpu NAME or --calibration PROFILE.json")
-    hw = get_gpu(gpu)
-    return Rates(hw=hw, link_bytes_per_s=hw.interconnect_bytes_per_s, source=f"roofline, datasheet {hw.key}")
+    """The planner's rates from :func:`lcprof.rates.resolve_rates` (a calibration profile, rates fitted
+    from a sweep, the best profile at hand for the GPU, or its datasheet -- labelled an upper bound)."""
+    rs = resolve_rates(gpu, calibration)
+    return Rates(hw=rs.hardware, link_bytes_per_s=rs.hardware.interconnect_bytes_per_s, source=rs.label)
 
 
 def planner_times(spec: ModelSpec, rates: Rates, ns, *, phase: str, dtype: str, batch: int = 1) -> np.ndarray:

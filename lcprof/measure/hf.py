@@ -20,6 +20,10 @@ transformers' default for the model type differs from lcprof's -- Mixtral's rope
 comparison follows lcprof and the difference is the spec loader's to fix); ``pad_token_id`` None
 when outside the vocabulary.
 
+Not mapped, because lcprof's layer computes something else: Gemma 2 (attention-logit and final-logit
+softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), Qwen 3 (RMSNorm of q and k per
+head), and every type not listed.
+
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind
 (:data:`BACKEND_OF`: eager, sdpa, flash-attn).

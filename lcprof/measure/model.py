@@ -62,10 +62,13 @@ def layer_kind(spec: ModelSpec, layer_idx: int) -> str:
     """The kind of layer ``layer_idx`` runs: ``attention`` (softmax attention of any mask, with a dense
     or MoE MLP) until the spec names per-layer mixer kinds.
 
-    HYBRID: when LayerSpec gains a mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ...), it is
-    returned here and its builder registered with :func:`register_layer_kind`.
+    HYBRID: the spec package's ``LayerSpec.mixers`` (branch ``hybrid``: a tuple such as
+    ``("mamba2",)`` or ``("attention", "mamba2")`` for parallel mixers) names the kind here, joined
+    by ``+``; its builder (``lcprof.measure.mixers``' layers in a pre-norm block) is registered with
+    :func:`register_layer_kind`, and a state-holding layer defines ``decode_cache``.
     """
-    return str(getattr(spec.layers[layer_idx], "mixer", None) or "attention")
+    mixers = tuple(getattr(spec.layers[layer_idx], "mixers", None) or ("attention",))
+    return "+".join(mixers)
 
 
 def register_layer_kind(kind: str, builder: Callable[..., nn.Module], *, device_init: bool = False) -> None:

@@ -290,7 +290,7 @@ def _run_locked(model, spec, ns, phases, impl, layer_idx, dtypes, dev, batch, bu
     points = [_Point(b, d, ph, n) for d in dtypes for ph in phases for b in backends for n in ns]
     keys = [p.key(cfg) for p in points]
     todo = [p for p, k in zip(points, keys) if k not in done]
-    if done:
+    if len(points) > len(todo):
         say(f"resuming {out}: {len(points) - len(todo)} of {len(points)} points already done")
     writer = ResultsWriter(out, MODEL_COLUMNS) if out is not None else None
     rows: list[dict] = []

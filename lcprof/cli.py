@@ -252,7 +252,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules (they import torch lazily, inside the command)."""
     import importlib
 
-    for mod in ("lcprof.cli_measure", "lcprof.cli_explain", "lcprof.cli_plan", "lcprof.cli_ring"):
+    for mod in ("lcprof.cli_measure", "lcprof.cli_explain", "lcprof.cli_plan", "lcprof.cli_ring", "lcprof.cli_model"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -118,6 +118,10 @@ def calibrate(out, device, quick, dtypes, attention_n, fmt):
 def compare(files, gpu, calibration, exponents, fmt):
     """Per measured row: roofline prediction, ratio, achieved TFLOP/s and % of peak; local exponents."""
     from lcprof.compare import compare_results, compare_table
+    from lcprof.cli_model import compare_model_files, is_model_file
+
+    if is_model_file(files):  # whole-model rows (lcprof model-sweep): TTFT/TPOT vs the planner
+        return compare_model_files(files, gpu, calibration, fmt)
 
     res = compare_results(list(files), gpu=gpu, calibration=calibration)
     _note_excluded("compare", res.excluded_rows, res.excluded_by_status)

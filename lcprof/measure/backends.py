@@ -111,16 +111,19 @@ class AttnMask:
         return allowed
 
 
-# One cached dense mask: a model builds its mask once per forward and shares it across layers, so
-# the timed region of one layer does not pay for building it. ``clear_mask_cache`` frees it.
+# Cached dense masks: a model builds its masks once per forward and shares them across layers, so
+# the timed region of one layer does not pay for building them. A whole model with sliding and
+# global layers needs one per kind (``MASK_CACHE_SIZE``); ``clear_mask_cache`` frees them.
 _MASK_CACHE: dict = {}
+MASK_CACHE_SIZE = 4
 
 
 def cached_dense_mask(mask: AttnMask, device: torch.device) -> torch.Tensor:
     key = (mask, str(device))
     hit = _MASK_CACHE.get(key)
     if hit is None:
-        _MASK_CACHE.clear()
+        while len(_MASK_CACHE) >= MASK_CACHE_SIZE:
+            _MASK_CACHE.pop(next(iter(_MASK_CACHE)))  # the oldest
         hit = _MASK_CACHE[key] = mask.dense(device)
     return hit
 

@@ -309,15 +309,18 @@ class DecoderLayer(nn.Module):
                        torch.randn(sb, generator=generator).to(device=device, dtype=dtype))
 
     # ----- forward -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, *, return_kv: bool = False):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, *, return_kv: bool = False,
+                start: int | None = None):
         """x (batch, m, hidden) -> (batch, m, hidden); with ``return_kv`` also the K/V it produced.
 
         Without ``cache``: a prefill of m tokens at positions 0..m-1. With ``cache`` (capacity L):
         the tokens are at positions L - m .. L - 1, their K/V are written into the cache's last m
-        slots, and attention runs over all L cached keys.
+        slots, and attention runs over all L cached keys. ``start`` overrides the position of the
+        first new token (RoPE only; the sequence is then start + m tokens long): a whole model's
+        sliding-window layer caches only the last W keys, whose slots are not their positions.
         """
         h = self.input_norm(x)
-        a, kv = self._attention_block(h, cache)
+        a, kv = self._attention_block(h, cache, start)
         # Free what a real model frees (as transformers' layers do): past the attention block only
         # the residual stream and the KV cache live on. cost.activation_bytes counts this layout.
         del h
@@ -333,18 +336,20 @@ class DecoderLayer(nn.Module):
         out = x + y
         return (out, kv) if return_kv else out
 
-    def _attention_block(self, h: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+    def _attention_block(self, h: torch.Tensor, cache: KVCache | None,
+                         pos: int | None = None) -> tuple[torch.Tensor, KVCache]:
         if self.spec.mla is not None:
-            return self._mla_block(h, cache)
+            return self._mla_block(h, cache, pos)
         s = self.spec
         b, m, _ = h.shape
         H, kvh, hd, vhd = s.n_heads, s.n_kv_heads, s.head_dim, s.v_head_dim
         n_k = m if cache is None else cache.capacity
         start = n_k - m
+        pos = start if pos is None else pos
         q = self.q_proj(h).view(b, m, H, hd)  # (b, m, heads, head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
-        cs = self.rope_cos_sin(start, m, n_k, q.dtype, q.device)
+        cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:
             q, k = apply_rope(q, *cs), apply_rope(k, *cs)
         if cache is None:
@@ -356,13 +361,15 @@ class DecoderLayer(nn.Module):
         o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale)  # (b, m, heads, v_head_dim)
         return self.o_proj(o.reshape(b, m, H * vhd)), KVCache(keys, values)
 
-    def _mla_block(self, h: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+    def _mla_block(self, h: torch.Tensor, cache: KVCache | None,
+                   pos: int | None = None) -> tuple[torch.Tensor, KVCache]:
         s, mla = self.spec, self.spec.mla
         b, m, _ = h.shape
         H, nope, rope_d, lora, vd = (s.n_heads, mla.qk_nope_head_dim, mla.qk_rope_head_dim,
                                      mla.kv_lora_rank, mla.v_head_dim)
         n_k = m if cache is None else cache.capacity
         start = n_k - m
+        pos = start if pos is None else pos
         if mla.q_lora_rank:
             q = self.q_b(self.q_a_norm(self.q_a(h)))
         else:
@@ -372,7 +379,7 @@ class DecoderLayer(nn.Module):
         ckv = self.kv_a(h)  # (b, m, kv_lora_rank + rope)
         latent = self.kv_a_norm(ckv[..., :lora])  # (b, m, kv_lora_rank)
         k_pe = ckv[..., lora:].unsqueeze(2)  # (b, m, 1, rope)
-        cs = self.rope_cos_sin(start, m, n_k, q.dtype, q.device)
+        cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:
             q_pe, k_pe = apply_rope(q_pe, *cs), apply_rope(k_pe, *cs)
         k_pe = k_pe.squeeze(2)  # (b, m, rope)

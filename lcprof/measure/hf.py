@@ -1,0 +1,517 @@
+"""transformers as an implementation: its own decoder layers and model class, with lcprof's weights.
+
+``HFModel(model, attn_implementation)`` builds the transformers causal-LM class of the spec's
+``model_type`` from the spec's own config dict (``spec.config``, through ``AutoConfig.for_model``),
+then copies the lcprof :class:`~lcprof.measure.model.Model`'s seeded weights into it, parameter by
+parameter (:func:`weight_map`). Every transformers parameter must receive one: a parameter lcprof
+does not model (Qwen3's q/k norms, Gemma-2's softcapping has none but changes the math) is refused
+with one line, so the two implementations are known to compute the same function, which the
+agreement checks (:func:`agree_model`, :func:`agree_layer`) then confirm in numbers.
+
+Mapped model types (``SUPPORTED``): llama, mistral (sliding window), qwen2 (q/k/v bias, windowed
+layers), phi3 (fused qkv and gate_up, LongRoPE), mixtral (routed MoE; transformers 5's fused expert
+tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts). Config fields
+set for the comparison, each cost-neutral and each a place where lcprof's layer is simpler:
+DeepSeek-V3's ``rope_interleave`` False (the interleaved RoPE layout is a permutation of the
+weights), ``n_group = topk_group = 1`` (lcprof does not model group-limited routing) and a zero
+score-correction bias; ``norm_topk_prob``, ``rms_norm_eps``, ``hidden_act``, ``head_dim``,
+``rope_theta``, ``tie_word_embeddings`` as lcprof reads them (where a config leaves one out and
+transformers' default for the model type differs from lcprof's -- Mixtral's rope_theta 1e6 --, the
+comparison follows lcprof and the difference is the spec loader's to fix); ``pad_token_id`` None
+when outside the vocabulary.
+
+Not mapped, because lcprof's layer computes something else: Gemma 2 (attention-logit and final-logit
+softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), Qwen 3 (RMSNorm of q and k per
+head), and every type not listed.
+
+Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
+flash-attn package imports), named in results by the lcprof backend of the same kind
+(:data:`BACKEND_OF`: eager, sdpa, flash-attn).
+
+Decode (:meth:`HFModel.decode_cache`): transformers' default ``DynamicCache`` filled with random
+keys and values of n tokens per layer (per-head decompressed K and V for MLA, as transformers
+caches them); each step appends one token with ``torch.cat``, as ``generate`` does, so a timed run
+of r steps spans contexts n .. n + r - 1.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from lcprof.errors import LcprofError
+from lcprof.measure.layer import DecoderLayer
+from lcprof.measure.model import Model
+from lcprof.spec import ModelSpec
+
+SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3")
+ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
+#: transformers' attention implementation -> the lcprof backend of the same kind (results' ``backend``)
+BACKEND_OF = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash-attn"}
+IMPL_OF = {v: k for k, v in BACKEND_OF.items()}
+
+
+def available() -> tuple[bool, str]:
+    """(importable, version or why not)."""
+    try:
+        import transformers
+    except Exception as exc:  # noqa: BLE001 - optional dependency
+        return False, f"transformers is not installed ({type(exc).__name__}: {exc}); pip install 'lcprof[hf]'"
+    return True, str(transformers.__version__)
+
+
+def version() -> str | None:
+    ok, v = available()
+    return v if ok else None
+
+
+def attn_impl_available(impl: str, device) -> tuple[bool, str]:
+    """Whether transformers can run attention implementation ``impl`` on ``device``, and why not."""
+    if impl not in ATTN_IMPLS:
+        return False, f"unknown attention implementation {impl!r}; known: {', '.join(ATTN_IMPLS)}"
+    if impl == "flash_attention_2":
+        if torch.device(device).type != "cuda":
+            return False, "flash_attention_2 needs a CUDA device"
+        try:
+            from transformers.utils import is_flash_attn_2_available
+        except Exception as exc:  # noqa: BLE001
+            return False, f"transformers cannot say: {exc}"
+        if not is_flash_attn_2_available():
+            return False, "the flash-attn package is not importable"
+    return True, ""
+
+
+def _require(spec: ModelSpec) -> None:
+    ok, why = available()
+    if not ok:
+        raise LcprofError(why)
+    if spec.model_type not in SUPPORTED:
+        raise LcprofError(f"--impl transformers: model_type {spec.model_type!r} of {spec.name} is not mapped to "
+                          f"lcprof's layer; mapped: {', '.join(SUPPORTED)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+
+def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
+    """The transformers config of ``spec`` (its own config dict, the overrides in the module docstring)."""
+    _require(spec)
+    from transformers import AutoConfig
+
+    cfg: dict[str, Any] = {k: v for k, v in spec.config.items()
+                           if k not in ("model_type", "architectures", "auto_map", "transformers_version",
+                                        "torch_dtype", "dtype", "_name_or_path")}
+    cfg["num_hidden_layers"] = spec.n_layers
+    if isinstance(cfg.get("layer_types"), list):
+        cfg["layer_types"] = cfg["layer_types"][:spec.n_layers]
+    cfg["tie_word_embeddings"] = spec.tie_embeddings
+    cfg["rms_norm_eps"] = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+    cfg["hidden_act"] = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu")
+    if spec.mla is None and spec.model_type != "phi3":
+        cfg["head_dim"] = spec.head_dim
+    if spec.rope is not None and "rope_theta" not in cfg and "rope_parameters" not in cfg:
+        cfg["rope_theta"] = spec.rope.theta  # e.g. Mixtral: transformers' default is 1e6, lcprof read 1e4
+    pad = cfg.get("pad_token_id")
+    if pad is not None and not 0 <= int(pad) < spec.vocab_size:
+        cfg["pad_token_id"] = None
+    elif "pad_token_id" not in cfg:
+        cfg["pad_token_id"] = None  # Phi-3's default (32000) is outside a small vocabulary
+    if spec.moe is not None:
+        cfg["norm_topk_prob"] = bool(spec.config.get("norm_topk_prob", True))
+    if spec.model_type == "deepseek_v3":
+        cfg.update(rope_interleave=False, n_group=1, topk_group=1)
+    c = AutoConfig.for_model(spec.model_type, **cfg)
+    c._attn_implementation = attn_implementation
+    return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------
+
+def _cat(*ts: torch.Tensor) -> torch.Tensor:
+    return torch.cat([t.detach() for t in ts], dim=0)
+
+
+def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    """transformers parameter name -> lcprof tensor for layer i (layouts chosen by the names present)."""
+    p = f"model.layers.{i}."
+    out = {p + "input_layernorm.weight": layer.input_norm.weight,
+           p + "post_attention_layernorm.weight": layer.post_attn_norm.weight}
+    a = p + "self_attn."
+    if spec.mla is not None:
+        if spec.mla.q_lora_rank:
+            out.update({a + "q_a_proj.weight": layer.q_a.weight, a + "q_a_layernorm.weight": layer.q_a_norm.weight,
+                        a + "q_b_proj.weight": layer.q_b.weight})
+        else:
+            out[a + "q_proj.weight"] = layer.q_proj.weight
+        out.update({a + "kv_a_proj_with_mqa.weight": layer.kv_a.weight,
+                    a + "kv_a_layernorm.weight": layer.kv_a_norm.weight,
+                    a + "kv_b_proj.weight": layer.kv_b.weight, a + "o_proj.weight": layer.o_proj.weight})
+    elif a + "qkv_proj.weight" in names:  # Phi-3: one fused projection, q then k then v
+        out[a + "qkv_proj.weight"] = _cat(layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight)
+        out[a + "o_proj.weight"] = layer.o_proj.weight
+    else:
+        for nm in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            mod = getattr(layer, nm)
+            out[a + nm + ".weight"] = mod.weight
+            if mod.bias is not None:
+                out[a + nm + ".bias"] = mod.bias
+    out.update(_mlp_map(spec, p, layer, names))
+    return out
+
+
+def _dense_mlp_map(prefix: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    if prefix + "gate_up_proj.weight" in names:  # Phi-3: gate then up
+        return {prefix + "gate_up_proj.weight": _cat(layer.gate.weight, layer.up.weight),
+                prefix + "down_proj.weight": layer.down.weight}
+    return {prefix + "gate_proj.weight": layer.gate.weight, prefix + "up_proj.weight": layer.up.weight,
+            prefix + "down_proj.weight": layer.down.weight}
+
+
+def _mlp_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    if not layer.is_moe:
+        return _dense_mlp_map(p + "mlp.", layer, names)
+    if layer.moe_timing != "routed":
+        raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
+    out: dict[str, torch.Tensor] = {}
+    e = spec.moe
+    moe = p + "mlp." if (p + "mlp.gate.weight") in names else p + "block_sparse_moe."
+    out[moe + "gate.weight"] = layer.router.weight
+    if moe + "experts.gate_up_proj" in names:  # transformers 5: (E, 2I, h) and (E, h, I), gate first
+        out[moe + "experts.gate_up_proj"] = layer.experts_gate_up
+        out[moe + "experts.down_proj"] = layer.experts_down
+    else:  # per-expert modules
+        inter = e.expert_intermediate_size
+        for x in range(e.n_experts):
+            gu = layer.experts_gate_up[x]
+            gate, up = gu[:inter], gu[inter:]
+            if f"{moe}experts.{x}.w1.weight" in names:  # Mixtral: w1 gate, w3 up, w2 down
+                out.update({f"{moe}experts.{x}.w1.weight": gate, f"{moe}experts.{x}.w3.weight": up,
+                            f"{moe}experts.{x}.w2.weight": layer.experts_down[x]})
+            else:
+                out.update({f"{moe}experts.{x}.gate_proj.weight": gate, f"{moe}experts.{x}.up_proj.weight": up,
+                            f"{moe}experts.{x}.down_proj.weight": layer.experts_down[x]})
+    if e.n_shared:
+        out.update(_dense_mlp_map(moe + "shared_experts.", layer, names))
+    return out
+
+
+def weight_map(model: Model, names: set[str]) -> dict[str, torch.Tensor]:
+    """Every transformers parameter name -> the lcprof tensor it receives."""
+    spec = model.spec
+    out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    if not spec.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, DecoderLayer):
+            raise LcprofError(f"layer {i} of {spec.name} is not an attention layer; no transformers mapping")
+        out.update(_layer_map(spec, i, layer, names))
+    return out
+
+
+@torch.no_grad()
+def copy_weights(model: Model, hf) -> None:
+    """Copy lcprof's weights into the transformers model; refuse if any of its parameters is left over."""
+    params = dict(hf.named_parameters())
+    wm = weight_map(model, set(params))
+    missing = [k for k in wm if k not in params]
+    if missing:
+        raise LcprofError(f"transformers' {type(hf).__name__} has no parameter {missing[0]!r} "
+                          f"({len(missing)} unmatched); lcprof's mapping does not fit this transformers version")
+    left = [k for k in params if k not in wm and not (spec_tied(model) and k == "lm_head.weight")]
+    if left:
+        raise LcprofError(f"transformers' {type(hf).__name__} has parameters lcprof's layer does not model: "
+                          f"{', '.join(left[:4])}{' ...' if len(left) > 4 else ''}")
+    for k, src in wm.items():
+        dst = params[k]
+        if tuple(dst.shape) != tuple(src.shape):
+            raise LcprofError(f"shape of {k}: transformers {tuple(dst.shape)}, lcprof {tuple(src.shape)}")
+        dst.copy_(src.detach().to(device=dst.device, dtype=dst.dtype))
+    for name, buf in hf.named_buffers():
+        if name.endswith("e_score_correction_bias"):
+            buf.zero_()
+
+
+def spec_tied(model: Model) -> bool:
+    return bool(model.spec.tie_embeddings)
+
+
+# ----------------------------------------------------------------------------------------------
+# The transformers model
+# ----------------------------------------------------------------------------------------------
+
+def kv_shapes(spec: ModelSpec, batch: int, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of one layer's keys and values in transformers' cache, (batch, heads, n, dim)."""
+    if spec.mla is not None:  # transformers caches MLA's decompressed per-head K and V
+        return (batch, spec.n_heads, n, spec.mla.qk_head_dim), (batch, spec.n_heads, n, spec.mla.v_head_dim)
+    return (batch, spec.n_kv_heads, n, spec.head_dim), (batch, spec.n_kv_heads, n, spec.v_head_dim)
+
+
+def dynamic_cache_bytes(spec: ModelSpec, batch: int, n: int, dtype: str) -> int:
+    """Bytes of transformers' DynamicCache at context n, plus the one-token-longer copy ``torch.cat``
+    makes of the largest layer's keys and values at the next step."""
+    from lcprof.units import dtype_bytes
+
+    sa, sb = kv_shapes(spec, batch, 1)
+    per_token = (sa[1] * sa[3] + sb[1] * sb[3]) * batch * dtype_bytes(dtype)
+    tokens = [n if lspec.window is None else min(n, lspec.window) for lspec in spec.layers]
+    return int(per_token * (sum(tokens) + max(tokens) + 1))
+
+
+def _from_config(cfg, dtype: torch.dtype, device):
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device):
+        try:
+            return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        except TypeError:  # transformers 4: torch_dtype
+            return AutoModelForCausalLM.from_config(cfg, torch_dtype=dtype)
+
+
+class HFModel:
+    """transformers' causal LM of ``model.spec`` holding ``model``'s weights (see the module docstring)."""
+
+    def __init__(self, model: Model, attn_implementation: str = "eager", *, device=None, dtype=None) -> None:
+        p = next(model.parameters())
+        device = torch.device(device or p.device)
+        dtype = dtype or p.dtype
+        self.spec = model.spec
+        self.device, self.dtype = device, dtype
+        self.config = hf_config(model.spec, "eager")
+        self.hf = _from_config(self.config, dtype, device).eval()
+        copy_weights(model, self.hf)
+        self.attn_implementation = "eager"
+        self.set_attn_implementation(attn_implementation)
+
+    def set_attn_implementation(self, impl: str) -> None:
+        ok, why = attn_impl_available(impl, self.device)
+        if not ok:
+            raise LcprofError(why)
+        setter = getattr(self.hf, "set_attn_implementation", None)
+        if setter is not None:
+            setter(impl)
+        else:  # transformers 4: the attention interface reads the config on every call
+            self.hf.config._attn_implementation = impl
+        self.attn_implementation = impl
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.hf.parameters())
+
+    # ----- calls ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        """transformers >= 5.2x names the model's cache argument ``cache``; before, ``past_key_values``."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(type(self.hf.model).forward).parameters else "past_key_values"
+
+    def _call(self, ids: torch.Tensor, cache=None):
+        kwargs: dict = {"input_ids": ids, "use_cache": cache is not None}
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+        try:
+            return self.hf(**kwargs, logits_to_keep=1)
+        except TypeError:  # transformers 4.4x
+            return self.hf(**kwargs, num_logits_to_keep=1)
+
+    def __call__(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """Logits of the last position (batch, vocab): prefill, or one step appended to ``cache``."""
+        return self._call(ids, cache).logits[:, -1, :]
+
+    def prefill_cache(self, ids: torch.Tensor):
+        """transformers' own cache after a prefill of ``ids`` (its default DynamicCache)."""
+        out = self.hf(input_ids=ids, use_cache=True)
+        return getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self.hf.config)
+        except TypeError:  # transformers 4
+            return DynamicCache()
+
+    @torch.no_grad()
+    def cache_shapes(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """layer -> (key shape, value shape) of what this transformers version caches per token (MLA: the
+        latent and rope key in transformers 5, per-head K and V before), read off a 2-token prefill."""
+        if getattr(self, "_cache_shapes", None) is None:
+            cache = self._new_cache()
+            shapes: dict = {}
+            update = cache.update
+
+            def record(k, v, layer_idx, *args, **kwargs):
+                shapes.setdefault(int(layer_idx), (tuple(k.shape), tuple(v.shape)))
+                return update(k, v, layer_idx, *args, **kwargs)
+
+            cache.update = record
+            self._call(torch.zeros(1, 2, dtype=torch.long, device=self.device), cache)
+            self._cache_shapes = shapes
+        return self._cache_shapes
+
+    @torch.no_grad()
+    def decode_cache(self, batch: int, n: int, *, generator: torch.Generator | None = None):
+        """transformers' DynamicCache holding n random tokens per layer (unit variance, like a prefill of
+        random tokens), filled through its own ``update``."""
+        cache = self._new_cache()
+        for i, (sk, sv) in sorted(self.cache_shapes().items()):
+            k = torch.randn((batch, sk[1], n, sk[3]), generator=generator).to(device=self.device, dtype=self.dtype)
+            v = torch.randn((batch, sv[1], n, sv[3]), generator=generator).to(device=self.device, dtype=self.dtype)
+            cache.update(k, v, i)
+        return cache
+
+    # ----- one layer --------------------------------------------------------------------------------
+    def layers(self):
+        return self.hf.model.layers
+
+    def capture_layer_call(self, layer_idx: int, ids: torch.Tensor, cache=None) -> tuple[tuple, dict]:
+        """(args, kwargs) transformers' model passes to layer ``layer_idx`` in a forward over ``ids``
+        (the mask, position embeddings and cache it builds itself); the forward stops there."""
+        got: dict = {}
+
+        class _Stop(Exception):
+            pass
+
+        def hook(_mod, args, kwargs):
+            got["args"], got["kwargs"] = args, kwargs
+            raise _Stop
+
+        handle = self.layers()[layer_idx].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                self._call(ids, cache)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if "args" not in got:
+            raise LcprofError(f"transformers' model never called layer {layer_idx}")
+        return got["args"], got["kwargs"]
+
+    def layer_fn(self, layer_idx: int, args: tuple, kwargs: dict, *, decode: bool = False):
+        """A call of layer ``layer_idx`` with captured arguments, the hidden states replaceable.
+
+        ``decode``: the attention mask is dropped -- one new token attends every key its cache holds
+        (a global layer's whole context, a sliding layer's last W), and the cache grows by one per call.
+        """
+        layer = self.layers()[layer_idx]
+        rest = args[1:]
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        if decode:
+            kw["attention_mask"] = None
+
+        def call(x: torch.Tensor | None = None):
+            out = layer(hidden if x is None else x, *rest, **kw)
+            return out[0] if isinstance(out, tuple) else out
+
+        return call, hidden
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement: transformers and lcprof against one float64 reference
+# ----------------------------------------------------------------------------------------------
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    from lcprof.measure.check import rel_error
+
+    return rel_error(out, ref)
+
+
+def _verdict(err_lcprof: float, err_hf: float, dtype: str) -> tuple[bool, str]:
+    """Each implementation's error against the float64 reference within the dtype's tolerance or at
+    most twice the other's (STYLE: an implementation may be as inexact as PyTorch, not much more)."""
+    from lcprof.measure.check import TOLERANCE
+
+    tol = TOLERANCE[dtype]
+    ok_hf = err_hf <= max(tol, 2.0 * err_lcprof)
+    ok_lc = err_lcprof <= max(tol, 2.0 * err_hf)
+    if ok_hf and ok_lc:
+        return True, ""
+    return False, (f"{dtype}: transformers rel. error {err_hf:.3g}, lcprof {err_lcprof:.3g} against float64 "
+                   f"(tolerance {tol:g} or 2x the other)")
+
+
+def _reference(spec: ModelSpec, *, seed: int, moe_timing: str, mla_form: str, device) -> Model:
+    from lcprof.measure.check import reference_attention
+
+    ref = Model(spec, seed=seed, moe_timing=moe_timing, mla_form=mla_form, dtype=torch.float64, device=device).eval()
+    ref.set_attention(reference_attention)
+    return ref
+
+
+@torch.no_grad()
+def agree_model(spec: ModelSpec, n: int, *, dtype: str = "fp32", attn_implementation: str = "sdpa",
+                phase: str = "prefill", seed: int = 0, device="cpu", batch: int = 1) -> dict:
+    """Whole-model logits of lcprof and transformers (same weights, same tokens) against float64.
+
+    prefill: logits of the last of n tokens; decode: a prefill of n tokens (each implementation
+    its own cache) and one step at position n. Returns errors, the verdict and ``hf_vs_lcprof``
+    (their distance from each other).
+    """
+    from lcprof.measure import backends as B
+
+    tdt = B.torch_dtype(dtype)[0]
+    moe = "routed" if spec.moe is not None else "dense-equivalent"
+    form = "absorbed" if (phase == "decode" and spec.mla is not None) else "naive"
+    g = torch.Generator(device="cpu").manual_seed(seed + 17)
+    ids = torch.randint(0, spec.vocab_size, (batch, n + 1), generator=g).to(device)
+    ref = _reference(spec, seed=seed, moe_timing=moe, mla_form="naive", device=device)
+    ours = Model(spec, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval()
+    ours.set_attention(functools.partial(B.get_backend(BACKEND_OF[attn_implementation])))
+    theirs = HFModel(ours, attn_implementation, device=device, dtype=tdt)
+    if phase == "prefill":
+        r, o, t = ref(ids[:, :n]), ours(ids[:, :n]), theirs(ids[:, :n])
+    else:
+        caches = ref.prefill_caches(ids, n)
+        ref.set_mla_form(form)
+        r = ref(ids[:, n:], caches, start=n)
+        caches = ours.prefill_caches(ids, n)
+        ours.set_mla_form(form)
+        o = ours(ids[:, n:], caches, start=n)
+        t = theirs(ids[:, n:], theirs.prefill_cache(ids[:, :n]))
+    e_lc, e_hf = _rel(o, r), _rel(t, r)
+    ok, why = _verdict(e_lc, e_hf, dtype)
+    return {"ok": ok, "reason": why, "lcprof_rel_err": e_lc, "transformers_rel_err": e_hf,
+            "hf_vs_lcprof": _rel(t, o.to(t.dtype)), "dtype": dtype, "phase": phase, "n": n,
+            "attn_implementation": attn_implementation}
+
+
+@torch.no_grad()
+def agree_layer(spec: ModelSpec, layer_idx: int, n: int, *, dtype: str = "fp32", attn_implementation: str = "sdpa",
+                seed: int = 0, device="cpu", batch: int = 1) -> dict:
+    """Layer ``layer_idx`` alone, prefill of n tokens: lcprof's DecoderLayer and transformers' decoder
+    layer on the same hidden states (the ones transformers' model hands that layer), against the
+    float64 lcprof layer with the reference attention."""
+    from lcprof.measure import backends as B
+    from lcprof.measure.check import reference_attention
+
+    tdt = B.torch_dtype(dtype)[0]
+    moe = "routed" if spec.moe is not None else "dense-equivalent"
+    sub = spec.with_layers(spec.layers[:layer_idx + 1])
+    ours = Model(sub, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval()
+    ours.set_attention(B.get_backend(BACKEND_OF[attn_implementation]))
+    theirs = HFModel(ours, attn_implementation, device=device, dtype=tdt)
+    g = torch.Generator(device="cpu").manual_seed(seed + 29)
+    ids = torch.randint(0, spec.vocab_size, (batch, n), generator=g).to(device)
+    args, kwargs = theirs.capture_layer_call(layer_idx, ids)
+    call, x = theirs.layer_fn(layer_idx, args, kwargs)
+    t = call(x)
+    o = ours.layers[layer_idx](x)
+    ref = Model(sub, seed=seed, moe_timing=moe, dtype=torch.float64, device=device).eval()
+    ref.set_attention(reference_attention)
+    ref_layer = ref.layers[layer_idx]
+    if ref_layer.is_moe and ref_layer.moe_timing == "routed":
+        ours.layers[layer_idx](x)  # the compared run's routing, as check.Checker does
+        ref_layer.forced_routing = ours.layers[layer_idx].last_routing
+    r = ref_layer(x.to(torch.float64))
+    e_lc, e_hf = _rel(o, r), _rel(t, r)
+    ok, why = _verdict(e_lc, e_hf, dtype)
+    return {"ok": ok, "reason": why, "lcprof_rel_err": e_lc, "transformers_rel_err": e_hf,
+            "hf_vs_lcprof": _rel(t, o.to(t.dtype)), "dtype": dtype, "phase": "prefill", "n": n,
+            "layer": layer_idx, "attn_implementation": attn_implementation}

@@ -51,7 +51,8 @@ from lcprof.plan.compute import (attention_rate_source, chunk_wait_s, chunked_pr
 from lcprof.plan.engines import EngineSettings
 from lcprof.plan.memory import MemoryStage, memory_stage
 from lcprof.plan.scenario import Deployment, Workload, build_deployment, build_workload
-from lcprof.units import fmt_tokens
+from lcprof.plan.inputs import parse_memory_bytes
+from lcprof.units import fmt_tokens, parse_tokens
 
 #: Upper end of the longest-context searches (tokens).
 SEARCH_LIMIT = 1 << 24
@@ -540,9 +541,13 @@ def plan(model, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1, 
         if chunk in (0, "0"):
             engine["chunked"] = False
         else:
-            from lcprof.units import parse_tokens
-
             engine["max_num_batched_tokens"] = parse_tokens(chunk)
+    for key in ("max_model_len", "max_num_batched_tokens"):
+        if isinstance(engine.get(key), str):
+            engine[key] = parse_tokens(engine[key])
+    for key in ("kv_memory_bytes", "gpu_memory_bytes", "non_torch_bytes", "cuda_graph_bytes"):
+        if isinstance(engine.get(key), str):
+            engine[key] = parse_memory_bytes(engine[key], f"--{key.replace('_bytes', '').replace('_', '-')}")
     settings = EngineSettings(**engine)
     dep = build_deployment(model, gpu=gpu, gpus=gpus, tp=tp, dp=dp, ep=ep, pp=pp, weights=weights or dtype or "bf16",
                            kv_dtype=kv_dtype, attn_dtype=attn_dtype, engine=settings, calibration=calibration,

@@ -160,8 +160,6 @@ class EngineLimits:
 def _default_gpu_memory(engine: str, hw: Hardware) -> tuple[int, str]:
     if engine == "none":
         return int(hw.memory_bytes), "datasheet memory_bytes"
-    if hw.kind == "calibration":
-        return int(hw.memory_bytes), "calibration memory_bytes (torch total_memory)"
     from lcprof.hardware import _db  # the reported (nvidia-smi) total, where the database has it
 
     entry = _db()["gpus"].get(hw.key, {})

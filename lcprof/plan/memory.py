@@ -237,8 +237,8 @@ def stage_activation_bytes(spec: ModelSpec, dep, tokens) -> list[np.ndarray]:
         return [engine_activation_peak_bytes(spec, tokens, rows, par, act_dtype=dep.precision.act_dtype,
                                              layers=layers, last_stage=i == len(stages) - 1)
                 for i, layers in enumerate(stages)]
-    return [unfused_activation_peak_bytes(spec, tokens, par, act_dtype=dep.precision.act_dtype, layers=layers)
-            .reshape(tokens.shape) for layers in stages]
+    return [unfused_activation_peak_bytes(spec, tokens.ravel(), par, act_dtype=dep.precision.act_dtype,
+                                          layers=layers).reshape(tokens.shape) for layers in stages]
 
 
 def heaviest_stage(weights: list[WeightBytes]) -> WeightBytes:

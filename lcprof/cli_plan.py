@@ -149,7 +149,8 @@ def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype
     from lcprof.plan.render import section_frames
 
     for p in ps:
-        title = f"{p.record['engine']} startup ({p.record['kv_dtype']} KV)" if p.startup_log else None
+        per = ", each DP rank" if p.record["dp"] > 1 else ""
+        title = f"{p.record['engine']} startup ({p.record['kv_dtype']} KV{per})" if p.startup_log else None
         if title:
             click.echo(title + ":")
             for line in p.startup_log:

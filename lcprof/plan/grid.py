@@ -52,21 +52,20 @@ def layouts(tps=(1,), dps=(1,), eps=(1,), pps=(1,)) -> list[Parallel]:
 
 
 def _lengths_schedule(lengths, chunk: int | None):
-    """Concatenated (sizes, starts) of every length's chunks, then one unchunked entry per length;
-    returns them with the segment offsets of the chunked part."""
-    sizes, starts, offsets = [], [], []
+    """The distinct (size, start) prefill pieces of every length's chunks and of every unchunked
+    length (chunks of different lengths coincide: (chunk, j x chunk) is in every longer one), with,
+    per length, the indices of its chunks (``members``) and of its unchunked piece (``whole``)."""
+    pieces: dict[tuple[int, int], int] = {}
+    members, whole = [], []
     for n in lengths:
-        offsets.append(sum(len(s) for s in sizes))
         if chunk and chunk < n:
-            s, p = chunk_schedule(int(n), int(chunk))
+            sizes, starts = chunk_schedule(int(n), int(chunk))
         else:
-            s, p = np.array([n], dtype=np.int64), np.array([0], dtype=np.int64)
-        sizes.append(s)
-        starts.append(p)
-    n_chunks = sum(len(s) for s in sizes)
-    sizes.append(np.asarray(lengths, dtype=np.int64))
-    starts.append(np.zeros(len(lengths), dtype=np.int64))
-    return np.concatenate(sizes), np.concatenate(starts), np.asarray(offsets), n_chunks
+            sizes, starts = np.array([n]), np.array([0])
+        members.append(np.array([pieces.setdefault((int(a), int(b)), len(pieces)) for a, b in zip(sizes, starts)]))
+        whole.append(pieces.setdefault((int(n), 0), len(pieces)))
+    keys = np.array(list(pieces), dtype=np.int64)
+    return keys[:, 0], keys[:, 1], members, np.array(whole)
 
 
 def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, layouts: list[Parallel],
@@ -75,7 +74,8 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
     """The grid as arrays of shape (len(longs), len(kv_dtypes), len(layouts), len(utilizations)).
 
     ``memory_utilizations`` None: each layout's engine default (one column). Returns a dict of
-    arrays (plus ``status_code``, ``reason`` and the axes); ``grid_frame`` flattens it."""
+    arrays (plus ``status_code``, ``reason_code`` into ``_reasons`` and the axes); ``grid_frame``
+    flattens it."""
     longs = np.asarray(longs, dtype=np.int64)
     n_l, n_d, n_p = len(longs), len(kv_dtypes), len(layouts)
     utils = None if memory_utilizations is None else np.asarray(memory_utilizations, dtype=np.float64)
@@ -90,11 +90,16 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
               "tpot_full_short_s"):
         f[k] = np.full(shape, np.nan)
     code = np.zeros(shape, dtype=np.int8)
-    reason = np.full(shape, "", dtype=object)
+    reason = np.zeros(shape, dtype=np.int32)  # index into ``reasons``
+    reasons: dict[str, int] = {"": 0}
+
+    def rid(text: str) -> int:
+        return reasons.setdefault(text, len(reasons))
 
     lengths = np.unique(np.concatenate([longs, [short]]))
     inv = {int(n): i for i, n in enumerate(lengths)}
-    prepared = None  # (prec for prefill, chunk, sizes, starts, offsets, n_chunks, parts)
+    prepared = None  # (chunk, piece sizes, starts, chunk members, offsets, unchunked pieces, parts)
+    cache: dict = {}
     for j, par in enumerate(layouts):
         eff_gpus = gpus if gpus is not None and gpus >= par.gpus_per_replica else None
         problem = parallel_problem(spec, par, eff_gpus)
@@ -104,43 +109,47 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
                     prec = build_precision(spec, settings.engine, weights, kvd, attn_dtype)
                     lim = E.resolve_limits(settings, spec, rates.hw, tp=par.tp, dp=par.dp, pp=par.pp)
                 except LcprofError as exc:
-                    code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], str(exc)
+                    code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], rid(str(exc))
                     continue
             else:
-                code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], problem
+                code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], rid(problem)
                 continue
             dep = Deployment(spec=spec, rates=rates, par=par, gpus=eff_gpus or par.gpus_per_replica, precision=prec,
                              limits=lim)
             if prepared is None:
                 chunk = lim.chunk_tokens
-                sizes, starts, offsets, n_chunks = _lengths_schedule(lengths, chunk)
-                prepared = (chunk, sizes, starts, offsets, n_chunks,
+                sizes, starts, members, whole = _lengths_schedule(lengths, chunk)
+                flat_members = np.concatenate(members)
+                offsets = np.cumsum([0] + [len(m) for m in members[:-1]])
+                prepared = (chunk, sizes, starts, flat_members, offsets, whole,
                             prefill_parts(spec, rates, prec, sizes, starts))
             elif lim.chunk_tokens != prepared[0]:  # pragma: no cover - the chunk is a per-engine constant
                 raise LcprofError("the grid needs one prefill chunk for every layout")
-            _fill(f, code, reason, (slice(None), i, j), dep, longs, short, utils, prepared, inv)
+            _fill(f, code, reason, rid, cache, (slice(None), i, j), dep, longs, short, utils, prepared, inv)
     f["status_code"] = code
-    f["reason"] = reason
+    f["reason_code"] = reason
+    f["_reasons"] = np.array(list(reasons), dtype=object)
     f["long_n"] = longs[:, None, None, None] + np.zeros(shape, dtype=np.int64)
     f["kv_dtype_index"] = np.arange(n_d)[None, :, None, None] + np.zeros(shape, dtype=np.int64)
     f["layout_index"] = np.arange(n_p)[None, None, :, None] + np.zeros(shape, dtype=np.int64)
     return f
 
 
-def _fill(f, code, reason, at, dep: Deployment, longs, short, utils, prepared, inv) -> None:
+def _fill(f, code, reason, rid, cache, at, dep: Deployment, longs, short, utils, prepared, inv) -> None:
     """Fill the grid cells ``at`` (all longs x all utils of one layout and KV dtype)."""
     spec, lim, par = dep.spec, dep.limits, dep.par
-    chunk, sizes, starts, offsets, n_chunks, parts = prepared
+    chunk, sizes, starts, flat_members, offsets, whole, parts = prepared
     lay = kv_layout(spec, dep.precision.kv, par, engine=lim.engine, block_size=lim.block_size)
-    weights = stage_weights(spec, dep)
+    key = (par, lim.engine)
+    if key not in cache:  # what does not depend on the KV dtype, once per layout
+        weights = stage_weights(spec, dep)
+        if lim.engine == "none":
+            tokens = np.minimum(longs, chunk) if chunk else longs
+        else:
+            tokens = np.full(len(longs), lim.max_num_batched_tokens)
+        cache[key] = (weights, stage_activation_bytes(spec, dep, tokens[:, None]))
+    weights, acts = cache[key]
     heaviest = heaviest_stage(weights)
-    if lim.engine == "vllm":
-        tokens = np.full(len(longs), lim.max_num_batched_tokens)
-    elif lim.engine == "none":
-        tokens = np.minimum(longs, chunk) if chunk else longs
-    else:
-        tokens = np.full(len(longs), lim.max_num_batched_tokens)
-    acts = stage_activation_bytes(spec, dep, tokens[:, None])
     U = (np.array([lim.memory_utilization]) if utils is None else utils)[None, :]
     pool, budget, stage = pool_blocks(dep, lay, weights, acts, util=U)
     requested = E.requested_bytes(lim, U) + np.zeros(pool.shape)
@@ -166,11 +175,11 @@ def _fill(f, code, reason, at, dep: Deployment, longs, short, utils, prepared, i
     # prefill of every length on this layout (the plan's functions, one length at a time there)
     link, act = dep.rates.link_bytes_per_s, dep.precision.act_dtype
     t_all = combine_prefill(parts, par) + comm_s(spec, par, sizes, link, act)
-    t_chunks = t_all[:n_chunks]
+    t_chunks = t_all[flat_members]
     sums = np.add.reduceat(t_chunks, offsets)
     maxs = np.maximum.reduceat(t_chunks, offsets)
     engine_t = sums / par.pp + (par.pp - 1) * maxs / par.pp
-    unchunked = t_all[n_chunks:]
+    unchunked = t_all[whole]
     il = np.array([inv[int(n)] for n in longs])
     t_long, t_long_u, t_short = engine_t[il], unchunked[il], engine_t[inv[int(short)]]
     chunked_long = np.array([bool(chunk) and chunk < n for n in longs])
@@ -193,15 +202,18 @@ def _fill(f, code, reason, at, dep: Deployment, longs, short, utils, prepared, i
         c = np.where(heaviest.total_bytes > requested, _CODE["does_not_fit"], c)
     c = np.where((longs < short)[:, None], _CODE["invalid"], c)
     code[at] = c
-    r = np.full(pool.shape, "", dtype=object)
-    r = np.where(c == _CODE["long_does_not_fit"], "one long request needs more KV blocks than the pool holds", r)
-    r = np.where(c == _CODE["too_long"], f"longer than {lim.engine}'s max_model_len ({lim.max_model_len})", r)
-    r = np.where(c == _CODE["engine_refuses"], f"vLLM would not start: one {lim.max_model_len}-token request "
-                                               "does not fit the KV cache", r)
-    r = np.where(c == _CODE["no_kv_room"], "nothing left for KV after weights and activation", r)
-    r = np.where(c == _CODE["invalid"], f"long shorter than short ({short} tokens)", r)
-    r = np.where(c == _CODE["does_not_fit"], f"weights ({heaviest.total_bytes / E.GIB:.2f} GiB per GPU) exceed "
-                                             "what the engine may use", r)
+    r = np.zeros(pool.shape, dtype=np.int32)
+    for status, text in (("long_does_not_fit", "one long request needs more KV blocks than the pool holds"),
+                         ("too_long", f"longer than {lim.engine}'s max_model_len ({lim.max_model_len})"),
+                         ("engine_refuses", f"vLLM would not start: one {lim.max_model_len}-token request "
+                                            "does not fit the KV cache"),
+                         ("no_kv_room", "nothing left for KV after weights and activation"),
+                         ("invalid", f"long shorter than short ({short} tokens)"),
+                         ("does_not_fit", f"weights ({heaviest.total_bytes / E.GIB:.2f} GiB per GPU) exceed "
+                                          "what the engine may use")):
+        hit = c == _CODE[status]
+        if hit.any():
+            r = np.where(hit, rid(text), r)
     reason[at] = r
     ok = c == 0
     fits = ok | (c == _CODE["long_does_not_fit"])
@@ -230,28 +242,31 @@ def _fill(f, code, reason, at, dep: Deployment, longs, short, utils, prepared, i
 
 def grid_frame(arrs: dict, *, spec: ModelSpec, gpu: str, layouts: list[Parallel], kv_dtypes, weights: str,
                engine: str, short: int) -> pd.DataFrame:
-    """Flatten ``grid_arrays`` to one row per scenario (long-major order)."""
+    """Flatten ``grid_arrays`` to one row per scenario (long-major order); string columns are categoricals."""
     shape = arrs["status_code"].shape
-    flat = {k: np.asarray(v).ravel() for k, v in arrs.items()}
+    flat = {k: np.asarray(v).ravel() for k, v in arrs.items() if not k.startswith("_")}
     code = flat.pop("status_code").astype(np.int64)
     n = code.size
     li = flat.pop("layout_index")
-    pars = np.asarray(layouts, dtype=object)[li]
+    per_layout = {k: np.array([getattr(p, k) for p in layouts])[li] for k in ("tp", "dp", "ep", "pp")}
+    reasons = list(arrs["_reasons"])
+    reason_codes = flat.pop("reason_code")
     df = pd.DataFrame({
-        "model": np.full(n, spec.name, dtype=object), "gpu": gpu, "engine": engine, "weights": weights,
-        "dtype": weights,
-        "tp": [p.tp for p in pars], "dp": [p.dp for p in pars], "ep": [p.ep for p in pars], "pp": [p.pp for p in pars],
-        "layout": [p.label for p in pars],
-        "kv_dtype": np.asarray(kv_dtypes, dtype=object)[flat.pop("kv_dtype_index")],
+        "model": pd.Categorical.from_codes(np.zeros(n, dtype=np.int64), [spec.name]),
+        "gpu": gpu, "engine": engine, "weights": weights, "dtype": weights, **per_layout,
+        "layout": pd.Categorical.from_codes(li, [p.label for p in layouts]),
+        "kv_dtype": pd.Categorical.from_codes(flat.pop("kv_dtype_index"), list(kv_dtypes)),
         "long_n": flat.pop("long_n"), "short_n": short,
-        "status": np.asarray(STATUS_CODES, dtype=object)[code], "reason": flat.pop("reason"),
+        "status": pd.Categorical.from_codes(code, list(STATUS_CODES)),
+        "reason": pd.Categorical.from_codes(reason_codes, reasons),
     })
-    df["gpus"] = np.array([p.gpus_per_replica for p in pars]) * flat["replicas"].astype(np.int64)
+    replicas = flat["replicas"].astype(np.int64)
+    df["gpus"] = np.array([p.gpus_per_replica for p in layouts])[li] * replicas
     for k, v in flat.items():
         df[k] = v.astype(np.int64) if k not in ("memory_utilization",) and not k.endswith("_s") else v
     df["displacement_kv"] = df["kv_blocks_long"] / df["kv_blocks_short"]
     df["displacement_prefill"] = df["prefill_long_s"] / df["prefill_short_s"]
-    dp_ranks = df["dp"] * df["replicas"]
+    dp_ranks = per_layout["dp"] * replicas
     df["max_concurrent_short_deployment"] = df["max_concurrent_short"] * dp_ranks
     df["max_concurrent_long_deployment"] = df["max_concurrent_long"] * dp_ranks
     assert len(df) == int(np.prod(shape))

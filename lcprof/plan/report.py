@@ -155,7 +155,8 @@ def write_report(ps, directory, *, command: str | None = None) -> Path:
         lines += ["Warnings:", ""] + [f"- {w}" for w in warned] + [""]
     for p in ps:
         if p.startup_log:
-            lines += [f"What {r['engine']} would log at startup ({p.record['kv_dtype']} KV):", "", "```"]
+            per = " (each of the DP ranks' engine cores)" if p.record.get("dp", 1) > 1 else ""
+            lines += [f"What {r['engine']} would log at startup{per} ({p.record['kv_dtype']} KV):", "", "```"]
             lines += list(p.startup_log) + ["```", ""]
     lines += ["## Headline", ""]
     for p in ps:

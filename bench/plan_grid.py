@@ -74,7 +74,7 @@ def main() -> None:
     assert len(df) == n_scen, (len(df), n_scen)
     t_arr = best_of(arrays, args.repeats)
     t_full = best_of(full, args.repeats)
-    counts = df["status"].value_counts().to_dict()
+    counts = {k: int(v) for k, v in df["status"].value_counts().items() if v}
     lines = [
         f"lcprof {__version__} plan what-if grid benchmark ({platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, python {platform.python_version()}, numpy {np.__version__})",

@@ -323,8 +323,8 @@ def memory_stage(spec: ModelSpec, dep, longest_new: int) -> MemoryStage:
                                    mla=spec.mla is not None, chunk=lim.max_num_batched_tokens, max_running=seqs,
                                    context_len=lim.max_model_len)
         reserve = (lim.gpu_memory_bytes - lim.non_torch_bytes) * (1 - lim.memory_utilization)
-        need = int(engine_activation_peak_bytes(spec, [lim.max_num_batched_tokens], lim.max_num_batched_tokens,
-                                                dep.par, act_dtype=dep.precision.act_dtype)[0])
+        need = int(engine_activation_peak_bytes(spec, [lim.max_num_batched_tokens], 1, dep.par,
+                                                act_dtype=dep.precision.act_dtype, last_stage=False)[0])
         if need > reserve:
             warned.append(f"SGLang's reserve of {fmt_bytes(reserve)} (1 - mem_fraction_static) is smaller than the "
                           f"activation of a {lim.max_num_batched_tokens}-token chunk ({fmt_bytes(need)}): it may OOM")

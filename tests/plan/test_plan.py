@@ -326,3 +326,16 @@ def test_bad_input_raises(kwargs, match):
     model = kwargs.pop("model")
     with pytest.raises(LcprofError, match=match):
         plan(model, **kwargs)
+
+
+def test_sglang_warns_when_its_reserve_cannot_hold_one_chunk():
+    """The forward of an 8192-token chunk (8192 x the MLP step of 110592 B = 864 MiB for llama3.1-8b) must
+    fit the (1 - mem_fraction_static) reserve: at 0.99 of (81559 - 512) MiB free it is 810.47 MiB."""
+    assert 8192 * vllm_dense_mlp_bytes_per_token(4096, 14336) == 864 * MIB
+    with pytest.warns(UserWarning, match=r"reserve of 810\.47 MiB .* 8192-token chunk \(864\.00 MiB\)"):
+        plan("llama3.1-8b", engine="sglang", memory_utilization=0.99, long="32k", short="4k")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan("llama3.1-8b", engine="sglang", long="32k", short="4k")

@@ -323,6 +323,7 @@ def test_prefix_is_shared():
     (dict(model="llama3.1-8b", long="8k", short="4k", weights="fp8", dtype="int8"), "not both"),
 ])
 def test_bad_input_raises(kwargs, match):
+    kwargs = dict(kwargs)
     model = kwargs.pop("model")
     with pytest.raises(LcprofError, match=match):
         plan(model, **kwargs)

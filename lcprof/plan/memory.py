@@ -113,11 +113,10 @@ class KVGroupKind:
         return -(-min(int(self.window) + int(max_num_batched_tokens), L) // B)
 
 
-def kv_group_kinds(spec: ModelSpec, engine: str = "none", layers=None) -> tuple[KVGroupKind, ...]:
-    """The attention kinds of ``layers`` (default all) with the engine's group cut (module docstring)."""
+def kv_group_kinds(spec: ModelSpec, engine: str = "none") -> tuple[KVGroupKind, ...]:
+    """The model's attention kinds with the engine's group cut (module docstring)."""
     counts: dict[tuple[str, int | None], int] = {}
-    for i in (range(spec.n_layers) if layers is None else layers):
-        layer = spec.layers[i]
+    for layer in spec.layers:
         key = (layer.attn, layer.window)
         counts[key] = counts.get(key, 0) + 1
     if engine == "vllm":

@@ -141,3 +141,27 @@ def test_pipeline_stage_activation_follows_its_own_layers():
     dep = build_deployment("deepseek-v2-lite", pp=27, engine=EngineSettings(engine="none"))
     acts = stage_activation_bytes(dep.spec, dep, np.array(4096))
     assert int(acts[0]) != int(acts[1]) and int(acts[1]) == int(acts[26])
+
+
+def test_unchunked_search_without_an_engine_chunk():
+    """engine none, no --chunk: the longest long request a short one can wait behind is searched on the
+    whole prefill: t(long) + t(short) <= TTFT."""
+    p = plan("llama3.1-8b", engine="none", long="32k", short="4k", ttft="2s")
+    r, dep = p.record, p.deployment
+    from lcprof.plan.compute import prefill_s
+
+    n = r["longest_long_keeping_short_ttft"]
+    t = lambda m: float(prefill_s(dep, [m])[0])  # noqa: E731
+    assert t(n) + r["prefill_short_s"] <= 2.0 < t(n + 1) + r["prefill_short_s"]
+
+
+def test_gpu_memory_source_without_a_reported_total():
+    src = resolve_limits(EngineSettings(), load_model("llama3.1-8b"), get_gpu("a100-80gb")).sources
+    assert src["gpu_memory_bytes"] == "datasheet memory_bytes"
+
+
+def test_grid_keeps_going_after_an_invalid_dtype_and_sglang_never_refuses():
+    sg = capacity_grid("llama3.1-8b", engine="sglang", kv_dtypes=("int8", "bf16"), longs="8k", short="4k")
+    assert sg["kv_pool_blocks"].iloc[1] > 0 and sg["prefill_long_s"].iloc[1] > 0
+    tiny = capacity_grid("llama3.1-8b", engine="sglang", kv_memory_bytes=1000, longs="8k", short="4k")
+    assert tiny["status"].iloc[0] == "long_does_not_fit"

@@ -105,6 +105,16 @@ def attention_pairs(layer: LayerSpec, n, prefix=0, family: str = "useful", causa
     raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
 
 
+def experts_touched(n_experts, n_active, tokens) -> np.ndarray:
+    """Routed experts a batch of ``tokens`` tokens can visit: at most min(experts, tokens x experts
+    per token) -- the bound when every token picks different ones (all of them once the batch has
+    >= n_experts / n_active tokens). The one owner of this count: the cost model charges the
+    touched experts' weight reads with it, and the planner's decode step (``lcprof.plan``) too.
+    Broadcasts over arrays."""
+    return np.minimum(np.asarray(n_experts, dtype=np.float64),
+                      np.asarray(tokens, dtype=np.float64) * np.asarray(n_active, dtype=np.float64))
+
+
 def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.0) -> Op:
     """tokens x d_in @ d_in x d_out."""
     t = np.asarray(tokens, dtype=np.float64)
@@ -226,9 +236,8 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
     if layer.moe and spec.moe is not None:
         e = spec.moe
         ops.append(_linear("mlp/router", t, h, e.n_experts, s))
-        # Routed experts: each token visits n_active experts; weights of the experts touched are
-        # read once (all of them once the batch has >= n_experts/n_active tokens).
-        touched = np.minimum(float(e.n_experts), t * e.n_active)
+        # Routed experts: weights of the experts touched are read once (``experts_touched``).
+        touched = experts_touched(e.n_experts, e.n_active, t)
         ex = _linear("mlp/experts", t * e.n_active, h, e.expert_intermediate_size, s, weight_copies=0)
         ex_flops = mats * ex.flops
         ex_bytes = s * (touched * mats * h * e.expert_intermediate_size + t * e.n_active * (h + h))

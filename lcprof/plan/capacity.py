@@ -1,39 +1,39 @@
 """``plan``: what one long request displaces on a serving deployment, and what to allow it. No torch.
 
-Deployment: ``gpus`` GPUs run ``gpus / tp`` data-parallel replicas of ``tp`` tensor-parallel ranks.
-Every number is per GPU (``_per_gpu``), per replica (plain) or for the whole deployment
-(``_deployment``). A request's length is its whole context: prompt plus the tokens it generates;
-its prefill is timed at that length (the conservative case of a prompt that long).
+A plan runs four stages on a :class:`~lcprof.plan.scenario.Deployment` and a
+:class:`~lcprof.plan.scenario.Workload`:
 
-Memory (per GPU)::
+1. **memory** (``lcprof.plan.memory.memory_stage``): the engine's accounting -- weights as loaded,
+   the profile run's activation, non-torch memory, the KV budget, the paged pool, and what the
+   engine logs at startup ("GPU KV cache size", "Maximum concurrency ...");
+2. **capacity** (:func:`capacity_stage`): blocks per request, concurrency (capped at the engine's
+   max_num_seqs), what one long request displaces::
 
-    usable       = memory x memory_utilization
-    kv_budget    = usable - weights_per_gpu - activation_reserve_per_gpu
-    pool_blocks  = floor(kv_budget / block_bytes_per_gpu)            (vLLM's num_gpu_blocks)
-    concurrency  = floor((pool_blocks - shared prefix blocks) / blocks_per_request)
-    displacement_kv = blocks(long) / blocks(short)     (bytes ratio; blocks are all one size)
+       pool         = kv_pool_blocks - shared prefix blocks          (one KV pool: one attention-DP rank)
+       concurrency  = min(floor(pool / blocks_per_request), max_num_seqs)
+       displacement_kv = blocks(long) / blocks(short)
 
-(KV groups, blocks and windows: ``lcprof.plan.memory``; times: ``lcprof.plan.compute``.)
+3. **compute** (:func:`compute_stage`): prefill (chunked as the engine does, and unchunked), the
+   TTFT of a short request behind a long one, decode steps (``lcprof.plan.compute``);
+4. **recommendations** and **mix** (:func:`recommendation_stage`, :func:`mix_stage`):
 
-Recommendations (given a TTFT target, optionally a TPOT target):
-
-* ``longest_n_meeting_ttft``: the longest context whose own (unchunked) prefill meets the TTFT;
+* ``longest_n_meeting_ttft``: the longest context whose own prefill meets the TTFT;
 * ``longest_long_keeping_short_ttft``: the longest long request a short one can wait behind
   (unchunked: t(long) + t(short) <= TTFT; chunked: t(last chunk of long) + t(short) <= TTFT);
-* ``long_prefill_time_share_max``: with long prefills interleaved with short ones, a short request
-  waits at most one long step (a chunk, or the whole long prefill without chunking) and then runs
-  at the remaining share of prefill compute, so ``t_wait + t_short / (1 - f) <= TTFT`` gives
+* ``long_prefill_time_share_max``: a short request waits at most one long step and then runs at the
+  remaining share of prefill compute, so ``t_wait + t_short / (1 - f) <= TTFT`` gives
   ``f_max = 1 - t_short / (TTFT - t_wait)`` (0 when even f = 0 misses the target);
-* ``long_request_share_max``: the share of requests that may be long when long prefills take f_max
-  of prefill time: ``r = (f/t_long) / (f/t_long + (1-f)/t_short)``;
-* ``long_kv_pool_share_max``: the share of the KV pool those requests then hold, assuming long and
-  short requests stay resident equally long (same number of output tokens):
-  ``r b_long / (r b_long + (1-r) b_short)``;
+* ``long_request_share_max``: ``r = (f/t_long) / (f/t_long + (1-f)/t_short)``;
+* ``long_kv_pool_share_max``: ``r b_long / (r b_long + (1-r) b_short)`` (long and short requests
+  resident equally long);
 * ``kv_quota_bytes_per_long_request_per_gpu``: the block-rounded KV of a request at
-  min(long, longest_n_meeting_ttft) -- a longer one cannot meet the TTFT anyway;
-  ``kv_quota_bytes_long_class_per_gpu`` = long_kv_pool_share_max x the KV pool;
-* TPOT: ``max_decode_batch_short_tpot``, the largest batch of short requests whose decode step
-  meets the TPOT target, and whether the full pool meets it.
+  min(long, longest_n_meeting_ttft); ``kv_quota_bytes_long_class_per_gpu`` = the pool share above;
+* TPOT: ``max_decode_batch_short_tpot`` and whether the full pool meets the target;
+* mix: expected blocks per request, concurrency in requests of the mix, its prefill-time and KV shares.
+
+Numbers are per GPU (``_per_gpu``), per KV pool (one attention-DP rank; plain), per replica
+(``_replica``) or for the deployment (``_deployment``). A request's length is its whole context
+(prompt + output); its prefill is timed at that length.
 """
 
 from __future__ import annotations
@@ -45,61 +45,75 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lcprof.cost.model import kv_bytes_per_token
 from lcprof.errors import LcprofError
-from lcprof.plan.compute import (chunked_prefill_s, decode_parts, decode_step_s, last_chunk_s,
-                                 prefill_s, resolve_rates)
-from lcprof.plan.inputs import (KV_DTYPES, WEIGHT_DTYPES, check_tp, parse_mix, parse_seconds)
-from lcprof.plan.memory import (blocks_held_by_kind, blocks_per_request, first_held_position, kv_group_kinds,
-                                memory_budget, shared_prefix_blocks)
-from lcprof.spec import ModelSpec, load_model
-from lcprof.units import dtype_name, fmt_tokens, parse_tokens
+from lcprof.plan.compute import (attention_rate_source, chunk_wait_s, chunked_prefill_s, decode_parts,
+                                 decode_step_s, last_chunk_s, prefill_parts, prefill_s)
+from lcprof.plan.engines import EngineSettings
+from lcprof.plan.memory import MemoryStage, memory_stage
+from lcprof.plan.scenario import Deployment, Workload, build_deployment, build_workload
+from lcprof.plan.inputs import parse_memory_bytes
+from lcprof.units import fmt_tokens, parse_tokens
 
 #: Upper end of the longest-context searches (tokens).
 SEARCH_LIMIT = 1 << 24
 
 #: Titles and keys of the record, in display order.
 SECTIONS: list[tuple[str, list[str]]] = [
-    ("Deployment", ["model", "gpu", "gpus", "tp", "replicas", "dtype", "kv_dtype", "memory_utilization",
-                    "block_size", "long_n", "short_n", "prefix_n", "chunk_n", "ttft_target_s", "tpot_target_s",
-                    "rates_source"]),
-    ("Memory per GPU", ["gpu_memory_bytes", "usable_bytes_per_gpu", "weights_bytes_per_gpu",
-                        "activation_reserve_bytes_per_gpu", "activation_reserve_tokens", "kv_budget_bytes_per_gpu",
-                        "kv_bytes_per_token_per_gpu", "kv_block_bytes_per_gpu"]),
-    ("KV pool per replica", ["kv_groups", "kv_layers_per_group", "kv_pool_blocks", "shared_prefix_blocks",
-                             "max_resident_tokens", "kv_blocks_long", "kv_blocks_short", "kv_bytes_long_per_gpu",
-                             "kv_bytes_short_per_gpu", "max_concurrent_long", "max_concurrent_short",
-                             "max_concurrent_long_deployment", "max_concurrent_short_deployment",
-                             "displacement_kv", "short_requests_lost_per_long"]),
-    ("Compute per replica", ["prefill_long_s", "prefill_short_s", "displacement_prefill", "prefill_long_chunked_s",
-                             "chunk_max_s", "ttft_short_alone_s", "ttft_short_behind_long_s",
-                             "ttft_short_behind_long_chunked_s", "ttft_inflation", "ttft_inflation_chunked",
-                             "decode_step_short_s", "decode_step_long_s", "decode_batch",
-                             "tpot_full_short_s", "tpot_with_one_long_s"]),
-    ("Recommendations", ["longest_n_meeting_ttft", "longest_long_keeping_short_ttft",
-                         "longest_long_keeping_short_ttft_chunked", "long_prefill_time_share_max",
+    ("Deployment", ["model", "gpu", "gpus", "tp", "dp", "ep", "pp", "replicas", "engine", "weights", "gemm_dtype",
+                    "kv_dtype", "engine_kv_cache_dtype", "attn_dtype", "attention_rate", "memory_utilization",
+                    "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked", "max_model_len", "long_n",
+                    "short_n", "prefix_n", "ttft_target_s", "tpot_target_s", "rates_source"]),
+    ("Memory per GPU (the engine's accounting)", [
+        "gpu_memory_bytes", "requested_bytes_per_gpu", "weights_bytes_per_gpu", "activation_bytes_per_gpu",
+        "activation_tokens", "non_torch_bytes_per_gpu", "cuda_graph_bytes_per_gpu", "kv_budget_bytes_per_gpu",
+        "kv_bytes_per_token_per_gpu", "kv_block_bytes_per_gpu", "kv_pool_blocks", "kv_cache_tokens",
+        "max_concurrency_at_max_model_len", "binding_stage"]),
+    ("Weights per GPU by tensor class", [
+        "weights_embedding_bytes_per_gpu", "weights_attention_bytes_per_gpu", "weights_mlp_bytes_per_gpu",
+        "weights_experts_bytes_per_gpu", "weights_shared_experts_bytes_per_gpu", "weights_router_bytes_per_gpu",
+        "weights_norm_bytes_per_gpu", "weights_lm_head_bytes_per_gpu", "weights_buffers_bytes_per_gpu"]),
+    ("KV pool (one attention-DP rank)", [
+        "kv_groups", "kv_layers_per_group", "shared_prefix_blocks", "kv_blocks_long", "kv_blocks_short",
+        "kv_bytes_long_per_gpu", "kv_bytes_short_per_gpu", "kv_limited_concurrent_long",
+        "kv_limited_concurrent_short", "max_concurrent_long", "max_concurrent_short",
+        "max_concurrent_long_deployment", "max_concurrent_short_deployment", "displacement_kv",
+        "short_requests_lost_per_long"]),
+    ("Compute per replica", [
+        "prefill_long_s", "prefill_long_unchunked_s", "prefill_short_s", "displacement_prefill",
+        "attention_long_s", "chunk_max_s", "prefill_bubble_share", "ttft_short_alone_s",
+        "ttft_short_behind_long_s", "ttft_short_behind_long_unchunked_s", "ttft_inflation", "decode_step_short_s",
+        "decode_step_long_s", "decode_batch", "tpot_full_short_s", "tpot_with_one_long_s"]),
+    ("Recommendations", ["longest_n_meeting_ttft", "longest_long_keeping_short_ttft", "long_prefill_time_share_max",
                          "long_request_share_max", "long_kv_pool_share_max",
                          "kv_quota_bytes_per_long_request_per_gpu", "kv_quota_bytes_long_class_per_gpu",
                          "max_decode_batch_short_tpot", "tpot_met_full_pool"]),
     ("Mix", ["mix", "mix_expected_kv_blocks_per_request", "mix_expected_kv_bytes_per_request_per_gpu",
-             "max_concurrent_mix", "max_concurrent_mix_deployment", "mix_long_request_share",
-             "mix_long_prefill_time_share", "mix_long_kv_pool_share", "tpot_full_mix_s", "mix_meets_ttft_share"]),
+             "kv_limited_concurrent_mix", "max_concurrent_mix", "max_concurrent_mix_deployment",
+             "mix_long_request_share", "mix_long_prefill_time_share", "mix_long_kv_pool_share", "tpot_full_mix_s",
+             "mix_meets_ttft_share"]),
 ]
 
 NOTES = [
     "Bytes are exact integers; GiB = 2^30 bytes. Rates are decimal (TFLOP/s = 1e12, GB/s = 1e9).",
-    "KV groups: layers of one attention kind cut into groups of gcd(layers per kind) layers; a block holds "
-    "block_size tokens of every layer of one group, on every TP rank. Sliding layers hold min(n, W) tokens "
-    "plus at most one block of slack (blocks wholly outside the window are freed); chunked layers the current chunk.",
-    "Activation reserve: peak activation bytes of the largest prefill chunk (tiled attention), divided by TP "
-    "(approximation: ranks also hold the full-width residual).",
-    "Prefill: roofline of executed FLOPs and bytes (tiled attention, lm_head for the last token) split evenly "
-    "over TP ranks, plus 2 ring all-reduces of the activations per layer over the GPU's interconnect; "
-    "per-collective latency not modelled.",
-    "Decode step: max((weights + resident KV) / HBM bandwidth, FLOPs / peak) + all-reduces; TPOT = one step. "
-    "MoE: only the routed experts a batch can visit are read.",
-    "TTFT behind a long prefill: worst case (the short request arrives just after the long one starts). "
-    "With chunked prefill the scheduler caps the long request at one chunk per step.",
+    "Memory follows the chosen engine's own accounting (lcprof/plan/engines.py, cited to the engine's source): "
+    "vLLM subtracts weights, the profile run's activation peak at max_num_batched_tokens (one TP rank: heads and "
+    "widths split, hidden-size tensors whole; plus the sampler's logits) and non-torch memory from "
+    "total x gpu_memory_utilization; SGLang sizes its pool as free memory x mem_fraction_static - weights "
+    "(activations and CUDA graphs live in the reserve); none is lcprof's own (usable - weights - the unfused "
+    "activation of the largest prefill chunk).",
+    "KV groups: layers of one attention kind cut into groups (vLLM: the smallest kind's count, padded); a block "
+    "holds block_size tokens of every layer of one group on every TP rank. Sliding layers hold min(n, W) tokens "
+    "plus at most one block of slack; chunked layers the current chunk. MLA's latent is cached whole on every "
+    "TP rank; with attention data parallel each DP rank has its own pool.",
+    "Concurrency is capped at the engine's max_num_seqs (per attention-DP rank).",
+    "Prefill: roofline of executed FLOPs and bytes per op (tiled attention at the attention dtype's rate -- the "
+    "calibrated backend's when a calibration has one; GEMMs at the weight format's rate, weight traffic in that "
+    "format), split over TP (attention, dense, shared experts) and TP x DP (routed experts), plus TP all-reduces, "
+    "EP all-to-all and PP stage sends over the GPU's interconnect; per-collective latency not modelled.",
+    "Decode step: max((weights read + KV read) / HBM bandwidth, FLOPs / peak) + collectives; only the routed "
+    "experts the batch can visit are read; TPOT = one step.",
+    "TTFT behind a long prefill: worst case (the short request arrives just after the long one starts). With "
+    "chunked prefill (the engines' default) it waits at most one chunk.",
     "Long-request shares assume long and short requests generate the same number of output tokens.",
 ]
 
@@ -107,16 +121,19 @@ NOTES = [
 @dataclass
 class CapacityPlan:
     """A capacity plan: ``record`` is one flat dict with unit-suffixed keys (JSON/CSV rows);
-    ``groups`` the per-KV-group block table, ``mix`` the per-length mix table (or None),
-    ``decode`` decode time per token vs resident context."""
+    ``groups`` the per-KV-group block table, ``mix`` the per-length mix table (or None), ``decode``
+    decode time per token vs resident context; ``startup_log`` what the engine would log."""
 
     record: dict
     groups: pd.DataFrame
     mix: pd.DataFrame | None
     decode: pd.DataFrame
+    startup_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    inputs: dict = field(default_factory=dict, repr=False)
+    deployment: Deployment | None = field(default=None, repr=False)
+    workload: Workload | None = field(default=None, repr=False)
+    memory: MemoryStage | None = field(default=None, repr=False)
 
     def sections(self) -> list[tuple[str, dict]]:
         """(title, {key: value}) in display order, skipping keys that do not apply."""
@@ -126,6 +143,16 @@ class CapacityPlan:
             if part:
                 out.append((title, part))
         return out
+
+    def json_record(self) -> dict:
+        """The record with every section: the flat keys plus the startup log and the three tables."""
+        rec = dict(self.record)
+        rec["startup_log"] = list(self.startup_log)
+        rec["kv_groups_table"] = self.groups.to_dict(orient="records")
+        rec["mix_table"] = None if self.mix is None else self.mix.to_dict(orient="records")
+        rec["decode_table"] = self.decode.to_dict(orient="records")
+        rec["warnings"] = list(self.warnings)
+        return rec
 
 
 def _search_max_n(ok, lo: int = 1, hi: int = SEARCH_LIMIT) -> int | None:
@@ -143,227 +170,390 @@ def _search_max_n(ok, lo: int = 1, hi: int = SEARCH_LIMIT) -> int | None:
     return lo
 
 
-def _group_table(spec: ModelSpec, lengths: dict[str, int], block_size: int, prefix: int, block_bytes: int) -> pd.DataFrame:
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CapacityStage:
+    """Blocks and concurrency of one KV pool (one attention-DP rank)."""
+
+    shared_prefix_blocks: int
+    pool: int
+    blocks_long: int
+    blocks_short: int
+    kv_concurrent_long: int
+    kv_concurrent_short: int
+    concurrent_long: int
+    concurrent_short: int
+    lost_per_long: int
+
+
+def _cap(n: int, cap: int | None) -> int:
+    return n if cap is None else min(n, cap)
+
+
+def concurrency(pool, blocks, seqs=None) -> np.ndarray:
+    """Requests of ``blocks`` blocks a pool of ``pool`` blocks holds, capped at ``seqs`` (None: no cap).
+    Broadcasts over arrays (the grid) and takes scalars (a plan)."""
+    c = np.asarray(pool, dtype=np.int64) // np.asarray(blocks, dtype=np.int64)
+    return c if seqs is None else np.minimum(c, np.asarray(seqs, dtype=np.int64))
+
+
+def short_requests_lost(pool, b_long, b_short, seqs=None) -> np.ndarray:
+    """Short requests one resident long request displaces: concurrency of short ones without it minus
+    with it (all of them when the long one does not fit). Broadcasts over arrays."""
+    pool, b_long = np.asarray(pool, dtype=np.int64), np.asarray(b_long, dtype=np.int64)
+    alone = concurrency(pool, b_short, seqs)
+    with_long = concurrency(np.maximum(pool - b_long, 0), b_short, None if seqs is None else np.asarray(seqs) - 1)
+    return np.where(b_long <= pool, alone - with_long, alone)
+
+
+def capacity_stage(dep: Deployment, work: Workload, mem: MemoryStage) -> CapacityStage:
+    lay = mem.layout
+    shared = lay.shared_prefix_blocks(work.prefix_n, work.shortest)
+    pool = mem.kv_pool_blocks - shared
+    if pool <= 0:
+        raise LcprofError(f"nothing left for KV after the shared prefix: {mem.kv_pool_blocks} blocks in the pool, "
+                          f"{shared} taken by the {work.prefix_n}-token prefix")
+    b_long, b_short = (int(x) for x in lay.blocks_per_request([work.long_n, work.short_n], work.prefix_n))
+    seqs = mem.max_num_seqs
+    return CapacityStage(shared, pool, b_long, b_short, int(concurrency(pool, b_long)), int(concurrency(pool, b_short)),
+                         int(concurrency(pool, b_long, seqs)), int(concurrency(pool, b_short, seqs)),
+                         int(short_requests_lost(pool, b_long, b_short, seqs)))
+
+
+@dataclass(frozen=True)
+class ComputeStage:
+    """Prefill and decode times of one replica."""
+
+    prefill_long_s: float  # as the engine runs it (chunked when it chunks)
+    prefill_long_unchunked_s: float
+    prefill_short_s: float
+    prefill_short_unchunked_s: float
+    chunk_max_s: float | None
+    attention_long_s: float
+    bubble_share: float
+    ttft_behind_long_s: float
+    ttft_behind_long_unchunked_s: float
+    decode_step_short_s: float
+    decode_step_long_s: float
+    decode_batch: int
+    tpot_full_short_s: float
+    tpot_with_one_long_s: float | None
+
+
+class _Timer:
+    """Prefill of a context (new tokens after the shared prefix) on the deployment, chunked or not."""
+
+    def __init__(self, dep: Deployment, work: Workload):
+        self.dep, self.work = dep, work
+        self.chunk = dep.limits.chunk_tokens
+
+    def unchunked(self, n_total) -> float:
+        p = self.work.prefix_n
+        return float(prefill_s(self.dep, [int(n_total) - p], p)[0])
+
+    def engine(self, n_total) -> float:
+        p = self.work.prefix_n
+        return chunked_prefill_s(self.dep, int(n_total) - p, self.chunk, p)[0]
+
+
+def decode_stepper(dep: Deployment, work: Workload, mem: MemoryStage):
+    """step(n_long, n_short): one decode step with that many long and short requests resident."""
+    parts = decode_parts(dep, [work.long_n, work.short_n])
+    f_l, f_s = (float(x) for x in parts.flops_per_gpu)
+    kv_l, kv_s = (float(x) for x in parts.kv_read_bytes_per_gpu)
+
+    def step(n_long, n_short) -> np.ndarray:
+        n_long, n_short = np.asarray(n_long, dtype=np.float64), np.asarray(n_short, dtype=np.float64)
+        return decode_step_s(dep, mem.decode_weights, flops_per_gpu=n_long * f_l + n_short * f_s,
+                             kv_read_bytes_per_gpu=n_long * kv_l + n_short * kv_s, batch=n_long + n_short)
+
+    return step
+
+
+def compute_stage(dep: Deployment, work: Workload, mem: MemoryStage, cap: CapacityStage) -> ComputeStage:
+    tm = _Timer(dep, work)
+    p = work.prefix_n
+    t_long_u, t_short_u = tm.unchunked(work.long_n), tm.unchunked(work.short_n)
+    t_long, t_short = tm.engine(work.long_n), tm.engine(work.short_n)
+    chunk_max = None
+    wait = t_long_u
+    bubble = (dep.par.pp - 1) / dep.par.pp if dep.par.pp > 1 else 0.0
+    if tm.chunk and tm.chunk < work.long_n - p:
+        total, chunk_max = chunked_prefill_s(dep, work.long_n - p, tm.chunk, p)
+        wait = chunk_wait_s(dep, chunk_max)
+        bubble = (dep.par.pp - 1) * chunk_max / dep.par.pp / total
+    parts = prefill_parts(dep.spec, dep.rates, dep.precision, [work.long_n - p], p)
+    attention = float(parts.attention[0] / dep.par.tp)
+    step = decode_stepper(dep, work, mem)
+    batch = work.decode_batch or max(cap.concurrent_short, 1)
+    with_long = None
+    if cap.blocks_long <= cap.pool:
+        with_long = float(step(1, max(0, min(batch, cap.concurrent_short) - cap.lost_per_long)))
+    return ComputeStage(prefill_long_s=t_long, prefill_long_unchunked_s=t_long_u, prefill_short_s=t_short,
+                        prefill_short_unchunked_s=t_short_u, chunk_max_s=chunk_max, attention_long_s=attention,
+                        bubble_share=float(bubble), ttft_behind_long_s=wait + t_short,
+                        ttft_behind_long_unchunked_s=t_long_u + t_short_u,
+                        decode_step_short_s=float(step(0, 1)), decode_step_long_s=float(step(1, 0)),
+                        decode_batch=int(batch), tpot_full_short_s=float(step(0, batch)),
+                        tpot_with_one_long_s=with_long)
+
+
+def recommendation_stage(dep: Deployment, work: Workload, mem: MemoryStage, cap: CapacityStage,
+                         comp: ComputeStage) -> dict:
+    out: dict = {}
+    step = decode_stepper(dep, work, mem)
+    tm = _Timer(dep, work)
+    limit = max(SEARCH_LIMIT, work.long_n)
+    if dep.limits.max_model_len is not None:
+        limit = dep.limits.max_model_len
+    p = work.prefix_n
+    if work.ttft_s is not None:
+        ttft = work.ttft_s
+        t_short = comp.prefill_short_s
+        out["longest_n_meeting_ttft"] = _search_max_n(lambda n: tm.engine(n) <= ttft, p + 1, limit)
+        if tm.chunk:
+            out["longest_long_keeping_short_ttft"] = _search_max_n(
+                lambda n: chunk_wait_s(dep, float(last_chunk_s(dep, n - p, min(tm.chunk, n - p)))) + t_short <= ttft,
+                work.short_n, limit)
+        else:
+            out["longest_long_keeping_short_ttft"] = _search_max_n(lambda n: tm.unchunked(n) + t_short <= ttft,
+                                                                   work.short_n, limit)
+        room = ttft - (comp.ttft_behind_long_s - t_short)
+        f = 0.0 if room <= t_short else 1.0 - t_short / room
+        t_long = comp.prefill_long_s
+        r = 0.0 if f == 0 else (f / t_long) / (f / t_long + (1 - f) / t_short)
+        kv_share = r * cap.blocks_long / (r * cap.blocks_long + (1 - r) * cap.blocks_short)
+        n_quota = min(work.long_n, out["longest_n_meeting_ttft"] or 0)
+        bb = mem.layout.block_bytes_per_gpu
+        quota = int(mem.layout.blocks_per_request([n_quota], p)[0]) * bb if n_quota > p else 0
+        out.update({"long_prefill_time_share_max": f, "long_request_share_max": r, "long_kv_pool_share_max": kv_share,
+                    "kv_quota_bytes_per_long_request_per_gpu": quota,
+                    "kv_quota_bytes_long_class_per_gpu": int(kv_share * cap.pool * bb)})
+    if work.tpot_s is not None:
+        bs = np.arange(1, max(cap.concurrent_short, 1) + 1)
+        ok = step(0, bs) <= work.tpot_s
+        out["max_decode_batch_short_tpot"] = int(bs[ok].max()) if ok.any() else 0
+        out["tpot_met_full_pool"] = bool(step(0, max(cap.concurrent_short, 1)) <= work.tpot_s)
+    return out
+
+
+def mix_stage(dep: Deployment, work: Workload, mem: MemoryStage, cap: CapacityStage, recs: dict
+              ) -> tuple[dict, pd.DataFrame | None]:
+    if not work.mix:
+        return {}, None
+    tm = _Timer(dep, work)
+    p = work.prefix_n
+    ns = np.array([n for n, _ in work.mix])
+    shares = np.array([s for _, s in work.mix])
+    blocks = mem.layout.blocks_per_request(ns, p)
+    times = np.array([tm.engine(n) for n in ns])
+    parts = decode_parts(dep, ns)
+    e_blocks = float(np.sum(shares * blocks))
+    kv_mix = int(math.floor(cap.pool / e_blocks))
+    c_mix = _cap(kv_mix, mem.max_num_seqs)
+    is_long = ns >= work.long_n
+    bb = mem.layout.block_bytes_per_gpu
+    table = pd.DataFrame({"n": ns, "share": shares, "kv_blocks": blocks, "kv_bytes_per_gpu": blocks * bb,
+                          "prefill_s": times, "max_concurrent_alone": np.array([_cap(int(x), mem.max_num_seqs)
+                                                                                for x in cap.pool // blocks]),
+                          "long_class": is_long})
+    t_share = float(np.sum(shares[is_long] * times[is_long]) / np.sum(shares * times))
+    per_rank = dep.par.dp * dep.replicas
+    rec = {
+        "mix": ",".join(f"{fmt_tokens(n)}:{s:g}" for n, s in work.mix),
+        "mix_expected_kv_blocks_per_request": e_blocks,
+        "mix_expected_kv_bytes_per_request_per_gpu": e_blocks * bb,
+        "kv_limited_concurrent_mix": kv_mix, "max_concurrent_mix": c_mix,
+        "max_concurrent_mix_deployment": c_mix * per_rank,
+        "mix_long_request_share": float(np.sum(shares[is_long])),
+        "mix_long_prefill_time_share": t_share,
+        "mix_long_kv_pool_share": float(np.sum(shares[is_long] * blocks[is_long]) / e_blocks),
+        "tpot_full_mix_s": float(decode_step_s(
+            dep, mem.decode_weights, flops_per_gpu=c_mix * float(np.sum(shares * parts.flops_per_gpu)),
+            kv_read_bytes_per_gpu=c_mix * float(np.sum(shares * parts.kv_read_bytes_per_gpu)), batch=c_mix)),
+    }
+    if "long_prefill_time_share_max" in recs:
+        rec["mix_meets_ttft_share"] = bool(t_share <= recs["long_prefill_time_share_max"])
+    return rec, table
+
+
+def decode_table(dep: Deployment, work: Workload, mem: MemoryStage, cap: CapacityStage) -> pd.DataFrame:
+    """Decode time per token vs resident context: one request alone, and the pool full of them."""
+    ctx = np.unique(np.concatenate([2 ** np.arange(10, int(np.log2(max(work.long_n, 1024))) + 1),
+                                    [work.short_n, work.long_n]]))
+    ctx = ctx[ctx > work.prefix_n]
+    parts = decode_parts(dep, ctx)
+    conc = np.array([_cap(int(c), mem.max_num_seqs)
+                     for c in cap.pool // mem.layout.blocks_per_request(ctx, work.prefix_n)])
+    full = decode_step_s(dep, mem.decode_weights, flops_per_gpu=conc * parts.flops_per_gpu,
+                         kv_read_bytes_per_gpu=conc * parts.kv_read_bytes_per_gpu, batch=np.maximum(conc, 1))
+    return pd.DataFrame({
+        "n": ctx, "kv_read_bytes_per_gpu": parts.kv_read_bytes_per_gpu.astype(np.int64),
+        "decode_step_batch1_s": decode_step_s(dep, mem.decode_weights, flops_per_gpu=parts.flops_per_gpu,
+                                              kv_read_bytes_per_gpu=parts.kv_read_bytes_per_gpu, batch=1),
+        "max_concurrent": conc, "tpot_full_pool_s": np.where(conc > 0, full, np.nan),
+    })
+
+
+def group_table(mem: MemoryStage, lengths: dict[str, int], prefix: int) -> pd.DataFrame:
+    lay = mem.layout
     rows = []
-    for k in kv_group_kinds(spec):
+    for k in lay.groups:
         for label, n in lengths.items():
             n_arr = np.array([n])
-            first = int(first_held_position(k.kind, k.window, n_arr)[0])
-            blocks = int(blocks_held_by_kind(k.kind, k.window, n_arr, block_size, prefix)[0])
+            first = int(k.first_held_position(n_arr)[0])
+            blocks = int(k.blocks_held(n_arr, lay.block_size, prefix)[0])
             rows.append({
                 "request": label, "n": n, "kind": k.label, "layers": k.n_layers, "groups": k.n_groups,
                 "layers_per_group": k.layers_per_group, "tokens_held": n - first,
                 "blocks_per_group": blocks, "blocks": blocks * k.n_groups,
-                "kv_bytes_per_gpu": blocks * k.n_groups * block_bytes,
+                "kv_bytes_per_gpu": blocks * k.n_groups * lay.block_bytes_per_gpu,
             })
     return pd.DataFrame(rows)
 
 
-def plan(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1,
-         dtype: str = "bf16", kv_dtype: str = "bf16", memory_utilization: float = 0.9, block_size: int = 16,
-         long=None, short=None, mix=None, ttft=None, tpot=None, prefix=0, chunk=None,
-         decode_batch: int | None = None, calibration: str | None = None, fit: str | None = None) -> CapacityPlan:
-    """Plan one deployment for a long and a short request length (or a mix of lengths).
+# ----------------------------------------------------------------------------------------------
+# The plan
+# ----------------------------------------------------------------------------------------------
 
-    Lengths accept token syntax (``128k``); ``mix`` is ``"2k:0.8,8k:0.15,32k:0.05"`` or a list of
-    (length, share); ``ttft``/``tpot`` are seconds or ``"2s"``/``"50ms"``. Raises LcprofError on bad
-    input: TP that does not shard the heads, a GPU count that is not a multiple of TP, a model
-    that does not fit, nothing left for KV, a long length below the short one.
-    """
-    spec = load_model(model)
-    dtype = dtype_name(dtype, allowed=WEIGHT_DTYPES)
-    kv_dtype = dtype_name(kv_dtype, allowed=KV_DTYPES)
-    tp = int(tp)
-    check_tp(spec, tp)
-    gpus = tp if gpus is None else int(gpus)
-    if gpus <= 0 or gpus % tp:
-        raise LcprofError(f"--gpus {gpus} is not a multiple of --tp {tp}; replicas need tp GPUs each")
-    replicas = gpus // tp
-    if not 0 < memory_utilization <= 1:
-        raise LcprofError(f"memory utilization must be in (0, 1], got {memory_utilization}")
-    if block_size <= 0:
-        raise LcprofError(f"block size must be a positive number of tokens, got {block_size}")
-    mix_items = parse_mix(mix) if mix is not None else []
-    long_n = parse_tokens(long) if long is not None else (mix_items[-1][0] if mix_items else None)
-    short_n = parse_tokens(short) if short is not None else (mix_items[0][0] if mix_items else None)
-    if long_n is None or short_n is None:
-        raise LcprofError("give --long and --short request lengths, or a --mix of lengths")
-    if long_n < short_n:
-        raise LcprofError(f"--long {fmt_tokens(long_n)} is shorter than --short {fmt_tokens(short_n)}; "
-                          "the long request must be at least as long as the short one")
-    prefix_n = 0 if prefix in (None, 0, "0") else parse_tokens(prefix)
-    shortest = min([short_n] + [n for n, _ in mix_items])
-    if prefix_n >= shortest:
-        raise LcprofError(f"--prefix {prefix_n} must be shorter than the shortest request ({shortest} tokens)")
-    chunk_n = parse_tokens(chunk) if chunk not in (None, 0, "0") else None
-    ttft_s = parse_seconds(ttft, "TTFT target")
-    tpot_s = parse_seconds(tpot, "TPOT target")
-    rates = resolve_rates(gpu, calibration, fit, spec=spec, dtype=dtype)
-    hw = rates.hw
-    over = max(long_n, *(n for n, _ in mix_items)) if mix_items else long_n
+def _check_lengths(dep: Deployment, work: Workload, warn) -> None:
+    spec, lim = dep.spec, dep.limits
+    over = work.longest
+    if lim.max_model_len is not None and over > lim.max_model_len:
+        raise LcprofError(f"{fmt_tokens(over)} tokens exceeds {lim.engine}'s max_model_len for {spec.name} "
+                          f"({lim.max_model_len}, {lim.sources.get('max_model_len')}); the engine would reject it: "
+                          f"pass --max-model-len (and mind the model's max_position_embeddings, "
+                          f"{spec.max_position_embeddings})")
+    if over > spec.max_position_embeddings:
+        warn(f"{fmt_tokens(over)} tokens exceeds {spec.name}'s max_position_embeddings "
+             f"({spec.max_position_embeddings}); planned anyway")
+
+
+def plan_deployment(dep: Deployment, work: Workload) -> CapacityPlan:
+    """The four stages on one deployment and workload (module docstring)."""
     warned: list[str] = []
 
     def warn(msg: str) -> None:
         warned.append(msg)
         warnings.warn(msg, stacklevel=3)
 
-    if over > spec.max_position_embeddings:
-        warn(f"{fmt_tokens(over)} tokens exceeds {spec.name}'s max_position_embeddings "
-             f"({spec.max_position_embeddings}); planned anyway")
+    _check_lengths(dep, work, warn)
+    mem = memory_stage(dep.spec, dep, work.longest - work.prefix_n)
+    for m in mem.warnings:
+        warn(m)
+    cap = capacity_stage(dep, work, mem)
+    if cap.kv_concurrent_long == 0:
+        warn(f"one {fmt_tokens(work.long_n)}-token request needs {cap.blocks_long} KV blocks but the pool holds "
+             f"{cap.pool}; it does not fit at all")
+    comp = compute_stage(dep, work, mem, cap)
+    recs = recommendation_stage(dep, work, mem, cap, comp)
+    mix_rec, mix_df = mix_stage(dep, work, mem, cap, recs)
+    if dep.precision.weights.name in ("nvfp4", "mxfp4") and "B200" in dep.rates.hw.name.upper():
+        warn(f"{dep.rates.hw.name} runs {dep.precision.weights.name} GEMMs on FP4 tensor cores; the GPU database has "
+             "no fp4 peak, so they are charged at the bf16 rate (a lower bound on speed)")
+    record = _record(dep, work, mem, cap, comp, recs, mix_rec)
+    groups = group_table(mem, {"long": work.long_n, "short": work.short_n}, work.prefix_n)
+    return CapacityPlan(record=record, groups=groups, mix=mix_df, decode=decode_table(dep, work, mem, cap),
+                        startup_log=list(mem.startup_log), notes=list(NOTES), warnings=warned, deployment=dep,
+                        workload=work, memory=mem)
 
-    # ----- memory ---------------------------------------------------------------------------
-    longest_new = over - prefix_n
-    reserve_tokens = min(chunk_n, longest_new) if chunk_n else longest_new
-    mb = memory_budget(spec, memory_bytes=hw.memory_bytes, memory_utilization=memory_utilization, dtype=dtype,
-                       kv_dtype=kv_dtype, tp=tp, block_size=block_size, largest_prefill_tokens=reserve_tokens)
-    kinds = kv_group_kinds(spec)
-    n_groups_total = sum(k.n_groups for k in kinds)
-    shared = shared_prefix_blocks(spec, prefix_n, shortest, block_size)
-    pool = mb.kv_pool_blocks - shared
-    if pool <= 0:
-        raise LcprofError(f"nothing left for KV after the shared prefix: {mb.kv_pool_blocks} blocks in the pool, "
-                          f"{shared} taken by the {prefix_n}-token prefix")
-    b_long, b_short = (int(x) for x in blocks_per_request(spec, [long_n, short_n], block_size, prefix_n))
-    c_long, c_short = pool // b_long, pool // b_short
-    if c_long == 0:
-        warn(f"one {fmt_tokens(long_n)}-token request needs {b_long} KV blocks but the pool holds {pool}; "
-             "it does not fit at all")
-    lost = c_short - (pool - b_long) // b_short if b_long <= pool else c_short
-    bb = mb.kv_block_bytes_per_gpu
 
+def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
+    lim, par, prec, spec = dep.limits, dep.par, dep.precision, dep.spec
+    per_rank = par.dp * dep.replicas
+    bb = mem.layout.block_bytes_per_gpu
     rec: dict = {
-        "model": spec.name, "gpu": hw.key, "gpus": gpus, "tp": tp, "replicas": replicas, "dtype": dtype,
-        "kv_dtype": kv_dtype, "memory_utilization": memory_utilization, "block_size": block_size,
-        "long_n": long_n, "short_n": short_n, "prefix_n": prefix_n, "chunk_n": chunk_n,
-        "ttft_target_s": ttft_s, "tpot_target_s": tpot_s, "rates_source": rates.source,
-        "gpu_memory_bytes": mb.gpu_memory_bytes, "usable_bytes_per_gpu": mb.usable_bytes_per_gpu,
-        "weights_bytes_per_gpu": mb.weights_bytes_per_gpu,
-        "activation_reserve_bytes_per_gpu": mb.activation_reserve_bytes_per_gpu,
-        "activation_reserve_tokens": reserve_tokens,
-        "kv_budget_bytes_per_gpu": mb.kv_budget_bytes_per_gpu,
-        "kv_bytes_per_token_per_gpu": kv_bytes_per_token(spec, kv_dtype, tp),
-        "kv_block_bytes_per_gpu": bb,
-        "kv_groups": n_groups_total, "kv_layers_per_group": kinds[0].layers_per_group,
-        "kv_pool_blocks": mb.kv_pool_blocks, "shared_prefix_blocks": shared,
-        "max_resident_tokens": mb.kv_pool_blocks * block_size // n_groups_total,
-        "kv_blocks_long": b_long, "kv_blocks_short": b_short,
-        "kv_bytes_long_per_gpu": b_long * bb, "kv_bytes_short_per_gpu": b_short * bb,
-        "max_concurrent_long": c_long, "max_concurrent_short": c_short,
-        "max_concurrent_long_deployment": c_long * replicas, "max_concurrent_short_deployment": c_short * replicas,
-        "displacement_kv": b_long / b_short, "short_requests_lost_per_long": lost,
+        "model": spec.name, "gpu": dep.rates.hw.key, "gpus": dep.gpus, "tp": par.tp, "dp": par.dp, "ep": par.ep,
+        "pp": par.pp, "replicas": dep.replicas, "engine": lim.engine, "weights": prec.weights.name,
+        "gemm_dtype": prec.gemm_dtype, "dtype": prec.weights.name, "kv_dtype": prec.kv.dtype,
+        "engine_kv_cache_dtype": prec.kv.engine_name, "attn_dtype": prec.attn_dtype,
+        "attention_rate": attention_rate_source(dep.rates, prec.attn_dtype),
+        "memory_utilization": lim.memory_utilization, "block_size": lim.block_size,
+        "max_num_seqs": mem.max_num_seqs, "max_num_batched_tokens": lim.max_num_batched_tokens,
+        "chunked": lim.max_num_batched_tokens is not None and lim.max_num_batched_tokens < work.longest,
+        "max_model_len": lim.max_model_len, "long_n": work.long_n, "short_n": work.short_n,
+        "prefix_n": work.prefix_n, "ttft_target_s": work.ttft_s, "tpot_target_s": work.tpot_s,
+        "rates_source": dep.rates.source,
+        "gpu_memory_bytes": lim.gpu_memory_bytes, "requested_bytes_per_gpu": mem.requested_bytes_per_gpu,
+        "weights_bytes_per_gpu": mem.weights_bytes_per_gpu, "activation_bytes_per_gpu": mem.activation_bytes_per_gpu,
+        "activation_tokens": mem.activation_tokens, "non_torch_bytes_per_gpu": lim.non_torch_bytes,
+        "cuda_graph_bytes_per_gpu": lim.cuda_graph_bytes, "kv_budget_bytes_per_gpu": mem.kv_budget_bytes_per_gpu,
+        "kv_bytes_per_token_per_gpu": mem.layout.kv_bytes_per_token_per_layer * len(par.stages(spec)[mem.stage]),
+        "kv_block_bytes_per_gpu": bb, "kv_pool_blocks": mem.kv_pool_blocks, "kv_cache_tokens": mem.kv_cache_tokens,
+        "max_concurrency_at_max_model_len": mem.max_concurrency_at_max_len,
+        "binding_stage": mem.stage if par.pp > 1 else None,
     }
-
-    # ----- compute ----------------------------------------------------------------------------
-    def pf(n_total, chunked: bool = False) -> float:
-        new = int(n_total) - prefix_n
-        if chunked and chunk_n and chunk_n < new:
-            return chunked_prefill_s(spec, rates, new, chunk_n, prefix_n, tp=tp, dtype=dtype)[0]
-        return float(prefill_s(spec, rates, [new], prefix_n, tp=tp, dtype=dtype)[0])
-
-    t_long, t_short = pf(long_n), pf(short_n)
-    rec.update({"prefill_long_s": t_long, "prefill_short_s": t_short, "displacement_prefill": t_long / t_short})
-    t_short_own = t_short
-    t_wait = t_long
-    if chunk_n:
-        total, t_chunk = chunked_prefill_s(spec, rates, long_n - prefix_n, chunk_n, prefix_n, tp=tp, dtype=dtype)
-        t_short_own = pf(short_n, chunked=True)
-        t_wait = t_chunk
-        rec.update({"prefill_long_chunked_s": total, "chunk_max_s": t_chunk,
-                    "ttft_short_behind_long_chunked_s": t_chunk + t_short_own,
-                    "ttft_inflation_chunked": (t_chunk + t_short_own) / t_short})
-    rec.update({"ttft_short_alone_s": t_short, "ttft_short_behind_long_s": t_long + t_short,
-                "ttft_inflation": (t_long + t_short) / t_short})
-
-    f_l, kv_l = (float(x[0]) for x in decode_parts(spec, [long_n], tp=tp, dtype=dtype, kv_dtype=kv_dtype))
-    f_s, kv_s = (float(x[0]) for x in decode_parts(spec, [short_n], tp=tp, dtype=dtype, kv_dtype=kv_dtype))
-    w = mb.weights_bytes_per_gpu
-
-    def step(n_long: int | np.ndarray, n_short: int | np.ndarray) -> np.ndarray:
-        n_long, n_short = np.asarray(n_long, dtype=np.float64), np.asarray(n_short, dtype=np.float64)
-        return decode_step_s(spec, rates, weights_bytes_per_gpu=w, flops_per_gpu=n_long * f_l + n_short * f_s,
-                             kv_read_bytes_per_gpu=n_long * kv_l + n_short * kv_s, batch=n_long + n_short,
-                             tp=tp, dtype=dtype)
-
-    batch = int(decode_batch) if decode_batch else max(c_short, 1)
-    rec.update({"decode_step_short_s": float(step(0, 1)), "decode_step_long_s": float(step(1, 0)),
-                "decode_batch": batch, "tpot_full_short_s": float(step(0, batch))})
-    if b_long <= pool:
-        rec["tpot_with_one_long_s"] = float(step(1, max(0, min(batch, c_short) - lost)))
-
-    # ----- recommendations ---------------------------------------------------------------------
-    limit = max(SEARCH_LIMIT, long_n)
-    if ttft_s is not None:
-        rec["longest_n_meeting_ttft"] = _search_max_n(lambda n: pf(n) <= ttft_s, prefix_n + 1, limit)
-        rec["longest_long_keeping_short_ttft"] = _search_max_n(lambda n: pf(n) + t_short <= ttft_s, short_n, limit)
-        if chunk_n:
-            rec["longest_long_keeping_short_ttft_chunked"] = _search_max_n(
-                lambda n: float(last_chunk_s(spec, rates, n - prefix_n, chunk_n, tp=tp, dtype=dtype)) + t_short_own
-                <= ttft_s, short_n, limit)
-        room = ttft_s - t_wait
-        f = 0.0 if room <= t_short_own else 1.0 - t_short_own / room
-        r = 0.0 if f == 0 else (f / t_long) / (f / t_long + (1 - f) / t_short)
-        kv_share = r * b_long / (r * b_long + (1 - r) * b_short)
-        n_quota = min(long_n, rec["longest_n_meeting_ttft"] or 0)
-        quota = int(blocks_per_request(spec, [n_quota], block_size, prefix_n)[0]) * bb if n_quota > prefix_n else 0
-        rec.update({"long_prefill_time_share_max": f, "long_request_share_max": r, "long_kv_pool_share_max": kv_share,
-                    "kv_quota_bytes_per_long_request_per_gpu": quota,
-                    "kv_quota_bytes_long_class_per_gpu": int(kv_share * pool * bb)})
-    if tpot_s is not None:
-        bs = np.arange(1, max(c_short, 1) + 1)
-        ok = step(0, bs) <= tpot_s
-        rec["max_decode_batch_short_tpot"] = int(bs[ok].max()) if ok.any() else 0
-        rec["tpot_met_full_pool"] = bool(step(0, max(c_short, 1)) <= tpot_s)
-
-    # ----- mix ----------------------------------------------------------------------------------
-    mix_df = None
-    if mix_items:
-        ns = np.array([n for n, _ in mix_items])
-        shares = np.array([s for _, s in mix_items])
-        blocks = blocks_per_request(spec, ns, block_size, prefix_n)
-        times = np.array([pf(n) for n in ns])
-        fl, kv = decode_parts(spec, ns, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
-        e_blocks = float(np.sum(shares * blocks))
-        c_mix = int(math.floor(pool / e_blocks))
-        is_long = ns >= long_n
-        mix_df = pd.DataFrame({"n": ns, "share": shares, "kv_blocks": blocks, "kv_bytes_per_gpu": blocks * bb,
-                               "prefill_s": times, "max_concurrent_alone": pool // blocks,
-                               "long_class": is_long})
-        t_share = float(np.sum(shares[is_long] * times[is_long]) / np.sum(shares * times))
-        rec.update({
-            "mix": ",".join(f"{fmt_tokens(n)}:{s:g}" for n, s in mix_items),
-            "mix_expected_kv_blocks_per_request": e_blocks,
-            "mix_expected_kv_bytes_per_request_per_gpu": e_blocks * bb,
-            "max_concurrent_mix": c_mix, "max_concurrent_mix_deployment": c_mix * replicas,
-            "mix_long_request_share": float(np.sum(shares[is_long])),
-            "mix_long_prefill_time_share": t_share,
-            "mix_long_kv_pool_share": float(np.sum(shares[is_long] * blocks[is_long]) / e_blocks),
-            "tpot_full_mix_s": float(decode_step_s(
-                spec, rates, weights_bytes_per_gpu=w, flops_per_gpu=c_mix * float(np.sum(shares * fl)),
-                kv_read_bytes_per_gpu=c_mix * float(np.sum(shares * kv)), batch=c_mix, tp=tp, dtype=dtype)),
-        })
-        if ttft_s is not None:
-            rec["mix_meets_ttft_share"] = bool(t_share <= rec["long_prefill_time_share_max"])
-
-    # ----- decode vs resident context ------------------------------------------------------------
-    ctx = np.unique(np.concatenate([2 ** np.arange(10, int(np.log2(max(long_n, 1024))) + 1), [short_n, long_n]]))
-    ctx = ctx[ctx > prefix_n]
-    fl, kv = decode_parts(spec, ctx, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
-    conc = pool // blocks_per_request(spec, ctx, block_size, prefix_n)
-    full = decode_step_s(spec, rates, weights_bytes_per_gpu=w, flops_per_gpu=conc * fl,
-                         kv_read_bytes_per_gpu=conc * kv, batch=np.maximum(conc, 1), tp=tp, dtype=dtype)
-    decode_df = pd.DataFrame({
-        "n": ctx, "kv_read_bytes_per_gpu": kv.astype(np.int64),
-        "decode_step_batch1_s": decode_step_s(spec, rates, weights_bytes_per_gpu=w, flops_per_gpu=fl,
-                                              kv_read_bytes_per_gpu=kv, batch=1, tp=tp, dtype=dtype),
-        "max_concurrent": conc, "tpot_full_pool_s": np.where(conc > 0, full, np.nan),
+    for cls, v in mem.weights.by_class.items():
+        rec[f"weights_{cls}_bytes_per_gpu"] = int(v)
+    rec.update({
+        "kv_groups": mem.layout.n_groups, "kv_layers_per_group": mem.layout.groups[0].layers_per_group,
+        "shared_prefix_blocks": cap.shared_prefix_blocks, "kv_blocks_long": cap.blocks_long,
+        "kv_blocks_short": cap.blocks_short, "kv_bytes_long_per_gpu": cap.blocks_long * bb,
+        "kv_bytes_short_per_gpu": cap.blocks_short * bb, "kv_limited_concurrent_long": cap.kv_concurrent_long,
+        "kv_limited_concurrent_short": cap.kv_concurrent_short, "max_concurrent_long": cap.concurrent_long,
+        "max_concurrent_short": cap.concurrent_short,
+        "max_concurrent_long_deployment": cap.concurrent_long * per_rank,
+        "max_concurrent_short_deployment": cap.concurrent_short * per_rank,
+        "displacement_kv": cap.blocks_long / cap.blocks_short, "short_requests_lost_per_long": cap.lost_per_long,
+        "prefill_long_s": comp.prefill_long_s, "prefill_long_unchunked_s": comp.prefill_long_unchunked_s,
+        "prefill_short_s": comp.prefill_short_s, "displacement_prefill": comp.prefill_long_s / comp.prefill_short_s,
+        "attention_long_s": comp.attention_long_s, "chunk_max_s": comp.chunk_max_s,
+        "prefill_bubble_share": comp.bubble_share if par.pp > 1 else None,
+        "ttft_short_alone_s": comp.prefill_short_s, "ttft_short_behind_long_s": comp.ttft_behind_long_s,
+        "ttft_short_behind_long_unchunked_s": comp.ttft_behind_long_unchunked_s,
+        "ttft_inflation": comp.ttft_behind_long_s / comp.prefill_short_s,
+        "decode_step_short_s": comp.decode_step_short_s, "decode_step_long_s": comp.decode_step_long_s,
+        "decode_batch": comp.decode_batch, "tpot_full_short_s": comp.tpot_full_short_s,
+        "tpot_with_one_long_s": comp.tpot_with_one_long_s,
     })
+    rec.update(recs)
+    rec.update(mix_rec)
+    return rec
 
-    groups = _group_table(spec, {"long": long_n, "short": short_n}, block_size, prefix_n, bb)
-    inputs = dict(spec=spec, rates=rates, gpu=gpu, gpus=gpus, tp=tp, dtype=dtype, kv_dtype=kv_dtype,
-                  memory_utilization=memory_utilization, block_size=block_size, long_n=long_n, short_n=short_n,
-                  prefix_n=prefix_n, chunk_n=chunk_n, ttft_s=ttft_s, tpot_s=tpot_s, reserve_tokens=reserve_tokens)
-    return CapacityPlan(record=rec, groups=groups, mix=mix_df, decode=decode_df, notes=list(NOTES), inputs=inputs,
-                        warnings=warned)
+
+ENGINE_KEYS = ("engine", "memory_utilization", "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked",
+               "max_model_len", "kv_memory_bytes", "gpu_memory_bytes", "non_torch_bytes", "cuda_graph_bytes")
+
+
+def plan(model, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1, dp: int = 1, ep: int = 1,
+         pp: int = 1, weights: str | None = None, dtype: str | None = None, kv_dtype: str = "bf16",
+         attn_dtype: str | None = None, attention_backend: str | None = None, long=None, short=None, mix=None,
+         ttft=None, tpot=None, prefix=0, chunk=None, decode_batch: int | None = None,
+         calibration: str | None = None, fit: str | None = None, **engine) -> CapacityPlan:
+    """Plan one deployment for a long and a short request length (or a mix of lengths).
+
+    Keyword API over :func:`plan_deployment`: ``engine`` keywords are :class:`EngineSettings`
+    fields (``engine="vllm"|"sglang"|"none"``, ``memory_utilization``, ``max_num_seqs``, ...);
+    ``chunk`` is ``max_num_batched_tokens`` (``chunk=0`` turns chunked prefill off); ``dtype`` is an
+    alias of ``weights``. Raises LcprofError on bad input.
+    """
+    unknown = set(engine) - set(ENGINE_KEYS)
+    if unknown:
+        raise LcprofError(f"unknown plan option(s) {', '.join(sorted(unknown))}")
+    if weights is not None and dtype is not None and weights != dtype:
+        raise LcprofError("give --weights or its alias --dtype, not both")
+    if chunk is not None:
+        if engine.get("max_num_batched_tokens") is not None:
+            raise LcprofError("give --chunk or --max-num-batched-tokens, not both")
+        if chunk in (0, "0"):
+            engine["chunked"] = False
+        else:
+            engine["max_num_batched_tokens"] = parse_tokens(chunk)
+    for key in ("max_model_len", "max_num_batched_tokens"):
+        if isinstance(engine.get(key), str):
+            engine[key] = parse_tokens(engine[key])
+    for key in ("kv_memory_bytes", "gpu_memory_bytes", "non_torch_bytes", "cuda_graph_bytes"):
+        if isinstance(engine.get(key), str):
+            engine[key] = parse_memory_bytes(engine[key], f"--{key.replace('_bytes', '').replace('_', '-')}")
+    settings = EngineSettings(**engine)
+    dep = build_deployment(model, gpu=gpu, gpus=gpus, tp=tp, dp=dp, ep=ep, pp=pp, weights=weights or dtype or "bf16",
+                           kv_dtype=kv_dtype, attn_dtype=attn_dtype, engine=settings, calibration=calibration,
+                           fit=fit, attention_backend=attention_backend)
+    work = build_workload(long, short, mix, prefix, ttft, tpot, decode_batch)
+    return plan_deployment(dep, work)
 
 
 def plans(model, *, kv_dtypes=("bf16",), **kwargs) -> list[CapacityPlan]:
@@ -372,5 +562,6 @@ def plans(model, *, kv_dtypes=("bf16",), **kwargs) -> list[CapacityPlan]:
 
 
 def plans_table(ps: list[CapacityPlan]) -> pd.DataFrame:
-    """One flat row per plan (what ``--format json/csv`` prints)."""
+    """One flat row per plan (what ``--format csv`` prints)."""
     return pd.DataFrame([p.record for p in ps])
+

@@ -1,41 +1,52 @@
-"""Prefill and decode time of one replica (TP ranks), and the TTFT a short request sees. No torch.
+"""Prefill and decode time of one replica, and the TTFT a short request sees. No torch.
 
-Time model (roofline, all rates decimal: 1 TFLOP/s = 1e12 FLOP/s, 1 GB/s = 1e9 B/s):
+Rates are decimal (1 TFLOP/s = 1e12 FLOP/s, 1 GB/s = 1e9 B/s). Everything is vectorised over n.
 
-* **Prefill** of n new tokens after ``prefix`` cached ones on a TP replica of T GPUs::
+**Prefill** of n new tokens after ``prefix`` cached ones. The cost model gives every op's executed
+FLOPs and bytes for the whole model on one GPU (tiled attention, fused elementwise kernels, the LM
+head for the last token, activations in the activation dtype). Each op is then charged by
+``lcprof.cost.model.roofline`` -- max(FLOPs / rate, bytes / HBM bandwidth) -- at its own rate:
 
-      t = roofline_1gpu(cost(n, prefix, family='tiled', lm_head=True, elementwise='fused')) / T  +  t_allreduce(n)
+* attention (``attn/qk``, ``attn/pv``) at ``--attn-dtype``: the calibrated rate of
+  ``--attn-backend`` at that n when a calibration measured it (``Hardware.attention_rate``,
+  interpolated in log n), else the GEMM peak of that dtype -- exactly what ``lcprof compare`` charges;
+* every other op at the weights' GEMM dtype (fp8 -> fp8 peak, int8 -> int8 peak, W4A16 formats ->
+  bf16), with its weight traffic in the weight format (``lcprof.cost.weights.op_weight_bytes_delta``).
 
-  ``roofline_1gpu`` sums max(FLOPs / peak, bytes / HBM bandwidth) over ops (executed FLOPs of a
-  tiled attention kernel that skips fully masked tiles, 2 FLOPs per multiply-add; elementwise work
-  as a serving engine's fused kernels move it). Dividing by T
-  splits every op's FLOPs and bytes evenly across ranks (an approximation: KV projections are
-  replicated when T exceeds the KV heads; norms are replicated).
-  ``t_allreduce`` is Megatron-style TP: two all-reduces of the (tokens x hidden) activations per
-  layer, each a ring all-reduce moving 2 x (T-1)/T of the activation bytes per GPU over the GPU's
-  per-direction interconnect bandwidth::
+The one-GPU times are grouped by how the replica splits them::
 
-      t_allreduce = n_layers x 2 x [2 x tokens x hidden x bytes_per_elem x (T-1)/T] / link_bytes_per_s
+    t = (attention + projections + dense MLP + shared experts + LM head + elementwise) / tp
+        + routed experts / (tp x dp)  +  router  +  communication
 
-  Per-collective latency is not modelled (it adds ~2 x n_layers x a few microseconds per step).
-* **Decode** step of a batch: every resident request adds one token; one step reads the weights
-  once plus every request's KV (window-capped, in the KV dtype)::
+(each op's FLOPs and bytes split evenly over its GPUs: an approximation where K/V projections are
+replicated past the KV heads). With attention data parallel a request's attention runs on one DP
+rank's ``tp`` GPUs while the experts span all of them. Communication per layer:
 
-      t_step = max((weights_per_gpu + sum KV bytes per GPU) / HBM bandwidth,
-                   sum decode FLOPs / T / peak)  +  t_allreduce(batch tokens)
+* TP all-reduce (Megatron: after attention's o projection and after the MLP), a ring moving
+  2 (T-1)/T of the (tokens x hidden) activations per GPU over the per-direction link;
+* expert parallel: the MoE layer's all-reduce is replaced by an all-to-all dispatch and combine,
+  each sending (tokens / tp) x experts per token x hidden x bytes x (EP-1)/EP per GPU;
+* pipeline parallel: the hidden state and residual (2 x tokens x hidden) sent across each of the
+  pp - 1 stage boundaries.
 
-  TPOT (time per output token) of every request in the batch is t_step. MoE layers read only the
-  routed experts the batch can visit: at most min(experts, batch x experts_per_token).
-* **TTFT** of a short request that arrives just after a long prefill started (the worst case):
-  without chunked prefill it waits for the whole long prefill, then runs its own::
+Per-collective latency is not modelled. A request's prefill passes through the pp stages one after
+another: unchunked, PP does not shorten it (each stage idles (pp-1)/pp of the time: the bubble);
+chunked, the k chunks pipeline: total = sum_i t_i / pp + (pp - 1) t_max / pp.
 
-      ttft = t_prefill(long) + t_prefill(short)
+**Decode** step of a batch of B requests on one attention-DP rank (every request adds one token)::
 
-  with chunked prefill of C tokens and a scheduler that caps the long request at one chunk per
-  step (vLLM ``long_prefill_token_threshold``, Sarathi-Serve), it waits at most one chunk -- the
-  longest, which is the last one, attending over the largest prefix::
+    t_step = max((weights read + KV read) / HBM bandwidth, FLOPs / peak) + communication
 
-      ttft = max_k t_chunk_k(long) + t_prefill(short)
+Weights read per GPU: everything but the embedding (a B-row gather) and the routed experts no
+token visits: the MoE group's B x dp tokens visit at most ``experts_touched`` of the experts
+(``lcprof.cost.ops``), read in their stored format. KV read: every request's window-capped KV in its
+stored format (scales included). Under PP the batch is split into pp microbatches and a token
+passes every stage: TPOT = sum over stages of (stage weights + stage KV of B/pp requests) / bandwidth.
+
+**TTFT** of a short request that arrives just after a long prefill started (the worst case): without
+chunked prefill it waits for the whole long prefill, then runs its own; with chunked prefill of C
+tokens (vLLM ``max_num_batched_tokens``, Sarathi-Serve) it waits at most one chunk -- the longest,
+the last -- then runs its own (chunked) prefill (under PP it waits one stage of that chunk).
 """
 
 from __future__ import annotations
@@ -46,42 +57,64 @@ from typing import Callable
 
 import numpy as np
 
-from lcprof.cost.model import cost, kv_bytes, roofline
+from lcprof.cost.model import cost, roofline
+from lcprof.cost.ops import experts_touched
+from lcprof.cost.weights import op_weight_bytes_delta
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware, get_gpu, load_calibration
-from lcprof.plan.memory import activation_dtype
+from lcprof.plan.kvformat import kv_read_bytes
+from lcprof.plan.parallel import Parallel
 from lcprof.spec import ModelSpec
 from lcprof.units import dtype_bytes
 
 ALLREDUCES_PER_LAYER = 2  # after attention's output projection and after the MLP's down projection
 
+#: The attention kernel whose calibrated rate the planner charges by default: PyTorch SDPA's
+#: FlashAttention-2 kernel, the one lcprof measures closest to vLLM's default FLASH_ATTN backend.
+DEFAULT_ATTENTION_BACKEND = "sdpa-flash"
+
+#: How a replica splits each op class of one GPU's time: "tp" over the attention TP group,
+#: "experts" over the MoE group (tp x dp), "replicated" not at all.
+OP_SPLIT = {"attn/qk": "tp", "attn/pv": "tp", "attn/elementwise": "tp", "mlp/experts": "experts",
+            "mlp/router": "replicated"}
+
+
+def op_split(name: str) -> str:
+    return OP_SPLIT.get(name, "tp")
+
 
 @dataclass(frozen=True)
 class Rates:
-    """Where times come from: a roofline on ``hw`` (datasheet or calibration) or a fitted t(n)."""
+    """Where times come from: a roofline on ``hw`` (datasheet or calibration, attention rates carried
+    whole) or a fitted t(n); ``attention_backend`` names the kernel whose calibrated rate is used."""
 
-    hw: Hardware  # peaks and HBM bandwidth for the roofline, memory capacity for the budget
-    link_bytes_per_s: float | None  # per direction, for TP all-reduces
-    source: str  # human label, e.g. "roofline, datasheet h100-sxm"
+    hw: Hardware
+    link_bytes_per_s: float | None  # per direction, for collectives
+    source: str
+    attention_backend: str | None = DEFAULT_ATTENTION_BACKEND
     # (n_new, prefix) -> seconds of the whole model's prefill on ONE GPU, from a fitted results table
     prefill_fit: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
-def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None,
-                  *, spec: ModelSpec | None = None, dtype: str = "bf16") -> Rates:
-    """Hardware and time source: the GPU database entry, with peak rates and HBM bandwidth replaced by
-    a calibration profile when one is given (memory capacity and links stay the GPU's)."""
+def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None, *,
+                  spec: ModelSpec | None = None, dtype: str = "bf16",
+                  attention_backend: str | None = None) -> Rates:
+    """The GPU database entry, with peaks, bandwidth and measured attention rates (per backend and
+    length) replaced by a calibration profile when one is given (memory capacity and links stay the
+    GPU's)."""
     hw = get_gpu(gpu)
     source = f"roofline, datasheet {hw.key}"
     link = hw.interconnect_bytes_per_s
     if calibration:
         cal = load_calibration(calibration)
         hw = dataclasses.replace(hw, peak_flops_per_s=dict(cal.peak_flops_per_s),
-                                 hbm_bytes_per_s=cal.hbm_bytes_per_s, kind="calibration",
-                                 source=cal.source)
+                                 hbm_bytes_per_s=cal.hbm_bytes_per_s, kind="calibration", source=cal.source,
+                                 attention_flops_per_s=dict(cal.attention_flops_per_s),
+                                 attention_flops_per_s_by_n=dict(cal.attention_flops_per_s_by_n))
         link = cal.interconnect_bytes_per_s or link
         source = f"roofline, calibration {calibration}"
-    rates = Rates(hw=hw, link_bytes_per_s=link, source=source)
+    rates = Rates(hw=hw, link_bytes_per_s=link, source=source,
+                  attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND)
     if fit:
         from lcprof.plan.fitted import fitted_rates  # needs lcprof.fit (pandas/scipy)
 
@@ -89,36 +122,108 @@ def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str 
     return rates
 
 
-def allreduce_s(spec: ModelSpec, tokens, tp, link_bytes_per_s: float | None, dtype: str = "bf16") -> np.ndarray:
-    """TP all-reduce time of a forward pass over ``tokens`` tokens (broadcasts tokens against tp)."""
-    tokens = np.asarray(tokens, dtype=np.float64)
-    tp = np.asarray(tp, dtype=np.float64)
-    if np.any(tp > 1) and not link_bytes_per_s:
-        raise LcprofError("this GPU has no interconnect bandwidth in the database; TP > 1 needs one")
-    if not link_bytes_per_s:
-        return np.zeros(np.broadcast(tokens, tp).shape)
-    act = tokens * spec.hidden_size * dtype_bytes(activation_dtype(dtype))
-    per_allreduce = 2.0 * act * (tp - 1.0) / tp / float(link_bytes_per_s)
-    return spec.n_layers * ALLREDUCES_PER_LAYER * per_allreduce
+def attention_rate_source(rates: Rates, attn_dtype: str) -> str:
+    """Human label of the rate attention is charged at."""
+    hw, b = rates.hw, rates.attention_backend
+    if hw.attention_rate(b, attn_dtype, [1.0]) is not None:
+        return f"calibrated {b} {attn_dtype}"
+    return f"{attn_dtype} GEMM peak" + (f" (calibration has no {b} {attn_dtype} rate)" if hw.kind == "calibration"
+                                        else "")
 
 
-def prefill_1gpu_s(spec: ModelSpec, rates: Rates, n_new, prefix=0, *, dtype: str = "bf16",
-                   tile: tuple[int, int] = (128, 128)) -> np.ndarray:
-    """Roofline time of a prefill on ONE GPU holding the whole model (arrays broadcast)."""
+# ----------------------------------------------------------------------------------------------
+# Prefill
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PrefillParts:
+    """One GPU's time (holding the whole model) per split class, arrays over (n, prefix)."""
+
+    tp: np.ndarray
+    experts: np.ndarray
+    replicated: np.ndarray
+    attention: np.ndarray  # the attention kernels alone (part of ``tp``)
+
+
+def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
+                  tile: tuple[int, int] = (128, 128)) -> PrefillParts:
+    """One-GPU prefill time per split class (module docstring); a fitted table counts as all ``tp``."""
     n_new, prefix = np.broadcast_arrays(np.atleast_1d(np.asarray(n_new, dtype=np.float64)),
                                         np.asarray(prefix, dtype=np.float64))
     if rates.prefill_fit is not None:
-        return np.asarray(rates.prefill_fit(n_new, prefix), dtype=np.float64)
-    c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=dtype, family="tiled", tile=tile, lm_head=True,
+        t = np.asarray(rates.prefill_fit(n_new, prefix), dtype=np.float64)
+        z = np.zeros_like(t)
+        return PrefillParts(tp=t, experts=z, replicated=z, attention=z)
+    act = precision.act_dtype
+    c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=act, family="tiled", tile=tile, lm_head=True,
              elementwise="fused")
-    return np.asarray(roofline(c, rates.hw)["total"], dtype=np.float64)
+    delta = op_weight_bytes_delta(spec, precision.weights, dtype_bytes(act), n_new)
+    qbytes = {k: (np.asarray(v) + delta[k] if k in delta else v) for k, v in c.bytes.items()}
+    t_gemm = roofline(dataclasses.replace(c, dtype=precision.gemm_dtype, bytes=qbytes), rates.hw)
+    t_attn = roofline(dataclasses.replace(c, dtype=precision.attn_dtype), rates.hw, backend=rates.attention_backend)
+    parts = {"tp": 0.0, "experts": 0.0, "replicated": 0.0}
+    attention = 0.0
+    for name in c.flops:
+        if name in ("total", "attn/total"):
+            continue
+        t = t_attn[name] if name.startswith("attn/") else t_gemm[name]
+        parts[op_split(name)] = parts[op_split(name)] + np.asarray(t, dtype=np.float64)
+        if name.startswith("attn/"):
+            attention = attention + np.asarray(t, dtype=np.float64)
+    shape = n_new.shape
+    return PrefillParts(*(np.broadcast_to(np.asarray(parts[k], dtype=np.float64), shape)
+                          for k in ("tp", "experts", "replicated")),
+                        attention=np.broadcast_to(np.asarray(attention, dtype=np.float64), shape))
 
 
-def prefill_s(spec: ModelSpec, rates: Rates, n_new, prefix=0, *, tp: int = 1, dtype: str = "bf16") -> np.ndarray:
-    """Prefill time on a TP replica: one-GPU time (roofline or fitted table) / T + all-reduces."""
+def _ring_allreduce_s(tokens, width: int, nbytes: float, ranks, link) -> np.ndarray:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return 2.0 * np.asarray(tokens, dtype=np.float64) * width * nbytes * (ranks - 1.0) / ranks / float(link)
+
+
+def comm_s(spec: ModelSpec, par: Parallel, tokens, link: float | None, act_dtype: str = "bf16",
+           moe_tokens=None) -> np.ndarray:
+    """Collective time of one forward pass over ``tokens`` tokens on a replica (module docstring).
+
+    ``moe_tokens``: tokens the MoE group processes (default ``tokens``; a decode step of B requests
+    per DP rank gives B x dp). Broadcasts over tokens and the fields of ``par`` given as arrays."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    moe_tokens = tokens if moe_tokens is None else np.asarray(moe_tokens, dtype=np.float64)
+    tp, dp, ep, pp = (np.asarray(getattr(par, k), dtype=np.float64) for k in ("tp", "dp", "ep", "pp"))
+    multi = np.any(tp > 1) or np.any(dp > 1) or np.any(ep > 1) or np.any(pp > 1)
+    if not link:
+        if multi:
+            raise LcprofError("this GPU has no interconnect bandwidth in the database; TP/DP/EP/PP need one")
+        return np.zeros(np.broadcast(tokens, tp).shape)
+    s = dtype_bytes(act_dtype)
+    h = spec.hidden_size
+    moe_layers = sum(1 for layer in spec.layers if layer.moe) if spec.moe is not None else 0
+    dense_layers = spec.n_layers - moe_layers
+    ar = _ring_allreduce_s(tokens, h, s, tp, link)  # one all-reduce over the TP group
+    total = dense_layers * ALLREDUCES_PER_LAYER * ar
+    if moe_layers:
+        k = spec.moe.n_active
+        a2a = 2.0 * (tokens / tp) * k * h * s * (ep - 1.0) / np.maximum(ep, 1.0) / float(link)
+        moe_ar = _ring_allreduce_s(moe_tokens, h, s, tp * dp, link)
+        moe = np.where(ep > 1, ar + a2a, ar + moe_ar)
+        total = total + moe_layers * moe
+    total = total + (pp - 1.0) * 2.0 * tokens * h * s / float(link)
+    return total
+
+
+def prefill_s(dep, n_new, prefix=0, parts: PrefillParts | None = None) -> np.ndarray:
+    """Prefill time of ``n_new`` tokens after ``prefix`` on one replica of ``dep`` (array over n)."""
     n_new = np.atleast_1d(np.asarray(n_new, dtype=np.float64))
-    one = prefill_1gpu_s(spec, rates, n_new, prefix, dtype=dtype)
-    return one / tp + allreduce_s(spec, n_new, tp, rates.link_bytes_per_s, dtype)
+    p = parts or prefill_parts(dep.spec, dep.rates, dep.precision, n_new, prefix)
+    par = dep.par
+    return combine_prefill(p, par) + comm_s(dep.spec, par, n_new, dep.rates.link_bytes_per_s, dep.precision.act_dtype)
+
+
+def combine_prefill(p: PrefillParts, par: Parallel) -> np.ndarray:
+    """One replica's compute time from the one-GPU parts (broadcasts over array-valued ``par`` fields)."""
+    tp = np.asarray(par.tp, dtype=np.float64)
+    shards = np.asarray(par.tp, dtype=np.float64) * np.asarray(par.dp, dtype=np.float64)
+    return p.tp / tp + p.experts / shards + p.replicated
 
 
 def chunk_schedule(n_new: int, chunk: int, prefix: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -130,53 +235,90 @@ def chunk_schedule(n_new: int, chunk: int, prefix: int = 0) -> tuple[np.ndarray,
     return sizes, starts
 
 
-def chunked_prefill_s(spec: ModelSpec, rates: Rates, n_new: int, chunk: int, prefix: int = 0, *, tp: int = 1,
-                      dtype: str = "bf16") -> tuple[float, float]:
-    """(total time, longest chunk's time) of a prefill run in chunks of ``chunk`` tokens."""
+def pipelined_s(chunk_times, pp: int) -> float:
+    """Time of k chunks through pp stages (each stage 1/pp of a chunk's time): sum / pp + (pp-1) max / pp."""
+    t = np.asarray(chunk_times, dtype=np.float64)
+    return float(np.sum(t) / pp + (pp - 1) * np.max(t) / pp)
+
+
+def chunked_prefill_s(dep, n_new: int, chunk: int | None, prefix: int = 0) -> tuple[float, float]:
+    """(total time, longest chunk's time) of a prefill in chunks of ``chunk`` tokens (None or >= n:
+    one chunk), pipelined over the deployment's stages."""
+    if not chunk or chunk >= n_new:
+        t = float(prefill_s(dep, [n_new], prefix)[0])
+        return t, t
     sizes, starts = chunk_schedule(n_new, chunk, prefix)
-    t = prefill_s(spec, rates, sizes, starts, tp=tp, dtype=dtype)
-    return float(np.sum(t)), float(np.max(t))
+    t = prefill_s(dep, sizes, starts)
+    return pipelined_s(t, dep.par.pp), float(np.max(t))
 
 
-def last_chunk_s(spec: ModelSpec, rates: Rates, n_total, chunk, *, tp: int = 1, dtype: str = "bf16") -> np.ndarray:
+def last_chunk_s(dep, n_total, chunk) -> np.ndarray:
     """Time of the last (largest-prefix) chunk of a prefill of n_total tokens; broadcasts n and chunk."""
     n_total, chunk = np.broadcast_arrays(np.asarray(n_total, dtype=np.int64), np.asarray(chunk, dtype=np.int64))
     size = n_total - chunk * ((n_total - 1) // chunk)  # the last chunk may be partial
-    return prefill_s(spec, rates, size, n_total - size, tp=tp, dtype=dtype).reshape(n_total.shape)
+    return prefill_s(dep, size.ravel(), (n_total - size).ravel()).reshape(n_total.shape)
 
 
-def decode_parts(spec: ModelSpec, context, *, tp: int = 1, dtype: str = "bf16", kv_dtype: str = "bf16"
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per request at context n: (decode FLOPs per GPU, KV bytes read per GPU) for one new token."""
+def chunk_wait_s(dep, t_chunk) -> float:
+    """How long a newly arrived request waits behind one chunk: the chunk, or one stage of it under PP."""
+    return float(t_chunk) / dep.par.pp
+
+
+# ----------------------------------------------------------------------------------------------
+# Decode
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodeParts:
+    """Per request at context n, one GPU of the replica: FLOPs of one new token and KV bytes read."""
+
+    flops_per_gpu: np.ndarray
+    kv_read_bytes_per_gpu: np.ndarray
+
+
+def decode_parts(dep, context, kv=None) -> DecodeParts:
+    """FLOPs (split like prefill) and KV bytes (stored format, window-capped) per request per GPU."""
+    spec, par = dep.spec, dep.par
     ctx = np.atleast_1d(np.asarray(context, dtype=np.float64))
-    c = cost(spec, ctx, phase="decode", dtype=dtype, family="useful", lm_head=True, elementwise="fused")
-    flops = np.asarray(c.flops["total"], dtype=np.float64) / tp
-    kv = kv_bytes(spec, ctx, kv_dtype=kv_dtype, tp=tp).astype(np.float64)
-    return flops, kv
+    c = cost(spec, ctx, phase="decode", dtype=dep.precision.act_dtype, family="useful", lm_head=True,
+             elementwise="fused")
+    flops = 0.0
+    for name, f in c.flops.items():
+        if name in ("total", "attn/total"):
+            continue
+        div = {"tp": par.tp, "experts": par.expert_shards, "replicated": 1}[op_split(name)]
+        flops = flops + np.asarray(f, dtype=np.float64) / div
+    kvb = kv_read_bytes(spec, kv or dep.precision.kv, ctx, par.tp) / par.pp
+    return DecodeParts(np.broadcast_to(flops, ctx.shape).astype(np.float64), kvb)
 
 
-def decode_weight_read_bytes(spec: ModelSpec, weights_bytes_per_gpu: float, batch, *, dtype: str = "bf16",
-                             tp: int = 1) -> np.ndarray:
-    """Weight bytes one decode step reads per GPU: all of them, except routed experts no token visits.
-
-    A MoE layer's batch of B tokens visits at most min(experts, B x experts_per_token) experts (the
-    bound when every token picks different ones); the others' weights are not read.
-    """
+def decode_weight_read_bytes(spec: ModelSpec, weights, batch, par: Parallel) -> np.ndarray:
+    """Weight bytes one decode step reads on one GPU: all but the embedding rows and the routed
+    experts no token of the MoE group's batch visits (``experts_touched``)."""
+    by = weights.by_class
     batch = np.asarray(batch, dtype=np.float64)
-    w = np.asarray(weights_bytes_per_gpu, dtype=np.float64)
-    if spec.moe is None:
-        return w + np.zeros_like(batch)
+    dense = weights.total_bytes - by["embedding"] - by["experts"] - by["buffers"]
+    if spec.tie_embeddings and by["lm_head"] == 0:
+        dense = dense + by["embedding"]  # a tied LM head reads the embedding matrix
+    if spec.moe is None or by["experts"] == 0:
+        return dense + np.zeros_like(batch)
     e = spec.moe
-    moe_layers = sum(1 for layer in spec.layers if layer.moe)
-    expert_bytes = (3 if spec.mlp_gated else 2) * spec.hidden_size * e.expert_intermediate_size * dtype_bytes(dtype)
-    untouched = np.maximum(0.0, e.n_experts - batch * e.n_active)
-    return w - moe_layers * untouched * expert_bytes / np.asarray(tp, dtype=np.float64)
+    share = experts_touched(e.n_experts, e.n_active, batch * par.dp) / e.n_experts
+    return dense + by["experts"] * share
 
 
-def decode_step_s(spec: ModelSpec, rates: Rates, *, weights_bytes_per_gpu: float, flops_per_gpu,
-                  kv_read_bytes_per_gpu, batch, tp: int = 1, dtype: str = "bf16") -> np.ndarray:
-    """One decode step of ``batch`` requests whose FLOPs and KV reads (per GPU) are already summed."""
-    w = decode_weight_read_bytes(spec, weights_bytes_per_gpu, batch, dtype=dtype, tp=tp)
-    mem = (w + np.asarray(kv_read_bytes_per_gpu, dtype=np.float64)) / rates.hw.hbm_bytes_per_s
-    comp = np.asarray(flops_per_gpu, dtype=np.float64) / rates.hw.peak(dtype)
-    return np.maximum(mem, comp) + allreduce_s(spec, batch, tp, rates.link_bytes_per_s, dtype)
+def decode_step_s(dep, weights, *, flops_per_gpu, kv_read_bytes_per_gpu, batch) -> np.ndarray:
+    """One decode step (TPOT) of ``batch`` requests per DP rank whose FLOPs and KV reads (per GPU,
+    summed over the batch) are given; ``weights`` is the binding stage's WeightBytes."""
+    par, hw = dep.par, dep.rates.hw
+    pp = par.pp
+    batch = np.asarray(batch, dtype=np.float64)
+    micro = np.maximum(np.ceil(batch / pp), 1.0)
+    w = decode_weight_read_bytes(dep.spec, weights, micro, par)
+    kv = np.asarray(kv_read_bytes_per_gpu, dtype=np.float64) / np.maximum(batch, 1.0) * micro
+    mem = (w + kv) / hw.hbm_bytes_per_s
+    comp = np.asarray(flops_per_gpu, dtype=np.float64) / np.maximum(batch, 1.0) * micro / pp / hw.peak(dep.precision.gemm_dtype)
+    step = np.maximum(mem, comp)
+    comm = comm_s(dep.spec, par, micro, dep.rates.link_bytes_per_s, dep.precision.act_dtype,
+                  moe_tokens=micro * par.dp)
+    return pp * step + comm

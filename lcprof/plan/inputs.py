@@ -1,14 +1,13 @@
-"""Parsing and checking the planner's inputs: durations, request mixes, TP degrees, lists. No torch."""
+"""Parsing the planner's inputs: durations, request mixes, byte counts, lists. No torch.
+
+(Parallel layouts are checked in ``lcprof.plan.parallel``, dtypes in ``kvformat`` / ``cost.weights``.)
+"""
 
 from __future__ import annotations
 
-from lcprof.cost.model import kv_heads_per_gpu
 from lcprof.errors import LcprofError
-from lcprof.spec import ModelSpec
-from lcprof.units import dtype_name, parse_tokens, split_unit
+from lcprof.units import BYTE_UNITS, dtype_name, parse_tokens, split_unit
 
-KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
-WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 MIX_TOLERANCE = 1e-6
 
 _UNITS = (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1.0))
@@ -96,7 +95,7 @@ def parse_float_list(text, what: str, lo: float = 0.0, hi: float = 1.0) -> list[
     return sorted(set(values))
 
 
-def parse_dtype_list(text, allowed=KV_DTYPES, what: str = "KV dtype") -> list[str]:
+def parse_dtype_list(text, allowed, what: str = "KV dtype") -> list[str]:
     """``bf16,fp8`` -> ['bf16', 'fp8'] (canonical names, order kept, unique)."""
     parts = text if isinstance(text, (list, tuple)) else str(text).split(",")
     out: list[str] = []
@@ -109,22 +108,18 @@ def parse_dtype_list(text, allowed=KV_DTYPES, what: str = "KV dtype") -> list[st
     return out
 
 
-def tp_problem(spec: ModelSpec, tp: int) -> str | None:
-    """Why ``tp`` cannot shard this model's attention heads (None when it can)."""
-    if tp <= 0:
-        return f"TP must be positive, got {tp}"
-    if spec.mla is not None:
-        if spec.n_heads % tp:
-            return f"TP={tp} does not divide {spec.name}'s {spec.n_heads} attention heads"
+def parse_memory_bytes(text, what: str = "byte count") -> int | None:
+    """Bytes as an engine logs them: ``20.43GiB`` (rounded to whole bytes), ``512MiB``, ``8e9``; None stays None."""
+    if text is None:
         return None
-    try:
-        kv_heads_per_gpu(spec, tp)
-    except LcprofError as exc:
-        return str(exc)
-    return None
-
-
-def check_tp(spec: ModelSpec, tp: int) -> None:
-    problem = tp_problem(spec, tp)
-    if problem:
-        raise LcprofError(problem)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        body, scale = split_unit(text, BYTE_UNITS)
+        try:
+            value = float(body) * scale
+        except ValueError:
+            raise LcprofError(f"malformed {what} {text!r}; use e.g. 20.43GiB, 512MiB or 21936000000") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise LcprofError(f"{what} must be a positive number of bytes, got {text!r}")
+    return int(round(value))

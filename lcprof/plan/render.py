@@ -7,6 +7,11 @@ import pandas as pd
 from lcprof.units import fmt_bytes, fmt_seconds, fmt_tokens
 
 
+#: Record keys that hold token counts (shown as ``128k (131072)``).
+TOKEN_KEYS = ("longest_n_meeting_ttft", "longest_long_keeping_short_ttft", "activation_tokens", "kv_cache_tokens",
+              "max_model_len", "max_num_batched_tokens")
+
+
 def fmt_value(key: str, v) -> str:
     """One record value for people: bytes in GiB (2^30), seconds with a unit, shares in percent."""
     if v is None:
@@ -15,8 +20,7 @@ def fmt_value(key: str, v) -> str:
         return "yes" if v else "no"
     if isinstance(v, str):
         return v
-    if key.endswith("_n") or key in ("longest_n_meeting_ttft", "longest_long_keeping_short_ttft",
-                                     "longest_long_keeping_short_ttft_chunked", "activation_reserve_tokens"):
+    if key.endswith("_n") or key in TOKEN_KEYS:
         return f"{fmt_tokens(int(v))} ({int(v)})" if fmt_tokens(int(v)) != str(int(v)) else str(int(v))
     if "bytes" in key:
         if "per_token" in key:

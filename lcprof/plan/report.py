@@ -7,15 +7,17 @@ Files written: ``README.md`` (the report, with the command line that produced it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from lcprof._version import __version__
-from lcprof.plan.capacity import CapacityPlan
-from lcprof.plan.compute import chunked_prefill_s, last_chunk_s, prefill_s
-from lcprof.plan.memory import blocks_per_request, memory_budget
+from lcprof.plan.capacity import CapacityPlan, concurrency
+from lcprof.plan.compute import chunk_wait_s, chunked_prefill_s, last_chunk_s, prefill_s
+from lcprof.plan.kvformat import kv_format
+from lcprof.plan.memory import memory_stage
 from lcprof.plan.render import fmt_value, section_frames
 from lcprof.plotting import figure, finish
 from lcprof.render import records
@@ -35,34 +37,35 @@ def _doubling(lo: int, hi: int) -> np.ndarray:
 
 
 def concurrency_curve(p: CapacityPlan, kv_dtype: str, ns) -> np.ndarray:
-    """Max concurrent requests of context n on one replica, with the plan's memory split and this KV dtype."""
-    i = p.inputs
-    mb = memory_budget(i["spec"], memory_bytes=i["rates"].hw.memory_bytes,
-                       memory_utilization=i["memory_utilization"], dtype=i["dtype"], kv_dtype=kv_dtype, tp=i["tp"],
-                       block_size=i["block_size"], largest_prefill_tokens=i["reserve_tokens"])
-    pool = mb.kv_pool_blocks - p.record["shared_prefix_blocks"]
-    return pool // blocks_per_request(i["spec"], ns, i["block_size"], i["prefix_n"])
+    """Max concurrent requests of context n on one KV pool, with the plan's deployment and this KV
+    dtype (the memory stage re-run; capped at the engine's max_num_seqs)."""
+    dep, work = p.deployment, p.workload
+    prec = dataclasses.replace(dep.precision, kv=kv_format(dep.spec, kv_dtype, dep.engine))
+    d = dataclasses.replace(dep, precision=prec)
+    mem = memory_stage(dep.spec, d, work.longest - work.prefix_n)
+    pool = mem.kv_pool_blocks - p.record["shared_prefix_blocks"]
+    return concurrency(pool, mem.layout.blocks_per_request(ns, work.prefix_n), mem.max_num_seqs)
 
 
 def displacement_curves(p: CapacityPlan, longs) -> tuple[np.ndarray, np.ndarray]:
-    """(displacement_kv, displacement_prefill) of a long request of each length against the plan's short one."""
-    i = p.inputs
-    spec, pre, bs = i["spec"], i["prefix_n"], i["block_size"]
+    """(displacement_kv, displacement_prefill) of a long request of each length against the plan's short
+    one (unchunked prefill times)."""
+    dep, work, lay = p.deployment, p.workload, p.memory.layout
+    pre = work.prefix_n
     longs = np.asarray(longs, dtype=np.int64)
-    b = blocks_per_request(spec, longs, bs, pre) / blocks_per_request(spec, [i["short_n"]], bs, pre)[0]
-    t = prefill_s(spec, i["rates"], longs - pre, pre, tp=i["tp"], dtype=i["dtype"])
-    t0 = prefill_s(spec, i["rates"], [i["short_n"] - pre], pre, tp=i["tp"], dtype=i["dtype"])[0]
+    b = lay.blocks_per_request(longs, pre) / lay.blocks_per_request([work.short_n], pre)[0]
+    t = prefill_s(dep, longs - pre, pre)
+    t0 = prefill_s(dep, [work.short_n - pre], pre)[0]
     return b, t / t0
 
 
 def ttft_chunk_curve(p: CapacityPlan, chunks) -> np.ndarray:
     """TTFT of a short request behind one long prefill, for each chunk size (seconds)."""
-    i = p.inputs
-    spec, rates, pre, tp, dt = i["spec"], i["rates"], i["prefix_n"], i["tp"], i["dtype"]
+    dep, work = p.deployment, p.workload
+    pre = work.prefix_n
     chunks = np.asarray(chunks, dtype=np.int64)
-    wait = last_chunk_s(spec, rates, i["long_n"] - pre, chunks, tp=tp, dtype=dt)
-    own = np.array([chunked_prefill_s(spec, rates, i["short_n"] - pre, int(c), pre, tp=tp, dtype=dt)[0]
-                    for c in chunks])
+    wait = np.array([chunk_wait_s(dep, x) for x in last_chunk_s(dep, work.long_n - pre, chunks)])
+    own = np.array([chunked_prefill_s(dep, work.short_n - pre, int(c), pre)[0] for c in chunks])
     return wait + own
 
 
@@ -105,7 +108,8 @@ def _plots(ps: list[CapacityPlan], out: Path) -> dict[str, str]:
     alone = r["ttft_short_alone_s"]
     fig, ax = figure(6.4, 4.2)
     ax.plot(chunks, ttft / alone, marker="o", ms=3, label="chunked prefill (wait <= one chunk)")
-    ax.axhline(r["ttft_inflation"], color="C3", ls="--", lw=1, label="no chunking (wait for the whole prefill)")
+    ax.axhline(r["ttft_short_behind_long_unchunked_s"] / alone, color="C3", ls="--", lw=1,
+               label="no chunking (wait for the whole prefill)")
     if r.get("ttft_target_s"):
         ax.axhline(r["ttft_target_s"] / alone, color="C2", ls=":", lw=1, label="TTFT target")
     files["ttft"] = "ttft_vs_chunk.png"
@@ -123,6 +127,11 @@ def _md_table(frame) -> str:
     return "\n".join(lines)
 
 
+def _layout(r: dict) -> str:
+    parts = [f"TP {r['tp']}"] + [f"{k.upper()} {r[k]}" for k in ("dp", "ep", "pp") if r.get(k, 1) > 1]
+    return ", ".join(parts)
+
+
 def write_report(ps, directory, *, command: str | None = None) -> Path:
     """Write the report for one plan or a list of plans (e.g. one per KV dtype); returns README.md's path."""
     if isinstance(ps, CapacityPlan):
@@ -132,29 +141,36 @@ def write_report(ps, directory, *, command: str | None = None) -> Path:
     files = _plots(ps, out)
     r = ps[0].record
     with open(out / "plan.json", "w") as fh:
-        json.dump(records([p.record for p in ps]), fh, indent=1)
+        json.dump(records([p.json_record() for p in ps]), fh, indent=1)
         fh.write("\n")
 
-    lines = [f"# Capacity plan: {r['model']} on {r['gpus']}x {r['gpu']} (TP {r['tp']}), "
+    lines = [f"# Capacity plan: {r['model']} on {r['gpus']}x {r['gpu']} ({_layout(r)}, {r['engine']}), "
              f"{fmt_tokens(r['long_n'])} vs {fmt_tokens(r['short_n'])}", ""]
     if command:
         lines += ["Produced by (lcprof " + __version__ + "):", "", "```", command, "```", ""]
-    lines += [f"Times: {r['rates_source']}. Raw records: [plan.json](plan.json).", ""]
+    lines += [f"Times: {r['rates_source']}; attention at {r['attention_rate']}. Raw records: [plan.json](plan.json).",
+              ""]
     warned = list(dict.fromkeys(w for p in ps for w in p.warnings))
     if warned:
         lines += ["Warnings:", ""] + [f"- {w}" for w in warned] + [""]
+    for p in ps:
+        if p.startup_log:
+            per = " (each of the DP ranks' engine cores)" if p.record.get("dp", 1) > 1 else ""
+            lines += [f"What {r['engine']} would log at startup{per} ({p.record['kv_dtype']} KV):", "", "```"]
+            lines += list(p.startup_log) + ["```", ""]
     lines += ["## Headline", ""]
     for p in ps:
         q = p.record
+        chunked = q.get("chunked")
         lines.append(
-            f"- **{q['kv_dtype']} KV**: one replica holds {q['max_concurrent_short']} concurrent "
+            f"- **{q['kv_dtype']} KV**: one KV pool holds {q['max_concurrent_short']} concurrent "
             f"{fmt_tokens(q['short_n'])} requests or {q['max_concurrent_long']} of {fmt_tokens(q['long_n'])} "
             f"(deployment: {q['max_concurrent_short_deployment']} / {q['max_concurrent_long_deployment']}). "
             f"One {fmt_tokens(q['long_n'])} request displaces **{q['displacement_kv']:.3g}** short requests' KV "
             f"(costs {q['short_requests_lost_per_long']} slots) and **{q['displacement_prefill']:.3g}** short "
             f"prefills of compute; a short request behind it waits {fmt_value('x_s', q['ttft_short_behind_long_s'])}"
-            + (f" ({fmt_value('x_s', q['ttft_short_behind_long_chunked_s'])} with {fmt_tokens(q['chunk_n'])} chunks)"
-               if q.get("chunk_n") else "") + ".")
+            + (f" with {fmt_tokens(q['max_num_batched_tokens'])}-token chunked prefill "
+               f"({fmt_value('x_s', q['ttft_short_behind_long_unchunked_s'])} unchunked)" if chunked else "") + ".")
     lines.append("")
     for title, frame in section_frames(ps):
         lines += [f"## {title}", "", _md_table(frame), ""]

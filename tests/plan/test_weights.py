@@ -1,0 +1,201 @@
+"""Weights as the engines load them: per tensor class, per quantization format, per GPU -- by hand."""
+
+import pytest
+
+from lcprof.cost.weights import (Sharding, WEIGHT_FORMATS, model_matrices, op_matrices, rope_cache_positions,
+                                 stage_layers, total_params, weight_bytes_per_gpu, weight_format)
+from lcprof.errors import LcprofError
+from lcprof.spec import list_presets, load_model, param_counts
+
+from plan_hand import BF16, DSV3, GIB, cdiv, fp8_block_bytes, llama_params
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_tensor_list_counts_every_parameter(name):
+    spec = load_model(name)
+    assert total_params(spec) == param_counts(spec)["total_params"]
+
+
+def test_matrix_bytes_per_format_by_hand():
+    d_in, d_out = 7168, 2048  # one DeepSeek-V3 expert's gate
+    assert WEIGHT_FORMATS["bf16"].matrix_bytes(d_in, d_out, "experts") == 2 * d_in * d_out
+    assert WEIGHT_FORMATS["fp32"].matrix_bytes(d_in, d_out, "experts") == 4 * d_in * d_out
+    # fp8: 1 byte per weight + an fp32 scale per 128x128 block: 16 x 56 blocks
+    assert WEIGHT_FORMATS["fp8"].matrix_bytes(d_in, d_out, "experts") == d_in * d_out + 4 * 16 * 56
+    # a shape that does not divide 128 rounds the block grid up: 576 -> 5 row blocks
+    assert WEIGHT_FORMATS["fp8"].matrix_bytes(7168, 576, "attention") == 7168 * 576 + 4 * 5 * 56
+    # int8 W8A8: an fp32 scale per output channel
+    assert WEIGHT_FORMATS["int8"].matrix_bytes(d_in, d_out, "mlp") == d_in * d_out + 4 * d_out
+    # int4 W4A16: half a byte per weight + a bf16 scale per group of 128 input channels per output channel
+    assert WEIGHT_FORMATS["int4"].matrix_bytes(d_in, d_out, "mlp") == d_in * d_out // 2 + 2 * d_out * 56
+    # nvfp4: half a byte + an e4m3 scale per 16 + two fp32 scalars
+    assert WEIGHT_FORMATS["nvfp4"].matrix_bytes(d_in, d_out, "mlp") == d_in * d_out // 2 + d_out * 448 + 8
+    # mxfp4: half a byte + an e8m0 scale per 32, experts only
+    assert WEIGHT_FORMATS["mxfp4"].matrix_bytes(d_in, d_out, "experts") == d_in * d_out // 2 + d_out * 224
+    assert WEIGHT_FORMATS["mxfp4"].matrix_bytes(d_in, d_out, "attention") == 2 * d_in * d_out
+    # embeddings, LM head, router, norms stay bf16 in every format
+    for fmt in ("fp8", "int8", "int4", "nvfp4", "mxfp4"):
+        for cls in ("embedding", "lm_head", "router", "norm"):
+            assert WEIGHT_FORMATS[fmt].matrix_bytes(100, 300, cls) == 2 * 100 * 300
+    assert WEIGHT_FORMATS["fp8"].matrix_bytes(0, 5, "mlp") == 0
+    with pytest.raises(LcprofError, match="unknown weight format 'fp6'"):
+        weight_format("fp6")
+    assert weight_format("BFloat16").name == "bf16"
+
+
+def test_llama31_8b_as_vllm_loads_it():
+    """vLLM logs "Model loading took 14.9888 GiB" for Llama-3.1-8B-Instruct
+    (https://github.com/vllm-project/vllm/issues/10517): the bf16 parameters plus the RoPE cos/sin
+    cache of 131072 positions x 128 rotary dims in bf16."""
+    spec = load_model("llama3.1-8b")
+    params = llama_params(4096, 14336, 128256, 32, 32, 8, 128)
+    rope = 131072 * 128 * BF16
+    w = weight_bytes_per_gpu(spec, "bf16", Sharding(vocab_padding=64), engine_buffers=True)
+    assert w.total_bytes == BF16 * params + rope == 16_094_076_928
+    assert f"{w.total_bytes / GIB:.4f}" == "14.9888"
+    assert w.by_class["buffers"] == rope
+    assert w.by_class["embedding"] == w.by_class["lm_head"] == 128256 * 4096 * BF16  # 128256 = 64 x 2004
+    # lcprof's own accounting (engine none) has no engine buffers
+    assert weight_bytes_per_gpu(spec, "bf16").total_bytes == BF16 * params
+
+
+def test_llama3_8b_tp2_as_vllm_loads_it():
+    """https://github.com/vllm-project/vllm/pull/10511 (comment of 2024-12-13): Meta-Llama-3-8B takes
+    14.96 GiB at TP 1 and 7.48 GiB per GPU at TP 2."""
+    spec = load_model("llama3-8b")
+    params = llama_params(4096, 14336, 128256, 32, 32, 8, 128)
+    norms = 32 * 2 * 4096 + 4096
+    rope = 8192 * 128 * BF16
+    one = weight_bytes_per_gpu(spec, "bf16", Sharding(vocab_padding=64), engine_buffers=True).total_bytes
+    two = weight_bytes_per_gpu(spec, "bf16", Sharding(tp=2, vocab_padding=64), engine_buffers=True).total_bytes
+    assert one == BF16 * params + rope
+    assert two == BF16 * ((params - norms) // 2 + norms) + rope  # 8 KV heads split 4/4: all but norms halve
+    assert (round(one / GIB, 2), round(two / GIB, 2)) == (14.96, 7.48)
+
+
+def _dsv3_attention(fmt_bytes, tp):
+    d = DSV3
+    hr = d["heads"] // tp
+    return (fmt_bytes(d["h"], d["q_lora"]) + fmt_bytes(d["q_lora"], hr * (d["nope"] + d["rope"]))  # q_a (replicated), q_b
+            + fmt_bytes(d["h"], d["kv_lora"] + d["rope"])  # kv_a (replicated)
+            + fmt_bytes(d["kv_lora"], hr * (d["nope"] + d["v"]))  # kv_b
+            + fmt_bytes(hr * d["v"], d["h"])  # o
+            + BF16 * (d["q_lora"] + d["kv_lora"]))  # the two latent norms
+
+
+def test_deepseek_v3_fp8_tp8_by_hand():
+    """fp8 block-scaled linear layers, bf16 embeddings/router/norms, vLLM's sharding at TP 8 (MLA's
+    q_a and kv_a replicated, experts' width split 8 ways), RoPE cache and bf16 W_UK/W_UV copies."""
+    d = DSV3
+    spec = load_model("deepseek-v3")
+    moe_layers = d["layers"] - d["dense_layers"]
+    attn = d["layers"] * _dsv3_attention(fp8_block_bytes, 8)
+    dense = d["dense_layers"] * (fp8_block_bytes(d["h"], 2 * d["inter"] // 8) + fp8_block_bytes(d["inter"] // 8, d["h"]))
+    w = d["expert_inter"] // 8
+    expert = fp8_block_bytes(d["h"], 2 * w) + fp8_block_bytes(w, d["h"])
+    experts = moe_layers * d["experts"] * expert
+    shared = moe_layers * expert  # one shared expert of the same width
+    router = moe_layers * BF16 * d["h"] * d["experts"]
+    norms = BF16 * (d["layers"] * 2 * d["h"] + d["h"])
+    vocab = BF16 * d["h"] * d["vocab"] // 8  # 129280 = 64 x 2020
+    rope = d["yarn_positions"] * d["rope"] * BF16
+    uk_uv = d["layers"] * BF16 * d["kv_lora"] * (d["heads"] // 8) * (d["nope"] + d["v"])
+    got = weight_bytes_per_gpu(spec, "fp8", Sharding(tp=8, expert_shards=8, vocab_padding=64),
+                               engine_buffers=True, mla_dequant_copies=True)
+    by = got.by_class
+    assert by["attention"] + by["norm"] == attn + norms
+    assert by["mlp"] == dense and by["experts"] == experts and by["shared_experts"] == shared
+    assert by["router"] == router and by["embedding"] == by["lm_head"] == vocab
+    assert by["buffers"] == rope + uk_uv
+    assert got.total_bytes == attn + dense + experts + shared + router + norms + 2 * vocab + rope + uk_uv
+
+
+def test_deepseek_v3_fp8_dp8_ep8_by_hand():
+    """Attention data parallel 8 with expert parallel 8: attention, dense MLP, shared expert and
+    vocabulary whole on every GPU; 32 of the 256 experts each, at full width."""
+    d = DSV3
+    spec = load_model("deepseek-v3")
+    moe_layers = d["layers"] - d["dense_layers"]
+    expert = fp8_block_bytes(d["h"], 2 * d["expert_inter"]) + fp8_block_bytes(d["expert_inter"], d["h"])
+    expected = (d["layers"] * _dsv3_attention(fp8_block_bytes, 1)
+                + d["dense_layers"] * (fp8_block_bytes(d["h"], 2 * d["inter"]) + fp8_block_bytes(d["inter"], d["h"]))
+                + moe_layers * (d["experts"] // 8) * expert + moe_layers * expert
+                + moe_layers * BF16 * d["h"] * d["experts"] + BF16 * (d["layers"] * 2 * d["h"] + d["h"])
+                + 2 * BF16 * d["h"] * d["vocab"] + d["yarn_positions"] * d["rope"] * BF16
+                + d["layers"] * BF16 * d["kv_lora"] * d["heads"] * (d["nope"] + d["v"]))
+    got = weight_bytes_per_gpu(spec, "fp8", Sharding(tp=1, expert_shards=8, expert_parallel=True, vocab_padding=64),
+                               engine_buffers=True, mla_dequant_copies=True)
+    assert got.total_bytes == expected
+
+
+def test_mxfp4_quantizes_experts_only_and_unquantized_mla_has_no_copies():
+    spec = load_model("deepseek-v2-lite")
+    bf = weight_bytes_per_gpu(spec, "bf16").by_class
+    mx = weight_bytes_per_gpu(spec, "mxfp4").by_class
+    assert mx["attention"] == bf["attention"] and mx["mlp"] == bf["mlp"] and mx["shared_experts"] == bf["shared_experts"]
+    # 26 MoE layers x 64 experts x (gate_up 2048 -> 2 x 1408 and down 1408 -> 2048), 4.25 bits per weight
+    e = 26 * 64 * ((2048 * 2816 // 2 + 2816 * 64) + (1408 * 2048 // 2 + 2048 * 44))
+    assert mx["experts"] == e
+    assert (weight_bytes_per_gpu(spec, "bf16", mla_dequant_copies=True).total_bytes
+            == weight_bytes_per_gpu(spec, "bf16").total_bytes)
+
+
+def test_pipeline_stages_hold_their_layers_embedding_first_head_last():
+    spec = load_model("llama3.1-8b")
+    first = weight_bytes_per_gpu(spec, "bf16", Sharding(layers=tuple(range(16)), last_stage=False, pipeline=True))
+    last = weight_bytes_per_gpu(spec, "bf16", Sharding(layers=tuple(range(16, 32)), first_stage=False, pipeline=True))
+    layer = BF16 * (4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336 + 2 * 4096)  # qkv (32 + 2 x 8 heads), o, MLP, norms
+    assert first.total_bytes == 16 * layer + BF16 * 128256 * 4096
+    assert last.total_bytes == 16 * layer + BF16 * (128256 * 4096 + 4096)
+    tied = load_model("gemma2-9b")  # tie_word_embeddings: the last stage gets its own LM head copy
+    st = weight_bytes_per_gpu(tied, "bf16", Sharding(layers=(41,), first_stage=False, pipeline=True))
+    assert st.by_class["lm_head"] == BF16 * 256000 * 3584 and st.by_class["embedding"] == 0
+    assert weight_bytes_per_gpu(tied, "bf16").by_class["lm_head"] == 0
+
+
+@pytest.mark.parametrize("layers,pp,parts", [(32, 4, [8, 8, 8, 8]), (22, 4, [5, 6, 6, 5]), (5, 3, [2, 2, 1]),
+                                             (61, 4, [15, 15, 16, 15]), (61, 2, [31, 30])])
+def test_stage_layers_as_vllm_partitions(layers, pp, parts):
+    """vllm/distributed/utils.py get_pp_indices: the remainder goes from the second-to-last stage back."""
+    stages = stage_layers(layers, pp)
+    assert [len(s) for s in stages] == parts
+    assert [i for s in stages for i in s] == list(range(layers))
+    with pytest.raises(LcprofError, match="pipeline parallel size"):
+        stage_layers(layers, layers + 1)
+
+
+def test_sharding_refusals():
+    spec = load_model("deepseek-v2-lite")
+    with pytest.raises(LcprofError, match="expert parallel over 5 GPUs"):
+        model_matrices(spec, Sharding(expert_shards=5, expert_parallel=True))
+    with pytest.raises(LcprofError, match="expert width 1408"):
+        model_matrices(spec, Sharding(expert_shards=3))
+    with pytest.raises(LcprofError, match="shard counts must be positive"):
+        Sharding(tp=0)
+
+
+def test_rope_cache_positions():
+    assert rope_cache_positions(load_model("deepseek-v3")) == 4096 * 40  # YaRN: original x factor
+    assert rope_cache_positions(load_model("llama3.1-8b")) == 131072  # llama3 scaling: the positions
+    assert rope_cache_positions(load_model("phi3-mini-128k")) == 4096 + 131072  # LongRoPE: short + long caches
+
+
+def test_op_matrices_match_the_cost_models_weight_traffic():
+    """The weight bytes the cost model charges each op (the intercept of bytes vs tokens at two large
+    token counts, where every expert is touched) equal the matrices ``op_matrices`` lists."""
+    import numpy as np
+
+    from lcprof.cost.ops import layer_ops
+
+    for name in ("llama3-8b", "deepseek-v2-lite", "qwen2.5-7b"):
+        spec = load_model(name)
+        for layer in {x.moe: x for x in spec.layers}.values():
+            n = np.array([4096.0, 8192.0])
+            ops = {o.name: o.bytes for o in layer_ops(spec, layer, n, 0, dtype="bf16", family="tiled")}
+            for op, ms in op_matrices(spec, layer.moe).items():
+                b = ops[op]
+                intercept = b[0] - (b[1] - b[0]) / (n[1] - n[0]) * n[0]
+                params = sum(m.count * m.d_in * m.d_out for m in ms)
+                if op == "mlp/experts":
+                    params *= spec.moe.n_experts
+                assert intercept == pytest.approx(BF16 * params, rel=1e-12), (name, op)

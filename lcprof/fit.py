@@ -68,6 +68,9 @@ POLY_CLASSES = ("fixed", "linear", "quadratic")
 #: n <= 32768 missed the measured 131072 times by -15% (cuDNN: K and V of one head outgrow the
 #: 50 MB L2 past 64k) to +42% (our ring kernel, still speeding up with block size).
 DRIFT_FLOOR = 0.07 / math.log(2.0)
+#: Largest log half-width of an interval: a factor 1e300 either way. Wider says "unbounded";
+#: capped so the bounds stay finite and the lower one positive (no under/overflow to 0 and inf).
+MAX_LOG_HALF_WIDTH = math.log(1e300)
 #: A target beyond this multiple of the largest fitted n gets a note.
 FAR_FACTOR = 4.0
 #: A term contributing less than this share of every fitted time is round-off: dropped.
@@ -164,7 +167,7 @@ def log_interval(mid, rel_se, dof: int, level: float = DEFAULT_LEVEL) -> tuple[n
         nan = np.full(mid.shape, np.nan)
         return nan, nan
     q = stats.t.ppf(0.5 + level / 2, dof)
-    half = q * np.asarray(rel_se, dtype=np.float64)
+    half = np.minimum(q * np.asarray(rel_se, dtype=np.float64), MAX_LOG_HALF_WIDTH)
     return mid * np.exp(-half), mid * np.exp(half)
 
 
@@ -436,6 +439,9 @@ class ModelFit:
         z = stats.norm.ppf(0.5 + self.level / 2)
         far = np.log(np.maximum(n / self.n_max, 1.0))
         half = np.sqrt((q * se) ** 2 + (z * self.drift_per_log_n * far) ** 2)
+        # A half-width beyond e^±690 (a factor 1e300) says "unbounded"; capped there so that the
+        # bounds stay finite and the lower one positive instead of under/overflowing to 0 and inf.
+        half = np.minimum(half, MAX_LOG_HALF_WIDTH)
         return mid * np.exp(-half), mid * np.exp(half)
 
 

@@ -157,3 +157,16 @@ def test_h100_fit_to_32k_brackets_each_measured_131072_time():
     # the fitted rates are the kernels' own: flash ~353 and cuDNN ~511 TFLOP/s of attention
     assert s.loc["sdpa-flash", "attention_flops_per_s"] == pytest.approx(353e12, rel=0.03)
     assert s.loc["sdpa-cudnn", "attention_flops_per_s"] == pytest.approx(511e12, rel=0.03)
+
+
+def test_interval_of_wildly_noisy_times_stays_positive_and_finite():
+    # the falsifying example hypothesis found: noise so large that exp(-half) underflowed to 0
+    n = np.array([128.0, 256, 512, 1024, 2048])
+    f = model_fit(n, np.array([1.0, 3.0, 0.03125, 0.03125, 4.0]), _design)
+    for method in ("delta", "bootstrap"):
+        lo, hi = f.interval(np.array([4096.0, 131072.0]), method, n_boot=50)
+        pred = f.predict(np.array([4096.0, 131072.0]))
+        ok = np.isfinite(lo)
+        assert np.all(lo[ok] > 0) and np.all(lo[ok] <= pred[ok]) and np.all(np.isfinite(hi[ok]))
+        # capped at a factor 1e300 either way
+        assert np.all(hi[ok] / pred[ok] <= 1.0000001e300)

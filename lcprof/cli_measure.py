@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import click
 
+from lcprof.cli_options import FORMAT_OPTION, model_option
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes
-
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                             show_default=True, help="Output format (JSON: a list of flat records).")
 
 
 @click.command()
@@ -36,7 +34,7 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Preset name or alias, or a path to a config.json.")
+@model_option()
 @click.option("--n", "n", required=True, help="Token counts: 4096, 4k,8k or a doubling range 128..131072.")
 @click.option("--backends", "backend_list", default="eager,sdpa", show_default=True,
               help="Comma-separated backends (see `lcprof backends`).")

@@ -27,6 +27,81 @@ KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 COMPUTE_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 
+#: Most tiles per side the tiled-kernel count handles (its arrays grow with n / tile).
+MAX_TILES_PER_SIDE = 1 << 22
+
+
+#: Largest model dimension (hidden size, heads, layers, vocabulary, ...) lcprof computes with: products
+#: of a few of them with token counts stay exact in float64 and far from int64's end.
+MAX_MODEL_SIZE = 1 << 31
+#: Fields measured in tokens may reach lcprof's token limit.
+_TOKEN_FIELDS = ("max_position_embeddings", "original_max_position_embeddings", "original_max_position", "window")
+
+
+def load(model: str | ModelSpec) -> ModelSpec:
+    """:func:`lcprof.spec.load_model` for the commands, refusing in one line (LcprofError naming the file
+    and field) a config.json the parser cannot read, or whose sizes lcprof cannot compute with
+    (:func:`check_computable`). Whether a value the parser accepts is right is the parser's business."""
+    what = f"config {str(model)!r}" if not isinstance(model, ModelSpec) else f"model {model.name!r}"
+    try:
+        spec = load_model(model)
+    except LcprofError:
+        raise
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError, KeyError, AttributeError, IndexError,
+            RecursionError, MemoryError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LcprofError(f"cannot use {what}: a field has a value lcprof cannot read "
+                          f"({type(exc).__name__}: {detail[:200]})") from exc
+    check_computable(spec, what)
+    return spec
+
+
+def check_computable(spec: ModelSpec, what: str = "") -> None:
+    """Refuse a spec with a size beyond MAX_MODEL_SIZE (tokens: units.MAX_TOKENS) or a number that is
+    not finite: the cost model would overflow, or allocate per-dimension arrays that cannot exist."""
+    import dataclasses
+    import math
+
+    from lcprof.units import MAX_TOKENS
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            if f.name in ("config", "published_params", "published_active_params", "aliases", "name", "source",
+                          "notes", "model_type", "torch_dtype"):
+                continue
+            v = getattr(obj, f.name)
+            yield from check(v, f"{prefix}{f.name}", f.name)
+
+    def check(v, label, name):
+        if dataclasses.is_dataclass(v):
+            yield from walk(v, f"{label}.")
+        elif isinstance(v, (tuple, list)):
+            for i, x in enumerate(v):
+                yield from check(x, f"{label}[{i}]", name)
+        elif isinstance(v, bool) or v is None or isinstance(v, str):
+            return
+        elif isinstance(v, float) and not math.isfinite(v):
+            yield f"{label}={v} is not a finite number"
+        elif isinstance(v, int):
+            limit = MAX_TOKENS if name in _TOKEN_FIELDS else MAX_MODEL_SIZE
+            if v > limit:
+                yield f"{label}={v} is larger than lcprof computes with ({limit})"
+
+    problems = list(walk(spec, ""))
+    if problems:
+        raise LcprofError(f"cannot use {what or spec.name}: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+def check_tiles(n_max: int, tile: int) -> None:
+    """Refuse a tiled count whose per-side tile count would not fit in memory and time."""
+    tiles = -(-int(n_max) // int(tile))
+    if tiles > MAX_TILES_PER_SIDE:
+        need = -(-int(n_max) // MAX_TILES_PER_SIDE)
+        raise LcprofError(f"n={n_max} with tile {tile} is {tiles} tiles per side, more than lcprof counts "
+                          f"({MAX_TILES_PER_SIDE}); use --tile {1 << (need - 1).bit_length()} or a smaller n")
+
+
 class ContextWarning(UserWarning):
     """n is beyond what the model was configured for; the numbers are computed anyway."""
 
@@ -51,7 +126,7 @@ def models_table() -> Table:
     rows = []
     aliases = preset_aliases()
     for nm in list_presets():
-        s = load_model(nm)
+        s = load(nm)
         pc = param_counts(s)
         rows.append({
             "model": nm,
@@ -68,12 +143,12 @@ def models_table() -> Table:
 
 
 def show(model: str | ModelSpec) -> dict:
-    return describe(load_model(model))
+    return describe(load(model))
 
 
 def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> Table:
     """KV-cache bytes of the whole model at each n (one GPU's share under TP); exact integers."""
-    spec = load_model(model)
+    spec = load(model)
     ns = parse_token_list(n)
     _check_context(spec, ns)
     dtype = dtype_name(dtype, allowed=KV_DTYPES)
@@ -97,8 +172,9 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
 def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str = "bf16", batch: int = 1,
                 prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> Table:
     """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends."""
-    spec = load_model(model)
+    spec = load(model)
     ns = parse_token_list(n)
+    check_tiles(max(ns) + prefix, tile)
     if layer is not None and not 0 <= layer < spec.n_layers:
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
     _check_context(spec, np.asarray(ns) + prefix)
@@ -123,7 +199,7 @@ def rope(model: str | ModelSpec, n=None) -> tuple[dict, Table]:
     """(summary, per-pair table) of the model's RoPE at target length n (default: its max positions)."""
     from lcprof.cost.rope import rope_summary, rope_table
 
-    spec = load_model(model)
+    spec = load(model)
     target = _one_n(n, "lcprof rope") if n is not None else None
     if target:
         _check_context(spec, [target])
@@ -171,8 +247,9 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
                  tf32: bool = False, elementwise: str = "unfused") -> LayerReport:
     """One layer at one n. The KV cache is stored in each of ``dtypes`` (tf32 as fp32) unless
     ``kv_dtype`` names one KV dtype for all of them."""
-    spec = load_model(model)
+    spec = load(model)
     n_tok = _one_n(n, "lcprof layer")
+    check_tiles(n_tok, tile)
     _check_context(spec, [n_tok])
     if not 0 <= layer < spec.n_layers:
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
@@ -334,7 +411,7 @@ def _short(v, limit: int = 120) -> str:
 def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     """What differs between two models: first the raw config.json fields, then the derived spec
     fields, then what each changes in cost at a reference length (``section`` says which)."""
-    a, b = load_model(model_a), load_model(model_b)
+    a, b = load(model_a), load(model_b)
     # Column names are the model names; two different configs may share a name (two folders
     # both called "model"), and then each column says which argument it came from.
     ka, kb = (a.name, b.name) if a.name != b.name else (f"{a.name} (1: {model_a})", f"{b.name} (2: {model_b})")
@@ -366,6 +443,7 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     # cost consequences at a reference length
     n_ref = _one_n(n, "lcprof diff") if n is not None else min(a.max_position_embeddings,
                                                                  b.max_position_embeddings, 131072)
+    check_tiles(n_ref, 128)
     for label, fa, fb in (
         ("kv_bytes_per_token_bf16", kv_bytes_per_token(a), kv_bytes_per_token(b)),
         (f"kv_bytes_at_{n_ref}", int(kv_bytes(a, n_ref)[0]), int(kv_bytes(b, n_ref)[0])),

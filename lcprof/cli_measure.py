@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from lcprof.cli_options import FORMAT_OPTION, model_option
+from lcprof.cli_options import FORMAT_OPTION, batch_option, model_option, reps_options, seed_option, with_options
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes
 
@@ -42,13 +42,12 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
 @click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True,
               help="decode: one step of query length 1 against a cache of n tokens.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@batch_option()
 @click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
               help="Which layer of the model (its attention kind, window, MoE).")
 @click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds of timed repetitions per point (warm-up adds 10%).")
-@click.option("--min-reps", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-reps", default=100, show_default=True, type=click.IntRange(min=1))
+@with_options(reps_options())
 @click.option("--mem-cap", default=None, help="Memory budget in bytes (8e9, 8GiB): points predicted above it are skipped. "
               "Default: the device's free memory.")
 @click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="striped-ring: simulated ranks.")
@@ -60,7 +59,7 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
                    "what serving engines do for decode).")
 @click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
               show_default=True, help="MoE layers: one MLP of the active width, or real top-k routing over every expert.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results CSV, written row by row.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (ok/oom/skipped) and run the rest.")
 @FORMAT_OPTION

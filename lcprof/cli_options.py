@@ -22,7 +22,7 @@ MAX_BATCH = 1 << 20
 MAX_TP = 1 << 16
 MAX_TILE = 1 << 20
 #: Largest ring (--gpus of `lcprof ring`): the per-step tiled-pair model is O(G^2) Python steps.
-MAX_RING_GPUS = 256
+MAX_RING_GPUS = 128
 #: Largest --repeats of a measurement.
 MAX_REPEATS = 100_000
 #: Dtype names, by what they describe.
@@ -265,6 +265,21 @@ def batch_option(help_text: str = "Sequences in the batch."):
                         help=f"{help_text} (1..{MAX_BATCH}).")
 
 
+def seed_option():
+    return click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2 ** 63 - 1),
+                        help="Seed of the random inputs (the same seed gives the same tensors).")
+
+
+def reps_options(min_default: int = 3, max_default: int = 100):
+    """--min-reps and --max-reps: bounds on the timed repetitions per point."""
+    return [
+        click.option("--min-reps", default=min_default, show_default=True, type=click.IntRange(1, MAX_REPEATS),
+                     help="Fewest timed repetitions per point, whatever the time budget."),
+        click.option("--max-reps", default=max_default, show_default=True, type=click.IntRange(1, MAX_REPEATS),
+                     help="Most timed repetitions per point (at least --min-reps)."),
+    ]
+
+
 def tp_option():
     return click.option("--tp", default=1, show_default=True, type=click.IntRange(1, MAX_TP),
                         help="Tensor-parallel degree: the numbers are one GPU's share.")
@@ -320,6 +335,6 @@ def with_options(options):
 __all__ = [
     "DtypeList", "DtypeName", "FORMAT_OPTION", "FiniteFloat", "GpuName", "InputFile", "LinkSpeed", "MAX_BATCH",
     "MODEL_HELP", "OutputDir", "OutputFile", "TokenCount", "TokenList", "batch_option", "check_writable_folder",
-    "device_option", "dtype_option", "emit", "gpu_option", "model_argument", "model_option", "n_option", "phase_option",
+    "device_option", "dtype_option", "emit", "gpu_option", "model_argument", "model_option", "n_option", "phase_option", "reps_options", "seed_option",
     "tile_option", "timeout_option", "tp_option", "with_options",
 ]

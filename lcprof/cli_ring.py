@@ -45,6 +45,10 @@ SUMMARY_FIELDS = ["load_imbalance", "tokens_per_device", "total_time_s", "total_
 def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats, impl, timeout_s, fmt):
     """Ring attention: load imbalance, per-step compute vs communication, overlap, memory."""
     if measure:
+        from lcprof.procs import die_with_parent, under_torchrun
+
+        if under_torchrun():
+            die_with_parent()  # first, before torch loads: a killed torchrun leaves no rank behind
         src = click.get_current_context().get_parameter_source("timeout_s")
         explicit = src is not None and src.name == "COMMANDLINE"
         _measure(model, n, dtype, layout, repeats, impl, timeout_s if explicit else None, fmt)
@@ -78,26 +82,23 @@ def _measure(model, n, dtype, layout, repeats, impl, timeout_s, fmt):
 
     if dtype not in MEASURE_DTYPES:
         raise LcprofError(f"--measure runs {', '.join(MEASURE_DTYPES)}, not {dtype}")
-    from lcprof.ring.distributed import dist_timeout_s, run_ring_worker  # imports torch
+    from lcprof.ring.distributed import dist_timeout_s, run_ring_layouts  # imports torch
     from lcprof.ring_analysis import ring_shapes
-    from lcprof.spec import load_model
+    from lcprof.analytic import load
 
-    spec = load_model(model)
+    spec = load(model)
     heads, kv_heads, head_dim = ring_shapes(spec)
     dist_timeout_s(timeout_s)  # a bad $LCPROF_DIST_TIMEOUT_S is refused before any rank waits
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if n % world:
         raise LcprofError(f"n={n} must be a multiple of the ring size {world} for --measure")
     layouts = ["contiguous", "striped"] if layout == "both" else [layout]
-    rows = []
-    for lay in layouts:
-        res = run_ring_worker(n, heads, kv_heads, head_dim, dtype=dtype, layout=lay, repeats=repeats, impl=impl,
-                              timeout_s=timeout_s)
-        if res is not None:
-            rows.append({"model": spec.name, "n": n, "dtype": dtype, "layout": lay, "world": world,
-                         **{k: v for k, v in res.items() if not isinstance(v, (list, dict))}})
-    if rows:
-        emit(rows, fmt)
+    results = run_ring_layouts(n, heads, kv_heads, head_dim, dtype=dtype, layouts=layouts, repeats=repeats,
+                               impl=impl, timeout_s=timeout_s)  # one process group for every layout
+    if results is not None:  # rank 0
+        emit([{"model": spec.name, "n": n, "dtype": dtype, "layout": lay, "world": world,
+               **{k: v for k, v in res.items() if not isinstance(v, (list, dict))}}
+              for lay, res in zip(layouts, results)], fmt)
 
 
 COMMANDS = [ring]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from lcprof.cost import ring as ringcost
 from lcprof.errors import LcprofError
 from lcprof.hardware import get_gpu, link_bandwidth
-from lcprof.spec import load_model
+from lcprof.analytic import load
 from lcprof.table import Table
 from lcprof.units import dtype_bytes, dtype_name, parse_token_list
 
@@ -42,7 +42,7 @@ def check_ring_bounds(n: int, gpus: int, heads: int, head_dim: int, batch: int =
 def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h100-sxm", dtype: str = "bf16",
                 tile: int = 128, batch: int = 1) -> tuple[Table, Table]:
     """(summary per layout, per-step table per layout) for one layer of ``model`` at length n."""
-    spec = load_model(model)
+    spec = load(model)
     ns = parse_token_list(n)
     if len(ns) != 1:
         raise LcprofError("lcprof ring takes one n")

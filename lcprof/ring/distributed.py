@@ -26,11 +26,9 @@ killed torchrun leaves no rank behind.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import math
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +39,7 @@ import torch.distributed as dist
 
 from lcprof.cost.ring import pair_counts, tokens_per_device
 from lcprof.errors import LcprofError, LcprofRuntimeError
+from lcprof.procs import die_with_parent, under_torchrun
 from lcprof.ring.block import block_attention, block_fully_masked, resolve_impl
 from lcprof.ring.merge import merge_attention
 from lcprof.ring.partition import positions
@@ -65,27 +64,6 @@ def dist_timeout_s(timeout_s: float | None = None) -> float:
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise LcprofError(f"distributed timeout must be a positive, finite number of seconds, got {timeout_s!r}")
     return float(timeout_s)
-
-
-def under_torchrun() -> bool:
-    """True in a worker started by torchrun (torch.distributed.run sets TORCHELASTIC_RUN_ID)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ
-
-
-def die_with_parent() -> None:
-    """Linux: have the kernel send this process SIGTERM when its parent (torchrun's agent) dies,
-    so a killed launcher leaves no rank waiting on a store that is gone. No-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no prctl
-        return
-    if os.getppid() != parent:  # the parent died before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _is_distributed_failure(exc: BaseException) -> bool:
@@ -364,6 +342,69 @@ def measure_distributed_ring(
     }
 
 
+@contextlib.contextmanager
+def ring_process_group(device: torch.device | str | None = None, *, timeout_s: float | None = None):
+    """The process group for a measurement, as a context: initialized if needed (see
+    :func:`init_ring_process_group`), destroyed on exit (also on failure) if this context created it.
+
+    Yields this rank's device. A distributed failure inside -- setup not done within ``timeout_s``,
+    a collective timing out, a peer gone -- raises :class:`LcprofRuntimeError` naming the rank.
+
+    Create the group once and run every measurement in it: under torchrun a second default group
+    in the same process reuses the first one's keys in the agent's store (destroy_process_group
+    resets the group counter), and its gloo connections can then wait forever on a stale address.
+    """
+    if under_torchrun():
+        die_with_parent()
+    rank = os.environ.get("RANK", "0")
+    created = not dist.is_initialized()
+    try:
+        try:
+            dev = init_ring_process_group(device, timeout_s=timeout_s)
+        except Exception as exc:
+            if _is_distributed_failure(exc):
+                raise LcprofRuntimeError(f"ring rank {rank}: process-group setup failed within "
+                                         f"{dist_timeout_s(timeout_s):g} s: {_first_line(exc)}") from exc
+            raise
+        yield dev
+    except Exception as exc:
+        if _is_distributed_failure(exc) and not isinstance(exc, LcprofRuntimeError):
+            raise LcprofRuntimeError(f"ring rank {rank}: a collective failed: {_first_line(exc)}") from exc
+        raise
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ring_layouts(
+    n: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype="bf16",
+    layouts=("contiguous", "striped"),
+    repeats: int = 10,
+    *,
+    batch: int = 1,
+    causal: bool = True,
+    impl: str = "auto",
+    warmup: int = 2,
+    seed: int = 0,
+    timeout_s: float | None = None,
+) -> list[dict] | None:
+    """Entry point for one ``torchrun`` worker: one process group, every layout measured in it.
+
+    Uses cuda:LOCAL_RANK + nccl when CUDA is available, else cpu + gloo. Returns one
+    :func:`measure_distributed_ring` dict per layout on rank 0, None elsewhere. Failures: see
+    :func:`ring_process_group`.
+    """
+    with ring_process_group(timeout_s=timeout_s):
+        results = [measure_distributed_ring(n, heads, kv_heads, head_dim, dtype, lay, repeats, batch=batch,
+                                            causal=causal, impl=impl, warmup=warmup, seed=seed)
+                   for lay in layouts]
+        return results if dist.get_rank() == 0 else None
+
+
 def run_ring_worker(
     n: int,
     heads: int,
@@ -380,38 +421,10 @@ def run_ring_worker(
     seed: int = 0,
     timeout_s: float | None = None,
 ) -> dict | None:
-    """Entry point for one ``torchrun`` worker: init (env://), measure, tear down.
-
-    Uses cuda:LOCAL_RANK + nccl when CUDA is available, else cpu + gloo.
-    Returns the :func:`measure_distributed_ring` dict on rank 0, None elsewhere.
-    The process group is destroyed only if this function created it, also on failure.
-    A distributed failure (timeout after ``timeout_s``, a peer gone) raises
-    :class:`LcprofRuntimeError` naming this rank.
-    """
-    if under_torchrun():
-        die_with_parent()
-    rank = os.environ.get("RANK", "0")
-    created = not dist.is_initialized()
-    try:
-        try:
-            init_ring_process_group(timeout_s=timeout_s)
-        except Exception as exc:
-            if _is_distributed_failure(exc):
-                raise LcprofRuntimeError(f"ring rank {rank}: process-group setup failed within "
-                                         f"{dist_timeout_s(timeout_s):g} s: {_first_line(exc)}") from exc
-            raise
-        result = measure_distributed_ring(
-            n, heads, kv_heads, head_dim, dtype, layout, repeats,
-            batch=batch, causal=causal, impl=impl, warmup=warmup, seed=seed,
-        )
-        return result if dist.get_rank() == 0 else None
-    except Exception as exc:
-        if _is_distributed_failure(exc) and not isinstance(exc, LcprofRuntimeError):
-            raise LcprofRuntimeError(f"ring rank {rank}: a collective failed: {_first_line(exc)}") from exc
-        raise
-    finally:
-        if created and dist.is_initialized():
-            dist.destroy_process_group()
+    """One layout: :func:`run_ring_layouts` with ``layouts=(layout,)``; its dict on rank 0, else None."""
+    res = run_ring_layouts(n, heads, kv_heads, head_dim, dtype, (layout,), repeats, batch=batch, causal=causal,
+                           impl=impl, warmup=warmup, seed=seed, timeout_s=timeout_s)
+    return None if res is None else res[0]
 
 
 def _first_line(exc: BaseException) -> str:

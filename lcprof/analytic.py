@@ -150,9 +150,9 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
     """KV-cache bytes of the whole model at each n (one GPU's share under TP); exact integers."""
     spec = load(model)
     ns = parse_token_list(n)
-    _check_context(spec, ns)
     dtype = dtype_name(dtype, allowed=KV_DTYPES)
     kv = [int(v) for v in kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)]
+    _check_context(spec, ns)  # after the count: a refused count comes without a warning
     per_tok = kv_bytes_per_token(spec, dtype, tp)
     full = [int(x) * per_tok * int(batch) for x in ns]  # Python ints: exact, never wrap
     return Table({

@@ -223,7 +223,7 @@ def check_writable_folder(folder: Path, *, what: str) -> None:
             raise LcprofError(f"{what}: {str(probe)!r} is a file, not a folder")
         raise LcprofError(f"{what}: folder {str(folder)!r} does not exist; create it first")
     if not folder.is_dir():
-        raise LcprofError(f"{what}: {str(folder)!r} is not a folder")
+        raise LcprofError(f"{what}: {str(folder)!r} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise LcprofError(f"{what}: folder {str(folder)!r} is not writable")
 

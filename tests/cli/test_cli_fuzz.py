@@ -134,7 +134,7 @@ def _case(command, options, model=True):
     return build()
 
 
-FUZZ_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+FUZZ_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                          derandomize=True)
 
 
@@ -186,7 +186,7 @@ CONFIG_VALUE = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 
                                                                               max_size=2))
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(fuzz.CONFIG_FIELDS), CONFIG_VALUE)
 def test_fuzz_config_values_never_traceback(tmp_path, field, value):
     base = json.loads((ROOT / "lcprof" / "data" / "models" / "llama3.1-8b.json").read_text())
@@ -215,4 +215,4 @@ def test_fuzz_script_small_run(tmp_path):
     text = out.read_text()
     owned = next(ln for ln in text.splitlines() if ln.startswith("owned"))
     cases, ok, *bad = [int(x) for x in owned.split()[1:]]
-    assert cases == 120 and ok == 120 and sum(bad) == 0, text
+    assert cases >= 120 and ok == cases and sum(bad) == 0, text  # the fixed list, then random cases up to 120

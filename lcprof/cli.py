@@ -75,7 +75,7 @@ class _Group(click.Group):
             click.echo(f"lcprof: error: {_os_error_line(exc)}", err=True)
             sys.exit(2)
         except RecursionError:
-            click.echo("lcprof: error: an input file is nested too deeply to read", err=True)
+            click.echo("lcprof: error: an input is nested too deeply to read (RecursionError)", err=True)
             sys.exit(2)
         if isinstance(rv, int) and standalone_mode:
             sys.exit(rv)

@@ -70,18 +70,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--baseline-tree", default=None,
+                    help="another lcprof checkout (e.g. the main branch) timed in the same rounds, for comparison")
     a = ap.parse_args()
     compileall.compile_dir(str(ROOT / "lcprof"), quiet=1, force=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     runs = {**{k: v for k, v in BASELINES.items()}, **{"lcprof " + " ".join(c): ["-m", "lcprof", *c] for c in COMMANDS}}
-    for argv in runs.values():  # warm the page cache
-        wall(argv, env)
+    envs = {k: env for k in runs}
+    if a.baseline_tree:
+        tree = Path(a.baseline_tree).resolve()
+        compileall.compile_dir(str(tree / "lcprof"), quiet=1, force=False)
+        benv = {**env, "PYTHONPATH": str(tree)}
+        for c in COMMANDS:
+            if c[0] != "gpus":  # a new command
+                name = f"[{tree.name}] lcprof " + " ".join(c)
+                runs[name], envs[name] = ["-m", "lcprof", *c], benv
+    for name, argv in runs.items():  # warm the page cache
+        wall(argv, envs[name])
     load0 = os.getloadavg()[0]
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(a.repeats):
         for name, argv in runs.items():
-            samples[name].append(wall(argv, env))
+            samples[name].append(wall(argv, envs[name]))
     load1 = os.getloadavg()[0]
     base = statistics.median(samples["import numpy, click"])
     lines = [f"lcprof analytic commands: wall time from process start to exit, {a.repeats} runs each, interleaved",
@@ -94,13 +105,16 @@ def main() -> int:
         med = statistics.median(xs)
         p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
         heavy = ""
-        if name.startswith("lcprof"):
-            tops, _, _ = imports(argv, env)
+        is_cmd = "lcprof " in name
+        if is_cmd:
+            tops, _, _ = imports(argv, envs[name])
             heavy = ",".join(h for h in HEAVY if h in tops) or "none"
-            worst = max(worst, med)
-        extra = f"{med - base:+.3f}" if name.startswith("lcprof") else ""
+            if name.startswith("lcprof"):
+                worst = max(worst, med)
+        extra = f"{med - base:+.3f}" if is_cmd else ""
         lines.append(f"{name[:57]:<58}{xs[0]:>8.3f}{med:>10.3f}{p90:>8.3f}{extra:>18}  {heavy}")
-    lines += ["", f"slowest median: {worst:.3f} s ({'under' if worst < TARGET_S else 'OVER'} the {TARGET_S} s target)",
+    lines += ["", f"slowest median of this tree: {worst:.3f} s ({'under' if worst < TARGET_S else 'OVER'} the "
+                  f"{TARGET_S} s target at this load)",
               "", "Largest top-level imports of `lcprof layer --model phi3-128k --n 131072` (cumulative, python -X "
                   "importtime, one run):"]
     _, top, total = imports(["-m", "lcprof", "layer", "--model", "phi3-128k", "--n", "131072"], env)

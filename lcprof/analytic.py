@@ -47,8 +47,10 @@ def load(model: str | ModelSpec) -> ModelSpec:
         spec = load_model(model)
     except LcprofError:
         raise
-    except (ValueError, TypeError, OverflowError, ZeroDivisionError, KeyError, AttributeError, IndexError,
-            RecursionError, MemoryError) as exc:
+    except (RecursionError, MemoryError) as exc:
+        raise LcprofError(f"cannot read {what}: too large or nested too deeply to parse "
+                          f"({type(exc).__name__})") from exc
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError, KeyError, AttributeError, IndexError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise LcprofError(f"cannot use {what}: a field has a value lcprof cannot read "
                           f"({type(exc).__name__}: {detail[:200]})") from exc

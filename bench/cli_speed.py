@@ -9,23 +9,24 @@ interpreter's own floor (``python -c pass``) and to importing numpy and click, w
 needs; then ``python -X importtime`` once per command: the heavy modules that must stay off the
 path (pandas, torch, matplotlib, scipy, tabulate) and the largest imports.
 
-lcprof's bytecode is compiled first (``compileall``), as an installed package has it; this
-machine sets PYTHONDONTWRITEBYTECODE, which would otherwise recompile every module on every run.
+Bytecode is cached (in a folder of its own, PYTHONPYCACHEPREFIX) as an installed package has it;
+this machine sets PYTHONDONTWRITEBYTECODE, which would otherwise recompile every module on every run.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NEUTRAL = tempfile.gettempdir()
 TARGET_S = 0.3
 HEAVY = ("pandas", "torch", "matplotlib", "scipy", "tabulate")
 
@@ -45,7 +46,8 @@ BASELINES = {"python -c pass": ["-c", "pass"], "import numpy, click": ["-c", "im
 
 def wall(argv: list[str], env) -> float:
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    # cwd is a neutral folder: `python -m` puts the cwd first on sys.path, PYTHONPATH must decide the tree
+    p = subprocess.run([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=NEUTRAL)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{argv} failed: {p.stderr.decode()[-500:]}")
@@ -55,7 +57,7 @@ def wall(argv: list[str], env) -> float:
 def imports(argv: list[str], env) -> tuple[set[str], list[tuple[int, str]], int]:
     """(top-level packages imported, largest cumulative imports (us, name), total us) of one run."""
     p = subprocess.run([sys.executable, "-X", "importtime", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       env=env, cwd=ROOT, text=True)
+                       env=env, cwd=NEUTRAL, text=True)
     rows = []
     for ln in p.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", ln)
@@ -73,21 +75,22 @@ def main() -> int:
     ap.add_argument("--baseline-tree", default=None,
                     help="another lcprof checkout (e.g. the main branch) timed in the same rounds, for comparison")
     a = ap.parse_args()
-    compileall.compile_dir(str(ROOT / "lcprof"), quiet=1, force=False)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # bytecode goes to a cache folder of its own (PYTHONPYCACHEPREFIX): written by the warm-up runs,
+    # read by the timed ones, and no file is added to a checkout
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(Path(NEUTRAL) / "lcprof-bench-pycache")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     runs = {**{k: v for k, v in BASELINES.items()}, **{"lcprof " + " ".join(c): ["-m", "lcprof", *c] for c in COMMANDS}}
     envs = {k: env for k in runs}
     if a.baseline_tree:
         tree = Path(a.baseline_tree).resolve()
-        compileall.compile_dir(str(tree / "lcprof"), quiet=1, force=False)
         benv = {**env, "PYTHONPATH": str(tree)}
         for c in COMMANDS:
             if c[0] != "gpus":  # a new command
                 name = f"[{tree.name}] lcprof " + " ".join(c)
                 runs[name], envs[name] = ["-m", "lcprof", *c], benv
-    for name, argv in runs.items():  # warm the page cache
-        wall(argv, envs[name])
+    for _ in range(2):  # write the bytecode cache, warm the page cache
+        for name, argv in runs.items():
+            wall(argv, envs[name])
     load0 = os.getloadavg()[0]
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(a.repeats):

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from lcprof.errors import LcprofError
 from lcprof.units import dtype_name
 
@@ -59,6 +57,8 @@ class Hardware:
         """The calibrated attention rate at lengths ``n`` (array): interpolated in log n between the
         lengths it was measured at, the nearest one outside them; the single rate when only one
         length was measured; None when the backend was not measured in ``dtype``."""
+        import numpy as np  # here, not at import: `lcprof gpus` then never loads numpy
+
         n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
         by_n = ((self.attention_flops_per_s_by_n.get(backend) or {}).get(dtype_name(dtype)) or {}) if backend else {}
         if len(by_n) >= 2:

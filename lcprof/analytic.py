@@ -1,23 +1,106 @@
-"""Library functions behind the analytic CLI commands. Each returns a DataFrame or a dataclass.
+"""Library functions behind the analytic CLI commands. Each returns a Table, a dict or a dataclass.
 
-No torch: these answer in milliseconds from a spec and the cost model.
+No torch, no pandas: these answer in milliseconds from a spec and the cost model. A
+:class:`lcprof.table.Table` converts to a pandas DataFrame with ``.df`` for notebook users.
+Byte counts are exact Python integers.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from lcprof.cost import masks
 from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, kv_bytes,
                                kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
-from lcprof.cost.rope import rope_summary, rope_table
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec, describe, list_presets, load_model, param_counts, preset_aliases
+from lcprof.table import Table
 from lcprof.units import dtype_name, parse_token_list
+
+#: dtypes a KV cache may be stored in; a compute dtype's KV is stored in the same type (tf32 as fp32).
+KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
+COMPUTE_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
+
+
+#: Most tiles per side the tiled-kernel count handles (its arrays grow with n / tile).
+MAX_TILES_PER_SIDE = 1 << 22
+
+
+#: Largest model dimension (hidden size, heads, layers, vocabulary, ...) lcprof computes with: products
+#: of a few of them with token counts stay exact in float64 and far from int64's end.
+MAX_MODEL_SIZE = 1 << 31
+#: Fields measured in tokens may reach lcprof's token limit.
+_TOKEN_FIELDS = ("max_position_embeddings", "original_max_position_embeddings", "original_max_position", "window")
+
+
+def load(model: str | ModelSpec) -> ModelSpec:
+    """:func:`lcprof.spec.load_model` for the commands, refusing in one line (LcprofError naming the file
+    and field) a config.json the parser cannot read, or whose sizes lcprof cannot compute with
+    (:func:`check_computable`). Whether a value the parser accepts is right is the parser's business."""
+    what = f"config {str(model)!r}" if not isinstance(model, ModelSpec) else f"model {model.name!r}"
+    try:
+        spec = load_model(model)
+    except LcprofError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise LcprofError(f"cannot read {what}: too large or nested too deeply to parse "
+                          f"({type(exc).__name__})") from exc
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError, KeyError, AttributeError, IndexError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LcprofError(f"cannot use {what}: a field has a value lcprof cannot read "
+                          f"({type(exc).__name__}: {detail[:200]})") from exc
+    check_computable(spec, what)
+    return spec
+
+
+def check_computable(spec: ModelSpec, what: str = "") -> None:
+    """Refuse a spec with a size beyond MAX_MODEL_SIZE (tokens: units.MAX_TOKENS) or a number that is
+    not finite: the cost model would overflow, or allocate per-dimension arrays that cannot exist."""
+    import dataclasses
+    import math
+
+    from lcprof.units import MAX_TOKENS
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            if f.name in ("config", "published_params", "published_active_params", "aliases", "name", "source",
+                          "notes", "model_type", "torch_dtype"):
+                continue
+            v = getattr(obj, f.name)
+            yield from check(v, f"{prefix}{f.name}", f.name)
+
+    def check(v, label, name):
+        if dataclasses.is_dataclass(v):
+            yield from walk(v, f"{label}.")
+        elif isinstance(v, (tuple, list)):
+            for i, x in enumerate(v):
+                yield from check(x, f"{label}[{i}]", name)
+        elif isinstance(v, bool) or v is None or isinstance(v, str):
+            return
+        elif isinstance(v, float) and not math.isfinite(v):
+            yield f"{label}={v} is not a finite number"
+        elif isinstance(v, int):
+            limit = MAX_TOKENS if name in _TOKEN_FIELDS else MAX_MODEL_SIZE
+            if v > limit:
+                yield f"{label}={v} is larger than lcprof computes with ({limit})"
+
+    problems = list(walk(spec, ""))
+    if problems:
+        raise LcprofError(f"cannot use {what or spec.name}: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+def check_tiles(n_max: int, tile: int) -> None:
+    """Refuse a tiled count whose per-side tile count would not fit in memory and time."""
+    tiles = -(-int(n_max) // int(tile))
+    if tiles > MAX_TILES_PER_SIDE:
+        need = -(-int(n_max) // MAX_TILES_PER_SIDE)
+        raise LcprofError(f"n={n_max} with tile {tile} is {tiles} tiles per side, more than lcprof counts "
+                          f"({MAX_TILES_PER_SIDE}); use --tile {1 << (need - 1).bit_length()} or a smaller n")
 
 
 class ContextWarning(UserWarning):
@@ -32,11 +115,19 @@ def _check_context(spec: ModelSpec, ns) -> None:
             f"({spec.max_position_embeddings}); computed anyway", ContextWarning, stacklevel=3)
 
 
-def models_table() -> pd.DataFrame:
+def _one_n(n, what: str) -> int:
+    ns = parse_token_list(n)
+    if len(ns) != 1:
+        raise LcprofError(f"{what} takes one n, got {len(ns)} ({', '.join(map(str, ns[:4]))}"
+                          f"{', ...' if len(ns) > 4 else ''})")
+    return ns[0]
+
+
+def models_table() -> Table:
     rows = []
     aliases = preset_aliases()
     for nm in list_presets():
-        s = load_model(nm)
+        s = load(nm)
         pc = param_counts(s)
         rows.append({
             "model": nm,
@@ -49,63 +140,68 @@ def models_table() -> pd.DataFrame:
             "total_params": pc["total_params"],
             "kv_bytes_per_token_bf16": kv_bytes_per_token(s, "bf16"),
         })
-    return pd.DataFrame(rows)
+    return Table.from_records(rows)
 
 
 def show(model: str | ModelSpec) -> dict:
-    return describe(load_model(model))
+    return describe(load(model))
 
 
-def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> pd.DataFrame:
-    """KV-cache bytes of the whole model at each n (one GPU's share under TP)."""
-    spec = load_model(model)
+def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> Table:
+    """KV-cache bytes of the whole model at each n (one GPU's share under TP); exact integers."""
+    spec = load(model)
     ns = parse_token_list(n)
-    _check_context(spec, ns)
-    dtype = dtype_name(dtype, allowed=("fp32", "bf16", "fp16", "fp8", "int8"))
-    kv = kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)
+    dtype = dtype_name(dtype, allowed=KV_DTYPES)
+    kv = [int(v) for v in kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)]
+    _check_context(spec, ns)  # after the count: a refused count comes without a warning
     per_tok = kv_bytes_per_token(spec, dtype, tp)
-    full = np.asarray(ns, dtype=np.int64) * per_tok * batch
-    return pd.DataFrame({
+    full = [int(x) * per_tok * int(batch) for x in ns]  # Python ints: exact, never wrap
+    return Table({
         "model": spec.name,
         "n": ns,
         "dtype": dtype,
-        "batch": batch,
-        "tp": tp,
+        "batch": int(batch),
+        "tp": int(tp),
         "kv_bytes_per_token": per_tok,
         "kv_bytes": kv,
-        "kv_gib": kv / float(1 << 30),
+        "kv_gib": [v / float(1 << 30) for v in kv],
         "kv_bytes_uncapped": full,
-        "window_saving": np.where(full > 0, 1.0 - kv / np.where(full > 0, full, 1), 0.0),  # 0 without KV (SSM)
+        "window_saving": [1.0 - v / f if f > 0 else 0.0 for v, f in zip(kv, full)],  # 0 without KV (SSM)
     })
 
 
 def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str = "bf16", batch: int = 1,
-                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> pd.DataFrame:
+                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> Table:
     """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends."""
-    spec = load_model(model)
+    spec = load(model)
     ns = parse_token_list(n)
+    check_tiles(max(ns) + prefix, tile)
+    if layer is not None and not 0 <= layer < spec.n_layers:
+        raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
     _check_context(spec, np.asarray(ns) + prefix)
     kw = dict(prefix=prefix, phase=phase, batch=batch, dtype=dtype, layer=layer, lm_head=lm_head,
               tile=(tile, tile))
     useful = cost(spec, ns, family="useful", **kw)
     eager = cost(spec, ns, family="eager", **kw)
     tiled = cost(spec, ns, family="tiled", **kw)
-    df = pd.DataFrame({"model": spec.name, "n": ns, "phase": phase, "prefix": prefix, "batch": batch,
-                       "dtype": dtype_name(dtype), "scope": "model" if layer is None else f"layer {layer}"})
+    cols = {"model": spec.name, "n": ns, "phase": phase, "prefix": int(prefix), "batch": int(batch),
+            "dtype": dtype_name(dtype), "scope": "model" if layer is None else f"layer {layer}"}
     for name, v in useful.flops.items():
-        col = name.replace("/", "_")
-        df[f"{col}_flops"] = np.asarray(v)
-    df["attn_share"] = df["attn_total_flops"] / df["total_flops"]
-    df["executed_eager_flops"] = eager.flops["total"]
-    df["executed_tiled_flops"] = tiled.flops["total"]
-    df["executed_attn_eager_flops"] = eager.flops["attn/total"]
-    df["executed_attn_tiled_flops"] = tiled.flops["attn/total"]
-    return df
+        cols[f"{name.replace('/', '_')}_flops"] = np.asarray(v, dtype=np.float64).tolist()
+    cols["attn_share"] = [a / t if t else 0.0 for a, t in zip(cols["attn_total_flops"], cols["total_flops"])]
+    cols["executed_eager_flops"] = np.asarray(eager.flops["total"], dtype=np.float64).tolist()
+    cols["executed_tiled_flops"] = np.asarray(tiled.flops["total"], dtype=np.float64).tolist()
+    cols["executed_attn_eager_flops"] = np.asarray(eager.flops["attn/total"], dtype=np.float64).tolist()
+    cols["executed_attn_tiled_flops"] = np.asarray(tiled.flops["attn/total"], dtype=np.float64).tolist()
+    return Table(cols)
 
 
-def rope(model: str | ModelSpec, n=None) -> tuple[dict, pd.DataFrame]:
-    spec = load_model(model)
-    target = parse_token_list(n)[0] if n is not None else None
+def rope(model: str | ModelSpec, n=None) -> tuple[dict, Table]:
+    """(summary, per-pair table) of the model's RoPE at target length n (default: its max positions)."""
+    from lcprof.cost.rope import rope_summary, rope_table
+
+    spec = load(model)
+    target = _one_n(n, "lcprof rope") if n is not None else None
     if target:
         _check_context(spec, [target])
     return rope_summary(spec, target), rope_table(spec, target)
@@ -118,6 +214,11 @@ def rope(model: str | ModelSpec, n=None) -> tuple[dict, pd.DataFrame]:
 BACKEND_FAMILIES_SHOWN = ("useful", "eager", "tiled")
 
 
+def storage_dtype(dtype: str) -> str:
+    """The dtype tensors are stored in when computing in ``dtype`` (tf32 computes on fp32 storage)."""
+    return "fp32" if dtype == "tf32" else dtype
+
+
 @dataclass
 class LayerReport:
     """Everything `lcprof layer` shows for one layer at one n (and the model's KV at n)."""
@@ -127,37 +228,33 @@ class LayerReport:
     layer: int
     gpu: str
     attention_kind: str
-    flops: pd.DataFrame  # op rows x (useful, eager, tiled) executed FLOPs
-    memory: pd.DataFrame  # per backend family: activation bytes; plus model KV and weights
-    timing: pd.DataFrame  # predicted per-layer time per dtype and family
+    flops: Table  # op rows x (useful, eager, tiled) executed FLOPs
+    memory: Table  # per dtype: activation bytes per backend family, weights; model and layer KV per KV dtype
+    timing: Table  # predicted per-layer time per dtype and family (a row that cannot be computed says why)
     summary: dict = field(default_factory=dict)
 
     def records(self) -> list[dict]:
-        """Flat records for JSON/CSV: one per (section, row)."""
+        """Flat records for JSON/CSV: one per (section, row), every table the text output prints."""
         out = []
-        for _, r in self.flops.iterrows():
-            out.append({"section": "flops", "model": self.model, "n": self.n, **r.to_dict()})
-        for _, r in self.memory.iterrows():
-            out.append({"section": "memory", "model": self.model, "n": self.n, **r.to_dict()})
-        for _, r in self.timing.iterrows():
-            out.append({"section": "timing", "model": self.model, "n": self.n, **r.to_dict()})
+        for section, table in (("flops", self.flops), ("memory", self.memory), ("timing", self.timing)):
+            for r in table.records():
+                out.append({"section": section, "model": self.model, "n": self.n, **r})
         out.append({"section": "summary", **self.summary})
         return out
 
 
 def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
-                 layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str = "bf16",
+                 layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str | None = None,
                  tf32: bool = False, elementwise: str = "unfused", calibration=None,
                  backend: str | None = None) -> LayerReport:
-    """One layer at one n. Times are the roofline on ``lcprof.rates.resolve_rates(gpu, calibration)``
-    (a profile, rates fitted from a sweep, the best profile at hand for ``gpu``, or its datasheet --
-    an upper bound); attention runs at ``backend``'s calibrated rate when the rates have one.
-    ``summary['rates']`` says which."""
-    spec = load_model(model)
-    ns = parse_token_list(n)
-    if len(ns) != 1:
-        raise LcprofError("lcprof layer takes one n; use `lcprof flops` for several")
-    n_tok = ns[0]
+    """One layer at one n. The KV cache is stored in each of ``dtypes`` (tf32 as fp32) unless
+    ``kv_dtype`` names one KV dtype for all of them. Times are the roofline on
+    ``lcprof.rates.resolve_rates(gpu, calibration)`` (a profile, rates fitted from a sweep, the best
+    profile at hand for ``gpu``, or its datasheet -- an upper bound); attention runs at ``backend``'s
+    calibrated rate when the rates have one. ``summary['rates']`` says which."""
+    spec = load(model)
+    n_tok = _one_n(n, "lcprof layer")
+    check_tiles(n_tok, tile)
     _check_context(spec, [n_tok])
     if not 0 <= layer < spec.n_layers:
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
@@ -165,28 +262,31 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
 
     rates = resolve_rates(gpu, calibration)
     hw = rates.hardware
-    dtypes = [dtype_name(d, allowed=("fp32", "tf32", "bf16", "fp16", "fp8")) for d in dtypes]
+    if isinstance(dtypes, str):
+        dtypes = [d for d in dtypes.split(",") if d.strip()]
+    dtypes = list(dict.fromkeys(dtype_name(d, allowed=COMPUTE_DTYPES) for d in dtypes))
+    if not dtypes:
+        raise LcprofError("lcprof layer needs at least one dtype")
+    if kv_dtype is not None:
+        kv_dtypes = [dtype_name(kv_dtype, allowed=KV_DTYPES)]
+        kv_source = "--kv-dtype"
+    else:
+        kv_dtypes = list(dict.fromkeys(storage_dtype(d) for d in dtypes))
+        kv_source = "--dtype"
     lyr = spec.layers[layer]
     t = (tile, tile)
     costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16")
              for fam in BACKEND_FAMILIES_SHOWN}
-    names = [k for k in costs["useful"].flops if k not in ("total",)]
-    frows = []
-    for name in names:
-        frows.append({
-            "op": name,
-            "useful_flops": float(costs["useful"].flops[name][0]),
-            "executed_eager_flops": float(costs["eager"].flops[name][0]),
-            "executed_tiled_flops": float(costs["tiled"].flops[name][0]),
-        })
-    frows.append({"op": "total", "useful_flops": float(costs["useful"].flops["total"][0]),
-                  "executed_eager_flops": float(costs["eager"].flops["total"][0]),
-                  "executed_tiled_flops": float(costs["tiled"].flops["total"][0])})
-    flops_df = pd.DataFrame(frows)
+    names = [k for k in costs["useful"].flops if k != "total"] + ["total"]
+    flops_t = Table({
+        "op": names,
+        "useful_flops": [float(costs["useful"].flops[k][0]) for k in names],
+        "executed_eager_flops": [float(costs["eager"].flops[k][0]) for k in names],
+        "executed_tiled_flops": [float(costs["tiled"].flops[k][0]) for k in names],
+    })
 
     mrows = []
-    for d in dtypes:
-        store = "fp32" if d == "tf32" else d
+    for store in dict.fromkeys(storage_dtype(d) for d in dtypes):
         for fam in ("eager", "tiled"):
             steps = activation_steps(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)
             top = max(steps, key=lambda k: float(steps[k][0]))
@@ -194,36 +294,49 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
                           "peak_step": top})
         mrows.append({"item": "weights/layer", "dtype": store,
                       "bytes": int(round(weight_bytes(spec, store) / spec.n_layers)), "peak_step": ""})
-    kv_model = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kv_dtype)[0])
-    mrows.append({"item": "kv_cache/model", "dtype": kv_dtype, "bytes": kv_model, "peak_step": ""})
-    mrows.append({"item": "kv_cache/layer", "dtype": kv_dtype,
-                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype)[0]),
-                  "peak_step": ""})
-    mem_df = pd.DataFrame(mrows)
-    mem_df["gib"] = mem_df["bytes"] / float(1 << 30)
-    mem_df["fits_gpu"] = mem_df["bytes"] <= hw.memory_bytes
+    kv_model = {}
+    for kd in kv_dtypes:
+        kv_model[kd] = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kd)[0])
+        mrows.append({"item": "kv_cache/model", "dtype": kd, "bytes": kv_model[kd], "peak_step": ""})
+        mrows.append({"item": "kv_cache/layer", "dtype": kd,
+                      "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kd)[0]),
+                      "peak_step": ""})
+    for r in mrows:
+        r["gib"] = r["bytes"] / float(1 << 30)
+        r["fits_gpu"] = r["bytes"] <= hw.memory_bytes
+    mem_t = Table.from_records(mrows)
 
     trows = []
     for d in dtypes:
-        store = "fp32" if d == "tf32" else d
+        store = storage_dtype(d)
         for fam in ("eager", "tiled"):
-            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store, elementwise=elementwise)
+            row = {"dtype": d, "family": fam, "gpu": hw.key}
             try:
+                c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store,
+                         elementwise=elementwise)
                 rl = roofline(c, hw, tf32=(d == "tf32" or tf32), backend=backend if fam == "tiled" else None)
-            except LcprofError:
+                flops_total, bytes_total = float(c.flops["total"][0]), float(c.bytes["total"][0])
+                ridge = hw.peak(matmul_dtype(d)) / hw.hbm_bytes_per_s
+            except LcprofError as exc:  # e.g. no fp8 peak on this GPU: the row says so
+                trows.append({**row, "status": "not computed", "reason": str(exc)})
                 continue
             trows.append({
-                "dtype": d, "family": fam, "gpu": hw.key,
+                **row,
                 "time_s": float(rl["total"][0]),
                 "attn_time_s": float(rl["attn/total"][0]),
                 "attn_time_share": float(rl["attn/total"][0] / rl["total"][0]),
-                "executed_flops": float(c.flops["total"][0]),
-                "bytes": float(c.bytes["total"][0]),
-                "intensity_flops_per_byte": float(c.flops["total"][0] / c.bytes["total"][0]),
-                "bound": "compute" if c.flops["total"][0] / c.bytes["total"][0] > hw.peak(matmul_dtype(d)) / hw.hbm_bytes_per_s else "memory",
-                "activation_bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam, layer=layer)[0]),
+                "executed_flops": flops_total,
+                "bytes": bytes_total,
+                "intensity_flops_per_byte": flops_total / bytes_total,
+                "bound": "compute" if flops_total / bytes_total > ridge else "memory",
+                "activation_bytes": int(activation_bytes(spec, n_tok, batch=batch, dtype=store, family=fam,
+                                                         layer=layer)[0]),
+                "status": "ok",
+                "reason": "",
             })
-    timing_df = pd.DataFrame(trows)
+    timing_cols = ["dtype", "family", "gpu", "time_s", "attn_time_s", "attn_time_share", "executed_flops", "bytes",
+                   "intensity_flops_per_byte", "bound", "activation_bytes", "status", "reason"]
+    timing_t = Table.from_records(trows, columns=timing_cols)
     u = costs["useful"]
     attn_share = float(u.useful_flops["attn/total"][0] / u.useful_flops["total"][0])
     summary = {
@@ -235,18 +348,41 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
         "full_square_pairs": float(n_tok) * n_tok,
         "n_star_layer": attention_crossover_n(spec, layer=layer),
         "n_star_model": attention_crossover_n(spec),
-        "kv_bytes_model": kv_model,
-        "kv_dtype": kv_dtype,
+        "kv_dtype": ",".join(kv_dtypes),
+        "kv_dtype_source": kv_source,
+        **{f"kv_bytes_model_{kd}": v for kd, v in kv_model.items()},
         "tile": tile,
         "rates": rates.label,
     }
     return LayerReport(model=spec.name, n=n_tok, layer=layer, gpu=hw.key, attention_kind=lyr.attn,
-                       flops=flops_df, memory=mem_df, timing=timing_df, summary=summary)
+                       flops=flops_t, memory=mem_t, timing=timing_t, summary=summary)
 
 
 # ----------------------------------------------------------------------------------------------
 # lcprof diff
 # ----------------------------------------------------------------------------------------------
+
+#: What a raw config.json field changes, for the fields `lcprof diff` lists first.
+_CONFIG_EFFECTS = {
+    "max_position_embeddings": "longest supported context",
+    "original_max_position_embeddings": "context the model was trained at before scaling",
+    "rope_scaling": "position encoding: which frequencies are stretched (no FLOP or byte change)",
+    "rope_parameters": "position encoding: which frequencies are stretched (no FLOP or byte change)",
+    "rope_theta": "position encoding: base wavelength (no FLOP or byte change)",
+    "sliding_window": "sliding layers' attended pairs and KV held (capped at the window)",
+    "use_sliding_window": "whether layers use the sliding window",
+    "max_window_layers": "which layers slide",
+    "layer_types": "attention kind per layer",
+    "attention_chunk_size": "chunked layers' attended pairs and KV held",
+    "num_hidden_layers": "every per-layer cost scales with it",
+    "hidden_size": "projection and MLP FLOPs, weights",
+    "num_attention_heads": "attention FLOPs",
+    "num_key_value_heads": "KV-cache bytes per token",
+    "head_dim": "attention FLOPs and KV bytes",
+    "intermediate_size": "MLP FLOPs and weights",
+    "vocab_size": "embedding/lm_head weights",
+    "torch_dtype": "the checkpoint's dtype (lcprof takes dtypes from its options)",
+}
 
 _DIFF_FIELDS = [
     ("n_layers", "more layers: every per-layer cost scales with it"),
@@ -260,41 +396,70 @@ _DIFF_FIELDS = [
     ("original_max_position_embeddings", "context the model was trained at before scaling"),
 ]
 
+_MISSING = object()
 
-def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataFrame:
-    """Config fields that differ between two models, and what each changes in cost."""
-    a, b = load_model(model_a), load_model(model_b)
+
+def _short(v, limit: int = 120) -> str:
+    """A raw config value as one short line: long lists summarised by their length."""
+    if v is _MISSING:
+        return "(absent)"
+
+    def shrink(o):
+        if isinstance(o, list) and len(o) > 4:
+            return f"<{len(o)} values>"
+        if isinstance(o, list):
+            return [shrink(x) for x in o]
+        if isinstance(o, dict):
+            return {k: shrink(x) for k, x in o.items()}
+        return o
+
+    text = json.dumps(shrink(v), sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
+    """What differs between two models: first the raw config.json fields, then the derived spec
+    fields, then what each changes in cost at a reference length (``section`` says which)."""
+    a, b = load(model_a), load(model_b)
     # Column names are the model names; two different configs may share a name (two folders
     # both called "model"), and then each column says which argument it came from.
     ka, kb = (a.name, b.name) if a.name != b.name else (f"{a.name} (1: {model_a})", f"{b.name} (2: {model_b})")
     rows = []
 
-    def add(fieldname, va, vb, effect):
+    def add(section, fieldname, va, vb, effect):
         if va != vb:
-            rows.append({"field": fieldname, ka: str(va), kb: str(vb), "effect": effect})
+            rows.append({"section": section, "field": fieldname, ka: str(va), kb: str(vb), "effect": effect})
 
+    ca, cb = a.config or {}, b.config or {}
+    for key in sorted(set(ca) | set(cb)):
+        va, vb = ca.get(key, _MISSING), cb.get(key, _MISSING)
+        if va != vb:
+            rows.append({"section": "config", "field": key, ka: _short(va), kb: _short(vb),
+                         "effect": _CONFIG_EFFECTS.get(key, "")})
     for f, effect in _DIFF_FIELDS:
-        add(f, getattr(a, f), getattr(b, f), effect)
-    add("attention_type", a.attention_type, b.attention_type, "KV bytes per token")
-    add("layer_kinds", a.layer_kinds, b.layer_kinds, "attended pairs and KV held per layer (windows cap both)")
+        add("spec", f, getattr(a, f), getattr(b, f), effect)
+    add("spec", "attention_type", a.attention_type, b.attention_type, "KV bytes per token")
+    add("spec", "layer_kinds", a.layer_kinds, b.layer_kinds, "attended pairs and KV held per layer (windows cap both)")
     ra, rb = a.rope, b.rope
     for f in ("type", "theta", "factor", "original_max_position", "rotary_dim"):
-        add(f"rope.{f}", getattr(ra, f, None), getattr(rb, f, None),
+        add("spec", f"rope.{f}", getattr(ra, f, None), getattr(rb, f, None),
             "position encoding only: no FLOP or byte change; changes which frequencies are stretched")
     if ra and rb and ra.type == rb.type == "longrope" and (ra.long_factor != rb.long_factor):
-        add("rope.long_factor", f"{len(ra.long_factor)} values", f"{len(rb.long_factor)} values (differ)",
+        add("spec", "rope.long_factor", f"{len(ra.long_factor)} values", f"{len(rb.long_factor)} values (differ)",
             "per-pair stretch beyond the original context")
-    add("mla", a.mla, b.mla, "latent KV cache")
-    add("moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
+    add("spec", "mla", a.mla, b.mla, "latent KV cache")
+    add("spec", "moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
     # cost consequences at a reference length
-    n_ref = parse_token_list(n)[0] if n is not None else min(a.max_position_embeddings, b.max_position_embeddings, 131072)
+    n_ref = _one_n(n, "lcprof diff") if n is not None else min(a.max_position_embeddings,
+                                                                 b.max_position_embeddings, 131072)
+    check_tiles(n_ref, 128)
     for label, fa, fb in (
         ("kv_bytes_per_token_bf16", kv_bytes_per_token(a), kv_bytes_per_token(b)),
         (f"kv_bytes_at_{n_ref}", int(kv_bytes(a, n_ref)[0]), int(kv_bytes(b, n_ref)[0])),
         (f"prefill_flops_at_{n_ref}", float(cost(a, n_ref).flops["total"][0]), float(cost(b, n_ref).flops["total"][0])),
         ("total_params", param_counts(a)["total_params"], param_counts(b)["total_params"]),
     ):
-        rows.append({"field": label, ka: f"{fa:.6g}" if isinstance(fa, float) else str(fa),
+        rows.append({"section": "cost", "field": label, ka: f"{fa:.6g}" if isinstance(fa, float) else str(fa),
                      kb: f"{fb:.6g}" if isinstance(fb, float) else str(fb),
                      "effect": "same" if fa == fb else f"x{(fb / fa) if fa else float('inf'):.4g}"})
-    return pd.DataFrame(rows, columns=["field", ka, kb, "effect"])
+    return Table.from_records(rows, columns=["section", "field", ka, kb, "effect"])

@@ -1,52 +1,35 @@
 """The lcprof command line: a thin click group. Logic lives in library functions.
 
-Analytic commands never import torch; measuring commands import it lazily. User mistakes
-(LcprofError, click usage errors) print one line and exit with code 2.
+Analytic commands never import torch or pandas; measuring commands import them lazily. User
+mistakes (LcprofError, click usage errors, files that cannot be read or written) print one line
+and exit with code 2. Shared options and value types live in :mod:`lcprof.cli_options`.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import warnings
 
 import click
 
 from lcprof._version import __version__
-from lcprof.errors import LcprofError
+from lcprof.cli_options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, TokenCount, batch_option, device_option,
+                                dtype_option, emit, gpu_option, model_argument, model_option, n_option, phase_option,
+                                tile_option, tp_option)
+from lcprof.errors import LcprofError, LcprofRuntimeError
 
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                             show_default=True, help="Output format (JSON: a list of flat records).")
-
-
-def _set_allow_unknown(ctx, param, value):
-    from lcprof.spec import set_allow_unknown
-
-    set_allow_unknown(bool(value))
+#: Command modules registered on the group; a module that fails to import is an error, never skipped.
+COMMAND_MODULES = ("lcprof.cli_measure", "lcprof.cli_model", "lcprof.cli_explain", "lcprof.cli_plan", "lcprof.cli_ring")
 
 
-#: ``--allow-unknown``: load a config.json carrying fields lcprof does not understand, warning with
-#: their names, instead of refusing it (lcprof.spec.config). Stacked under every model option.
-ALLOW_UNKNOWN_OPTION = click.option(
-    "--allow-unknown", is_flag=True, expose_value=False, is_eager=True, callback=_set_allow_unknown,
-    help="Load a config.json even when it has fields lcprof does not understand (warns, naming them; "
-         "costs may then be wrong).")
-
-
-def model_option(required=True):
-    opt = click.option("--model", "-m", required=required,
-                       help="Preset name or alias (see `lcprof models`), a path to a config.json / its folder, "
-                            "or a Hugging Face id (org/name; the local Hub cache first).")
-    return lambda f: opt(ALLOW_UNKNOWN_OPTION(f))
-
-
-def n_option(default=None, required=False, help_text="Token counts: 131072, 128k, 1M, 4k,8k or 128..131072."):
-    return click.option("--n", "n", default=default, required=required, help=help_text)
-
-
-def emit(obj, fmt: str, title: str | None = None) -> None:
-    from lcprof.render import render
-
-    click.echo(render(obj, fmt, title))
+def _os_error_line(exc: OSError) -> str:
+    where = f" {exc.filename!r}" if exc.filename else ""
+    if exc.filename2:
+        where += f" -> {exc.filename2!r}"
+    reason = exc.strerror or str(exc)
+    return f"cannot access{where}: {reason}"
 
 
 class _Group(click.Group):
@@ -57,15 +40,18 @@ class _Group(click.Group):
             click.echo(f"lcprof: warning: {message}", err=True)
 
         warnings.showwarning = show_warning
-        from lcprof.spec import set_allow_unknown
-
-        set_allow_unknown(False)  # each invocation starts strict; --allow-unknown turns it off
+        if "lcprof.spec.config" in sys.modules:  # each invocation starts strict; --allow-unknown turns it off
+            sys.modules["lcprof.spec.config"].set_allow_unknown(False)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
+            sys.stdout.flush()
         except LcprofError as exc:
             click.echo(f"lcprof: error: {exc}", err=True)
             sys.exit(2)
+        except LcprofRuntimeError as exc:
+            click.echo(f"lcprof: error: {exc}", err=True)
+            sys.exit(1)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)
@@ -81,19 +67,40 @@ class _Group(click.Group):
         except click.ClickException as exc:
             click.echo(f"lcprof: error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code if exc.exit_code else 2)
+        except BrokenPipeError:
+            # the reader went away (`lcprof models | head -1`): not an error of ours; keep Python quiet
+            _silence_stdout()
+            sys.exit(141)
+        except OSError as exc:
+            # a file or stream that cannot be read or written: unwritable, a folder, a full disk
+            _silence_stdout() if exc.errno in (errno.ENOSPC, errno.EPIPE) else None
+            click.echo(f"lcprof: error: {_os_error_line(exc)}", err=True)
+            sys.exit(2)
+        except RecursionError:
+            click.echo("lcprof: error: an input is nested too deeply to read (RecursionError)", err=True)
+            sys.exit(2)
         if isinstance(rv, int) and standalone_mode:
             sys.exit(rv)
         return rv
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="lcprof")
+@click.version_option(__version__, prog_name="lcprof", help="Show the version and exit.")
 def main() -> None:
     """lcprof: what long-context LLM inference costs, and why."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Analytic commands (no torch)
+# Analytic commands (no torch, no pandas)
 # ----------------------------------------------------------------------------------------------
 
 @main.command()
@@ -106,8 +113,24 @@ def models(fmt):
 
 
 @main.command()
-@click.argument("model")
-@ALLOW_UNKNOWN_OPTION
+@FORMAT_OPTION
+def gpus(fmt):
+    """List the GPU database (peaks, memory, bandwidth, interconnect) and the named links."""
+    from lcprof.hardware import gpus_table, links_table
+
+    g, links = gpus_table(), links_table()
+    if fmt == "table":
+        view = g.select([c for c in g.columns if c not in ("memory_bytes", "source")])
+        emit(view, fmt, "GPUs (`--gpu NAME`; dense peaks, decimal rates: 1 TFLOP/s = 1e12 FLOP/s; memory in GiB; "
+                        "sources in --format json)")
+        click.echo()
+        emit(links, fmt, "Links (`lcprof ring --link NAME`; bytes/s one way)")
+        return
+    emit([{"section": "gpu", **r} for r in g.records()] + [{"section": "link", **r} for r in links.records()], fmt)
+
+
+@main.command()
+@model_argument()
 @FORMAT_OPTION
 def show(model, fmt):
     """Show a model's spec: shapes, attention kinds, RoPE, MLA/MoE, parameter counts."""
@@ -119,9 +142,9 @@ def show(model, fmt):
 @main.command()
 @model_option()
 @n_option(required=True)
-@click.option("--dtype", default="bf16", show_default=True, help="KV-cache dtype: fp32, bf16, fp16, fp8, int8.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--tp", default=1, show_default=True, type=click.IntRange(min=1), help="Tensor-parallel degree (per-GPU share).")
+@dtype_option(allowed=KV_DTYPES, help_text="KV-cache dtype.")
+@batch_option()
+@tp_option()
 @FORMAT_OPTION
 def kv(model, n, dtype, batch, tp, fmt):
     """KV-cache bytes at each n (sliding/chunked layers capped, MLA latent, TP share)."""
@@ -133,29 +156,28 @@ def kv(model, n, dtype, batch, tp, fmt):
 @main.command()
 @model_option()
 @n_option(required=True)
-@click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True)
-@click.option("--prefix", default="0", show_default=True, help="Cached prefix tokens before the n new ones.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--layer", type=int, default=None, help="One layer's index (default: the whole model).")
-@click.option("--tile", default=128, show_default=True, type=click.IntRange(min=1), help="Tile size of tiled kernels.")
-@click.option("--lm-head/--no-lm-head", default=False, show_default=True)
+@phase_option()
+@click.option("--prefix", default="0", show_default=True, type=TokenCount(allow_zero=True),
+              help="Cached prefix tokens before the n new ones (0, 4096, 128k).")
+@batch_option()
+@click.option("--layer", type=click.IntRange(min=0), default=None,
+              help="One layer's index, from 0 (default: the whole model).")
+@tile_option()
+@click.option("--lm-head/--no-lm-head", default=False, show_default=True, help="Count the lm_head projection.")
 @FORMAT_OPTION
 def flops(model, n, phase, prefix, batch, layer, tile, lm_head, fmt):
     """FLOP breakdown (2 per multiply-add), useful and executed, per n."""
     from lcprof.analytic import flops_table
-    from lcprof.units import parse_tokens
 
-    p = 0 if str(prefix).strip() == "0" else parse_tokens(prefix)
-    df = flops_table(model, n, phase=phase, batch=batch, prefix=p, layer=layer, tile=tile, lm_head=lm_head)
+    table = flops_table(model, n, phase=phase, batch=batch, prefix=prefix, layer=layer, tile=tile, lm_head=lm_head)
     if fmt == "table":
-        keep = ["n"] + [c for c in df.columns if c.endswith("_flops") or c == "attn_share"]
-        df = df[keep]
-    emit(df, fmt)
+        table = table.select(["n"] + [c for c in table.columns if c.endswith("_flops") or c == "attn_share"])
+    emit(table, fmt)
 
 
 @main.command()
 @model_option()
-@n_option(help_text="Target context (default: the model's max positions).")
+@n_option(one=True, help_text="Target context in tokens (default: the model's max positions).")
 @click.option("--pairs/--no-pairs", default=False, help="Also print the per-pair table.")
 @FORMAT_OPTION
 def rope(model, n, pairs, fmt):
@@ -168,18 +190,21 @@ def rope(model, n, pairs, fmt):
         if pairs:
             click.echo()
             emit(table, fmt)
-    else:
-        emit(table if pairs else summary, fmt)
+        return
+    recs = [{"section": "summary", **summary}]
+    if pairs:
+        recs += [{"section": "pairs", **r} for r in table.records()]
+    emit(recs, fmt)
 
 
 @main.command()
-@click.argument("model_a")
-@click.argument("model_b")
-@ALLOW_UNKNOWN_OPTION
-@n_option(help_text="Reference length for the cost rows.")
+@model_argument("model_a")
+@model_argument("model_b")
+@n_option(one=True, help_text="Reference length for the cost rows (default: the smaller max positions, "
+                              "at most 131072).")
 @FORMAT_OPTION
 def diff(model_a, model_b, n, fmt):
-    """Config fields that differ between two models and what each changes in cost."""
+    """What differs between two models: raw config fields, derived spec fields, and what each costs."""
     from lcprof.analytic import diff as diff_fn
 
     emit(diff_fn(model_a, model_b, n), fmt)
@@ -187,18 +212,22 @@ def diff(model_a, model_b, n, fmt):
 
 @main.command()
 @model_option()
-@n_option(required=True, help_text="Sequence length (one value).")
-@click.option("--gpu", default="h100-sxm", show_default=True, help="GPU for predicted times (see data/gpus.json).")
-@click.option("--dtype", "dtypes", default="fp32,bf16", show_default=True, help="Comma-separated dtypes to predict/measure.")
-@click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--tile", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--kv-dtype", default="bf16", show_default=True)
+@n_option(required=True, one=True)
+@gpu_option()
+@dtype_option(names=("--dtype",), dest="dtypes", default="fp32,bf16", allowed=COMPUTE_DTYPES, many=True,
+              help_text="Comma-separated compute dtypes to predict (and measure).")
+@click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Which layer (its attention kind, window, MoE), from 0.")
+@tile_option()
+@batch_option()
+@dtype_option(names=("--kv-dtype",), dest="kv_dtype", default=None, allowed=KV_DTYPES,
+              help_text="KV-cache dtype for every row (default: each --dtype's own, tf32 stored as fp32).")
 @click.option("--measure", is_flag=True, help="Also build the real layer in torch and time it.")
 @click.option("--backend", default="sdpa", show_default=True, help="With --measure: attention backend (see `lcprof backends`).")
-@click.option("--device", default=None, help="With --measure: cuda or cpu (default: cuda if available).")
-@click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="With --backend striped-ring: simulated ranks.")
-@click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True)
+@device_option()
+@click.option("--ranks", default=1, show_default=True, type=click.IntRange(1, 1024),
+              help="With --backend striped-ring: simulated ranks.")
+@phase_option()
 @click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
               show_default=True, help="With --measure, MoE layers: one MLP of the active width, or real top-k routing.")
 @click.option("--elementwise", type=click.Choice(["unfused", "fused"]), default="unfused", show_default=True,
@@ -213,25 +242,29 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
-    dt = [d.strip() for d in dtypes.split(",") if d.strip()]
-    rep = layer_report(model, n, gpu=gpu, dtypes=dt, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
+    rep = layer_report(model, n, gpu=gpu, dtypes=dtypes, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
                        elementwise=elementwise, calibration=calibration, backend=backend)
     measured = None
     if measure:
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch
 
-        measured = measure_layer_vs_predicted(model, rep.n, backend=backend, dtypes=dt, device=device,
+        measured = measure_layer_vs_predicted(model, rep.n, backend=backend, dtypes=dtypes, device=device,
                                               layer=layer_idx, batch=batch, ranks=ranks, phase=phase, gpu=gpu,
                                               moe_timing=moe_timing)
     if fmt != "table":
+        from lcprof.render import records
+
         recs = rep.records()
         if measured is not None:
-            recs += [{"section": "measured", **r} for r in measured.to_dict(orient="records")]
+            recs += [{"section": "measured", **r} for r in records(measured)]
         emit(recs, fmt)
         return
     s = rep.summary
+    kv_note = (f"KV cache in {s['kv_dtype']} (--kv-dtype)" if s["kv_dtype_source"] == "--kv-dtype"
+               else f"KV cache in each --dtype ({s['kv_dtype']})")
     head = (f"{rep.model}  layer {rep.layer} ({rep.attention_kind}"
-            f"{'' if s['window'] is None else ' W=' + str(s['window'])})  n={rep.n}  batch={s['batch']}  gpu={rep.gpu}")
+            f"{'' if s['window'] is None else ' W=' + str(s['window'])})  n={rep.n}  batch={s['batch']}  "
+            f"gpu={rep.gpu}  {kv_note}")
     click.echo(head)
     click.echo(f"attention share of useful FLOPs: {s['attn_flops_share']:.1%};  n* (attention = linear FLOPs): "
                f"layer {s['n_star_layer']}, model {s['n_star_model']}")
@@ -239,28 +272,38 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
     click.echo()
     emit(rep.flops, "table", "FLOPs per layer (2 per multiply-add): useful and executed per backend family")
     click.echo()
-    emit(rep.memory, "table", f"Memory (activation per backend family; KV for the whole model at n, {s['kv_dtype']})")
+    emit(rep.memory, "table", f"Memory (activation per backend family; KV for the whole model and one layer at n, "
+                              f"{kv_note})")
     click.echo()
-    emit(rep.timing, "table", f"Predicted per-layer time (roofline on {s['rates']}; attention at "
-                              f"{backend}'s calibrated rate where measured; executed FLOPs and bytes)")
+    timing = rep.timing
+    if all(st == "ok" for st in timing["status"]):
+        timing = timing.select([c for c in timing.columns if c not in ("status", "reason")])
+    emit(timing, "table", f"Predicted per-layer time (roofline on {s['rates']}; attention at "
+                          f"{backend}'s calibrated rate where measured; executed FLOPs and bytes)")
     if measured is not None:
         click.echo()
         emit(measured, "table", "Measured vs predicted")
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules (they import torch lazily, inside the command)."""
+def _register_commands() -> None:
+    """Commands that live in their own modules (they import torch lazily, inside the command).
+
+    A module that fails to import is a broken installation: the error propagates, naming the module.
+    """
     import importlib
 
-    for mod in ("lcprof.cli_measure", "lcprof.cli_explain", "lcprof.cli_plan", "lcprof.cli_ring", "lcprof.cli_model"):
+    for mod in COMMAND_MODULES:
         try:
             m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:
-                continue
-            raise
-        for cmd in getattr(m, "COMMANDS", []):
+        except Exception as exc:
+            raise ImportError(f"lcprof: command module {mod} failed to import: {exc!r}") from exc
+        commands = getattr(m, "COMMANDS", None)
+        if not commands:
+            raise ImportError(f"lcprof: command module {mod} defines no COMMANDS")
+        for cmd in commands:
+            if cmd.name in main.commands:
+                raise ImportError(f"lcprof: command {cmd.name!r} of {mod} is already defined")
             main.add_command(cmd)
 
 
-_register_optional()
+_register_commands()

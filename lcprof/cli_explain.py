@@ -11,8 +11,8 @@ import shlex
 
 import click
 
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                             show_default=True, help="Output format (JSON: a list of flat records).")
+from lcprof.cli_options import FORMAT_OPTION
+
 RESULTS_ARG = click.argument("files", nargs=-1, required=True, metavar="FILE...")
 GPU_OPTION = click.option("--gpu", default=None, help="Predict on a GPU from the database (see data/gpus.json).")
 CALIBRATION_OPTION = click.option("--calibration", default=None, metavar="PROFILE.json",

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import click
 
+from lcprof.cli_options import FORMAT_OPTION, batch_option, model_option, reps_options, seed_option, with_options
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes
-
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                             show_default=True, help="Output format (JSON: a list of flat records).")
 
 
 @click.command()
@@ -36,7 +34,7 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Preset name or alias, or a path to a config.json.")
+@model_option()
 @click.option("--n", "n", required=True, help="Token counts: 4096, 4k,8k or a doubling range 128..131072.")
 @click.option("--backends", "backend_list", default="eager,sdpa", show_default=True,
               help="Comma-separated backends (see `lcprof backends`).")
@@ -44,13 +42,12 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
 @click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True,
               help="decode: one step of query length 1 against a cache of n tokens.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@batch_option()
 @click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
               help="Which layer of the model (its attention kind, window, MoE).")
-@click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0, max=1e6),
+@click.option("--budget-s", default=1.0, show_default=True, type=FiniteFloat(min=0.0, max=1e6),
               help="Seconds of timed repetitions per point (warm-up adds 10%).")
-@click.option("--min-reps", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-reps", default=100, show_default=True, type=click.IntRange(min=1))
+@with_options(reps_options())
 @click.option("--mem-cap", default=None, help="Memory budget in bytes (8e9, 8GiB): points predicted above it are skipped. "
               "Default: the device's free memory.")
 @click.option("--ranks", default=1, show_default=True, type=click.IntRange(min=1), help="striped-ring: simulated ranks.")
@@ -62,8 +59,7 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
                    "what serving engines do for decode).")
 @click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default="dense-equivalent",
               show_default=True, help="MoE layers: one MLP of the active width, or real top-k routing over every expert.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seeds the weights, the inputs and the randomised order the points are timed in.")
+@seed_option()
 @click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1),
               help="Timings of a point that breaks its trend or whose environment changed, at most (1: never re-measure).")
 @click.option("--calibration", default=None, metavar="PROFILE.json",

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import click
 
+from lcprof.cli_options import FORMAT_OPTION, model_option
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes
 
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                             show_default=True, help="Output format (JSON: a list of flat records).")
 _SUMMARY = ["impl", "target", "backend", "dtype", "phase", "n", "status", "scope", "time_s", "time_p10_s",
             "time_p90_s", "repeats", "peak_mem_bytes", "predicted_mem_bytes", "check_rel_err", "reason"]
 
 
 @click.command("model-sweep")
-@click.option("--model", "-m", required=True, help="Preset name or alias, or a path to a config.json.")
+@model_option()
 @click.option("--n", "n", required=True, help="Token counts (prefill length, decode context): 4k,8k or 128..131072.")
 @click.option("--phase", "phases", default="prefill,decode", show_default=True, help="prefill, decode or both.")
 @click.option("--impl", type=click.Choice(["lcprof", "transformers"]), default="lcprof", show_default=True,

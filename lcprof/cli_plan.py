@@ -9,9 +9,8 @@ import shlex
 
 import click
 
+from lcprof.cli_options import FORMAT_OPTION, model_option
 from lcprof.errors import LcprofError
-
-_FORMATS = click.Choice(["table", "json", "csv"])
 
 
 def _fit_available() -> bool:
@@ -21,8 +20,7 @@ def _fit_available() -> bool:
 
 
 @click.command()
-@click.option("--model", "-m", required=True,
-              help="Preset name or alias (see `lcprof models`) or a path to a config.json / its folder.")
+@model_option()
 @click.option("--gpu", default="h100-sxm", show_default=True, help="GPU kind (see lcprof/data/gpus.json).")
 @click.option("--gpus", type=click.IntRange(min=1), default=None,
               help="GPUs in the deployment, a multiple of tp x dp x pp (default: one replica).")
@@ -80,8 +78,7 @@ def _fit_available() -> bool:
               help="Grid of --long x --kv-dtype x --tp/--dp/--ep/--pp x --memory-utilization.")
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write a Markdown report with plots to this folder.")
-@click.option("--format", "fmt", type=_FORMATS, default="table", show_default=True,
-              help="Output format (JSON: one record per plan with every section).")
+@FORMAT_OPTION
 def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype, attn_backend, memory_utilization,
          block_size, max_num_seqs, chunk, no_chunk, max_model_len, kv_memory, gpu_memory, non_torch_bytes,
          cuda_graph_bytes, long_, short, mix, ttft, tpot, prefix, decode_batch, calibration, fit_file, what_if,

@@ -6,3 +6,10 @@ class LcprofError(ValueError):
 
     The message must name what was wrong and what would be accepted.
     """
+
+
+class LcprofRuntimeError(RuntimeError):
+    """The environment failed, not the user: a peer rank died, a process group timed out.
+
+    The CLI prints one line naming what failed and exits with code 1.
+    """

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
 
 from lcprof.errors import LcprofError
 from lcprof.units import dtype_name
@@ -58,6 +57,8 @@ class Hardware:
         """The calibrated attention rate at lengths ``n`` (array): interpolated in log n between the
         lengths it was measured at, the nearest one outside them; the single rate when only one
         length was measured; None when the backend was not measured in ``dtype``."""
+        import numpy as np  # here, not at import: `lcprof gpus` then never loads numpy
+
         n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
         by_n = ((self.attention_flops_per_s_by_n.get(backend) or {}).get(dtype_name(dtype)) or {}) if backend else {}
         if len(by_n) >= 2:
@@ -133,45 +134,126 @@ def list_links() -> dict[str, dict]:
 
 def link_bandwidth(name: str | float) -> float:
     """Bytes/s of a named link (``nvlink4``, ``pcie5``, ``ib-ndr``) or a number of bytes/s."""
-    if isinstance(name, (int, float)):
-        return float(name)
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        return _positive_rate(float(name), name)
     links = list_links()
-    key = str(name).lower()
+    key = str(name).strip().lower()
     if key in links:
         return float(links[key]["bytes_per_s"])
     try:
-        return float(key)
+        value = float(key)
     except ValueError:
         pass
+    else:
+        return _positive_rate(value, name)
     close = difflib.get_close_matches(key, list(links), n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise LcprofError(f"unknown link {name!r}{hint} (known: {', '.join(sorted(links))}, or bytes/s)")
 
 
+def _positive_rate(value: float, given) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise LcprofError(f"link speed {given!r} must be a positive, finite number of bytes/s "
+                          f"or a link name ({', '.join(sorted(list_links()))})")
+    return value
+
+
+def gpus_table():
+    """The GPU database: one row per GPU, with its aliases, peaks (FLOP/s, decimal), HBM and links."""
+    from lcprof.table import Table
+
+    rows = []
+    db = _db()["gpus"]
+    dtypes = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+    for key in list_gpus():
+        e = db[key]
+        ic = e.get("interconnect") or {}
+        rec = {"gpu": key, "name": e["name"], "aliases": ",".join(e.get("aliases", [])),
+               "memory_bytes": int(e["memory_bytes"]), "memory_gib": int(e["memory_bytes"]) / float(1 << 30),
+               "hbm_bytes_per_s": float(e["hbm_bytes_per_s"])}
+        for d in dtypes:
+            v = e["peak_flops_per_s"].get(d)
+            rec[f"peak_{d}_flops_per_s"] = float(v) if v else None
+        rec["interconnect"] = ic.get("name")
+        rec["interconnect_bytes_per_s"] = float(ic["bytes_per_s"]) if ic.get("bytes_per_s") else None
+        rec["source"] = e.get("source")
+        rows.append(rec)
+    return Table.from_records(rows)
+
+
+def links_table():
+    """The named links of the database (`lcprof ring --link NAME`), bytes/s one way."""
+    from lcprof.table import Table
+
+    return Table.from_records([{"link": k, "bytes_per_s": float(v["bytes_per_s"]),
+                                **{f: v[f] for f in v if f != "bytes_per_s"}}
+                               for k, v in sorted(list_links().items())])
+
+
+def _finite_positive(value, field: str, where: str) -> float:
+    """A calibration number: finite and positive, or the load is refused naming the field."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise LcprofError(f"calibration {where!r}: {field} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise LcprofError(f"calibration {where!r}: {field} must be a positive, finite number, got {value!r}")
+    return v
+
+
 def load_calibration(path: str | Path) -> Hardware:
     """A calibration profile written by ``lcprof calibrate`` (same fields as a database entry)."""
     p = Path(path)
+    w = str(p)
     try:
         with open(p) as fh:
             e = json.load(fh)
     except FileNotFoundError:
-        raise LcprofError(f"cannot read calibration {str(p)!r}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise LcprofError(f"cannot read calibration {str(p)!r}: not valid JSON ({exc})") from None
+        raise LcprofError(f"cannot read calibration {w!r}: no such file") from None
+    except IsADirectoryError:
+        raise LcprofError(f"cannot read calibration {w!r}: it is a folder") from None
+    except PermissionError:
+        raise LcprofError(f"cannot read calibration {w!r}: permission denied") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LcprofError(f"cannot read calibration {w!r}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise LcprofError(f"cannot read calibration {w!r}: JSON nested too deeply") from None
+    if not isinstance(e, dict):
+        raise LcprofError(f"calibration {w!r} must be a JSON object, got {type(e).__name__}")
     for k in ("peak_flops_per_s", "hbm_bytes_per_s", "memory_bytes"):
         if k not in e:
-            raise LcprofError(f"calibration {str(p)!r} is missing field {k!r}")
+            raise LcprofError(f"calibration {w!r} is missing field {k!r}")
+
+    def table(field, depth):
+        """A {name: ...} mapping ``depth`` levels deep whose leaves are positive finite rates."""
+        obj = e.get(field) or {}
+
+        def walk(o, trail, d):
+            if d == 0:
+                return _finite_positive(o, f"{field}{trail}", w)
+            if not isinstance(o, dict):
+                raise LcprofError(f"calibration {w!r}: {field}{trail} must be a JSON object")
+            return {k: walk(v, f"{trail}.{k}", d - 1) for k, v in o.items()}
+
+        return walk(obj, "", depth)
+
+    peaks = table("peak_flops_per_s", 1)
+    by_n = table("attention_flops_per_s_by_n", 3)
+    try:
+        by_n = {b: {d: {int(n): v for n, v in rates.items()} for d, rates in per.items()} for b, per in by_n.items()}
+    except ValueError:
+        raise LcprofError(f"calibration {w!r}: attention_flops_per_s_by_n lengths must be whole numbers") from None
+    memory = _finite_positive(e["memory_bytes"], "memory_bytes", w)
+    ic = e.get("interconnect_bytes_per_s")
     return Hardware(
-        key=e.get("key", p.stem),
-        name=e.get("name", p.stem),
-        peak_flops_per_s={k: float(v) for k, v in e["peak_flops_per_s"].items()},
-        hbm_bytes_per_s=float(e["hbm_bytes_per_s"]),
-        memory_bytes=int(e["memory_bytes"]),
-        interconnect_bytes_per_s=e.get("interconnect_bytes_per_s"),
+        key=str(e.get("key", p.stem)),
+        name=str(e.get("name", p.stem)),
+        peak_flops_per_s=peaks,
+        hbm_bytes_per_s=_finite_positive(e["hbm_bytes_per_s"], "hbm_bytes_per_s", w),
+        memory_bytes=int(memory),
+        interconnect_bytes_per_s=None if ic is None else _finite_positive(ic, "interconnect_bytes_per_s", w),
         source=str(p),
         kind="calibration",
-        attention_flops_per_s={b: {d: float(v) for d, v in rates.items()}
-                               for b, rates in (e.get("attention_flops_per_s") or {}).items()},
-        attention_flops_per_s_by_n={b: {d: {int(n): float(v) for n, v in by_n.items()} for d, by_n in rates.items()}
-                                    for b, rates in (e.get("attention_flops_per_s_by_n") or {}).items()},
+        attention_flops_per_s=table("attention_flops_per_s", 2),
+        attention_flops_per_s_by_n=by_n,
     )

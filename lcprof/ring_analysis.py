@@ -8,13 +8,12 @@ transfer, and memory per device including the two K/V buffers of double bufferin
 
 from __future__ import annotations
 
-import pandas as pd
-
 from lcprof.cost import ring as ringcost
 from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
 from lcprof.hardware import link_bandwidth
-from lcprof.spec import load_model
+from lcprof.analytic import load
+from lcprof.table import Table
 from lcprof.units import dtype_bytes, dtype_name, parse_token_list
 
 
@@ -31,14 +30,30 @@ def ring_shapes(spec) -> tuple[int, int, int, int]:
     return spec.n_heads, kv_heads, qk_dim, v_dim
 
 
+#: The ring model counts (query, key) pairs and FLOPs in 64-bit integers (lcprof.cost.ring).
+INT64_MAX = (1 << 63) - 1
+
+
+def check_ring_bounds(n: int, gpus: int, heads: int, head_dim: int, batch: int = 1) -> None:
+    """Refuse a ring whose pair or FLOP counts would not fit the ring model's 64-bit integers."""
+    # Any rank's executed pairs in one step are at most the full square n x n (tiles included).
+    flops_per_pair = 4 * head_dim * heads * batch  # q.k and p.v, 2 FLOPs per multiply-add, every head
+    if n * n * flops_per_pair > INT64_MAX:
+        n_max = 1
+        while (2 * n_max) ** 2 * flops_per_pair <= INT64_MAX:
+            n_max *= 2
+        raise LcprofError(f"n={n} is beyond what lcprof ring counts exactly in 64-bit integers for this "
+                          f"model (largest power of two: n={n_max}); use a smaller n or batch")
+
+
 def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h100-sxm", dtype: str = "bf16",
-                tile: int = 128, batch: int = 1, calibration=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                tile: int = 128, batch: int = 1, calibration=None) -> tuple[Table, Table]:
     """(summary per layout, per-step table per layout) for one layer of ``model`` at length n.
 
     Compute runs at the striped-ring kernel's calibrated attention rate (at the tokens per device)
     when the rates (``lcprof.rates.resolve_rates(gpu, calibration)``) have one, else the GEMM peak;
     the ``rates`` column says which."""
-    spec = load_model(model)
+    spec = load(model)
     ns = parse_token_list(n)
     if len(ns) != 1:
         raise LcprofError("lcprof ring takes one n")
@@ -60,6 +75,7 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
         peak = float(kernel[0])
         label += "; attention at the striped-ring kernel's measured rate"
     heads, kv_heads, qk_dim, v_dim = ring_shapes(spec)
+    check_ring_bounds(n_tok, gpus, heads, max(qk_dim, v_dim), batch)
     global_layers = sum(1 for layer in spec.layers if layer.attn == "global")
     rows, steps = [], []
     for layout in ("contiguous", "striped"):
@@ -75,5 +91,4 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
         rows.append(rec)
         for r in m.records():
             steps.append({"model": spec.name, **r})
-    summary = pd.DataFrame(rows)
-    return summary, pd.DataFrame(steps)
+    return Table.from_records(rows), Table.from_records(steps)

@@ -34,7 +34,7 @@ _DTYPE_ALIASES = {
 }
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_TOKEN_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+_TOKEN_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)\s*$")
 
 #: Largest token count lcprof accepts (2**34 tokens); anything larger is a typo.
 MAX_TOKENS = 1 << 34
@@ -66,10 +66,14 @@ def parse_tokens(text: str | int) -> int:
                 f"malformed token count {text!r}; use e.g. 4096, 128k (=131072), 1M (=1048576)"
             )
         number, suffix = m.groups()
-        scaled = float(number) * _SUFFIX[suffix.lower()]
-        if scaled != int(scaled):
+        if len(number) > 40:  # far beyond MAX_TOKENS whatever its value; keep the message short
+            raise LcprofError(f"token count {text[:24]!r}... is larger than lcprof accepts ({MAX_TOKENS})")
+        whole, _, frac = number.partition(".")
+        # exact integer arithmetic: no float rounding, no overflow
+        scaled = (int(whole) * 10 ** len(frac) + int(frac or 0)) * _SUFFIX[suffix.lower()]
+        value, rest = divmod(scaled, 10 ** len(frac))
+        if rest:
             raise LcprofError(f"token count {text!r} is not a whole number of tokens")
-        value = int(scaled)
     if value <= 0:
         raise LcprofError(f"token count must be positive, got {text!r}")
     if value > MAX_TOKENS:

@@ -188,6 +188,9 @@ def kv_bytes(spec: ModelSpec, n, *, batch: int = 1, kv_dtype: str = "bf16", tp: 
     per_layer = kv_bytes_per_token_by_layer(spec, kv_dtype, tp)[:, None]
     tokens = kv_tokens_by_layer(spec, n)
     total = np.sum(per_layer * tokens, axis=0) * batch
+    if np.any(total > 2.0 ** 53):  # float64 holds every integer below 2**53 exactly; int64 would wrap at 2**63
+        raise LcprofError(f"KV cache of {float(np.max(total)):.3g} bytes is beyond what lcprof counts exactly "
+                          f"(2**53 bytes = 8 PiB); lower the batch or n")
     return np.round(total).astype(np.int64)
 
 

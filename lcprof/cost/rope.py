@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec, RopeSpec
@@ -94,9 +93,8 @@ def inv_freq(rope: RopeSpec, n: int | None = None) -> tuple[np.ndarray, float]:
     raise LcprofError(f"unknown rope type {t!r}")
 
 
-def rope_table(spec: ModelSpec, n: int | None = None) -> pd.DataFrame:
-    """One row per dimension pair: base and scaled frequency/wavelength and whether each pair
-    completes a full turn inside the original context and inside the target context n."""
+def _pairs(spec: ModelSpec, n: int | None):
+    """(target n, original context, base inv_freq, scaled inv_freq, attention factor)."""
     if spec.rope is None:
         raise LcprofError(f"model {spec.name!r} has no rotary embedding")
     r = spec.rope
@@ -104,29 +102,40 @@ def rope_table(spec: ModelSpec, n: int | None = None) -> pd.DataFrame:
     orig = spec.original_max_position_embeddings or r.original_max_position or spec.max_position_embeddings
     base = base_inv_freq(r.theta, r.rotary_dim)
     scaled, att = inv_freq(r, target)
+    return target, orig, base, np.asarray(scaled, dtype=np.float64), float(att)
+
+
+def rope_table(spec: ModelSpec, n: int | None = None):
+    """One row per dimension pair: base and scaled frequency/wavelength and whether each pair
+    completes a full turn inside the original context and inside the target context n.
+    A :class:`lcprof.table.Table` (``.df`` for a DataFrame)."""
+    from lcprof.table import Table
+
+    target, orig, base, scaled, att = _pairs(spec, n)
     wl_base = 2 * np.pi / base
     wl = 2 * np.pi / scaled
-    return pd.DataFrame({
+    return Table({
         "model": spec.name,
         "n": target,
-        "pair": np.arange(len(base)),
-        "inv_freq_base": base,
-        "inv_freq_scaled": scaled,
-        "stretch": base / scaled,
-        "wavelength_base_tokens": wl_base,
-        "wavelength_scaled_tokens": wl,
-        "full_turn_in_original": wl_base <= orig,
-        "full_turn_in_target": wl <= target,
+        "pair": np.arange(len(base)).tolist(),
+        "inv_freq_base": base.tolist(),
+        "inv_freq_scaled": scaled.tolist(),
+        "stretch": (base / scaled).tolist(),
+        "wavelength_base_tokens": wl_base.tolist(),
+        "wavelength_scaled_tokens": wl.tolist(),
+        "full_turn_in_original": (wl_base <= orig).tolist(),
+        "full_turn_in_target": (wl <= target).tolist(),
         "attention_factor": att,
     })
 
 
 def rope_summary(spec: ModelSpec, n: int | None = None) -> dict:
     """Headline facts: how many pairs complete a turn in the original vs target context."""
-    tab = rope_table(spec, n)
+    target, orig, base, scaled, att = _pairs(spec, n)
     r = spec.rope
-    orig = spec.original_max_position_embeddings or r.original_max_position or spec.max_position_embeddings
-    target = int(tab["n"].iloc[0])
+    wl_base = 2 * np.pi / base
+    wl = 2 * np.pi / scaled
+    stretch = base / scaled
     return {
         "model": spec.name,
         "n": target,
@@ -134,14 +143,14 @@ def rope_summary(spec: ModelSpec, n: int | None = None) -> dict:
         "rope_theta": r.theta,
         "rope_factor": r.factor,
         "rotary_dim": r.rotary_dim,
-        "pairs": len(tab),
+        "pairs": len(base),
         "original_context_tokens": orig,
-        "pairs_full_turn_in_original": int(tab["full_turn_in_original"].sum()),
-        "pairs_full_turn_in_target_base": int((tab["wavelength_base_tokens"] <= target).sum()),
-        "pairs_full_turn_in_target_scaled": int(tab["full_turn_in_target"].sum()),
-        "pairs_stretched": int((tab["stretch"] > 1 + 1e-9).sum()),
-        "max_stretch": float(tab["stretch"].max()),
-        "longest_wavelength_scaled_tokens": float(tab["wavelength_scaled_tokens"].max()),
-        "attention_factor": float(tab["attention_factor"].iloc[0]),
-        "logit_scale": float(tab["attention_factor"].iloc[0]) ** 2,
+        "pairs_full_turn_in_original": int((wl_base <= orig).sum()),
+        "pairs_full_turn_in_target_base": int((wl_base <= target).sum()),
+        "pairs_full_turn_in_target_scaled": int((wl <= target).sum()),
+        "pairs_stretched": int((stretch > 1 + 1e-9).sum()),
+        "max_stretch": float(stretch.max()),
+        "longest_wavelength_scaled_tokens": float(wl.max()),
+        "attention_factor": att,
+        "logit_scale": att ** 2,
     }

@@ -13,25 +13,66 @@ while the transfer is in flight, waits, merges, and swaps its two K/V buffers
 
 Backend: nccl for CUDA tensors, gloo for CPU tensors
 (:func:`backend_for_device`). Process groups are initialized from ``env://``
-so ``torchrun`` works.
+so ``torchrun`` works; a one-process ring outside torchrun uses an in-memory
+store (no port).
+
+Failure: setup and every collective time out after ``timeout_s`` (default
+:data:`DEFAULT_TIMEOUT_S`, or ``$LCPROF_DIST_TIMEOUT_S``; gloo's own default
+is 30 minutes). A failed rank destroys its process group and raises
+:class:`lcprof.errors.LcprofRuntimeError` (one line, naming the rank). Under
+torchrun each worker asks the kernel to end it when its launcher dies, so a
+killed torchrun leaves no rank behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from lcprof.cost.ring import pair_counts, tokens_per_device
+from lcprof.errors import LcprofError, LcprofRuntimeError
+from lcprof.procs import die_with_parent, under_torchrun
 from lcprof.ring.block import block_attention, block_fully_masked, resolve_impl
 from lcprof.ring.merge import merge_attention
 from lcprof.ring.partition import positions
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+
+#: Seconds a process-group setup or a collective may take before it fails (gloo's default: 1800).
+DEFAULT_TIMEOUT_S = 300.0
+TIMEOUT_ENV = "LCPROF_DIST_TIMEOUT_S"
+
+
+def dist_timeout_s(timeout_s: float | None = None) -> float:
+    """The timeout to use: ``timeout_s``, else ``$LCPROF_DIST_TIMEOUT_S``, else DEFAULT_TIMEOUT_S."""
+    if timeout_s is None:
+        text = os.environ.get(TIMEOUT_ENV)
+        if text is None or not text.strip():
+            return DEFAULT_TIMEOUT_S
+        try:
+            timeout_s = float(text)
+        except ValueError:
+            raise LcprofError(f"${TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise LcprofError(f"distributed timeout must be a positive, finite number of seconds, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def _is_distributed_failure(exc: BaseException) -> bool:
+    """A failure of the process group itself (timeout, a peer gone), not a bug in the computation."""
+    if isinstance(exc, (dist.DistError, TimeoutError, ConnectionError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        w in text for w in ("gloo", "nccl", "timed out", "timeout", "connection", "peer", "socket", "store"))
 
 
 @dataclass(frozen=True)
@@ -52,12 +93,16 @@ def backend_for_device(device: torch.device | str) -> str:
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
-def init_ring_process_group(device: torch.device | str | None = None) -> torch.device:
-    """Initialize the default process group from env:// (torchrun) if needed.
+def init_ring_process_group(device: torch.device | str | None = None, *, timeout_s: float | None = None
+                            ) -> torch.device:
+    """Initialize the default process group if needed: from env:// (torchrun), or, for a
+    one-process ring with no MASTER_ADDR, on an in-memory store (no port to collide on).
 
-    ``device`` None means cuda:LOCAL_RANK when CUDA is available, else cpu.
+    ``device`` None means cuda:LOCAL_RANK when CUDA is available, else cpu. Setup and every
+    collective of the group time out after :func:`dist_timeout_s` seconds.
     Returns the device this rank should use.
     """
+    timeout = timedelta(seconds=dist_timeout_s(timeout_s))
     if device is None:
         if torch.cuda.is_available():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -68,7 +113,13 @@ def init_ring_process_group(device: torch.device | str | None = None) -> torch.d
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend_for_device(device), init_method="env://", **kwargs)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1 and "MASTER_ADDR" not in os.environ:
+            dist.init_process_group(backend=backend_for_device(device), store=dist.HashStore(), rank=0,
+                                    world_size=1, timeout=timeout, **kwargs)
+        else:
+            dist.init_process_group(backend=backend_for_device(device), init_method="env://", timeout=timeout,
+                                    **kwargs)
     return device
 
 
@@ -291,6 +342,69 @@ def measure_distributed_ring(
     }
 
 
+@contextlib.contextmanager
+def ring_process_group(device: torch.device | str | None = None, *, timeout_s: float | None = None):
+    """The process group for a measurement, as a context: initialized if needed (see
+    :func:`init_ring_process_group`), destroyed on exit (also on failure) if this context created it.
+
+    Yields this rank's device. A distributed failure inside -- setup not done within ``timeout_s``,
+    a collective timing out, a peer gone -- raises :class:`LcprofRuntimeError` naming the rank.
+
+    Create the group once and run every measurement in it: under torchrun a second default group
+    in the same process reuses the first one's keys in the agent's store (destroy_process_group
+    resets the group counter), and its gloo connections can then wait forever on a stale address.
+    """
+    if under_torchrun():
+        die_with_parent()
+    rank = os.environ.get("RANK", "0")
+    created = not dist.is_initialized()
+    try:
+        try:
+            dev = init_ring_process_group(device, timeout_s=timeout_s)
+        except Exception as exc:
+            if _is_distributed_failure(exc):
+                raise LcprofRuntimeError(f"ring rank {rank}: process-group setup failed within "
+                                         f"{dist_timeout_s(timeout_s):g} s: {_first_line(exc)}") from exc
+            raise
+        yield dev
+    except Exception as exc:
+        if _is_distributed_failure(exc) and not isinstance(exc, LcprofRuntimeError):
+            raise LcprofRuntimeError(f"ring rank {rank}: a collective failed: {_first_line(exc)}") from exc
+        raise
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ring_layouts(
+    n: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype="bf16",
+    layouts=("contiguous", "striped"),
+    repeats: int = 10,
+    *,
+    batch: int = 1,
+    causal: bool = True,
+    impl: str = "auto",
+    warmup: int = 2,
+    seed: int = 0,
+    timeout_s: float | None = None,
+) -> list[dict] | None:
+    """Entry point for one ``torchrun`` worker: one process group, every layout measured in it.
+
+    Uses cuda:LOCAL_RANK + nccl when CUDA is available, else cpu + gloo. Returns one
+    :func:`measure_distributed_ring` dict per layout on rank 0, None elsewhere. Failures: see
+    :func:`ring_process_group`.
+    """
+    with ring_process_group(timeout_s=timeout_s):
+        results = [measure_distributed_ring(n, heads, kv_heads, head_dim, dtype, lay, repeats, batch=batch,
+                                            causal=causal, impl=impl, warmup=warmup, seed=seed)
+                   for lay in layouts]
+        return results if dist.get_rank() == 0 else None
+
+
 def run_ring_worker(
     n: int,
     heads: int,
@@ -305,21 +419,14 @@ def run_ring_worker(
     impl: str = "auto",
     warmup: int = 2,
     seed: int = 0,
+    timeout_s: float | None = None,
 ) -> dict | None:
-    """Entry point for one ``torchrun`` worker: init (env://), measure, tear down.
+    """One layout: :func:`run_ring_layouts` with ``layouts=(layout,)``; its dict on rank 0, else None."""
+    res = run_ring_layouts(n, heads, kv_heads, head_dim, dtype, (layout,), repeats, batch=batch, causal=causal,
+                           impl=impl, warmup=warmup, seed=seed, timeout_s=timeout_s)
+    return None if res is None else res[0]
 
-    Uses cuda:LOCAL_RANK + nccl when CUDA is available, else cpu + gloo.
-    Returns the :func:`measure_distributed_ring` dict on rank 0, None elsewhere.
-    The process group is destroyed only if this function created it.
-    """
-    created = not dist.is_initialized()
-    init_ring_process_group()
-    try:
-        result = measure_distributed_ring(
-            n, heads, kv_heads, head_dim, dtype, layout, repeats,
-            batch=batch, causal=causal, impl=impl, warmup=warmup, seed=seed,
-        )
-        return result if dist.get_rank() == 0 else None
-    finally:
-        if created:
-            dist.destroy_process_group()
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

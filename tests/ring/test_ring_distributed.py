@@ -79,3 +79,80 @@ def test_requires_process_group():
     x = torch.zeros(1, 4, 2, 8)
     with pytest.raises(RuntimeError, match="initialized process group"):
         ring_attention_distributed(x, x, x)
+
+
+# ------------------------------------------------------------------------------------------------
+# Failure: timeouts on setup and on collectives, the group destroyed, one line naming the rank
+# ------------------------------------------------------------------------------------------------
+
+def test_dist_timeout_from_argument_env_and_default(monkeypatch):
+    from lcprof.errors import LcprofError
+    from lcprof.ring.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, dist_timeout_s
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert dist_timeout_s() == DEFAULT_TIMEOUT_S == 300.0  # not gloo's 1800 s
+    monkeypatch.setenv(TIMEOUT_ENV, "12.5")
+    assert dist_timeout_s() == 12.5
+    assert dist_timeout_s(3) == 3.0  # the argument wins
+    for bad in ("nan", "inf", "-1", "0", "soon"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(LcprofError, match=TIMEOUT_ENV if bad == "soon" else "positive, finite"):
+            dist_timeout_s()
+
+
+def _lonely_rank(rank, port, out_dir):
+    """Rank 0 of a 2-rank group whose rank 1 never comes: setup must give up after the timeout."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="2")
+    from lcprof.errors import LcprofRuntimeError
+    from lcprof.ring.distributed import run_ring_worker
+
+    import time
+    start = time.monotonic()
+    try:
+        run_ring_worker(16, 2, 1, 8, dtype="fp32", layout="striped", repeats=1, warmup=0, timeout_s=3)
+        msg = "no error"
+    except LcprofRuntimeError as exc:
+        msg = str(exc)
+    with open(os.path.join(out_dir, "lonely.json"), "w") as f:
+        json.dump({"msg": msg, "seconds": time.monotonic() - start, "initialized": dist.is_initialized()}, f)
+
+
+def test_setup_times_out_and_says_which_rank(tmp_path):
+    mp.spawn(_lonely_rank, args=(_free_port(), str(tmp_path)), nprocs=1, join=True)
+    res = json.loads((tmp_path / "lonely.json").read_text())
+    assert res["msg"].startswith("ring rank 0: process-group setup failed within 3 s"), res
+    assert res["seconds"] < 60, res  # seconds, not gloo's 30 minutes
+    assert res["initialized"] is False
+
+
+def _crashing_peer(rank, world, port, out_dir):
+    """Rank 1 dies right after the group is up; rank 0's collectives must fail, not wait forever."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from lcprof.errors import LcprofRuntimeError
+    from lcprof.ring import distributed as D
+
+    if rank == 1:
+        D.init_ring_process_group(timeout_s=20)
+        os._exit(0)  # a crash: no goodbye, no destroy
+    import time
+    start = time.monotonic()
+    try:
+        D.run_ring_worker(4096, 4, 2, 32, dtype="fp32", layout="striped", repeats=1000, warmup=0, timeout_s=20)
+        msg = "no error"
+    except LcprofRuntimeError as exc:
+        msg = str(exc)
+    with open(os.path.join(out_dir, "crash.json"), "w") as f:
+        json.dump({"msg": msg, "seconds": time.monotonic() - start, "initialized": dist.is_initialized()}, f)
+
+
+def test_peer_crash_fails_the_ring_and_destroys_the_group(tmp_path):
+    ctx = mp.start_processes(_crashing_peer, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
+                             start_method="spawn")
+    while not ctx.join(timeout=120):
+        pass
+    res = json.loads((tmp_path / "crash.json").read_text())
+    assert res["msg"].startswith("ring rank 0: "), res  # one line, naming the rank
+    assert "\n" not in res["msg"]
+    assert res["seconds"] < 100, res
+    assert res["initialized"] is False  # the group was destroyed on the way out

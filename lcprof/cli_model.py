@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import click
 
-from lcprof.cli_options import FORMAT_OPTION, model_option
+from lcprof.cli_options import (FORMAT_OPTION, FiniteFloat, batch_option, model_option, n_option, reps_options,
+                                seed_option,
+                                with_options)
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes
 
@@ -19,7 +21,7 @@ _SUMMARY = ["impl", "target", "backend", "dtype", "phase", "n", "status", "scope
 
 @click.command("model-sweep")
 @model_option()
-@click.option("--n", "n", required=True, help="Token counts (prefill length, decode context): 4k,8k or 128..131072.")
+@n_option(required=True, help_text="Token counts (prefill length, decode context): 4k,8k or 128..131072.")
 @click.option("--phase", "phases", default="prefill,decode", show_default=True, help="prefill, decode or both.")
 @click.option("--impl", type=click.Choice(["lcprof", "transformers"]), default="lcprof", show_default=True,
               help="Whose layers and model class run (transformers: pip install 'lcprof[hf]').")
@@ -28,18 +30,17 @@ _SUMMARY = ["impl", "target", "backend", "dtype", "phase", "n", "status", "scope
               help="Attention backends (lcprof: see `lcprof backends`; transformers: eager, sdpa, flash-attn).")
 @click.option("--dtype", "dtypes", default="fp32", show_default=True, help="Comma-separated: fp32, tf32, bf16, fp16.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--budget-s", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+@batch_option()
+@click.option("--budget-s", default=1.0, show_default=True, type=FiniteFloat(min=0.0, max=1e6),
               help="Seconds of timed repetitions per point.")
-@click.option("--min-reps", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-reps", default=100, show_default=True, type=click.IntRange(min=1))
+@with_options(reps_options())
 @click.option("--mem-cap", default=None, help="Memory budget (8e9, 8GiB); default: the device's free memory.")
 @click.option("--cuda-graph", is_flag=True, help="CUDA: time lcprof's decode steps as CUDA-graph replays.")
 @click.option("--moe-timing", type=click.Choice(["dense-equivalent", "routed"]), default=None,
               help="lcprof's MoE layers (default dense-equivalent; transformers always routes).")
 @click.option("--no-scale", is_flag=True, help="Skip a model that does not fit instead of timing one layer per kind.")
 @click.option("--no-check", is_flag=True, help="Skip the correctness check before timing.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results CSV, written row by row.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (ok/oom/skipped) and run the rest.")
 @FORMAT_OPTION

@@ -27,7 +27,7 @@ def tiny_config(tmp_path):
 
 def test_ring_json_imbalance_exact():
     res = CliRunner().invoke(main, ["ring", "--model", "llama3-8b", "--n", "1M", "--gpus", "8",
-                                    "--link", "nvlink4", "--format", "json"])
+                                    "--link", "nvlink4", "--calibration", "datasheet", "--format", "json"])
     assert res.exit_code == 0, res.output
     recs = {r["layout"]: r for r in json.loads(res.output)}
     n, g = 1 << 20, 8

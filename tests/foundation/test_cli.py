@@ -451,9 +451,13 @@ def test_layer_row_that_cannot_be_computed_says_why():
         assert "no fp8 peak" in r["reason"] and r["time_s"] is None
     table = run(["layer", "--model", "llama3-8b", "--n", "4k", "--gpu", "a100", "--dtype", "bf16,fp8"]).stdout
     assert "not computed" in table and "no fp8 peak" in table
-    # on a GPU with an fp8 peak every row is computed, and the table carries no status column
-    ok = run(["layer", "--model", "llama3-8b", "--n", "4k", "--gpu", "h100", "--dtype", "bf16,fp8"]).stdout
-    assert "not computed" not in ok and "reason" not in ok
+    # the bundled H100 calibration measured no fp8 GEMM: its fp8 rows say so ...
+    cal = run(["layer", "--model", "llama3-8b", "--n", "4k", "--gpu", "h100", "--dtype", "bf16,fp8"]).stdout
+    assert "not computed" in cal and "has no fp8 peak rate" in cal
+    # ... and on the datasheet (an fp8 peak) every row is computed; the table carries no status column
+    ok = run(["layer", "--model", "llama3-8b", "--n", "4k", "--gpu", "h100", "--dtype", "bf16,fp8",
+              "--calibration", "datasheet"]).stdout
+    assert "not computed" not in ok and "reason" not in ok and "datasheet" in ok
 
 
 def test_missing_required_option_says_so():

@@ -34,11 +34,11 @@ def test_flops_per_pair_per_head_is_640():
     flops_per_pair = 2 * QK_DIM + 2 * V_DIM
     assert flops_per_pair == 640
     for rec in _ring():
-        assert rec["flops_per_pair_per_head"] == 640
+        assert rec["section"] == "summary" and rec["flops_per_pair_per_head"] == 640
 
 
 def test_step_flops_bytes_and_memory_by_hand():
-    steps = _ring("--steps")
+    steps = [r for r in _ring("--steps") if r["section"] == "steps"]
     assert len(steps) == 2 * G
     for rec in steps:
         assert (rec["heads"], rec["kv_heads"], rec["head_dim"], rec["v_head_dim"]) == (HEADS, HEADS, QK_DIM, V_DIM)

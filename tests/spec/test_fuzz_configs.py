@@ -118,4 +118,8 @@ def test_fuzzed_hybrid_config_keeps_kv_in_attention_layers(tmp_path_factory, cha
     interval = cfg["full_attention_interval"]
     n_attn = sum(1 for i in range(48) if (i + 1) % interval == 0)
     kvh, hd = cfg["num_key_value_heads"], cfg["head_dim"]
+    if kvh is None:  # null num_key_value_heads: one KV head per query head (transformers' default)
+        kvh = cfg["num_attention_heads"]
+    if hd is None:  # null head_dim: hidden_size / num_attention_heads, as the modeling code's fallback
+        hd = cfg["hidden_size"] // cfg["num_attention_heads"]
     assert json.loads(r.stdout)[0]["kv_bytes"] == n_attn * kvh * hd * 2 * 2 * 4096, cfg

@@ -1,0 +1,110 @@
+"""A real Mamba-1 selective-scan mixer from explicit dims; see :mod:`lcprof.cost.kinds.mamba1`.
+
+The scan runs token by token (the recurrence is sequential; mamba_ssm's CUDA kernel keeps it in
+SRAM): per token, with dt (b, d_inner), x (b, d_inner), B, C (b, N), state S (b, d_inner, N):
+
+    S <- exp(dt A) o S + (dt o x) B^T        (an outer product: one bmm, 2 b d_inner N)
+    y  = S C + D o x                          (one bmm, 2 b d_inner N)
+
+Jamba's dt/B/C RMSNorms (``bcdt_norm``) run on the x_proj outputs, with weights unless
+``bcdt_norm_weights`` is False (Falcon-Mamba).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lcprof.cost.kinds.mamba1 import Mamba1Dims
+from lcprof.measure.mixers.common import MixerState, causal_conv, core_dtype, fill_linear_weights, gather, materialize
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    xf = x.to(core_dtype(x.dtype))
+    y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return y if weight is None else weight * y
+
+
+class Mamba1Mixer(nn.Module):
+    """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
+
+    def __init__(self, dims: Mamba1Dims, *, seed: int = 0, materialize_weights: bool = True) -> None:
+        super().__init__()
+        self.dims = d = dims
+        R, N, di = d.rank, d.d_state, d.d_inner
+        with torch.device("meta"):
+            self.in_proj = nn.Linear(d.hidden, 2 * di, bias=d.proj_bias)
+            self.conv_weight = nn.Parameter(torch.empty(di, 1, d.conv_kernel))
+            self.conv_bias = nn.Parameter(torch.empty(di)) if d.conv_bias else None
+            self.x_proj = nn.Linear(di, R + 2 * N, bias=False)
+            self.dt_proj = nn.Linear(R, di, bias=True)
+            self.A_log = nn.Parameter(torch.empty(di, N))
+            self.D = nn.Parameter(torch.empty(di))
+            if d.bcdt_norm and d.bcdt_norm_weights:
+                self.dt_norm = nn.Parameter(torch.empty(R))
+                self.b_norm = nn.Parameter(torch.empty(N))
+                self.c_norm = nn.Parameter(torch.empty(N))
+            self.out_proj = nn.Linear(di, d.hidden, bias=d.proj_bias)
+        if materialize_weights:
+            materialize(self)
+            self._init(seed)
+
+    @torch.no_grad()
+    def _init(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(int(seed) * 7919 + 1)
+        fill_linear_weights(self, g, skip=("A_log", "D", "bias"))
+        d = self.dims
+        # S4D-real init A_c = -(1..N); dt in [1e-3, 1e-1] through dt_proj's bias (softplus^-1)
+        self.A_log.copy_(torch.log(torch.arange(1, d.d_state + 1, dtype=torch.float64)).expand(d.d_inner, -1))
+        self.D.fill_(1.0)
+        dt = torch.exp(torch.rand(d.d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        if self.conv_bias is not None:
+            self.conv_bias.copy_(0.1 * torch.randn(d.d_inner, generator=g))
+        for lin in (self.in_proj, self.out_proj):
+            if lin.bias is not None:
+                lin.bias.copy_(0.1 * torch.randn(lin.bias.shape, generator=g))
+
+    def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
+        d = self.dims
+        p = self.out_proj.weight
+        dtype, device = dtype or p.dtype, device or p.device
+        return MixerState(torch.zeros(batch, d.d_inner, d.conv_kernel - 1, dtype=dtype, device=device),
+                          torch.zeros(batch, d.d_inner, d.d_state, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
+                state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
+        d = self.dims
+        b, m, _ = x.shape
+        di, N, R = d.d_inner, d.d_state, d.rank
+        xz = self.in_proj(x)  # (b, m, 2 di)
+        conv, conv_state = causal_conv(xz[..., :di], self.conv_weight, self.conv_bias,
+                                       None if state is None else state.conv)
+        xs = conv.transpose(1, 2)  # (b, m, di) view
+        dbc = self.x_proj(xs)  # (b, m, R + 2N)
+        dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
+        if d.bcdt_norm:
+            w = (lambda nm: getattr(self, nm)) if d.bcdt_norm_weights else (lambda nm: None)
+            dt_low, Bm, Cm = _rms(dt_low, w("dt_norm"), d.eps), _rms(Bm, w("b_norm"), d.eps), _rms(Cm, w("c_norm"), d.eps)
+        sc = core_dtype(x.dtype)
+        dt = F.softplus(self.dt_proj(dt_low).to(sc))  # (b, m, di)
+        A = -torch.exp(self.A_log.to(sc))  # (di, N)
+        Dv = self.D.to(sc)
+        S = torch.zeros(b, di, N, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, di, N), sc)
+        y = torch.empty(b, m, di, dtype=x.dtype, device=x.device)
+        for t in range(m):
+            dtt = dt[:, t]  # (b, di)
+            xt = xs[:, t].to(sc)  # (b, di)
+            S.mul_(torch.exp(dtt[..., None] * A))
+            S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
+            yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
+            y[:, t] = yt.addcmul_(xt, Dv)
+        del dt, dbc, conv, xs
+        new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
+        del S
+        out = y * F.silu(xz[..., di:])
+        del y, xz
+        return self.out_proj(out), new_state

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lcprof.cost import masks
-from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, group_layers, layer_ops, lm_head_op)
+from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, check_priced, group_layers, layer_ops,
+                             lm_head_op)
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, ModelSpec, param_counts
@@ -117,14 +118,18 @@ def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1
 # Memory
 # ----------------------------------------------------------------------------------------------
 
-def kv_heads_per_gpu(spec: ModelSpec, tp: int = 1) -> int:
-    """KV heads each tensor-parallel rank holds; heads are replicated when tp exceeds them."""
+def kv_heads_per_gpu(spec: ModelSpec, tp: int = 1, dims=None) -> int:
+    """KV heads each tensor-parallel rank holds; heads are replicated when tp exceeds them.
+
+    ``dims``: a layer's ``AttnDims`` (``spec.attn_dims(layer)``); default the model's shapes."""
     if tp <= 0:
         raise LcprofError(f"tensor-parallel degree must be positive, got {tp}")
-    kvh = spec.n_kv_heads
-    if spec.n_heads % tp:
+    n_heads, kvh = (spec.n_heads, spec.n_kv_heads) if dims is None else (dims.n_heads, dims.n_kv_heads)
+    if kvh <= 0:
+        raise LcprofError(f"{spec.name} has no attention layers: no KV heads to shard")
+    if n_heads % tp:
         raise LcprofError(
-            f"TP={tp} does not divide {spec.name}'s {spec.n_heads} query heads; use a divisor of it"
+            f"TP={tp} does not divide {spec.name}'s {n_heads} query heads; use a divisor of it"
         )
     if kvh >= tp:
         if kvh % tp:
@@ -136,16 +141,27 @@ def kv_heads_per_gpu(spec: ModelSpec, tp: int = 1) -> int:
 
 
 def kv_bytes_per_token_by_layer(spec: ModelSpec, kv_dtype: str = "bf16", tp: int = 1) -> np.ndarray:
-    """Bytes one token adds to each layer's cache on one GPU (before any window cap)."""
+    """Bytes one token adds to each layer's cache on one GPU (before any window cap).
+
+    Only attention layers hold KV; a layer without attention holds none (its constant state is not
+    KV). A sparse (DSA) layer caches its MLA latent and its indexer's key for every token.
+    """
     s = dtype_bytes(kv_dtype)
-    if spec.mla is not None:
-        # The compressed latent + shared rope key, one copy per layer; not split by heads under TP.
-        per = spec.mla.cache_dim * s
-        if tp <= 0:
-            raise LcprofError(f"tensor-parallel degree must be positive, got {tp}")
-        return np.full(spec.n_layers, per, dtype=np.float64)
-    per = kv_heads_per_gpu(spec, tp) * (spec.head_dim + spec.v_head_dim) * s
-    return np.full(spec.n_layers, per, dtype=np.float64)
+    if tp <= 0:
+        raise LcprofError(f"tensor-parallel degree must be positive, got {tp}")
+    out = np.zeros(spec.n_layers, dtype=np.float64)
+    for i, layer in enumerate(spec.layers):
+        if not layer.has_attention:
+            continue
+        if spec.mla is not None:
+            # The compressed latent + shared rope key, one copy per layer; not split by heads under TP.
+            out[i] = spec.mla.cache_dim * s
+        else:
+            d = spec.attn_dims(layer)
+            out[i] = kv_heads_per_gpu(spec, tp, d) * (d.head_dim + d.v_head_dim) * s
+        if layer.attn == "sparse":
+            out[i] += spec.indexer.cache_elements_per_token * s
+    return out
 
 
 def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16", tp: int = 1) -> int:
@@ -158,7 +174,12 @@ def kv_tokens_by_layer(spec: ModelSpec, n) -> np.ndarray:
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     rows = []
     for layer in spec.layers:
-        rows.append(masks.kv_tokens_attended(layer.attn, n_arr, layer.window))
+        if not layer.has_attention:
+            rows.append(np.zeros_like(n_arr))
+        elif layer.attn == "sparse":
+            rows.append(n_arr)  # top-k selects among every cached key: all n are kept
+        else:
+            rows.append(masks.kv_tokens_attended(layer.attn, n_arr, layer.window))
     return np.vstack(rows)
 
 
@@ -179,8 +200,8 @@ def weight_bytes(spec: ModelSpec, dtype: str = "bf16", tp: int = 1) -> int:
     s = dtype_bytes(dtype)
     pc = param_counts(spec)
     norms = pc["norm_params"]
-    if spec.mla is None:
-        kv_proj = spec.n_layers * spec.hidden_size * spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
+    if spec.mla is None and spec.has_attention:
+        kv_proj = pc["kv_proj_params"]  # the attention layers' K/V projections
         kv_per_gpu = kv_proj * kv_heads_per_gpu(spec, tp) / spec.n_kv_heads
     else:
         kv_proj = kv_per_gpu = 0
@@ -247,7 +268,8 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     if mla_form not in ("naive", "absorbed"):
         raise LcprofError(f"unknown MLA form {mla_form!r}; use naive or absorbed")
     s = dtype_bytes(dtype)
-    lyr = layer if isinstance(layer, LayerSpec) else spec.layers[int(layer)]
+    lyr = layer if isinstance(layer, LayerSpec) else spec.layer(layer)
+    check_priced(spec, lyr)
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     keys = n_arr + prefix
     b = float(batch)

@@ -110,6 +110,32 @@ def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.
     return Op(name, flops, flops, nbytes)
 
 
+#: Attention masks the ops below price.
+PRICED_MASKS = ("global", "sliding", "chunked")
+
+
+def check_priced(spec: ModelSpec, layer: LayerSpec) -> None:
+    """Refuse, in one line naming the layer, a layer kind the ops below do not price (linear-time
+    mixers, sparse attention, layers without an MLP, per-layer attention dims, gated attention
+    output) instead of costing it as plain attention."""
+    why = []
+    if layer.mixers != ("attention",):
+        why.append("token mixers " + ("+".join(layer.mixers) or "none (MLP only)"))
+    elif layer.attn not in PRICED_MASKS:
+        why.append(f"{layer.attn} attention")
+    if not layer.mlp:
+        why.append("no MLP")
+    if layer.has_attention and layer.dims is not None:
+        why.append("per-layer attention dims")
+    if layer.has_attention and spec.attn_output_gate:
+        why.append("gated attention output")
+    if why:
+        idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
+        where = f"layer {idx}" if idx is not None else "a layer"
+        raise LcprofError(f"{spec.name}: {where} is {layer.kind} ({'; '.join(why)}): the cost model "
+                          "does not price this layer kind yet (hybrid layers, issue 14)")
+
+
 def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1, dtype: str = "bf16",
               family: str = "useful", causal: bool = True, tile: tuple[int, int] = DEFAULT_TILE,
               mla_form: str | None = None, elementwise: str = "unfused") -> list[Op]:
@@ -119,6 +145,7 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
     latent space, the up-projections folded into q and o; ``cost`` picks it for decode).
     ``elementwise``: ``unfused`` or ``fused`` (see ``ELEMENTWISE``).
     """
+    check_priced(spec, layer)
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
     if elementwise not in ELEMENTWISE:

@@ -84,7 +84,8 @@ def inv_freq(rope: RopeSpec, n: int | None = None) -> tuple[np.ndarray, float]:
         low_wl = orig / rope.low_freq_factor
         high_wl = orig / rope.high_freq_factor
         wl = 2 * math.pi / base
-        smooth = (orig / wl - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+        band = rope.high_freq_factor - rope.low_freq_factor  # 0 (Llama-4-Scout-Instruct): no smooth band
+        smooth = (orig / wl - rope.low_freq_factor) / band if band > 0 else np.zeros_like(wl)
         blended = (1 - smooth) * base / rope.factor + smooth * base
         out = np.where(wl < high_wl, base, np.where(wl > low_wl, base / rope.factor, blended))
         return out, 1.0

@@ -1,0 +1,124 @@
+"""One decoder layer: which token mixers it runs, its attention mask, and its MLP.
+
+A model is a schedule of layers (``ModelSpec.layers``). Each layer has
+
+* ``mixers`` -- the token mixers it runs on the normed input, in parallel when there are several:
+  ``("attention",)`` (the default), ``("mamba2",)``, ``("gated_deltanet",)``, ...,
+  ``("attention", "mamba2")`` for Falcon-H1's parallel layer, ``()`` for an MLP-only layer
+  (Nemotron-H's ``-`` and ``E`` blocks);
+* ``attn`` -- the attention mask of its attention mixer (all causal; ``"none"`` when the layer has
+  no attention mixer)::
+
+      global   query i attends keys 0..i
+      sliding  window W: keys j with i - W < j <= i            (W keys including itself)
+      chunked  chunk C: keys j with j // C == i // C, j <= i   (Llama 4's local layers)
+      sparse   top-k: min(i + 1, k) keys chosen among 0..i by an indexer (DeepSeek DSA);
+               every key stays cached, the indexer's keys too
+
+* ``moe`` / ``mlp`` -- whether the layer has an MLP (``mlp``) and whether it is routed (``moe``);
+* ``dims`` -- per-layer attention dims when they differ from the model's (MiMo-V2's sliding
+  layers); read them through ``ModelSpec.attn_dims(layer)``, never from the model fields directly;
+* ``sinks`` -- a learned sink logit per head (gpt-oss, MiMo-V2's sliding layers): one extra
+  softmax column per query, ``n_heads`` parameters.
+
+No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from lcprof.errors import LcprofError
+
+#: Attention masks an attention mixer can have ("none": the layer has no attention mixer).
+ATTN_KINDS = ("global", "sliding", "chunked", "sparse", "none")
+
+#: Token mixers a layer can run. ``attention`` is softmax attention (MHA/GQA/MQA/MLA); the others
+#: are linear in n and hold a constant state per request (see ``lcprof.spec.mixers``).
+MIXER_KINDS = ("attention", "mamba", "mamba2", "gated_deltanet", "lightning")
+
+
+class AttnDims(NamedTuple):
+    """A layer's attention shapes: query heads, KV heads, query/key head dim, value head dim."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    v_head_dim: int
+
+    def check(self, where: str) -> None:
+        for nm, v in zip(self._fields, self):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise LcprofError(f"{where}: attention {nm} must be a positive integer, got {v!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise LcprofError(f"{where}: {self.n_heads} query heads are not a multiple of "
+                              f"{self.n_kv_heads} KV heads")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One decoder layer (see the module docstring). ``LayerSpec()`` is a global-attention layer
+    with a dense MLP; ``LayerSpec(attn="sliding", window=4096, moe=True)`` a sliding one with MoE."""
+
+    attn: str = "global"
+    window: int | None = None  # sliding window W or chunk size C
+    moe: bool = False
+    rope: bool = True  # False for NoPE layers (Llama 4 global layers, Jamba)
+    mixers: tuple[str, ...] = ("attention",)
+    mlp: bool = True
+    dims: AttnDims | None = None  # per-layer attention dims (None: the model's)
+    top_k: int | None = None  # keys per query of a sparse (DSA) layer
+    sinks: bool = False
+
+    def __post_init__(self) -> None:
+        mixers = tuple(self.mixers)
+        object.__setattr__(self, "mixers", mixers)
+        for m in mixers:
+            if m not in MIXER_KINDS:
+                raise LcprofError(f"unknown token mixer {m!r}; known: {', '.join(MIXER_KINDS)}")
+        if len(set(mixers)) != len(mixers):
+            raise LcprofError(f"a layer lists a token mixer twice: {mixers}")
+        has_attn = "attention" in mixers
+        if not has_attn and self.attn == "global" and self.window is None:
+            object.__setattr__(self, "attn", "none")  # the default mask of a layer without attention
+        if self.attn not in ATTN_KINDS:
+            raise LcprofError(f"unknown attention kind {self.attn!r}; known: {', '.join(ATTN_KINDS)}")
+        if has_attn == (self.attn == "none"):
+            raise LcprofError(f"attention kind {self.attn!r} does not fit token mixers {mixers}")
+        if self.attn in ("global", "sparse", "none"):
+            if self.window is not None:
+                raise LcprofError(f"a {self.attn} layer has no window")
+        elif isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0:
+            raise LcprofError(f"a {self.attn} layer needs a positive window, got {self.window!r}")
+        if self.attn == "sparse":
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k <= 0:
+                raise LcprofError(f"a sparse layer needs a positive top_k, got {self.top_k!r}")
+        elif self.top_k is not None:
+            raise LcprofError(f"a {self.attn} layer has no top_k")
+        if self.moe and not self.mlp:
+            raise LcprofError("a layer without an MLP cannot have an MoE MLP")
+        if not has_attn and (self.dims is not None or self.sinks):
+            raise LcprofError("attention dims or sinks on a layer without attention")
+        if self.dims is not None:
+            if not isinstance(self.dims, AttnDims):
+                object.__setattr__(self, "dims", AttnDims(*self.dims))
+            self.dims.check("layer")
+
+    @property
+    def has_attention(self) -> bool:
+        return "attention" in self.mixers
+
+    @property
+    def kind(self) -> str:
+        """A short label: ``sliding:4096``, ``mamba2``, ``attention+mamba2``, ``mlp`` (MLP only)."""
+        parts = []
+        for m in self.mixers:
+            if m == "attention":
+                label = self.attn if self.window is None else f"{self.attn}:{self.window}"
+                if self.attn == "sparse":
+                    label = f"sparse:top{self.top_k}"
+                parts.append(label)
+            else:
+                parts.append(m)
+        return "+".join(parts) if parts else "mlp"

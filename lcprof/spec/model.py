@@ -1,0 +1,200 @@
+"""What a model *is*: a frozen, validated ``ModelSpec`` -- a schedule of layers plus the shapes of
+each kind of layer it uses. Built from a HuggingFace ``config.json`` by ``lcprof.spec.config``.
+
+The model-level attention fields (``n_heads``, ``n_kv_heads``, ``head_dim``, ``v_head_dim``) are the
+attention layers' shapes (0 when the model has no attention layer at all, e.g. Falcon-Mamba); a layer
+may override them (``LayerSpec.dims``). Consumers ask ``attn_dims(layer)`` for a layer's shapes and
+``mixer(kind)`` for a linear mixer's spec; they never special-case a model family. No torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lcprof.errors import LcprofError
+from lcprof.spec.attention import QK_NORMS, MLASpec
+from lcprof.spec.layers import AttnDims, LayerSpec
+from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, LightningSpec, Mamba2Spec, MambaSpec
+from lcprof.spec.moe import MoESpec
+from lcprof.spec.rope import RopeSpec
+
+#: Mixer kind -> the ModelSpec field holding its spec.
+MIXER_FIELDS = {"mamba": "mamba", "mamba2": "mamba2", "gated_deltanet": "gated_deltanet",
+                "lightning": "lightning"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only model, exactly as much of it as cost needs."""
+
+    name: str
+    model_type: str
+    n_layers: int
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int  # query/key head dim (MLA: nope + rope)
+    v_head_dim: int
+    intermediate_size: int  # dense MLP width
+    mlp_gated: bool
+    vocab_size: int
+    tie_embeddings: bool
+    max_position_embeddings: int
+    layers: tuple[LayerSpec, ...]
+    original_max_position_embeddings: int | None = None
+    rope: RopeSpec | None = None
+    mla: MLASpec | None = None
+    moe: MoESpec | None = None
+    qkv_bias: bool = False
+    norms_per_layer: int = 2
+    torch_dtype: str | None = None
+    source: str | None = None
+    published_params: int | None = None
+    published_active_params: int | None = None
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
+    # ---- attention variants (see lcprof.spec.attention) -------------------------------------
+    o_bias: bool = False
+    qk_norm: str = "none"
+    attn_output_gate: bool = False
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    query_pre_attn_scalar: float | None = None
+    # ---- MLP and norms --------------------------------------------------------------------------
+    mlp_bias: bool = False
+    norm_bias: bool = False  # LayerNorm with a bias (GPT-NeoX, Falcon) instead of RMSNorm
+    # ---- linear-time mixers and the sparse-attention indexer (lcprof.spec.mixers) --------------
+    mamba: MambaSpec | None = None
+    mamba2: Mamba2Spec | None = None
+    gated_deltanet: GatedDeltaNetSpec | None = None
+    lightning: LightningSpec | None = None
+    indexer: IndexerSpec | None = None
+    # ---- where it came from ---------------------------------------------------------------------
+    text_model_of: str | None = None  # the multimodal wrapper's model_type when read from text_config
+    ignored_fields: tuple[str, ...] = ()  # fields the loader did not understand (--allow-unknown)
+
+    def __post_init__(self) -> None:
+        where = f"model {self.name!r}"
+        for nm in ("n_layers", "hidden_size", "vocab_size", "max_position_embeddings"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise LcprofError(f"{where}: {nm} must be a positive integer, got {v!r}")
+        if len(self.layers) != self.n_layers:
+            raise LcprofError(f"{where}: {len(self.layers)} layer specs for {self.n_layers} layers")
+        if self.has_attention:
+            AttnDims(self.n_heads, self.n_kv_heads, self.head_dim, self.v_head_dim).check(where)
+        else:
+            for nm in ("n_heads", "n_kv_heads", "head_dim", "v_head_dim"):
+                v = getattr(self, nm)
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise LcprofError(f"{where}: {nm} must be an integer >= 0, got {v!r}")
+        if not isinstance(self.intermediate_size, int) or self.intermediate_size < 0:
+            raise LcprofError(f"{where}: intermediate_size must be >= 0")
+        dense = [i for i, layer in enumerate(self.layers) if layer.mlp and not layer.moe]
+        if dense and self.intermediate_size <= 0:
+            raise LcprofError(f"{where}: layer {dense[0]} has a dense MLP but intermediate_size is 0")
+        if any(layer.moe for layer in self.layers) and self.moe is None:
+            raise LcprofError(f"{where}: MoE layers but no MoE spec")
+        if self.mla is not None and self.mla.qk_head_dim != self.head_dim:
+            raise LcprofError(f"{where}: MLA head dims disagree with head_dim")
+        if self.qk_norm not in QK_NORMS:
+            raise LcprofError(f"{where}: qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
+        for i, layer in enumerate(self.layers):
+            for m in layer.mixers:
+                if m != "attention" and getattr(self, MIXER_FIELDS[m]) is None:
+                    raise LcprofError(f"{where}: layer {i} runs {m} but the model has no {m} spec")
+            if layer.attn == "sparse" and self.indexer is None:
+                raise LcprofError(f"{where}: layer {i} is sparse attention but the model has no indexer spec")
+            if layer.dims is not None and self.mla is not None:
+                raise LcprofError(f"{where}: per-layer attention dims are not defined for MLA")
+        for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
+            v = getattr(self, nm)
+            if v is not None and not (isinstance(v, (int, float)) and v > 0 and v < float("inf")):
+                raise LcprofError(f"{where}: {nm} must be a positive finite number or null, got {v!r}")
+
+    # ----- derived facts -------------------------------------------------------------------
+    @property
+    def has_attention(self) -> bool:
+        return any(layer.has_attention for layer in self.layers)
+
+    def layer(self, layer: int | LayerSpec) -> LayerSpec:
+        """A layer by index (range-checked) or the LayerSpec itself."""
+        if isinstance(layer, LayerSpec):
+            return layer
+        i = int(layer)
+        if not 0 <= i < self.n_layers:
+            raise LcprofError(f"layer index {layer} out of range 0..{self.n_layers - 1}")
+        return self.layers[i]
+
+    def attn_dims(self, layer: int | LayerSpec) -> AttnDims:
+        """(n_heads, n_kv_heads, head_dim, v_head_dim) of a layer's attention -- the one accessor for
+        per-layer attention shapes (MLA: n_kv_heads = n_heads, head_dim = nope + rope dims)."""
+        lyr = self.layer(layer)
+        if not lyr.has_attention:
+            raise LcprofError(f"{self.name}: layer {lyr.kind} has no attention")
+        if lyr.dims is not None:
+            return lyr.dims
+        return AttnDims(self.n_heads, self.n_kv_heads, self.head_dim, self.v_head_dim)
+
+    def mixer(self, kind: str):
+        """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``lightning``)."""
+        if kind not in MIXER_FIELDS:
+            raise LcprofError(f"unknown mixer kind {kind!r}; known: {', '.join(MIXER_FIELDS)}")
+        spec = getattr(self, MIXER_FIELDS[kind])
+        if spec is None:
+            raise LcprofError(f"{self.name} has no {kind} layers")
+        return spec
+
+    def mlp_width(self, layer: LayerSpec) -> int:
+        """The MLP's intermediate width per token in ``layer``: the MoE active width, the dense one,
+        or 0 for a layer without an MLP."""
+        if not layer.mlp:
+            return 0
+        return self.moe.active_width if (layer.moe and self.moe is not None) else self.intermediate_size
+
+    @property
+    def gqa_group(self) -> int:
+        """Query heads per KV head (of the model-level attention shapes)."""
+        if self.n_kv_heads == 0:
+            raise LcprofError(f"{self.name} has no attention layers")
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def attention_type(self) -> str:
+        """MHA, GQA, MQA, MLA, or none."""
+        if not self.has_attention:
+            return "none"
+        if self.mla is not None:
+            return "MLA"
+        if self.n_kv_heads == self.n_heads:
+            return "MHA"
+        if self.n_kv_heads == 1:
+            return "MQA"
+        return "GQA"
+
+    @property
+    def layer_kinds(self) -> dict[str, int]:
+        """Count of layers per kind, e.g. {'sliding:4096': 21, 'global': 21} or
+        {'gated_deltanet': 36, 'global': 12}."""
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            out[layer.kind] = out.get(layer.kind, 0) + 1
+        return out
+
+    @property
+    def mixer_counts(self) -> dict[str, int]:
+        """Layers per token mixer ('attention', 'mamba2', ...; 'mlp' for MLP-only layers)."""
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            for m in layer.mixers or ("mlp",):
+                out[m] = out.get(m, 0) + 1
+        return out
+
+    def with_layers(self, layers: tuple[LayerSpec, ...]) -> "ModelSpec":
+        return dataclasses.replace(self, layers=tuple(layers), n_layers=len(layers))
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)

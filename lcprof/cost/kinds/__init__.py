@@ -1,19 +1,44 @@
 """Layer kinds of the cost model beyond softmax attention: the linear-time mixers.
 
-Each kind is a frozen dims dataclass answering the same questions -- ``params()``,
-``ops(n, prefix, batch=, dtype=, state_dtype=)`` (FLOPs executed and useful, bytes; chunked prefill,
-recurrent decode), ``state_shapes(tp)`` and ``state_bytes(dtype, state_dtype=, tp=)`` (constant in n),
-``activation_steps(...)`` (bytes live at each step of lcprof's measured layer) -- so that consumers
-ask the kind, never the model family. No torch.
+The shapes are the spec's (``lcprof.spec.mixers``: ``MambaSpec``, ``Mamba2Spec``,
+``GatedDeltaNetSpec``, ``LightningSpec`` -- their ``linears()``/``other_params()`` are the
+parameters, ``state_elements()`` the state); each kind here answers, for its spec,
+``ops(m, n, prefix, batch=, dtype=, state_dtype=, chunk=)`` (FLOPs executed and useful, bytes;
+chunked prefill, recurrent decode), ``state_elements(m, tp)`` and ``state_bytes(m, dtype,
+state_dtype=, tp=)`` (constant in n) and ``activation_steps(m, n, ...)`` (bytes live at each step of
+lcprof's measured layer), so that consumers ask the kind, never the model family. No torch.
 """
 
 from __future__ import annotations
 
-from lcprof.cost.kinds.deltanet import GatedDeltaNetDims
-from lcprof.cost.kinds.lightning import LightningDims
-from lcprof.cost.kinds.mamba1 import Mamba1Dims
-from lcprof.cost.kinds.mamba2 import Mamba2Dims
+from types import ModuleType
 
-MIXER_DIMS = {cls.kind: cls for cls in (Mamba1Dims, Mamba2Dims, GatedDeltaNetDims, LightningDims)}
+from lcprof.cost.kinds import deltanet, lightning, mamba1, mamba2
+from lcprof.errors import LcprofError
 
-__all__ = ["MIXER_DIMS", "GatedDeltaNetDims", "LightningDims", "Mamba1Dims", "Mamba2Dims"]
+#: Mixer kind (``LayerSpec.mixers`` names) -> its module.
+KINDS: dict[str, ModuleType] = {"mamba": mamba1, "mamba2": mamba2, "gated_deltanet": deltanet, "lightning": lightning}
+
+#: How a summary names each kind ("12 attention + 36 Gated DeltaNet").
+LABELS = {"attention": "attention", "mamba": "Mamba", "mamba2": "Mamba-2", "gated_deltanet": "Gated DeltaNet",
+          "lightning": "lightning attention"}
+
+
+def kind_of(mixer) -> ModuleType:
+    """The cost module of a mixer spec (by its ``kind``); unknown kinds are refused."""
+    try:
+        return KINDS[mixer.kind]
+    except (KeyError, AttributeError):
+        raise LcprofError(f"no cost model for mixer {getattr(mixer, 'kind', mixer)!r}; "
+                          f"priced: {', '.join(KINDS)}") from None
+
+
+def mixer_ops(mixer, n, prefix=0, **kw):
+    return kind_of(mixer).ops(mixer, n, prefix, **kw)
+
+
+def mixer_state_bytes(mixer, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
+    return kind_of(mixer).state_bytes(mixer, dtype, state_dtype=state_dtype, tp=tp)
+
+
+__all__ = ["KINDS", "LABELS", "kind_of", "mixer_ops", "mixer_state_bytes"]

@@ -1,5 +1,8 @@
 """Shared pieces of the linear-time mixer kinds: chunk sums, projections, the causal conv, state.
 
+The shapes come from the spec (``lcprof.spec.mixers``: ``linears()``, ``other_params()``,
+``state_elements()``, the one source of each kind's parameters and state); this package prices them.
+
 FLOPs count 2 per multiply-add of the contractions a mixer runs -- projections, the depthwise
 causal convolution, the chunked matrix products, and the recurrent step's outer-product update and
 state read-out (each a matrix product with an inner dimension of 1 or of the state). Elementwise
@@ -14,6 +17,10 @@ state, for ``batch`` sequences. ``n == 1`` runs the recurrent step (the decode k
 form from the carried state (``mamba_chunk_scan_combined``, ``chunk_gated_delta_rule``). The prefix
 changes nothing but the state the step starts from: cost is independent of it.
 
+Bytes are the traffic of the engines' fused kernels (inputs read once, outputs and the state
+written once; the chunked kernels' per-chunk states), a model, not a count of lcprof's unfused
+torch layer: ``--elementwise`` does not change a mixer's bytes.
+
 No torch.
 """
 
@@ -25,23 +32,20 @@ from lcprof.cost.ops import Op, _linear
 from lcprof.errors import LcprofError
 from lcprof.units import dtype_bytes, dtype_name
 
-__all__ = ["Op", "linear", "chunk_sums", "conv_op", "state_dtype_bytes", "check_tp", "positive_ints"]
-
-linear = _linear
+__all__ = ["Op", "chunk_sums", "conv_op", "proj_ops", "state_bytes_of", "state_dtype_bytes", "check_tp"]
 
 
-def positive_ints(obj, names: tuple[str, ...], label: str) -> None:
-    """Validate dims fields: positive integers (``__post_init__`` of the dims dataclasses)."""
-    for nm in names:
-        v = getattr(obj, nm)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise LcprofError(f"{label}: {nm} must be a positive integer, got {v!r}")
+def proj_ops(mixer, tokens, s: float) -> list[Op]:
+    """One op per projection of the spec (``proj/<name>``): 2 * tokens * d_in * d_out FLOPs."""
+    return [_linear(f"proj/{lin.name}", tokens, lin.d_in, lin.d_out, s) for lin in mixer.linears()]
 
 
 def chunk_sums(n, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(chunks, sum of l^2, sum of l(l+1)/2) over the chunks of n tokens (the last one partial):
     a chunked kernel computes each chunk's full l x l products (executed) of which l(l+1)/2 pairs
     are causal (useful)."""
+    if isinstance(chunk, bool) or int(chunk) != chunk or chunk <= 0:
+        raise LcprofError(f"chunk size must be a positive integer, got {chunk!r}")
     n = np.asarray(n, dtype=np.float64)
     q = float(chunk)
     full = np.floor(n / q)
@@ -50,13 +54,13 @@ def chunk_sums(n, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return chunks, full * q * q + rem * rem, full * q * (q + 1) / 2 + rem * (rem + 1) / 2
 
 
-def conv_op(tokens, batch: float, channels: int, kernel: int, s: float, state_s: float) -> Op:
+def conv_op(tokens, batch: float, channels: int, kernel: int, s: float) -> Op:
     """Depthwise causal conv1d over ``channels``: 2 * tokens * channels * kernel FLOPs; reads the
     inputs, the weights and the carried (kernel - 1)-token conv state, writes the outputs and the
     new conv state."""
     t = np.asarray(tokens, dtype=np.float64)
     flops = 2.0 * t * channels * kernel
-    nbytes = s * (2 * t * channels + channels * kernel) + 2 * state_s * batch * channels * (kernel - 1)
+    nbytes = s * (2 * t * channels + channels * kernel) + 2 * s * batch * channels * (kernel - 1)
     return Op("mixer/conv", flops, flops, nbytes)
 
 
@@ -65,9 +69,19 @@ def state_dtype_bytes(dtype: str, override: str | None) -> float:
     return dtype_bytes(dtype_name(override if override is not None else dtype))
 
 
-def check_tp(heads: int, tp: int, what: str) -> int:
+def state_bytes_of(elements: dict[str, int], dtype: str, state_dtype: str | None) -> int:
+    """Bytes of a mixer's state: the conv state in the model dtype (vLLM's ``mamba_cache_dtype``
+    "auto"), the recurrent state in ``state_dtype`` (``mamba_ssm_cache_dtype``), default the model
+    dtype (vllm/model_executor/layers/mamba/mamba_utils.py, ``MambaStateDtypeCalculator``)."""
+    total = 0.0
+    for name, count in elements.items():
+        total += count * (dtype_bytes(dtype) if name == "conv" else state_dtype_bytes(dtype, state_dtype))
+    return int(round(total))
+
+
+def check_tp(count: int, tp: int, what: str) -> int:
     if isinstance(tp, bool) or int(tp) != tp or tp <= 0:
         raise LcprofError(f"tensor-parallel degree must be a positive integer, got {tp!r}")
-    if heads % tp:
-        raise LcprofError(f"TP={tp} does not divide the {heads} {what}; use a divisor of it")
-    return heads // tp
+    if count % tp:
+        raise LcprofError(f"TP={tp} does not divide the {count} {what}; use a divisor of it")
+    return count // tp

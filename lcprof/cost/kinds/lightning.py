@@ -1,11 +1,12 @@
-"""Lightning attention (MiniMax-Text-01 / MiniMax-M1): linear attention with a per-head decay.
+"""Lightning attention (MiniMax-Text-01 / MiniMax-M1): FLOPs, bytes, state of a ``LightningSpec``.
 
     x ─ qkv_proj ─ SiLU ─ q, k, v (H x d) ─ linear attention with decay ─ RMSNorm(H d) ─┐
     x ─ output_gate ─ sigmoid ───────────────────────────────────────────────────────── x ─ out_proj
 
 Per head with state KV (d x d) and decay lambda = exp(-slope_h), per token: KV <- lambda KV +
 k^T v, o = q KV (no softmax, no denominator: the output RMSNorm does the scaling). transformers'
-``MiniMaxLightningAttention`` and lcprof's torch layer run it per block of B tokens (l <= B):
+``MiniMaxLightningAttention`` and lcprof's torch layer run it per block of B tokens (``BLOCK`` =
+256, MiniMax's ``block_size``; l <= B):
     intra:   (Q K^T o lambda^(t-s), causal) @ V      2 l^2 d + 2 l^2 d
     inter:   (Q o lambda^(t+1)) @ KV                  2 l d^2
     update:  KV <- lambda^l KV + (K o lambda^(l-1-s))^T V   2 l d^2
@@ -18,67 +19,49 @@ No torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, linear, positive_ints, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, proj_ops, state_bytes_of, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
+#: Tokens per block (MiniMax-Text-01 / M1 ``block_size``; transformers' MiniMaxConfig default).
+BLOCK = 256
 
-@dataclass(frozen=True)
-class LightningDims:
-    hidden: int
-    heads: int
-    head_dim: int
-    block: int = 256
-    eps: float = 1e-6
 
-    kind: ClassVar[str] = "lightning"
-    label: ClassVar[str] = "lightning attention"
+def state_elements(m, tp: int = 1) -> dict[str, int]:
+    if tp == 1:
+        return m.state_elements()
+    return {"kv": check_tp(m.n_heads, tp, "lightning-attention heads") * m.head_dim * m.head_dim}
 
-    def __post_init__(self):
-        positive_ints(self, ("hidden", "heads", "head_dim", "block"), "lightning attention")
 
-    @property
-    def width(self) -> int:
-        return self.heads * self.head_dim
+def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
+    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
 
-    def params(self) -> dict[str, int]:
-        h, w = self.hidden, self.width
-        p = {"qkv_proj": 3 * h * w, "output_gate": h * w, "norm": w, "out_proj": w * h}
-        p["total"] = sum(p.values())
-        return p
 
-    def state_shapes(self, tp: int = 1) -> dict[str, tuple[int, ...]]:
-        return {"ssm": (check_tp(self.heads, tp, "lightning-attention heads"), self.head_dim, self.head_dim)}
-
-    def state_bytes(self, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-        return int(round(int(np.prod(self.state_shapes(tp)["ssm"])) * state_dtype_bytes(dtype, state_dtype)))
-
-    def ops(self, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None) -> list[Op]:
-        s = dtype_bytes(dtype)
-        ss = state_dtype_bytes(dtype, state_dtype)
-        n = np.asarray(n, dtype=np.float64)
-        b = float(batch)
-        t = b * n
-        H, d = self.heads, self.head_dim
-        step = n == 1
-        _, sq, tri = chunk_sums(n, self.block)
-        zero = np.zeros_like(t)
-        ops = [linear("proj/qkv", t, self.hidden, 3 * self.width, s),
-               linear("proj/gate", t, self.hidden, self.width, s)]
-        ops.append(Op("mixer/qk", np.where(step, 0.0, 2 * b * H * d * sq), np.where(step, 0.0, 2 * b * H * d * tri), zero))
-        ops.append(Op("mixer/intra_v", np.where(step, 0.0, 2 * b * H * d * sq),
-                      np.where(step, 0.0, 2 * b * H * d * tri), zero))
-        lin = 2 * t * H * d * d
-        ops.append(Op("mixer/state_read", lin, lin, zero))
-        ops.append(Op("mixer/state_write", lin, lin, zero))
-        core_io = s * t * 4 * self.width + 2 * ss * b * H * d * d  # q, k, v read, o written; state
-        ops.append(Op("mixer/core_io", zero, zero, core_io))
-        # SiLU on qkv (read, write), RMSNorm (read, write, weight), sigmoid gate (read, write) and
-        # the gate product (read 2, write 1)
-        ops.append(Op("mixer/norm", zero, zero, s * t * (6 + 2 + 2 + 3) * self.width + s * self.width))
-        ops.append(linear("proj/out", t, self.width, self.hidden, s))
-        return ops
+def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,
+        chunk: int | None = None) -> list[Op]:
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    n = np.asarray(n, dtype=np.float64)
+    b = float(batch)
+    t = b * n
+    H, d = m.n_heads, m.head_dim
+    w = H * d
+    step = n == 1
+    _, sq, tri = chunk_sums(n, chunk or BLOCK)
+    zero = np.zeros_like(t)
+    qkv, gate, out_proj = proj_ops(m, t, s)
+    out = [qkv, gate]
+    out.append(Op("mixer/qk", np.where(step, 0.0, 2 * b * H * d * sq), np.where(step, 0.0, 2 * b * H * d * tri), zero))
+    out.append(Op("mixer/intra_v", np.where(step, 0.0, 2 * b * H * d * sq),
+                  np.where(step, 0.0, 2 * b * H * d * tri), zero))
+    lin = 2 * t * H * d * d
+    out.append(Op("mixer/state_read", lin, lin, zero))
+    out.append(Op("mixer/state_write", lin, lin, zero))
+    core_io = s * t * 4 * w + 2 * ss * b * H * d * d  # q, k, v read, o written; the state
+    out.append(Op("mixer/core_io", zero, zero, core_io))
+    # SiLU on qkv (read, write), RMSNorm (read, write, weight), sigmoid gate (read, write) and
+    # the gate product (read 2, write 1)
+    out.append(Op("mixer/norm", zero, zero, s * t * (6 + 2 + 2 + 3) * w + s * w))
+    out.append(out_proj)
+    return out

@@ -1,143 +1,80 @@
-"""Mamba-2 / SSD mixer (Nemotron-H, Falcon-H1, Bamba, Zamba2): parameters, FLOPs, bytes, state.
+"""Mamba-2 / SSD mixer (Nemotron-H, Falcon-H1, Bamba, Zamba2): FLOPs, bytes, state of a
+``Mamba2Spec`` (whose ``linears()``/``other_params()`` are its parameters).
 
     x ─ in_proj ─┬─ z ──────────────────────────────────────────────┐
                  ├─ xBC ─ conv1d(K) ─ SiLU ─ x (H x P), B, C (G x N) ├─ gated RMSNorm ─ out_proj
                  └─ dt ─ softplus(dt + dt_bias) ─────────── SSD ─────┘   rmsnorm(y * silu(z))
 
-d_inner = heads x head_dim; conv channels = d_inner + 2 n_groups d_state; in_proj width =
-2 d_inner + 2 n_groups d_state + heads. Per head h with state S (head_dim x d_state), per token:
-S <- exp(dt A_h) S + dt x B^T, y = S C + D x (B, C shared by the heads of a group).
+d_inner = heads x head_dim; conv channels = d_inner + 2 n_groups d_state. Per head h with state S
+(head_dim x d_state), per token: S <- exp(dt A_h) S + dt x B^T, y = S C + D x (B, C shared by the
+heads of a group).
 
-Chunked prefill (chunk Q, each chunk of l <= Q tokens, as ``mamba_chunk_scan_combined`` and
-lcprof's torch layer run it), FLOPs per chunk, 2 per multiply-add:
+Chunked prefill (chunk Q = ``chunk_size``, each chunk of l <= Q tokens, as
+``mamba_chunk_scan_combined`` and lcprof's torch layer run it), FLOPs per chunk:
     C B^T per group                 2 G l^2 N      (l x N) @ (N x l)
     (C B^T o decay o dt) @ x        2 H l^2 P      (l x l) @ (l x P)
     C @ S^T (the carried state)     2 H l P N      (l x N) @ (N x P)
     (x o decay o dt)^T @ B          2 H l P N      (P x l) @ (l x N)  -> the chunk's new state
 The first two are quadratic in l: executed l^2, useful (causal) l(l+1)/2. Passing the state from
-chunk to chunk is a scale and an add (bytes only).
-Decode (n == 1, ``selective_state_update``): the outer product dt x B^T (2 H P N) and the read-out
-S C (2 H P N).
+chunk to chunk is a scale and an add (bytes only). Decode (n == 1, ``selective_state_update``):
+the outer product dt x B^T (2 H P N) and the read-out S C (2 H P N).
 
-State per sequence (vLLM ``MambaStateShapeCalculator.mamba2_state_shape``): conv
-(d_inner + 2 G N) x (K - 1) and SSM heads x head_dim x d_state, in the model dtype unless
-``mamba_ssm_cache_dtype`` (``state_dtype`` here) says otherwise -- vLLM
-vllm/model_executor/layers/mamba/mamba_utils.py (``MambaStateDtypeCalculator``).
+State per sequence (``Mamba2Spec.state_elements``; under TP vLLM's
+``MambaStateShapeCalculator.mamba2_state_shape``: heads split, groups split or replicated
+(``extra_groups_for_head_shards``)): conv in the model dtype, SSM in the model dtype unless
+``mamba_ssm_cache_dtype`` (``state_dtype``) says otherwise (``MambaStateDtypeCalculator``,
+vllm/model_executor/layers/mamba/mamba_utils.py).
 No torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, linear, positive_ints, state_dtype_bytes
-from lcprof.errors import LcprofError
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, proj_ops, state_bytes_of, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
 
-@dataclass(frozen=True)
-class Mamba2Dims:
-    hidden: int
-    heads: int
-    head_dim: int
-    d_state: int
-    n_groups: int = 1
-    conv_kernel: int = 4
-    chunk: int = 256
-    conv_bias: bool = True
-    proj_bias: bool = False
-    norm_groups: int | None = None  # groups of the gated RMSNorm (mamba_ssm: n_groups); None -> n_groups
-    norm: bool = True  # gated RMSNorm (Falcon-H1's mamba_rms_norm=False: y * silu(z) only)
-    eps: float = 1e-5
+def state_elements(m, tp: int = 1) -> dict[str, int]:
+    """Per sequence on one of ``tp`` ranks (``Mamba2Spec.state_elements`` at tp = 1)."""
+    if tp == 1:
+        return m.state_elements()
+    heads = check_tp(m.n_heads, tp, "Mamba-2 heads")
+    groups = m.n_groups + (0 if m.n_groups % tp == 0 else tp - m.n_groups)
+    conv = check_tp(m.d_inner + 2 * groups * m.d_state, tp, "Mamba-2 conv channels")
+    return {"conv": conv * (m.d_conv - 1), "ssm": heads * m.head_dim * m.d_state}
 
-    kind: ClassVar[str] = "mamba2"
-    label: ClassVar[str] = "Mamba-2"
 
-    def __post_init__(self):
-        positive_ints(self, ("hidden", "heads", "head_dim", "d_state", "n_groups", "conv_kernel", "chunk"), "Mamba-2")
-        if self.heads % self.n_groups:
-            raise LcprofError(f"Mamba-2: {self.heads} heads are not a multiple of n_groups {self.n_groups}")
-        if self.d_inner % self.norm_group_count:
-            raise LcprofError(f"Mamba-2: d_inner {self.d_inner} is not a multiple of the norm's groups")
+def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,
+        chunk: int | None = None) -> list[Op]:
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    n = np.asarray(n, dtype=np.float64)
+    b = float(batch)
+    t = b * n
+    H, P, N, G = m.n_heads, m.head_dim, m.d_state, m.n_groups
+    step = n == 1  # the recurrent decode kernel; chunked otherwise
+    chunks, sq, tri = chunk_sums(n, chunk or m.chunk_size)
+    zero = np.zeros_like(t)
+    state_elems = b * H * P * N
+    in_proj, out_proj = proj_ops(m, t, s)
+    out = [in_proj, conv_op(t, b, m.conv_dim, m.d_conv, s)]
+    out.append(Op("mixer/intra_cb", np.where(step, 0.0, 2 * b * G * N * sq), np.where(step, 0.0, 2 * b * G * N * tri),
+                  np.where(step, 0.0, 2 * 4 * b * G * sq)))  # C B^T written and read back (fp32)
+    out.append(Op("mixer/intra_x", np.where(step, 0.0, 2 * b * H * P * sq), np.where(step, 0.0, 2 * b * H * P * tri),
+                  zero))
+    lin = 2 * t * H * P * N
+    out.append(Op("mixer/state_read", lin, lin, zero))  # C S^T (decode: S C)
+    out.append(Op("mixer/state_write", lin, lin, zero))  # x^T B (decode: dt x B^T)
+    # x, B, C (model dtype) and dt (fp32) read, y written, the state read and written; the
+    # chunked kernels also write each chunk's state (fp32) and read it back
+    core_io = s * t * (m.d_inner + 2 * G * N) + 4 * t * H + s * t * m.d_inner + 2 * ss * state_elems
+    out.append(Op("mixer/core_io", zero, zero, core_io + np.where(step, 0.0, 2 * 4 * chunks * state_elems)))
+    # gated RMSNorm: read y and z, write the output, read the weight
+    out.append(Op("mixer/norm", zero, zero, s * t * 3 * m.d_inner + (s * m.d_inner if m.norm else 0)))
+    out.append(out_proj)
+    return out
 
-    @property
-    def d_inner(self) -> int:
-        return self.heads * self.head_dim
 
-    @property
-    def norm_group_count(self) -> int:
-        return self.n_groups if self.norm_groups is None else self.norm_groups
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_inner + 2 * self.n_groups * self.d_state
-
-    @property
-    def in_proj_width(self) -> int:
-        return 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.heads
-
-    # ----- parameters -----------------------------------------------------------------------
-    def params(self) -> dict[str, int]:
-        h, w = self.hidden, self.in_proj_width
-        p = {
-            "in_proj": h * w + (w if self.proj_bias else 0),
-            "conv": self.conv_dim * self.conv_kernel + (self.conv_dim if self.conv_bias else 0),
-            "dt_bias": self.heads, "A_log": self.heads, "D": self.heads,
-            "norm": self.d_inner if self.norm else 0,
-            "out_proj": self.d_inner * h + (h if self.proj_bias else 0),
-        }
-        p["total"] = sum(p.values())
-        return p
-
-    # ----- state --------------------------------------------------------------------------
-    def state_shapes(self, tp: int = 1) -> dict[str, tuple[int, ...]]:
-        """Per sequence on one of ``tp`` ranks (heads, and the groups, split; vLLM replicates
-        groups when tp does not divide them: ``extra_groups_for_head_shards``)."""
-        heads = check_tp(self.heads, tp, "Mamba-2 heads")
-        groups = self.n_groups + (0 if self.n_groups % tp == 0 else tp - self.n_groups)
-        conv = (self.d_inner + 2 * groups * self.d_state) // tp
-        return {"conv": (conv, self.conv_kernel - 1), "ssm": (heads, self.head_dim, self.d_state)}
-
-    def state_bytes(self, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-        """Conv state in ``dtype``, SSM state in ``state_dtype`` (default ``dtype``), per sequence."""
-        sh = self.state_shapes(tp)
-        conv = sh["conv"][0] * sh["conv"][1] * dtype_bytes(dtype)
-        ssm = int(np.prod(sh["ssm"])) * state_dtype_bytes(dtype, state_dtype)
-        return int(round(conv + ssm))
-
-    # ----- FLOPs and bytes ----------------------------------------------------------------------
-    def ops(self, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None) -> list[Op]:
-        s = dtype_bytes(dtype)
-        ss = state_dtype_bytes(dtype, state_dtype)
-        n = np.asarray(n, dtype=np.float64)
-        b = float(batch)
-        t = b * n
-        H, P, N, G = self.heads, self.head_dim, self.d_state, self.n_groups
-        step = n == 1  # the recurrent decode kernel; chunked otherwise
-        chunks, sq, tri = chunk_sums(n, self.chunk)
-        state_elems = b * H * P * N
-        ops = [linear("proj/in", t, self.hidden, self.in_proj_width, s),
-               conv_op(t, b, self.conv_dim, self.conv_kernel, s, s)]
-        # inputs x, B, C (model dtype) and dt (fp32) read; y written; state read and written;
-        # the chunked kernels also write each chunk's state (fp32) and read it back
-        core_io = s * t * (self.d_inner + 2 * G * N) + 4 * t * H + s * t * self.d_inner + 2 * ss * state_elems
-        chunk_states = np.where(step, 0.0, 2 * 4 * chunks * state_elems)
-        cb_exec = np.where(step, 0.0, 2 * b * G * N * sq)
-        cb_use = np.where(step, 0.0, 2 * b * G * N * tri)
-        cb_bytes = np.where(step, 0.0, 2 * 4 * b * G * sq)  # C B^T written and read (fp32)
-        ops.append(Op("mixer/intra_cb", cb_exec, cb_use, cb_bytes))
-        x_exec = np.where(step, 0.0, 2 * b * H * P * sq)
-        x_use = np.where(step, 0.0, 2 * b * H * P * tri)
-        zero = np.zeros_like(t)
-        ops.append(Op("mixer/intra_x", x_exec, x_use, zero))
-        lin = 2 * t * H * P * N
-        ops.append(Op("mixer/state_read", lin, lin, zero))  # C S^T (decode: S C)
-        ops.append(Op("mixer/state_write", lin, lin, zero))  # x^T B (decode: dt x B^T)
-        ops.append(Op("mixer/core_io", zero, zero, core_io + chunk_states))
-        ops.append(Op("mixer/norm", zero, zero,
-                      s * t * 3 * self.d_inner + (s * self.d_inner if self.norm else 0)))  # read y, z; write
-        ops.append(linear("proj/out", t, self.d_inner, self.hidden, s))
-        return ops
+def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
+    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)

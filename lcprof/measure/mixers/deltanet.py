@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcprof.cost.kinds.deltanet import GatedDeltaNetDims
+from lcprof.cost.kinds.deltanet import CHUNK
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
 
@@ -36,17 +36,21 @@ def _l2norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 class GatedDeltaNetMixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, dims: GatedDeltaNetDims, *, seed: int = 0, materialize_weights: bool = True) -> None:
+    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-6, seed: int = 0,
+                 materialize_weights: bool = True) -> None:
         super().__init__()
-        self.dims = d = dims
+        self.spec = d = spec  # a lcprof.spec.GatedDeltaNetSpec
+        self.chunk = int(chunk or CHUNK)
+        self.eps = eps
+        qkvz, ba, out = d.linears()
         with torch.device("meta"):
-            self.in_proj_qkvz = nn.Linear(d.hidden, 2 * d.key_width + 2 * d.value_width, bias=False)
-            self.in_proj_ba = nn.Linear(d.hidden, 2 * d.v_heads, bias=False)
+            self.in_proj_qkvz = nn.Linear(qkvz.d_in, qkvz.d_out, bias=qkvz.bias)
+            self.in_proj_ba = nn.Linear(ba.d_in, ba.d_out, bias=ba.bias)
             self.conv_weight = nn.Parameter(torch.empty(d.conv_dim, 1, d.conv_kernel))
-            self.dt_bias = nn.Parameter(torch.empty(d.v_heads))
-            self.A_log = nn.Parameter(torch.empty(d.v_heads))
-            self.norm_weight = nn.Parameter(torch.empty(d.v_dim))
-            self.out_proj = nn.Linear(d.value_width, d.hidden, bias=False)
+            self.dt_bias = nn.Parameter(torch.empty(d.num_v_heads))
+            self.A_log = nn.Parameter(torch.empty(d.num_v_heads))
+            self.norm_weight = nn.Parameter(torch.empty(d.head_v_dim))
+            self.out_proj = nn.Linear(out.d_in, out.d_out, bias=out.bias)
         self._masks: dict = {}
         if materialize_weights:
             materialize(self)
@@ -56,17 +60,17 @@ class GatedDeltaNetMixer(nn.Module):
     def _init(self, seed: int) -> None:
         g = torch.Generator().manual_seed(int(seed) * 7919 + 3)
         fill_linear_weights(self, g, skip=("dt_bias", "A_log"))
-        hv = self.dims.v_heads
+        hv = self.spec.num_v_heads
         self.A_log.copy_(torch.log(1 + 15 * torch.rand(hv, generator=g)))  # A in [1, 16]
         dt = torch.exp(torch.rand(hv, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
-        d = self.dims
+        d = self.spec
         p = self.out_proj.weight
         dtype, device = dtype or p.dtype, device or p.device
         return MixerState(torch.zeros(batch, d.conv_dim, d.conv_kernel - 1, dtype=dtype, device=device),
-                          torch.zeros(batch, d.v_heads, d.k_dim, d.v_dim, dtype=dtype, device=device))
+                          torch.zeros(batch, d.num_v_heads, d.head_k_dim, d.head_v_dim, dtype=dtype, device=device))
 
     def _tril(self, l: int, device, strict: bool) -> torch.Tensor:
         """Boolean (l, l) mask of the pairs to zero: above the diagonal (and on it when strict)."""
@@ -77,10 +81,10 @@ class GatedDeltaNetMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
-        d = self.dims
+        d = self.spec
         b, m, _ = x.shape
-        Hk, Hv, dk, dv = d.k_heads, d.v_heads, d.k_dim, d.v_dim
-        kw, vw = d.key_width, d.value_width
+        Hv, dk, dv = d.num_v_heads, d.head_k_dim, d.head_v_dim
+        vw = d.value_dim
         qkvz = self.in_proj_qkvz(x)  # (b, m, 2 Hk dk + 2 Hv dv)
         ba = self.in_proj_ba(x)  # (b, m, 2 Hv)
         conv, conv_state = causal_conv(qkvz[..., :d.conv_dim], self.conv_weight, None,
@@ -97,23 +101,23 @@ class GatedDeltaNetMixer(nn.Module):
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
         del S
         z = qkvz[..., d.conv_dim:]  # (b, m, Hv dv) view
-        y = gated_rmsnorm(o.view(b, m, vw), z, self.norm_weight, Hv, d.eps, norm_first=True)
+        y = gated_rmsnorm(o.view(b, m, vw), z, self.norm_weight, Hv, self.eps, norm_first=True)
         del o, z, qkvz
         return self.out_proj(y), new_state
 
     def _heads(self, qkv, t0: int, t1: int, sc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k (b, Hv, l, dk) -- key heads repeated for their value heads --, v (b, Hv, l, dv)."""
-        d = self.dims
+        d = self.spec
         b = qkv.shape[0]
         l = t1 - t0
-        Hk, Hv, dk, dv, kw = d.k_heads, d.v_heads, d.k_dim, d.v_dim, d.key_width
+        Hk, Hv, dk, dv, kw = d.num_k_heads, d.num_v_heads, d.head_k_dim, d.head_v_dim, d.key_dim
         r = Hv // Hk
 
         def keyside(lo):
             src = qkv[:, t0:t1, lo:lo + kw].reshape(b, l, Hk, dk).permute(0, 2, 1, 3)[:, :, None]
             out = torch.empty(b, Hk, r, l, dk, dtype=sc, device=qkv.device)
             out.copy_(src.expand(b, Hk, r, l, dk))
-            return _l2norm(out.view(b, Hv, l, dk), d.eps)
+            return _l2norm(out.view(b, Hv, l, dk), self.eps)
 
         q, k = keyside(0), keyside(kw)
         q.mul_(1.0 / math.sqrt(dk))
@@ -121,9 +125,9 @@ class GatedDeltaNetMixer(nn.Module):
         return q, k, v
 
     def _step(self, qkv, beta, g, S, o) -> None:
-        d = self.dims
+        d = self.spec
         b = qkv.shape[0]
-        Hv, dv = d.v_heads, d.v_dim
+        Hv, dv = d.num_v_heads, d.head_v_dim
         q, k, v = self._heads(qkv, 0, 1, S.dtype)  # (b, Hv, 1, *)
         S.mul_(g[:, 0].exp()[..., None, None])
         kv = k @ S  # (b, Hv, 1, dv): S^T k, 2 b Hv dk dv
@@ -134,12 +138,12 @@ class GatedDeltaNetMixer(nn.Module):
         o[:, 0] = (q @ S).view(b, Hv, dv)  # S^T q: 2 b Hv dk dv
 
     def _chunks(self, qkv, beta, g, S, o) -> None:
-        d = self.dims
+        d = self.spec
         b, m, _ = qkv.shape
-        Hv, dk, dv = d.v_heads, d.k_dim, d.v_dim
+        Hv, dk, dv = d.num_v_heads, d.head_k_dim, d.head_v_dim
         sc = S.dtype
-        for t0 in range(0, m, d.chunk):
-            t1 = min(t0 + d.chunk, m)
+        for t0 in range(0, m, self.chunk):
+            t1 = min(t0 + self.chunk, m)
             l = t1 - t0
             q, k, v = self._heads(qkv, t0, t1, sc)
             bh = beta[:, t0:t1].transpose(1, 2)  # (b, Hv, l) view

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcprof.cost.kinds.lightning import LightningDims
+from lcprof.cost.kinds.lightning import BLOCK
 from lcprof.measure.mixers.common import MixerState, core_dtype, fill_linear_weights, gather, materialize
 
 
@@ -40,25 +40,28 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 class LightningAttention(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, dims: LightningDims, *, seed: int = 0, decay_scale: float = 1.0,
+    def __init__(self, spec, *, block: int | None = None, eps: float = 1e-6, decay_scale: float = 1.0, seed: int = 0,
                  materialize_weights: bool = True) -> None:
         super().__init__()
-        self.dims = d = dims
+        self.spec = d = spec  # a lcprof.spec.LightningSpec
+        self.block = int(block or BLOCK)
+        self.eps = eps
+        qkv, gate, out = d.linears()
         with torch.device("meta"):
-            self.qkv_proj = nn.Linear(d.hidden, 3 * d.width, bias=False)
-            self.output_gate = nn.Linear(d.hidden, d.width, bias=False)
-            self.norm_weight = nn.Parameter(torch.empty(d.width))
-            self.out_proj = nn.Linear(d.width, d.hidden, bias=False)
-        self.register_buffer("slopes", alibi_slopes(d.heads) * decay_scale, persistent=False)
+            self.qkv_proj = nn.Linear(qkv.d_in, qkv.d_out, bias=qkv.bias)
+            self.output_gate = nn.Linear(gate.d_in, gate.d_out, bias=gate.bias)
+            self.norm_weight = nn.Parameter(torch.empty(d.n_heads * d.head_dim))
+            self.out_proj = nn.Linear(out.d_in, out.d_out, bias=out.bias)
+        self.register_buffer("slopes", alibi_slopes(d.n_heads) * decay_scale, persistent=False)
         self._masks: dict = {}
         if materialize_weights:
             materialize(self)
             fill_linear_weights(self, torch.Generator().manual_seed(int(seed) * 7919 + 5))
 
     def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
-        d = self.dims
+        d = self.spec
         p = self.out_proj.weight
-        return MixerState(None, torch.zeros(batch, d.heads, d.head_dim, d.head_dim, dtype=dtype or p.dtype,
+        return MixerState(None, torch.zeros(batch, d.n_heads, d.head_dim, d.head_dim, dtype=dtype or p.dtype,
                                             device=device or p.device))
 
     def _upper(self, l: int, device) -> torch.Tensor:
@@ -69,16 +72,17 @@ class LightningAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
-        d = self.dims
+        d = self.spec
         b, m, _ = x.shape
-        H, hd, w = d.heads, d.head_dim, d.width
+        H, hd = d.n_heads, d.head_dim
+        w = H * hd
         qkv = F.silu(self.qkv_proj(x), inplace=True)  # (b, m, 3 H d)
         sc = core_dtype(x.dtype)
         logl = -self.slopes.to(sc)  # log lambda per head (H,)
         S = torch.zeros(b, H, hd, hd, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, hd, hd), sc)
         o = torch.empty(b, m, H, hd, dtype=x.dtype, device=x.device)
-        for t0 in range(0, m, d.block):
-            t1 = min(t0 + d.block, m)
+        for t0 in range(0, m, self.block):
+            t1 = min(t0 + self.block, m)
             l = t1 - t0
 
             def head(i):
@@ -113,7 +117,7 @@ class LightningAttention(nn.Module):
         ov = o.view(b, m, w)
         of = ov.to(sc)
         var = of.pow(2).mean(-1, keepdim=True)
-        normed = (of * torch.rsqrt(var + d.eps)).to(x.dtype)
+        normed = (of * torch.rsqrt(var + self.eps)).to(x.dtype)
         del of, var, ov, o
         y = self.norm_weight * normed
         del normed

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcprof.cost.kinds.mamba1 import Mamba1Dims
 from lcprof.measure.mixers.common import MixerState, causal_conv, core_dtype, fill_linear_weights, gather, materialize
 
 
@@ -31,23 +30,23 @@ def _rms(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tens
 class Mamba1Mixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, dims: Mamba1Dims, *, seed: int = 0, materialize_weights: bool = True) -> None:
+    def __init__(self, spec, *, eps: float = 1e-6, seed: int = 0, materialize_weights: bool = True) -> None:
         super().__init__()
-        self.dims = d = dims
-        R, N, di = d.rank, d.d_state, d.d_inner
+        self.spec = d = spec  # a lcprof.spec.MambaSpec
+        self.eps = eps
+        R, N, di = d.dt_rank, d.d_state, d.d_inner
+        lin = {x.name: x for x in d.linears()}
         with torch.device("meta"):
-            self.in_proj = nn.Linear(d.hidden, 2 * di, bias=d.proj_bias)
-            self.conv_weight = nn.Parameter(torch.empty(di, 1, d.conv_kernel))
+            for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+                setattr(self, name, nn.Linear(lin[name].d_in, lin[name].d_out, bias=lin[name].bias))
+            self.conv_weight = nn.Parameter(torch.empty(di, 1, d.d_conv))
             self.conv_bias = nn.Parameter(torch.empty(di)) if d.conv_bias else None
-            self.x_proj = nn.Linear(di, R + 2 * N, bias=False)
-            self.dt_proj = nn.Linear(R, di, bias=True)
             self.A_log = nn.Parameter(torch.empty(di, N))
             self.D = nn.Parameter(torch.empty(di))
-            if d.bcdt_norm and d.bcdt_norm_weights:
+            if d.bcdt_norm == "weighted":
                 self.dt_norm = nn.Parameter(torch.empty(R))
                 self.b_norm = nn.Parameter(torch.empty(N))
                 self.c_norm = nn.Parameter(torch.empty(N))
-            self.out_proj = nn.Linear(di, d.hidden, bias=d.proj_bias)
         if materialize_weights:
             materialize(self)
             self._init(seed)
@@ -56,7 +55,7 @@ class Mamba1Mixer(nn.Module):
     def _init(self, seed: int) -> None:
         g = torch.Generator().manual_seed(int(seed) * 7919 + 1)
         fill_linear_weights(self, g, skip=("A_log", "D", "bias"))
-        d = self.dims
+        d = self.spec
         # S4D-real init A_c = -(1..N); dt in [1e-3, 1e-1] through dt_proj's bias (softplus^-1)
         self.A_log.copy_(torch.log(torch.arange(1, d.d_state + 1, dtype=torch.float64)).expand(d.d_inner, -1))
         self.D.fill_(1.0)
@@ -69,26 +68,27 @@ class Mamba1Mixer(nn.Module):
                 lin.bias.copy_(0.1 * torch.randn(lin.bias.shape, generator=g))
 
     def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
-        d = self.dims
+        d = self.spec
         p = self.out_proj.weight
         dtype, device = dtype or p.dtype, device or p.device
-        return MixerState(torch.zeros(batch, d.d_inner, d.conv_kernel - 1, dtype=dtype, device=device),
+        return MixerState(torch.zeros(batch, d.d_inner, d.d_conv - 1, dtype=dtype, device=device),
                           torch.zeros(batch, d.d_inner, d.d_state, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
-        d = self.dims
+        d = self.spec
         b, m, _ = x.shape
-        di, N, R = d.d_inner, d.d_state, d.rank
+        di, N, R = d.d_inner, d.d_state, d.dt_rank
         xz = self.in_proj(x)  # (b, m, 2 di)
         conv, conv_state = causal_conv(xz[..., :di], self.conv_weight, self.conv_bias,
                                        None if state is None else state.conv)
         xs = conv.transpose(1, 2)  # (b, m, di) view
         dbc = self.x_proj(xs)  # (b, m, R + 2N)
         dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
-        if d.bcdt_norm:
-            w = (lambda nm: getattr(self, nm)) if d.bcdt_norm_weights else (lambda nm: None)
-            dt_low, Bm, Cm = _rms(dt_low, w("dt_norm"), d.eps), _rms(Bm, w("b_norm"), d.eps), _rms(Cm, w("c_norm"), d.eps)
+        if d.bcdt_norm != "none":
+            w = (lambda nm: getattr(self, nm)) if d.bcdt_norm == "weighted" else (lambda nm: None)
+            dt_low, Bm, Cm = (_rms(dt_low, w("dt_norm"), self.eps), _rms(Bm, w("b_norm"), self.eps),
+                              _rms(Cm, w("c_norm"), self.eps))
         sc = core_dtype(x.dtype)
         dt = F.softplus(self.dt_proj(dt_low).to(sc))  # (b, m, di)
         A = -torch.exp(self.A_log.to(sc))  # (di, N)

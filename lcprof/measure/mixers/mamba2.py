@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcprof.cost.kinds.mamba2 import Mamba2Dims
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
 
@@ -29,18 +28,22 @@ from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, f
 class Mamba2Mixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, dims: Mamba2Dims, *, seed: int = 0, materialize_weights: bool = True) -> None:
+    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-5, seed: int = 0,
+                 materialize_weights: bool = True) -> None:
         super().__init__()
-        self.dims = d = dims
+        self.spec = d = spec  # a lcprof.spec.Mamba2Spec
+        self.chunk = int(chunk or d.chunk_size)
+        self.eps = eps
+        in_proj, out_proj = d.linears()
         with torch.device("meta"):
-            self.in_proj = nn.Linear(d.hidden, d.in_proj_width, bias=d.proj_bias)
-            self.conv_weight = nn.Parameter(torch.empty(d.conv_dim, 1, d.conv_kernel))
+            self.in_proj = nn.Linear(in_proj.d_in, in_proj.d_out, bias=in_proj.bias)
+            self.conv_weight = nn.Parameter(torch.empty(d.conv_dim, 1, d.d_conv))
             self.conv_bias = nn.Parameter(torch.empty(d.conv_dim)) if d.conv_bias else None
-            self.dt_bias = nn.Parameter(torch.empty(d.heads))
-            self.A_log = nn.Parameter(torch.empty(d.heads))
-            self.D = nn.Parameter(torch.empty(d.heads))
+            self.dt_bias = nn.Parameter(torch.empty(d.n_heads))
+            self.A_log = nn.Parameter(torch.empty(d.n_heads))
+            self.D = nn.Parameter(torch.empty(d.n_heads))
             self.norm_weight = nn.Parameter(torch.empty(d.d_inner)) if d.norm else None
-            self.out_proj = nn.Linear(d.d_inner, d.hidden, bias=d.proj_bias)
+            self.out_proj = nn.Linear(out_proj.d_in, out_proj.d_out, bias=out_proj.bias)
         self._masks: dict = {}
         if materialize_weights:
             materialize(self)
@@ -50,7 +53,7 @@ class Mamba2Mixer(nn.Module):
     def _init(self, seed: int) -> None:
         g = torch.Generator().manual_seed(int(seed) * 7919 + 2)
         fill_linear_weights(self, g, skip=("dt_bias", "A_log", "D"))
-        h = self.dims.heads
+        h = self.spec.n_heads
         # A in [1, 16] (Mamba-2's init); dt in [1e-3, 1e-1] log-uniform, stored as softplus^-1
         self.A_log.copy_(torch.log(1 + 15 * torch.rand(h, generator=g)))
         dt = torch.exp(torch.rand(h, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
@@ -58,11 +61,11 @@ class Mamba2Mixer(nn.Module):
         self.D.fill_(1.0)
 
     def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
-        d = self.dims
+        d = self.spec
         p = self.in_proj.weight
         dtype, device = dtype or p.dtype, device or p.device
-        return MixerState(torch.zeros(batch, d.conv_dim, d.conv_kernel - 1, dtype=dtype, device=device),
-                          torch.zeros(batch, d.heads, d.head_dim, d.d_state, dtype=dtype, device=device))
+        return MixerState(torch.zeros(batch, d.conv_dim, d.d_conv - 1, dtype=dtype, device=device),
+                          torch.zeros(batch, d.n_heads, d.head_dim, d.d_state, dtype=dtype, device=device))
 
     def _upper(self, l: int, device) -> torch.Tensor:
         key = (l, str(device))
@@ -72,10 +75,9 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
-        d = self.dims
+        d = self.spec
         b, m, _ = x.shape
-        H, P, N, G, di = d.heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
-        GN = G * N
+        H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
         zxbcdt = self.in_proj(x)  # (b, m, 2 di + 2 G N + H)
         z = zxbcdt[..., :di]
         conv, conv_state = causal_conv(zxbcdt[..., di:di + d.conv_dim], self.conv_weight, self.conv_bias,
@@ -91,13 +93,13 @@ class Mamba2Mixer(nn.Module):
             self._step(xbc, dt, A, Dv, S, y)
         else:
             self._chunks(xbc, dt, A, Dv, S, y)
-        del xbc, conv, dt
+        del xbc, conv, dt, A, Dv
         out_dtype = state_dtype or x.dtype
         new_state = MixerState(conv_state, S.to(out_dtype))
         del S
         yv = y.view(b, m, di)
         if d.norm:
-            g = gated_rmsnorm(yv, z, self.norm_weight, d.norm_group_count, d.eps, norm_first=False)
+            g = gated_rmsnorm(yv, z, self.norm_weight, G, self.eps, norm_first=d.norm_before_gate)
         else:
             g = yv * F.silu(z)
         del y, yv, z, zxbcdt
@@ -105,9 +107,9 @@ class Mamba2Mixer(nn.Module):
 
     def _step(self, xbc, dt, A, Dv, S, y) -> None:
         """One token: S <- exp(dt A) S + (dt x) B^T, y = S C + D x (per group of heads)."""
-        d = self.dims
+        d = self.spec
         b = xbc.shape[0]
-        H, P, N, G, di = d.heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
+        H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
         hg = H // G
         sc = S.dtype
         xh = gather(xbc[:, 0, :di].reshape(b, H, P), (b, H, P), sc)
@@ -123,13 +125,13 @@ class Mamba2Mixer(nn.Module):
         y[:, 0] = yh
 
     def _chunks(self, xbc, dt, A, Dv, S, y) -> None:
-        d = self.dims
+        d = self.spec
         b, m, _ = xbc.shape
-        H, P, N, G, di = d.heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
+        H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
         hg = H // G
         sc = S.dtype
-        for t0 in range(0, m, d.chunk):
-            t1 = min(t0 + d.chunk, m)
+        for t0 in range(0, m, self.chunk):
+            t1 = min(t0 + self.chunk, m)
             l = t1 - t0
             xh = gather(xbc[:, t0:t1, :di].reshape(b, l, H, P).permute(0, 2, 1, 3), (b, H, l, P), sc)
             Bg = gather(xbc[:, t0:t1, di:di + G * N].reshape(b, l, G, N).permute(0, 2, 1, 3), (b, G, l, N), sc)

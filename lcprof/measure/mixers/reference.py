@@ -36,9 +36,9 @@ def _rms(x, eps):
 
 
 def mamba2_recurrent(mixer, x, state=None):
-    d = mixer.dims
+    d = mixer.spec
     b, m, _ = x.shape
-    H, P, N, G, di = d.heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
+    H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
     zxbcdt = F.linear(x, mixer.in_proj.weight, mixer.in_proj.bias)
     z, xbc, dtr = zxbcdt[..., :di], zxbcdt[..., di:di + d.conv_dim], zxbcdt[..., di + d.conv_dim:]
     xbc, conv = _conv_steps(xbc, mixer.conv_weight, mixer.conv_bias, None if state is None else state.conv)
@@ -58,17 +58,20 @@ def mamba2_recurrent(mixer, x, state=None):
             yt[:, h] = (S[:, h] * Ct[:, gi, None, :]).sum(-1) + mixer.D[h] * xt[:, h]
         ys.append(yt.reshape(b, di))
     y = torch.stack(ys, dim=1)
-    gated = y * (z * torch.sigmoid(z))
-    if d.norm:
-        k = d.norm_group_count
-        gated = _rms(gated.view(b, m, k, di // k), d.eps).view(b, m, di) * mixer.norm_weight
+    silu_z = z * torch.sigmoid(z)
+    if not d.norm:
+        gated = y * silu_z
+    elif d.norm_before_gate:
+        gated = _rms(y.view(b, m, G, di // G), mixer.eps).view(b, m, di) * mixer.norm_weight * silu_z
+    else:
+        gated = _rms((y * silu_z).view(b, m, G, di // G), mixer.eps).view(b, m, di) * mixer.norm_weight
     return F.linear(gated, mixer.out_proj.weight, mixer.out_proj.bias), conv, S
 
 
 def deltanet_recurrent(mixer, x, state=None):
-    d = mixer.dims
+    d = mixer.spec
     b, m, _ = x.shape
-    Hk, Hv, dk, dv, kw = d.k_heads, d.v_heads, d.k_dim, d.v_dim, d.key_width
+    Hk, Hv, dk, dv, kw = d.num_k_heads, d.num_v_heads, d.head_k_dim, d.head_v_dim, d.key_dim
     qkvz = F.linear(x, mixer.in_proj_qkvz.weight)
     ba = F.linear(x, mixer.in_proj_ba.weight)
     qkv, conv = _conv_steps(qkvz[..., :d.conv_dim], mixer.conv_weight, None, None if state is None else state.conv)
@@ -79,8 +82,8 @@ def deltanet_recurrent(mixer, x, state=None):
         q = qkv[:, t, :kw].reshape(b, Hk, dk)
         k = qkv[:, t, kw:2 * kw].reshape(b, Hk, dk)
         v = qkv[:, t, 2 * kw:].reshape(b, Hv, dv)
-        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + d.eps) / math.sqrt(dk)
-        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + d.eps)
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + mixer.eps) / math.sqrt(dk)
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + mixer.eps)
         beta = torch.sigmoid(ba[:, t, :Hv])
         g = -torch.exp(mixer.A_log) * F.softplus(ba[:, t, Hv:] + mixer.dt_bias)
         o = torch.empty(b, Hv, dv, dtype=x.dtype)
@@ -93,14 +96,14 @@ def deltanet_recurrent(mixer, x, state=None):
             o[:, h] = (Sh * qh[:, :, None]).sum(1)  # S^T q
         outs.append(o)
     o = torch.stack(outs, dim=1)  # (b, m, Hv, dv)
-    y = _rms(o, d.eps) * mixer.norm_weight * (z * torch.sigmoid(z))
+    y = _rms(o, mixer.eps) * mixer.norm_weight * (z * torch.sigmoid(z))
     return F.linear(y.reshape(b, m, Hv * dv), mixer.out_proj.weight), conv, S
 
 
 def lightning_recurrent(mixer, x, state=None):
-    d = mixer.dims
+    d = mixer.spec
     b, m, _ = x.shape
-    H, hd = d.heads, d.head_dim
+    H, hd = d.n_heads, d.head_dim
     qkv = F.silu(F.linear(x, mixer.qkv_proj.weight)).reshape(b, m, H, 3 * hd)
     lam = torch.exp(-mixer.slopes.to(x.dtype))
     S = torch.zeros(b, H, hd, hd, dtype=x.dtype) if state is None else state.ssm.to(x.dtype).clone()
@@ -110,21 +113,21 @@ def lightning_recurrent(mixer, x, state=None):
         S = lam[None, :, None, None] * S + k[..., :, None] * v[..., None, :]
         outs.append((q[..., :, None] * S).sum(-2))
     o = torch.stack(outs, dim=1).reshape(b, m, H * hd)
-    y = _rms(o, d.eps) * mixer.norm_weight * torch.sigmoid(F.linear(x, mixer.output_gate.weight))
+    y = _rms(o, mixer.eps) * mixer.norm_weight * torch.sigmoid(F.linear(x, mixer.output_gate.weight))
     return F.linear(y, mixer.out_proj.weight), None, S
 
 
 def mamba1_recurrent(mixer, x, state=None):
-    d = mixer.dims
+    d = mixer.spec
     b, m, _ = x.shape
-    di, N, R = d.d_inner, d.d_state, d.rank
+    di, N, R = d.d_inner, d.d_state, d.dt_rank
     xz = F.linear(x, mixer.in_proj.weight, mixer.in_proj.bias)
     xs, conv = _conv_steps(xz[..., :di], mixer.conv_weight, mixer.conv_bias, None if state is None else state.conv)
     dbc = F.linear(xs, mixer.x_proj.weight)
     dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
-    if d.bcdt_norm:
-        dt_low, Bm, Cm = _rms(dt_low, d.eps), _rms(Bm, d.eps), _rms(Cm, d.eps)
-        if d.bcdt_norm_weights:
+    if d.bcdt_norm != "none":
+        dt_low, Bm, Cm = _rms(dt_low, mixer.eps), _rms(Bm, mixer.eps), _rms(Cm, mixer.eps)
+        if d.bcdt_norm == "weighted":
             dt_low, Bm, Cm = dt_low * mixer.dt_norm, Bm * mixer.b_norm, Cm * mixer.c_norm
     dt = F.softplus(F.linear(dt_low, mixer.dt_proj.weight, mixer.dt_proj.bias))
     A = -torch.exp(mixer.A_log)

@@ -7,20 +7,26 @@ the spec's parameter and state counts.
   the whole sequence;
 * ``FlopCounterMode`` (mm/bmm and convolution) == ``lcprof.cost.kinds`` FLOPs, except Gated
   DeltaNet's triangular solve, which FlopCounterMode does not count (checked by hand below);
-* the layer's parameters == ``spec.params``; its carried state == ``spec.state_elements()``.
+* the layer's parameters == ``spec.params``; its carried state == ``spec.state_elements()``;
+* the peak of live tensor bytes (``LiveBytes``) == ``lcprof.cost.kinds`` activation steps, to the
+  byte, in fp32 and bf16, prefill, decode and after a cached prefix.
 """
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lcprof.cost.kinds import mixer_ops, mixer_state_bytes
+from lcprof.cost.kinds import mixer_activation_bytes, mixer_activation_steps, mixer_ops, mixer_state_bytes
 from lcprof.measure.mixers import RECURRENT, build_mixer
+from lcprof.measure.tensor_audit import LiveBytes
 from lcprof.spec import GatedDeltaNetSpec, LightningSpec, Mamba2Spec, MambaSpec
 
 F64 = torch.float64
+TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 SPECS = {
     "mamba2": Mamba2Spec(hidden_size=32, n_heads=4, head_dim=8, d_state=6, n_groups=2, d_conv=4, chunk_size=5),
@@ -156,3 +162,47 @@ def test_bf16_layer_tracks_the_fp64_reference(name):
         ref = RECURRENT[spec.kind](m64, x)[0]
         got = m16(x.to(torch.bfloat16))[0].to(F64)
     assert ((got - ref).norm() / ref.norm()).item() < 0.03
+
+
+# ----- activation memory against LiveBytes ---------------------------------------------------------
+
+def traced_peak(spec, m, n, *, b, dtype, prefix):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, n, spec.hidden_size, generator=g).to(dtype)
+    st = None
+    with torch.no_grad():
+        if prefix:
+            st = m(torch.randn(b, prefix, spec.hidden_size, generator=g).to(dtype))[1]
+        m(x, st)  # the cached (l x l) masks are built once, as a model builds them once per forward
+    gc.collect()
+    exclude = list(m.parameters()) + ([] if st is None else [t for t in (st.conv, st.ssm) if t is not None])
+    with torch.no_grad(), LiveBytes(exclude=exclude) as lb:
+        lb.track(x)
+        m(x, st)
+    return lb
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("n,b,prefix", [(1, 1, 4), (3, 2, 0), (13, 2, 4), (40, 1, 0)])
+def test_activation_peak_matches_the_layer_to_the_byte(name, dtype, n, b, prefix):
+    spec, m, kw = layer(name, TORCH[dtype])
+    lb = traced_peak(spec, m, n, b=b, dtype=TORCH[dtype], prefix=prefix)
+    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, chunk=cost_chunk(spec))
+    top = max(steps, key=lambda k: float(steps[k][0]))
+    assert int(steps[top][0]) == lb.peak_bytes, (top, lb.peak_step, lb.peak_tensors)
+    assert int(mixer_activation_bytes(spec, n, batch=b, dtype=dtype, prefix=prefix,
+                                      chunk=cost_chunk(spec))[0]) == lb.peak_bytes
+
+
+def test_activation_peaks_move_between_steps():
+    # the count is checked where different steps peak: the chunk loop for short inputs, the gated
+    # norm or the conv for long ones, the outer-product update for decode
+    seen = set()
+    for name in ("mamba2", "gdn", "lightning", "mamba-jamba"):
+        spec = SPECS[name]
+        for n in (1, 13, 40, 4096):
+            for dtype in ("fp32", "bf16"):
+                steps = mixer_activation_steps(spec, n, dtype=dtype, chunk=cost_chunk(spec))
+                seen.add(max(steps, key=lambda k: float(steps[k][0])))
+    assert len(seen) >= 6, seen

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import numpy as np
+
 from lcprof.cost.kinds import deltanet, lightning, mamba1, mamba2
 from lcprof.errors import LcprofError
 
@@ -41,4 +43,15 @@ def mixer_state_bytes(mixer, dtype: str = "bf16", *, state_dtype: str | None = N
     return kind_of(mixer).state_bytes(mixer, dtype, state_dtype=state_dtype, tp=tp)
 
 
-__all__ = ["KINDS", "LABELS", "kind_of", "mixer_ops", "mixer_state_bytes"]
+def mixer_activation_steps(mixer, n, **kw):
+    return kind_of(mixer).activation_steps(mixer, n, **kw)
+
+
+def mixer_activation_bytes(mixer, n, **kw):
+    """Peak of :func:`mixer_activation_steps` (float array over n)."""
+    steps = mixer_activation_steps(mixer, n, **kw)
+    return np.max(np.vstack(list(steps.values())), axis=0)
+
+
+__all__ = ["KINDS", "LABELS", "kind_of", "mixer_activation_bytes", "mixer_activation_steps", "mixer_ops",
+           "mixer_state_bytes"]

@@ -85,3 +85,37 @@ def check_tp(count: int, tp: int, what: str) -> int:
     if count % tp:
         raise LcprofError(f"TP={tp} does not divide the {count} {what}; use a divisor of it")
     return count // tp
+
+
+def core_bytes(s: float) -> float:
+    """Bytes per element of the recurrent core of lcprof's measured layers: float32 for fp16/bf16
+    (as the kernels accumulate), the dtype itself otherwise."""
+    return 4.0 if s < 4 else s
+
+
+def gated_norm_steps(post, tokens, width: int, groups: int, s: float, *, norm: bool,
+                     norm_first: bool) -> dict[str, np.ndarray]:
+    """Bytes live in ``lcprof.measure.mixers.common.gated_rmsnorm`` over y (tokens x width) with
+    gate z, on top of ``post`` (what lives around it, y and z included): copies of y and z to
+    float32 for fp16/bf16, silu(z), y * silu(z), the squares, the per-group mean and rsqrt, the
+    normalized product, its cast back and the weight product; ``norm_first`` gates after.
+    Without a norm: silu(z) and y * silu(z)."""
+    t = np.asarray(tokens, dtype=np.float64)
+    y = t * width
+    low = s < 4
+    c = core_bytes(s)
+    if not norm:
+        return {"mixer/gate": post + 2 * s * y}
+    out: dict[str, np.ndarray] = {}
+    if norm_first:
+        h = c * y if low else 0.0  # the float32 copy of y (y itself otherwise)
+    else:
+        out["mixer/norm_gate"] = post + (2 * c * y if low else 0.0) + c * y  # copies of y, z; silu(z)
+        out["mixer/norm_gated"] = post + (c * y if low else 0.0) + 2 * c * y  # (old y copy), silu(z), y*silu(z)
+        h = c * y
+    out["mixer/norm_square"] = post + h + c * y + c * t * groups  # squares, then their mean
+    out["mixer/norm_scale"] = post + h + 2 * c * t * groups + c * y  # mean, rsqrt, normalized
+    out["mixer/norm_weight"] = post + c * y + (s * y if low else 0.0) + s * y  # normalized, its cast, out
+    if norm_first:
+        out["mixer/norm_gate"] = post + 3 * s * y  # out, silu(z), out * silu(z)
+    return out

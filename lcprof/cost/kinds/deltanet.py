@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
+                                      state_bytes_of, state_dtype_bytes)
 from lcprof.units import dtype_bytes
 
 #: Tokens per chunk of the chunked delta rule (fla ``chunk_gated_delta_rule``: BT = 64).
@@ -82,3 +83,51 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
     out.append(Op("mixer/norm", zero, zero, s * t * 3 * m.value_dim + s * m.head_v_dim))
     out.append(out_proj)
     return out
+
+
+def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chunk: int | None = None,
+                     state_dtype: str | None = None) -> dict[str, np.ndarray]:
+    """Bytes live at each memory-heavy step of lcprof's measured Gated DeltaNet layer
+    (``lcprof.measure.mixers.deltanet``) over n new tokens: the input, the projections, the conv
+    window and output, beta and g, the state and the output buffer; inside the chunk loop one
+    chunk's q, k (l2-normalized, repeated per value head), v, the (l x l) decay, K K^T and
+    Q K^T, the solve's right-hand side and solution, V', the partial outputs and the state update
+    (decode: S^T k and the rank-1 update); then the gated RMSNorm and out_proj. Weights and the
+    carried-in state are not counted. Arrays over n."""
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    c = core_bytes(s)
+    low = s < 4
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    b = float(batch)
+    t = b * n
+    Hv, dk, dv, K, cd, vw = m.num_v_heads, m.head_k_dim, m.head_v_dim, m.conv_kernel, m.conv_dim, m.value_dim
+    qkvz, ba, _ = m.linears()
+    S_el = b * Hv * dk * dv
+    X, QZ, BA = s * t * m.hidden_size, s * t * qkvz.d_out, s * t * ba.d_out
+    cs = s * b * cd * (K - 1)
+    cout = s * b * cd * n
+    st: dict[str, np.ndarray] = {"mixer/in_proj": X + QZ, "mixer/in_proj_ba": X + QZ + BA,
+                                 "mixer/conv": X + QZ + BA + s * b * cd * (n + K - 1) + cs + cout}
+    base0 = X + QZ + BA + cout + cs
+    st["mixer/gates"] = base0 + 3 * c * t * Hv + (c * Hv if low else 0.0)
+    loop = base0 + 2 * c * t * Hv + c * S_el + s * t * vw
+    l = np.minimum(n, float(chunk or CHUNK))
+    qk1, v1, ch, sq = c * b * Hv * l * dk, c * b * Hv * l * dv, c * b * Hv * l, c * b * Hv * l * l
+    chunked = n > 1
+    st["mixer/chunk_l2norm"] = loop + 3 * qk1 + ch  # q, k being normalized, its squares and their sum
+    st["mixer/chunk_kk"] = np.where(chunked, loop + 2 * qk1 + v1 + ch + 2 * sq, 0.0)
+    st["mixer/chunk_rhs"] = np.where(chunked, loop + 3 * qk1 + 2 * v1 + 3 * ch + 2 * sq, 0.0)
+    st["mixer/chunk_solve"] = np.where(chunked, loop + 4 * qk1 + 2 * v1 + 2 * ch + 2 * sq, 0.0)
+    st["mixer/chunk_vprime"] = np.where(chunked, loop + 3 * qk1 + 3 * v1 + 2 * ch + sq, 0.0)
+    st["mixer/chunk_qk"] = np.where(chunked, loop + 2 * qk1 + v1 + 2 * ch + 2 * sq, 0.0)
+    st["mixer/chunk_intra"] = np.where(chunked, loop + 2 * qk1 + 2 * v1 + 2 * ch + sq, 0.0)
+    st["mixer/chunk_state_in"] = np.where(chunked, loop + 2 * qk1 + 3 * v1 + 2 * ch, 0.0)
+    st["mixer/chunk_state"] = np.where(chunked, loop + qk1 + v1 + ch + c * S_el, 0.0)
+    st["mixer/step_kv"] = np.where(chunked, 0.0, loop + 2 * qk1 + 2 * v1)
+    st["mixer/step"] = np.where(chunked, 0.0, loop + 2 * qk1 + v1 + c * S_el)
+    post = X + QZ + cs + ss * S_el + s * t * vw
+    st["mixer/state_out"] = post + (c * S_el if ss != c else 0.0)
+    st.update(gated_norm_steps(post, t, vw, Hv, s, norm=True, norm_first=True))
+    st["mixer/out_proj"] = X + cs + ss * S_el + s * t * vw + s * t * m.hidden_size
+    return st

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, core_bytes, proj_ops, state_bytes_of, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
 #: Tokens per block (MiniMax-Text-01 / M1 ``block_size``; transformers' MiniMaxConfig default).
@@ -65,3 +65,46 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
     out.append(Op("mixer/norm", zero, zero, s * t * (6 + 2 + 2 + 3) * w + s * w))
     out.append(out_proj)
     return out
+
+
+def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chunk: int | None = None,
+                     state_dtype: str | None = None) -> dict[str, np.ndarray]:
+    """Bytes live at each memory-heavy step of lcprof's measured lightning-attention layer
+    (``lcprof.measure.mixers.lightning``) over n new tokens: the input, SiLU(qkv), the state and the
+    output buffer; inside the block loop one block's q, k, v, the (heads x l x l) decay and
+    Q K^T, the partial outputs and the state update; then the RMSNorm, the sigmoid gate and
+    out_proj. Weights and the carried-in state are not counted. Arrays over n."""
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    c = core_bytes(s)
+    low = s < 4
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    b = float(batch)
+    t = b * n
+    H, d = m.n_heads, m.head_dim
+    w = H * d
+    S_el = b * H * d * d
+    X = s * t * m.hidden_size
+    st: dict[str, np.ndarray] = {"mixer/qkv": X + 3 * s * t * w}
+    loop = X + 3 * s * t * w + c * H + c * S_el + s * t * w
+    l = np.minimum(n, float(chunk or BLOCK))
+    qd, sqb = c * b * H * l * d, c * b * H * l * l
+    chunked = n > 1
+    st["mixer/chunk_decay"] = np.where(chunked, loop + 3 * qd + c * l + c * l * l + c * H * l * l, 0.0)
+    st["mixer/chunk_qk"] = np.where(chunked, loop + 3 * qd + c * l + c * H * l * l + sqb, 0.0)
+    st["mixer/chunk_intra"] = np.where(chunked, loop + 4 * qd + c * l + sqb, 0.0)
+    st["mixer/chunk_state_in"] = np.where(chunked, loop + 5 * qd + c * l, 0.0)
+    st["mixer/chunk_state"] = np.where(chunked, loop + 2 * qd + c * l + c * S_el, 0.0)
+    st["mixer/step"] = np.where(chunked, 0.0, loop + 3 * qd + c * S_el)
+    st["mixer/step_out"] = np.where(chunked, 0.0, loop + 4 * qd)
+    tw = t * w
+    post = X + ss * S_el + s * tw
+    st["mixer/state_out"] = post + (c * S_el if ss != c else 0.0)
+    copy = c * tw if low else 0.0  # the float32 copy of the output
+    st["mixer/norm_square"] = post + copy + c * tw + c * t
+    st["mixer/norm_scale"] = post + copy + 2 * c * t + c * tw
+    st["mixer/norm_cast"] = post + copy + c * t + c * tw + (s * tw if low else 0.0)
+    st["mixer/norm_weight"] = X + ss * S_el + 2 * s * tw
+    st["mixer/gate"] = X + ss * S_el + 3 * s * tw
+    st["mixer/out_proj"] = X + ss * S_el + s * tw + s * t * m.hidden_size
+    return st

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, conv_op, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, conv_op, core_bytes, proj_ops, state_bytes_of, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
 
@@ -53,3 +53,59 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
     out.append(Op("mixer/core_io", zero, zero, core_io))
     out.append(out_proj)
     return out
+
+
+def _rms_peak(width: int, t, s: float, weighted: bool) -> np.ndarray:
+    """Transient bytes of one of the dt/B/C RMSNorms over ``width``: the float32 copy of its input
+    (fp16/bf16; it lives through the norm), the squares and their mean, the scaled product, its cast
+    back and, with weights (Jamba), the weighted result."""
+    c = core_bytes(s)
+    y = t * width
+    copy = c * y if s < 4 else 0.0 * y
+    cast = s * y if s < 4 else 0.0 * y  # fp32: the scaled product is the result
+    peaks = [copy + c * y + c * t, copy + c * y + cast]
+    if weighted:
+        peaks.append(copy + 2 * s * y)
+    return np.maximum.reduce(peaks)
+
+
+def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chunk: int | None = None,
+                     state_dtype: str | None = None) -> dict[str, np.ndarray]:
+    """Bytes live at each memory-heavy step of lcprof's measured Mamba layer
+    (``lcprof.measure.mixers.mamba1``) over n new tokens: the input, in_proj's output, the conv
+    window and output, x_proj (which copies its transposed input), Jamba's dt/B/C norms, dt, A, the
+    state and the output buffer; one token's decay and outer-product update inside the scan; then
+    the gate and out_proj. Weights and the carried-in state are not counted. Arrays over n."""
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    c = core_bytes(s)
+    low = s < 4
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    b = float(batch)
+    t = b * n
+    di, N, R, K = m.d_inner, m.d_state, m.dt_rank, m.d_conv
+    S_el = b * di * N
+    X, XZ = s * t * m.hidden_size, s * t * 2 * di
+    cs = s * b * di * (K - 1)
+    st: dict[str, np.ndarray] = {"mixer/in_proj": X + XZ,
+                                 "mixer/conv": X + XZ + s * b * di * (n + K - 1) + cs + s * t * di}
+    base0 = X + XZ + s * t * di + cs
+    dbc = s * t * (R + 2 * N)
+    st["mixer/x_proj"] = base0 + s * t * di + dbc
+    normed = 0.0
+    if m.bcdt_norm != "none":
+        for i, width in enumerate((R, N, N)):
+            st[f"mixer/bcdt_norm{i}"] = base0 + dbc + normed + _rms_peak(width, t, s, m.bcdt_norm == "weighted")
+            normed = normed + s * t * width
+    pre = base0 + dbc + normed
+    st["mixer/dt"] = pre + 2 * c * t * di
+    st["mixer/A"] = pre + c * t * di + 2 * c * di * N
+    loop = pre + c * t * di + c * di * N + (c * di if low else 0.0) + c * S_el + s * t * di
+    xt = c * b * di if low else 0.0
+    st["mixer/scan_decay"] = loop + xt + 2 * c * S_el
+    st["mixer/scan_update"] = loop + xt + c * b * di + (c * b * N if low else 0.0) + c * S_el
+    post = X + XZ + cs + ss * S_el + s * t * di
+    st["mixer/state_out"] = post + (c * S_el if ss != c else 0.0)
+    st["mixer/gate"] = post + 2 * s * t * di
+    st["mixer/out_proj"] = X + cs + ss * S_el + s * t * di + s * t * m.hidden_size
+    return st

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
+                                      state_bytes_of, state_dtype_bytes)
 from lcprof.units import dtype_bytes
 
 
@@ -78,3 +79,48 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
 
 def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
     return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
+
+
+def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chunk: int | None = None,
+                     state_dtype: str | None = None) -> dict[str, np.ndarray]:
+    """Bytes live at each memory-heavy step of lcprof's measured Mamba-2 layer
+    (``lcprof.measure.mixers.mamba2``) over n new tokens: the input, in_proj's output (z, xBC, dt),
+    the conv window and output, dt, the state and the output buffer; inside the chunk loop one
+    chunk's x, B, C, cumulative decays, the (l x l) decay and C B^T, the partial outputs and the
+    chunk-state product (decode: the outer-product update); then the gated RMSNorm and out_proj.
+    Weights and the carried-in state are not counted (they exist before the call). Arrays over n.
+    """
+    s = dtype_bytes(dtype)
+    ss = state_dtype_bytes(dtype, state_dtype)
+    c = core_bytes(s)
+    low = s < 4
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    b = float(batch)
+    t = b * n
+    H, P, N, G, K, cd, di = m.n_heads, m.head_dim, m.d_state, m.n_groups, m.d_conv, m.conv_dim, m.d_inner
+    width = m.linears()[0].d_out
+    S_el = b * H * P * N
+    X, Z = s * t * m.hidden_size, s * t * width
+    cs = s * b * cd * (K - 1)
+    cout = s * b * cd * n
+    st: dict[str, np.ndarray] = {"mixer/in_proj": X + Z, "mixer/conv": X + Z + s * b * cd * (n + K - 1) + cs + cout}
+    base0 = X + Z + cout + cs
+    st["mixer/dt"] = base0 + c * H + 2 * c * t * H + (c * H if low else 0.0)
+    loop = base0 + c * H + c * t * H + (c * H if low else 0.0) + c * S_el + s * t * di
+    q = float(chunk or m.chunk_size)
+    l = np.minimum(n, q)
+    core = c * b * l * (H * P + 2 * G * N)  # x, B, C of one chunk
+    acum = c * b * H * l
+    sq_h, sq_g, lp = c * b * H * l * l, c * b * G * l * l, c * b * H * l * P
+    chunked = n > 1
+    st["mixer/chunk_cb"] = np.where(chunked, loop + core + acum + sq_h + sq_g, 0.0)
+    st["mixer/chunk_intra"] = np.where(chunked, loop + core + acum + sq_h + lp, 0.0)
+    st["mixer/chunk_state_in"] = np.where(chunked, loop + core + 2 * acum + 2 * lp, 0.0)
+    st["mixer/chunk_decay"] = np.where(chunked, loop + core + 2 * acum + lp, 0.0)
+    st["mixer/chunk_state"] = np.where(chunked, loop + c * b * l * 2 * G * N + acum + lp + c * S_el, 0.0)
+    st["mixer/step"] = np.where(chunked, 0.0, loop + c * b * (2 * H * P + 2 * G * N) + c * S_el)
+    post = X + Z + cs + ss * S_el + s * t * di
+    st["mixer/state_out"] = post + (c * S_el if ss != c else 0.0)
+    st.update(gated_norm_steps(post, t, di, G, s, norm=m.norm, norm_first=m.norm_before_gate))
+    st["mixer/out_proj"] = X + cs + ss * S_el + s * t * di + s * t * m.hidden_size
+    return st

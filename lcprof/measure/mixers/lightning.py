@@ -52,7 +52,7 @@ class LightningAttention(nn.Module):
             self.output_gate = nn.Linear(gate.d_in, gate.d_out, bias=gate.bias)
             self.norm_weight = nn.Parameter(torch.empty(d.n_heads * d.head_dim))
             self.out_proj = nn.Linear(out.d_in, out.d_out, bias=out.bias)
-        self.register_buffer("slopes", alibi_slopes(d.n_heads) * decay_scale, persistent=False)
+        self.slopes = tuple(float(v) for v in alibi_slopes(d.n_heads) * decay_scale)  # stays float64 under .to()
         self._masks: dict = {}
         if materialize_weights:
             materialize(self)
@@ -78,7 +78,7 @@ class LightningAttention(nn.Module):
         w = H * hd
         qkv = F.silu(self.qkv_proj(x), inplace=True)  # (b, m, 3 H d)
         sc = core_dtype(x.dtype)
-        logl = -self.slopes.to(sc)  # log lambda per head (H,)
+        logl = -torch.tensor(self.slopes, dtype=sc, device=x.device)  # log lambda per head (H,)
         S = torch.zeros(b, H, hd, hd, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, hd, hd), sc)
         o = torch.empty(b, m, H, hd, dtype=x.dtype, device=x.device)
         for t0 in range(0, m, self.block):
@@ -93,6 +93,7 @@ class LightningAttention(nn.Module):
             if l == 1 and m == 1:  # decode: KV <- lambda KV + k^T v; o = q KV
                 S.mul_(logl.exp()[:, None, None]).add_(k.transpose(-1, -2) @ v)  # 2 b H d^2
                 o[:, t0:t1] = (q @ S).transpose(1, 2)  # 2 b H d^2
+                del q, k, v
                 continue
             pos = torch.arange(l, dtype=sc, device=x.device)
             diff = pos[:, None] - pos[None, :]  # t - s
@@ -111,7 +112,7 @@ class LightningAttention(nn.Module):
             kd = k.mul_(((l - 1 - pos)[None, :] * logl[:, None]).exp()[..., None])  # K o lambda^(l-1-s)
             S.mul_((l * logl).exp()[:, None, None]).add_(kd.transpose(-1, -2) @ v)  # 2 b H l d^2
             del kd, k, v, pos
-        del qkv
+        del qkv, logl
         new_state = MixerState(None, S.to(state_dtype or x.dtype))
         del S
         ov = o.view(b, m, w)

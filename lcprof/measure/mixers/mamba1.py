@@ -102,7 +102,8 @@ class Mamba1Mixer(nn.Module):
             S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
             yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
             y[:, t] = yt.addcmul_(xt, Dv)
-        del dt, dbc, conv, xs
+            del dtt, xt, yt  # views of dt and of the conv output would keep them alive
+        del dt, dbc, dt_low, Bm, Cm, conv, xs, A, Dv
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
         del S
         out = y * F.silu(xz[..., di:])

@@ -105,7 +105,7 @@ def lightning_recurrent(mixer, x, state=None):
     b, m, _ = x.shape
     H, hd = d.n_heads, d.head_dim
     qkv = F.silu(F.linear(x, mixer.qkv_proj.weight)).reshape(b, m, H, 3 * hd)
-    lam = torch.exp(-mixer.slopes.to(x.dtype))
+    lam = torch.exp(-torch.tensor(mixer.slopes, dtype=x.dtype))
     S = torch.zeros(b, H, hd, hd, dtype=x.dtype) if state is None else state.ssm.to(x.dtype).clone()
     outs = []
     for t in range(m):

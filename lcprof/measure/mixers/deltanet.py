@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcprof.cost.kinds.deltanet import CHUNK
+from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
 
@@ -36,10 +37,11 @@ def _l2norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 class GatedDeltaNetMixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-6, seed: int = 0,
+    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-6, seed: int = 0, backend: str = "torch",
                  materialize_weights: bool = True) -> None:
         super().__init__()
         self.spec = d = spec  # a lcprof.spec.GatedDeltaNetSpec
+        self.backend = get_mixer_backend(backend, d.kind).name
         self.chunk = int(chunk or CHUNK)
         self.eps = eps
         qkvz, ba, out = d.linears()
@@ -95,8 +97,11 @@ class GatedDeltaNetMixer(nn.Module):
         g = F.softplus(ba[..., Hv:].to(sc) + self.dt_bias.to(sc)).mul_(-torch.exp(self.A_log.to(sc)))  # log decay
         S = torch.zeros(b, Hv, dk, dv, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, Hv, dk, dv), sc)
         o = torch.empty(b, m, Hv, dv, dtype=x.dtype, device=x.device)
-        step = self._step if m == 1 else self._chunks
-        step(qkv, beta, g, S, o)
+        if self.backend == "fla":
+            S = self._fla(qkv, beta, g, S, o)
+        else:
+            step = self._step if m == 1 else self._chunks
+            step(qkv, beta, g, S, o)
         del qkv, conv, beta, g, ba
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
         del S
@@ -104,6 +109,26 @@ class GatedDeltaNetMixer(nn.Module):
         y = gated_rmsnorm(o.view(b, m, vw), z, self.norm_weight, Hv, self.eps, norm_first=True)
         del o, z, qkvz
         return self.out_proj(y), new_state
+
+    def _fla(self, qkv, beta, g, S, o) -> torch.Tensor:
+        """The core on fla's kernels: q, k repeated to the value heads, normalized in the kernel."""
+        from lcprof.measure.mixer_backends import fla_gated_delta
+
+        d = self.spec
+        b, m, _ = qkv.shape
+        r, kw = d.num_v_heads // d.num_k_heads, d.key_dim
+
+        def heads(lo, hi, count, dim):
+            x = qkv[..., lo:hi].reshape(b, m, count, dim)
+            return (x.repeat_interleave(r, dim=2) if count != d.num_v_heads else x).contiguous()
+
+        q = heads(0, kw, d.num_k_heads, d.head_k_dim)
+        k = heads(kw, 2 * kw, d.num_k_heads, d.head_k_dim)
+        v = heads(2 * kw, d.conv_dim, d.num_v_heads, d.head_v_dim)
+        out, final = fla_gated_delta(q, k, v, g.contiguous(), beta.contiguous(), S, 1.0 / math.sqrt(d.head_k_dim),
+                                     step=(m == 1))
+        o.copy_(out)
+        return final
 
     def _heads(self, qkv, t0: int, t1: int, sc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k (b, Hv, l, dk) -- key heads repeated for their value heads --, v (b, Hv, l, dv)."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcprof.cost.kinds.lightning import BLOCK
+from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import MixerState, core_dtype, fill_linear_weights, gather, materialize
 
 
@@ -41,9 +42,10 @@ class LightningAttention(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
     def __init__(self, spec, *, block: int | None = None, eps: float = 1e-6, decay_scale: float = 1.0, seed: int = 0,
-                 materialize_weights: bool = True) -> None:
+                 backend: str = "torch", materialize_weights: bool = True) -> None:
         super().__init__()
         self.spec = d = spec  # a lcprof.spec.LightningSpec
+        self.backend = get_mixer_backend(backend, d.kind).name
         self.block = int(block or BLOCK)
         self.eps = eps
         qkv, gate, out = d.linears()

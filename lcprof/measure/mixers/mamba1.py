@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lcprof.errors import LcprofError
+from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import MixerState, causal_conv, core_dtype, fill_linear_weights, gather, materialize
 
 
@@ -30,9 +32,11 @@ def _rms(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tens
 class Mamba1Mixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, spec, *, eps: float = 1e-6, seed: int = 0, materialize_weights: bool = True) -> None:
+    def __init__(self, spec, *, eps: float = 1e-6, seed: int = 0, backend: str = "torch",
+                 materialize_weights: bool = True) -> None:
         super().__init__()
         self.spec = d = spec  # a lcprof.spec.MambaSpec
+        self.backend = get_mixer_backend(backend, d.kind).name
         self.eps = eps
         R, N, di = d.dt_rank, d.d_state, d.d_inner
         lin = {x.name: x for x in d.linears()}
@@ -74,6 +78,36 @@ class Mamba1Mixer(nn.Module):
         return MixerState(torch.zeros(batch, d.d_inner, d.d_conv - 1, dtype=dtype, device=device),
                           torch.zeros(batch, d.d_inner, d.d_state, dtype=dtype, device=device))
 
+    def _mamba_ssm(self, conv, dt, A, Bm, Cm, Dv, S, y, *, fresh: bool) -> torch.Tensor:
+        """The scan on mamba_ssm's kernels: selective_scan_fn (prefill, zero state only) or
+        selective_state_update (one token)."""
+        from lcprof.measure.mixer_backends import mamba_ssm_scan, mamba_ssm_state_update
+
+        m = conv.shape[-1]
+        if m == 1:
+            y[:, 0] = mamba_ssm_state_update(S, conv[..., 0].contiguous(), dt[:, 0], A, Bm[:, 0].contiguous(),
+                                             Cm[:, 0].contiguous(), Dv)
+            return S
+        if not fresh:
+            raise LcprofError("mamba-ssm's selective_scan_fn starts from a zero state: a prefill after a cached "
+                              "prefix runs on the torch backend")
+        out, last = mamba_ssm_scan(conv, dt.transpose(1, 2).contiguous(), A, Bm.transpose(1, 2).contiguous(),
+                                   Cm.transpose(1, 2).contiguous(), Dv)
+        y.copy_(out.transpose(1, 2))
+        return last
+
+    @staticmethod
+    def _scan(xs, dt, A, Bm, Cm, Dv, S, y) -> None:
+        """Token by token: S <- exp(dt A) o S + (dt o x) B^T; y = S C + D o x."""
+        sc = S.dtype
+        for t in range(xs.shape[1]):
+            dtt = dt[:, t]  # (b, di)
+            xt = xs[:, t].to(sc)  # (b, di)
+            S.mul_(torch.exp(dtt[..., None] * A))
+            S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
+            yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
+            y[:, t] = yt.addcmul_(xt, Dv)
+
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
         d = self.spec
@@ -95,14 +129,10 @@ class Mamba1Mixer(nn.Module):
         Dv = self.D.to(sc)
         S = torch.zeros(b, di, N, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, di, N), sc)
         y = torch.empty(b, m, di, dtype=x.dtype, device=x.device)
-        for t in range(m):
-            dtt = dt[:, t]  # (b, di)
-            xt = xs[:, t].to(sc)  # (b, di)
-            S.mul_(torch.exp(dtt[..., None] * A))
-            S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
-            yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
-            y[:, t] = yt.addcmul_(xt, Dv)
-            del dtt, xt, yt  # views of dt and of the conv output would keep them alive
+        if self.backend == "mamba-ssm":
+            S = self._mamba_ssm(conv, dt, A, Bm, Cm, Dv, S, y, fresh=state is None)
+        else:
+            self._scan(xs, dt, A, Bm, Cm, Dv, S, y)
         del dt, dbc, dt_low, Bm, Cm, conv, xs, A, Dv
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
         del S

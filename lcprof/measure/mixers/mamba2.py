@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
 
@@ -28,10 +29,11 @@ from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, f
 class Mamba2Mixer(nn.Module):
     """x (batch, m, hidden) -> (batch, m, hidden), with the carried :class:`MixerState`."""
 
-    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-5, seed: int = 0,
+    def __init__(self, spec, *, chunk: int | None = None, eps: float = 1e-5, seed: int = 0, backend: str = "torch",
                  materialize_weights: bool = True) -> None:
         super().__init__()
         self.spec = d = spec  # a lcprof.spec.Mamba2Spec
+        self.backend = get_mixer_backend(backend, d.kind).name
         self.chunk = int(chunk or d.chunk_size)
         self.eps = eps
         in_proj, out_proj = d.linears()
@@ -89,7 +91,9 @@ class Mamba2Mixer(nn.Module):
         Dv = self.D.to(sc)
         S = torch.zeros(b, H, P, N, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, P, N), sc)
         y = torch.empty(b, m, H, P, dtype=x.dtype, device=x.device)
-        if m == 1:
+        if self.backend == "mamba-ssm":
+            S = self._mamba_ssm(xbc, dt, A, Dv, S, y)
+        elif m == 1:
             self._step(xbc, dt, A, Dv, S, y)
         else:
             self._chunks(xbc, dt, A, Dv, S, y)
@@ -104,6 +108,24 @@ class Mamba2Mixer(nn.Module):
             g = yv * F.silu(z)
         del y, yv, z, zxbcdt
         return self.out_proj(g), new_state
+
+    def _mamba_ssm(self, xbc, dt, A, Dv, S, y) -> torch.Tensor:
+        """The core on mamba_ssm's kernels (SSD chunk scan; selective_state_update for decode)."""
+        from lcprof.measure.mixer_backends import mamba_ssm_ssd, mamba_ssm_state_update
+
+        d = self.spec
+        b, m, _ = xbc.shape
+        H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
+        xc = xbc.contiguous()  # (b, m, conv_dim)
+        xh = xc[..., :di].reshape(b, m, H, P)
+        Bm = xc[..., di:di + G * N].reshape(b, m, G, N)
+        Cm = xc[..., di + G * N:].reshape(b, m, G, N)
+        if m == 1:
+            y[:, 0] = mamba_ssm_state_update(S, xh[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], Dv)
+            return S
+        out, final = mamba_ssm_ssd(xh, dt, A, Bm, Cm, Dv, S, self.chunk)
+        y.copy_(out)
+        return final
 
     def _step(self, xbc, dt, A, Dv, S, y) -> None:
         """One token: S <- exp(dt A) S + (dt x) B^T, y = S C + D x (per group of heads)."""

@@ -76,7 +76,7 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
         "kv_bytes": kv,
         "kv_gib": kv / float(1 << 30),
         "kv_bytes_uncapped": full,
-        "window_saving": 1.0 - kv / full,
+        "window_saving": np.where(full > 0, 1.0 - kv / np.where(full > 0, full, 1), 0.0),  # 0 without KV (SSM)
     })
 
 

@@ -18,9 +18,25 @@ FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "jso
                              show_default=True, help="Output format (JSON: a list of flat records).")
 
 
+def _set_allow_unknown(ctx, param, value):
+    from lcprof.spec import set_allow_unknown
+
+    set_allow_unknown(bool(value))
+
+
+#: ``--allow-unknown``: load a config.json carrying fields lcprof does not understand, warning with
+#: their names, instead of refusing it (lcprof.spec.config). Stacked under every model option.
+ALLOW_UNKNOWN_OPTION = click.option(
+    "--allow-unknown", is_flag=True, expose_value=False, is_eager=True, callback=_set_allow_unknown,
+    help="Load a config.json even when it has fields lcprof does not understand (warns, naming them; "
+         "costs may then be wrong).")
+
+
 def model_option(required=True):
-    return click.option("--model", "-m", required=required,
-                        help="Preset name or alias (see `lcprof models`) or a path to a config.json / its folder.")
+    opt = click.option("--model", "-m", required=required,
+                       help="Preset name or alias (see `lcprof models`), a path to a config.json / its folder, "
+                            "or a Hugging Face id (org/name; the local Hub cache first).")
+    return lambda f: opt(ALLOW_UNKNOWN_OPTION(f))
 
 
 def n_option(default=None, required=False, help_text="Token counts: 131072, 128k, 1M, 4k,8k or 128..131072."):
@@ -41,6 +57,9 @@ class _Group(click.Group):
             click.echo(f"lcprof: warning: {message}", err=True)
 
         warnings.showwarning = show_warning
+        from lcprof.spec import set_allow_unknown
+
+        set_allow_unknown(False)  # each invocation starts strict; --allow-unknown turns it off
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -88,6 +107,7 @@ def models(fmt):
 
 @main.command()
 @click.argument("model")
+@ALLOW_UNKNOWN_OPTION
 @FORMAT_OPTION
 def show(model, fmt):
     """Show a model's spec: shapes, attention kinds, RoPE, MLA/MoE, parameter counts."""
@@ -155,6 +175,7 @@ def rope(model, n, pairs, fmt):
 @main.command()
 @click.argument("model_a")
 @click.argument("model_b")
+@ALLOW_UNKNOWN_OPTION
 @n_option(help_text="Reference length for the cost rows.")
 @FORMAT_OPTION
 def diff(model_a, model_b, n, fmt):

@@ -19,6 +19,8 @@ from lcprof.units import dtype_bytes, dtype_name, parse_token_list
 
 def ring_shapes(spec) -> tuple[int, int, int]:
     """(heads, kv_heads, head_dim) of the attention the ring runs (MLA: decompressed, naive form)."""
+    if not spec.has_attention:
+        raise LcprofError(f"{spec.name} has no attention layers: there is nothing for ring attention to split")
     if spec.mla is not None:
         return spec.n_heads, spec.n_heads, spec.head_dim
     return spec.n_heads, spec.n_kv_heads, spec.head_dim

@@ -54,8 +54,10 @@ def inv_freq(rope: RopeSpec, n: int | None = None) -> tuple[np.ndarray, float]:
         new_theta = rope.theta * ((rope.factor * seq / orig) - (rope.factor - 1)) ** (d / (d - 2))
         return base_inv_freq(new_theta, d), 1.0
     if t == "yarn":
-        low = math.floor(_yarn_correction_dim(rope.beta_fast, d, rope.theta, orig))
-        high = math.ceil(_yarn_correction_dim(rope.beta_slow, d, rope.theta, orig))
+        low = _yarn_correction_dim(rope.beta_fast, d, rope.theta, orig)
+        high = _yarn_correction_dim(rope.beta_slow, d, rope.theta, orig)
+        if rope.truncate:  # transformers rounds the range outward unless the config says truncate: false
+            low, high = math.floor(low), math.ceil(high)
         low, high = max(low, 0), min(high, d - 1)
         if low == high:
             high += 0.001

@@ -171,6 +171,9 @@ class DecoderLayer(nn.Module):
         self.spec = spec
         self.layer_idx = layer_idx
         self.lspec: LayerSpec = spec.layers[layer_idx]
+        from lcprof.cost.ops import check_priced
+
+        check_priced(spec, self.lspec)  # this block is attention + MLP: never build another kind as one
         self.attention = attention or eager_attention
         self.mla_form = mla_form
         self.is_moe = bool(self.lspec.moe and spec.moe is not None)

@@ -72,9 +72,11 @@ class ModelSpec:
     gated_deltanet: GatedDeltaNetSpec | None = None
     lightning: LightningSpec | None = None
     indexer: IndexerSpec | None = None
+    state_dtype: str | None = None  # dtype the config asks the SSM/recurrent state to be kept in
     # ---- where it came from ---------------------------------------------------------------------
     text_model_of: str | None = None  # the multimodal wrapper's model_type when read from text_config
     ignored_fields: tuple[str, ...] = ()  # fields the loader did not understand (--allow-unknown)
+    checkpoint_dir: str | None = None  # folder (or Hub snapshot) the config.json was read from
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"

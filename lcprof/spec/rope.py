@@ -25,6 +25,7 @@ class RopeSpec:
     mscale: float | None = None
     mscale_all_dim: float | None = None
     attention_factor: float | None = None
+    truncate: bool = True  # False (gpt-oss): the correction range's bounds are not rounded
     # LongRoPE
     short_factor: tuple[float, ...] = ()
     long_factor: tuple[float, ...] = ()

@@ -179,12 +179,12 @@ def test_mla_naive_decode_and_forms_agree_on_shared_ops():
 
 
 # ------------------------------------------------------------------------------------------------
-# MoE (DeepSeek layout): layer 0 dense (128), layer 1 MoE: 8 routed experts (top-2) of width 32
+# MoE (DeepSeekMoE layout, model_type deepseek: Llama attention, DeepSeek MoE): layer 0 dense (128), layer 1 MoE: 8 routed experts (top-2) of width 32
 # plus 1 shared expert of width 32
 # ------------------------------------------------------------------------------------------------
 
 def moe_spec():
-    cfg = llama_config(model_type="deepseek_v2", n_routed_experts=8, num_experts_per_tok=2,
+    cfg = llama_config(model_type="deepseek", n_routed_experts=8, num_experts_per_tok=2,
                        n_shared_experts=1, moe_intermediate_size=32, first_k_dense_replace=1)
     return spec_from_config(cfg, name="tiny-moe")
 
@@ -202,7 +202,7 @@ def test_moe_layer_exact():
     attn_proj = sum(MHA_N8[k] for k in ("proj/q", "proj/kv", "attn/qk", "attn/pv", "proj/o"))
     assert moe["total"] == attn_proj + 8192 + 196608 + 98304
     # active FLOPs do not depend on the number of experts that are not picked
-    cfg64 = llama_config(model_type="deepseek_v2", n_routed_experts=64, num_experts_per_tok=2,
+    cfg64 = llama_config(model_type="deepseek", n_routed_experts=64, num_experts_per_tok=2,
                          n_shared_experts=1, moe_intermediate_size=32, first_k_dense_replace=1)
     moe64 = breakdown(cost(spec_from_config(cfg64, name="m64"), 8, layer=1))
     assert moe64["mlp/experts"] == moe["mlp/experts"]

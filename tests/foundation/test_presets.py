@@ -47,6 +47,25 @@ def test_param_count_within_1_percent_of_published(name):
     assert abs(total / spec.published_params - 1) < 0.01, (name, total, spec.published_params)
 
 
+HYBRID_AND_NEW = ["qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80b-a3b", "qwen3.5-27b", "qwen3.5-35b-a3b",
+                  "qwen3.5-397b-a17b", "gemma3-27b", "gpt-oss-20b", "gpt-oss-120b", "mixtral-8x7b", "llama4-maverick",
+                  "llama4-scout-instruct", "deepseek-v3.2", "kimi-k2", "glm-5", "minimax-m1", "minimax-m2.5",
+                  "mimo-v2-flash", "jamba-1.5-mini", "nemotron-h-56b", "nemotron-3-nano", "falcon-mamba-7b"]
+
+
+def test_issue_12_presets_are_listed_and_near_their_published_totals():
+    # Within 1.5% of the published total for every preset: the gaps above 1% are towers and rounding --
+    # gemma3-27b (-1.4%: the SigLIP vision tower), llama4-scout(-instruct) (-1.1%: the vision encoder),
+    # kimi-k2 (-1.3%: "1T" published as 1.04T, a rounded figure), each explained in its preset.
+    names = list_presets()
+    for nm in HYBRID_AND_NEW:
+        assert nm in names, nm
+    for nm in names:
+        spec = load_model(nm)
+        total = param_counts(spec)["total_params"]
+        assert abs(total / spec.published_params - 1) < 0.015, (nm, total, spec.published_params)
+
+
 def test_llama4_scout_param_count():
     # The published 109B (model card: "17B (Activated) 109B (Total)") counts the vision encoder
     # and projector (~1.9B) that the text-only preset drops, so the text model is ~1.1% short of it;

@@ -1,0 +1,396 @@
+"""Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Phi-3,
+Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2.
+
+Each ``*_DEFAULTS`` table is transformers' configuration class for that model_type
+(``src/transformers/models/<type>/configuration_<type>.py``): the value a field takes when the
+config.json omits it. Shapes (``CORE``) are required instead (see ``family.CORE``).
+"""
+
+from __future__ import annotations
+
+from lcprof.errors import LcprofError
+from lcprof.spec.config import common as C
+from lcprof.spec.config.family import CORE, Family
+from lcprof.spec.config.reader import Reader
+from lcprof.spec.layers import LayerSpec
+from lcprof.spec.moe import MoESpec
+
+
+# ----------------------------------------------------------------------------------------------
+# shared pieces
+# ----------------------------------------------------------------------------------------------
+
+def attention_shapes(r: Reader) -> tuple[int, int, int, int, int]:
+    """(hidden, layers, heads, kv heads, head_dim); head_dim defaults to hidden // heads, which must
+    then divide evenly."""
+    hidden = r.int("hidden_size")
+    n_layers = r.int("num_hidden_layers")
+    heads = r.int("num_attention_heads")
+    kv = r.int("num_key_value_heads", null=True) if ("num_key_value_heads" in r.cfg or
+                                                     "num_key_value_heads" in r.defaults) else None
+    kv = heads if kv is None else kv
+    hd = r.int("head_dim", null=True) if ("head_dim" in r.cfg or "head_dim" in r.defaults) else None
+    if hd is None:
+        if hidden % heads:
+            raise LcprofError(f"{r.where}: hidden_size {hidden} is not a multiple of "
+                              f"num_attention_heads {heads} (and no head_dim is given)")
+        hd = hidden // heads
+    if heads % kv:
+        raise LcprofError(f"{r.where}: {heads} query heads are not a multiple of {kv} KV heads")
+    return hidden, n_layers, heads, kv, hd
+
+
+def rope_of(r: Reader, head_dim: int, max_pos: int, *, rotary_dim: int | None = None):
+    block = C.rope_block(r)
+    theta = C.rope_theta(r, block)
+    if rotary_dim is None:
+        rotary_dim = C.rotary_dim_of(head_dim, C.partial_factor(r, block))
+    if rotary_dim <= 0:
+        raise LcprofError(f"{r.where}: the rotary dimension is {rotary_dim}: nothing would be rotated")
+    return C.read_rope(r, rotary_dim, theta=theta, block=block, max_pos=max_pos)
+
+
+def kinds_from_layer_types(r: Reader, types: list[str], *, sliding: int | None = None,
+                           chunk: int | None = None) -> list[tuple[str, int | None]]:
+    """(mask, window) per layer from layer_types (full/sliding/chunked attention)."""
+    out: list[tuple[str, int | None]] = []
+    for i, t in enumerate(types):
+        if t in ("full_attention", "global", "attention"):
+            out.append(("global", None))
+        elif t in ("sliding_attention", "sliding"):
+            if sliding is None:
+                raise LcprofError(f"{r.where}: layer_types names sliding layers but sliding_window is not set")
+            out.append(("sliding", sliding))
+        elif t in ("chunked_attention", "chunked"):
+            if chunk is None:
+                raise LcprofError(f"{r.where}: layer_types names chunked layers but attention_chunk_size is not set")
+            out.append(("chunked", chunk))
+        else:
+            raise LcprofError(f"{r.where}: layer {i} is {t!r}: lcprof does not know that layer type for "
+                              f"model_type {r.model_type!r} (known: full_attention, sliding_attention"
+                              f"{', chunked_attention' if chunk is not None else ''})")
+    return out
+
+
+def finish(r: Reader, ctx: dict, *, kinds, moe_flags=None, rope_flags=None, hidden, heads, kv, hd,
+           inter, vocab, max_pos, tie, rope, moe=None, gated=True, **extra):
+    n = len(kinds)
+    moe_flags = moe_flags or [False] * n
+    rope_flags = rope_flags or [True] * n
+    sinks = extra.pop("sinks", None) or [False] * n
+    layers = [LayerSpec(attn=k, window=w, moe=bool(moe_flags[i]), rope=bool(rope_flags[i]), sinks=bool(sinks[i]))
+              for i, (k, w) in enumerate(kinds)]
+    return C.make_spec(
+        r, name=ctx["name"], meta=ctx["meta"], layers=layers, notes=ctx["notes"] + extra.pop("notes", []),
+        model_type=r.model_type, hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
+        intermediate_size=inter, mlp_gated=gated, vocab_size=vocab, tie_embeddings=tie,
+        max_position_embeddings=max_pos, rope=rope, moe=moe,
+        original_max_position_embeddings=extra.pop("original_max_position_embeddings",
+                                                   rope.original_max_position if rope else None),
+        torch_dtype=ctx["dtype"], config=ctx["config"], text_model_of=ctx["wrapper"], **extra)
+
+
+def qwen_sliding(r: Reader, n_layers: int) -> list[tuple[str, int | None]]:
+    """Qwen2/Qwen3 (and their MoE): layer_types when given, else sliding for layer i >=
+    max_window_layers when use_sliding_window (transformers' Qwen2Config.__post_init__)."""
+    use = r.bool("use_sliding_window")
+    sw = r.int("sliding_window", null=True)
+    mwl = r.int("max_window_layers", min=0)
+    types = C.layer_types(r, n_layers)
+    if types is not None:
+        return kinds_from_layer_types(r, types, sliding=sw if use else None)
+    if use and sw is not None:
+        return [("sliding", sw) if i >= mwl else ("global", None) for i in range(n_layers)]
+    return [("global", None)] * n_layers
+
+
+# ----------------------------------------------------------------------------------------------
+# builders
+# ----------------------------------------------------------------------------------------------
+
+def llama_masks(r: Reader, n_layers: int) -> tuple[list[tuple[str, int | None]], list[bool]]:
+    """(mask, window) and RoPE flag per layer of a llama-shaped config. Published Llama configs have
+    none of these fields (every layer global with RoPE); lcprof also reads ``layer_types``,
+    ``sliding_window``, ``attention_chunk_size`` and ``no_rope_layers`` here, with the meaning the
+    families that publish them give them (Mistral, Gemma, Llama 4), for what-if configs."""
+    sw = r.int("sliding_window", null=True)
+    chunk = r.int("attention_chunk_size", null=True)
+    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
+    types = C.layer_types(r, n_layers)
+    if types is not None:
+        kinds = kinds_from_layer_types(r, types, sliding=sw, chunk=chunk)
+    elif chunk is not None:  # Llama 4's rule: RoPE layers chunked, every 4th (NoPE) global
+        nrl = nrl or [int((i + 1) % 4 != 0) for i in range(n_layers)]
+        kinds = [("chunked", chunk) if nrl[i] else ("global", None) for i in range(n_layers)]
+    elif sw is not None:
+        kinds = [("sliding", sw)] * n_layers
+    else:
+        kinds = [("global", None)] * n_layers
+    rope_flags = [bool(x) for x in nrl] if nrl is not None else [True] * n_layers
+    return kinds, rope_flags
+
+
+def build_llama(r: Reader, ctx: dict):
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    bias = r.bool("attention_bias")
+    kinds, rope_flags = llama_masks(r, n_layers)
+    return finish(r, ctx, kinds=kinds, rope_flags=rope_flags, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos),
+                  qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias"))
+
+
+def build_mistral(r: Reader, ctx: dict):
+    """Mistral / Mixtral: one sliding window (or none) for every layer; Mixtral routes every MLP."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    sw = r.int("sliding_window", null=True)
+    kinds = [("sliding", sw) if sw is not None else ("global", None)] * n_layers
+    inter = r.int("intermediate_size")
+    moe = None
+    flags = None
+    if r.model_type == "mixtral":
+        moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=r.int("num_experts_per_tok"), n_shared=0,
+                      expert_intermediate_size=inter, shared_intermediate_size=0)
+        flags = [True] * n_layers
+    return finish(r, ctx, kinds=kinds, moe_flags=flags, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=inter,
+                  vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
+                  rope=rope_of(r, hd, max_pos), moe=moe)
+
+
+def build_qwen(r: Reader, ctx: dict):
+    """Qwen2 (q/k/v bias), Qwen2-MoE (shared expert with a sigmoid gate), Qwen3 (per-head q/k
+    RMSNorm, attention_bias on q/k/v/o), Qwen3-MoE (no shared expert)."""
+    mt = r.model_type
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    kinds = qwen_sliding(r, n_layers)
+    inter = r.int("intermediate_size")
+    moe = flags = None
+    if mt in ("qwen2_moe", "qwen3_moe"):
+        n_exp = r.int("num_experts")
+        shared = r.int("shared_expert_intermediate_size", min=0) if mt == "qwen2_moe" else 0
+        moe = MoESpec(n_experts=n_exp, n_active=r.int("num_experts_per_tok"), n_shared=1 if shared else 0,
+                      expert_intermediate_size=r.int("moe_intermediate_size"), shared_intermediate_size=shared,
+                      shared_gate=bool(shared))
+        flags = C.moe_by_sparse_step(r, n_layers, n_exp)
+    if mt.startswith("qwen2"):
+        qkv_bias, o_bias, qk_norm = True, False, "none"  # transformers' Qwen2 always biases q/k/v
+        if r.given("qkv_bias"):
+            qkv_bias = r.bool("qkv_bias")
+    else:
+        qkv_bias = o_bias = r.bool("attention_bias")
+        qk_norm = "head"
+    return finish(r, ctx, kinds=kinds, moe_flags=flags, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=inter,
+                  vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
+                  rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=qkv_bias, o_bias=o_bias, qk_norm=qk_norm)
+
+
+def build_phi3(r: Reader, ctx: dict):
+    """Phi-3: fused qkv and gate_up projections (same parameters as separate ones), no biases; a
+    published sliding_window applies to every layer (transformers' Phi3 mask)."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    sw = r.int("sliding_window", null=True)
+    kinds = [("sliding", sw) if sw is not None else ("global", None)] * n_layers
+    orig = r.int("original_max_position_embeddings", null=True)
+    if r.has("attention_bias") and r.bool("attention_bias"):
+        raise LcprofError(f"{r.where}: attention_bias true: transformers' Phi3 builds its projections without "
+                          "bias whatever this field says")
+    return finish(r, ctx, kinds=kinds, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=r.int("intermediate_size"),
+                  vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
+                  rope=rope_of(r, hd, max_pos), original_max_position_embeddings=orig)
+
+
+def build_gemma(r: Reader, ctx: dict):
+    """Gemma 2 (even layers sliding, logit soft-capping) and Gemma 3 (every sixth layer global,
+    per-head q/k RMSNorm): four RMSNorms per layer, GeGLU MLP, queries scaled by
+    query_pre_attn_scalar**-0.5, embeddings tied by default."""
+    mt = r.model_type
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    sw = C.window(r, "sliding_window")
+    if r.given("sliding_window_size") and r.int("sliding_window_size") != sw:  # an older spelling
+        raise LcprofError(f"{r.where}: sliding_window_size {r.int('sliding_window_size')} != sliding_window {sw}")
+    r.touch("sliding_window_size", "cache_implementation")
+    types = C.layer_types(r, n_layers)
+    if types is None:
+        if mt == "gemma2":
+            types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n_layers)]
+        else:
+            pattern = r.int("sliding_window_pattern", min=1) if r.given("sliding_window_pattern") else 6
+            types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+    r.touch("sliding_window_pattern")
+    kinds = kinds_from_layer_types(r, types, sliding=sw)
+    bias = r.bool("attention_bias")
+    notes = []
+    extra = {}
+    if mt == "gemma3_text":
+        extra["qk_norm"] = "head"
+        r.float("rope_local_base_freq", gt=1.0)
+        notes.append("Sliding layers use RoPE base rope_local_base_freq; the global ones rope_theta.")
+    return finish(r, ctx, kinds=kinds, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=r.int("intermediate_size"),
+                  vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
+                  rope=rope_of(r, hd, max_pos), qkv_bias=bias, o_bias=bias, norms_per_layer=4,
+                  attn_logit_softcap=r.float("attn_logit_softcapping", gt=0, null=True),
+                  final_logit_softcap=r.float("final_logit_softcapping", gt=0, null=True),
+                  query_pre_attn_scalar=r.float("query_pre_attn_scalar", gt=0, null=True), notes=notes, **extra)
+
+
+def build_llama4(r: Reader, ctx: dict):
+    """Llama 4 text model: RoPE layers attend within chunks of attention_chunk_size, NoPE layers
+    (no_rope_layers[i] == 0, default every 4th) attend globally; MoE layers (moe_layers, default
+    every interleave_moe_layer_step-th) route top-k of num_local_experts experts of width
+    intermediate_size plus one shared expert of that width; dense layers use intermediate_size_mlp;
+    use_qk_norm is an L2 norm without weights."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    chunk = r.int("attention_chunk_size", null=True)
+    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
+    if nrl is None:
+        interval = r.int("no_rope_layer_interval", min=1)
+        nrl = [int((i + 1) % interval != 0) for i in range(n_layers)]
+    else:
+        r.touch("no_rope_layer_interval")
+        if any(v not in (0, 1) for v in nrl):
+            raise r.fail("no_rope_layers", "a list of 0/1", nrl)
+    types = C.layer_types(r, n_layers)
+    if types is None:
+        types = ["chunked_attention" if (nrl[i] and chunk is not None) else "full_attention" for i in range(n_layers)]
+    kinds = kinds_from_layer_types(r, types, chunk=chunk)
+    step = r.int("interleave_moe_layer_step", min=1)
+    moe_layers = r.int_list("moe_layers", null=True)
+    if moe_layers is None:
+        moe_layers = list(range(step - 1, n_layers, step))
+    flags = [i in set(moe_layers) for i in range(n_layers)]
+    inter = r.int("intermediate_size")
+    moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=r.int("num_experts_per_tok"), n_shared=1,
+                  expert_intermediate_size=inter, shared_intermediate_size=inter)
+    dense = r.int("intermediate_size_mlp")
+    bias = r.bool("attention_bias")
+    r.touch("attn_temperature_tuning", "floor_scale", "attn_scale", "for_llm_compressor")
+    notes = ["NoPE layers scale their queries by attention temperature tuning (elementwise, no parameters)."]
+    return finish(r, ctx, kinds=kinds, moe_flags=flags, rope_flags=[bool(x) for x in nrl], hidden=hidden,
+                  heads=heads, kv=kv, hd=hd, inter=dense, vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias,
+                  o_bias=bias, qk_norm="l2" if r.bool("use_qk_norm") else "none", notes=notes)
+
+
+def build_gpt_oss(r: Reader, ctx: dict):
+    """gpt-oss: sliding (even) and full layers, a learned sink logit per head, biases on q/k/v/o,
+    the router and every expert projection; every layer routes top-k of num_local_experts experts of
+    width intermediate_size."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    sw = r.int("sliding_window", null=True)
+    types = C.layer_types(r, n_layers)
+    if types is None:
+        types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n_layers)]
+    kinds = kinds_from_layer_types(r, types, sliding=sw)
+    top_k = r.int("num_experts_per_tok")
+    if r.given("experts_per_token") and r.int("experts_per_token") != top_k:
+        raise LcprofError(f"{r.where}: experts_per_token and num_experts_per_tok disagree")
+    r.touch("experts_per_token", "initial_context_length", "swiglu_limit")
+    inter = r.int("intermediate_size")
+    moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=top_k, n_shared=0, expert_intermediate_size=inter,
+                  shared_intermediate_size=0, router_bias=True, expert_bias=True)
+    bias = r.bool("attention_bias")
+    return finish(r, ctx, kinds=kinds, moe_flags=[True] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
+                  rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers)
+
+
+def build_minimax_m2(r: Reader, ctx: dict):
+    """MiniMax-M2: full attention with RMSNorm over the whole q and k widths (qk_norm_type
+    per_layer), partial RoPE (rotary_dim), every layer routes top-k of num_local_experts experts;
+    the router's score-correction bias is a buffer; multi-token-prediction modules are not loaded."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    rot = r.int("rotary_dim", null=True) if r.has("rotary_dim") else None
+    if rot is not None and rot > hd:
+        raise LcprofError(f"{r.where}: rotary_dim {rot} exceeds head_dim {hd}")
+    qk = "none"
+    if r.bool("use_qk_norm"):
+        qk = {"per_layer": "full", "per_head": "head"}[r.str("qk_norm_type", ("per_layer", "per_head"))]
+    else:
+        r.touch("qk_norm_type")
+    shared = r.int("shared_intermediate_size", min=0)
+    if shared:
+        raise LcprofError(f"{r.where}: shared_intermediate_size {shared}: shared experts of MiniMax-M2 are not "
+                          "supported by lcprof (published configs have 0)")
+    inter = r.int("intermediate_size")
+    moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=r.int("num_experts_per_tok"), n_shared=0,
+                  expert_intermediate_size=inter, shared_intermediate_size=0)
+    r.str("scoring_func", ("sigmoid", "softmax"))  # routing choice only: same parameters and FLOPs
+    r.touch("use_routing_bias", "use_mtp", "mtp_transformer_layers", "num_mtp_modules")
+    notes = ["Multi-token-prediction modules (use_mtp) are not counted: transformers does not load them."]
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, moe_flags=[True] * n_layers, hidden=hidden,
+                  heads=heads, kv=kv, hd=hd, inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos, rotary_dim=rot), moe=moe,
+                  qk_norm=qk, notes=notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# defaults tables (transformers' configuration classes)
+# ----------------------------------------------------------------------------------------------
+
+_LLAMA = dict(num_key_value_heads=None, head_dim=None, rope_theta=10000.0, rope_scaling=None,
+              attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
+              # lcprof's what-if fields (see llama_masks): absent from LlamaConfig, None here
+              layer_types=None, sliding_window=None, attention_chunk_size=None, no_rope_layers=None)
+_MISTRAL = dict(num_key_value_heads=8, head_dim=None, rope_theta=10000.0, rope_scaling=None, sliding_window=4096,
+                tie_word_embeddings=False)
+_MIXTRAL = dict(_MISTRAL, rope_theta=1e6, sliding_window=None, num_experts_per_tok=2, num_local_experts=8)
+_QWEN2 = dict(num_key_value_heads=32, rope_theta=10000.0, rope_scaling=None, use_sliding_window=False,
+              sliding_window=4096, max_window_layers=28, tie_word_embeddings=False, layer_types=None)
+_QWEN2_MOE = dict(_QWEN2, num_key_value_heads=16, decoder_sparse_step=1, moe_intermediate_size=1408,
+                  shared_expert_intermediate_size=5632, num_experts_per_tok=4, num_experts=60, mlp_only_layers=None)
+_QWEN3 = dict(_QWEN2, head_dim=128, attention_bias=False)
+_QWEN3_MOE = dict(_QWEN3, num_key_value_heads=4, head_dim=None, decoder_sparse_step=1, moe_intermediate_size=768,
+                  num_experts_per_tok=8, num_experts=128, mlp_only_layers=None)
+_PHI3 = dict(num_key_value_heads=None, rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=1.0,
+             original_max_position_embeddings=4096, sliding_window=None, tie_word_embeddings=False)
+_GEMMA2 = dict(vocab_size=256000, max_position_embeddings=8192, num_key_value_heads=4, head_dim=256,
+               rope_theta=10000.0, rope_scaling=None, attention_bias=False, query_pre_attn_scalar=256,
+               sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+               tie_word_embeddings=True, layer_types=None)
+_GEMMA3 = dict(vocab_size=262208, max_position_embeddings=131072, num_key_value_heads=4, head_dim=256,
+               rope_theta=1_000_000.0, rope_local_base_freq=10_000.0, rope_scaling=None, attention_bias=False,
+               query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=None,
+               attn_logit_softcapping=None, tie_word_embeddings=True, layer_types=None)
+_LLAMA4 = dict(max_position_embeddings=4096 * 32, num_key_value_heads=8, head_dim=128, rope_theta=500000.0,
+               rope_scaling=None, attention_chunk_size=8192, use_qk_norm=True, num_experts_per_tok=1,
+               num_local_experts=16, moe_layers=None, interleave_moe_layer_step=1, no_rope_layers=None,
+               no_rope_layer_interval=4, intermediate_size_mlp=16384, attention_bias=False,
+               tie_word_embeddings=False, layer_types=None)
+_GPT_OSS = dict(num_key_value_heads=8, head_dim=64, rope_theta=150000.0, rope_scaling=None, sliding_window=128,
+                attention_bias=True, num_experts_per_tok=4, num_local_experts=128, tie_word_embeddings=False,
+                layer_types=None)
+_MINIMAX_M2 = dict(num_key_value_heads=8, head_dim=128, rope_theta=5_000_000.0, rope_scaling=None,
+                   use_qk_norm=True, qk_norm_type="per_layer", shared_intermediate_size=0, scoring_func="sigmoid",
+                   tie_word_embeddings=False)
+
+_SRC = "src/transformers/models/{0}/configuration_{0}.py"
+_QWEN_INERT = frozenset({"norm_topk_prob"})
+
+FAMILIES = [
+    Family("llama", _SRC.format("llama"), _LLAMA, build_llama),
+    Family("mistral", _SRC.format("mistral"), _MISTRAL, build_mistral),
+    Family("mixtral", _SRC.format("mixtral"), _MIXTRAL, build_mistral),
+    Family("qwen2", _SRC.format("qwen2"), _QWEN2, build_qwen),
+    Family("qwen2_moe", _SRC.format("qwen2_moe"), _QWEN2_MOE, build_qwen, inert=_QWEN_INERT),
+    Family("qwen3", _SRC.format("qwen3"), _QWEN3, build_qwen),
+    Family("qwen3_moe", _SRC.format("qwen3_moe"), _QWEN3_MOE, build_qwen, inert=_QWEN_INERT),
+    Family("phi3", _SRC.format("phi3"), _PHI3, build_phi3),
+    Family("gemma2", _SRC.format("gemma2"), _GEMMA2, build_gemma,
+           required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"})),
+    Family("gemma3_text", _SRC.format("gemma3"), _GEMMA3, build_gemma, text_of=("gemma3",),
+           required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"})),
+    Family("llama4_text", _SRC.format("llama4"), _LLAMA4, build_llama4, text_of=("llama4",),
+           required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+                               "intermediate_size"})),
+    Family("gpt_oss", _SRC.format("gpt_oss"), _GPT_OSS, build_gpt_oss),
+    Family("minimax_m2", _SRC.format("minimax_m2"), _MINIMAX_M2, build_minimax_m2),
+]
+assert all(f.required <= CORE for f in FAMILIES)

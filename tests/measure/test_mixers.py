@@ -117,15 +117,15 @@ def test_deltanet_flops_by_hand():
     spec = SPECS["gdn"]
     ops = {op.name: float(op.flops) for op in mixer_ops(spec, 13, batch=2, dtype="fp32", chunk=5)}
     t = 2 * 13
-    assert ops["proj/in_proj_qkvz"] == 2 * t * 32 * (2 * 16 + 2 * 24)
-    assert ops["proj/in_proj_ba"] == 2 * t * 32 * 8
+    assert ops["mixer/in_proj_qkvz"] == 2 * t * 32 * (2 * 16 + 2 * 24)
+    assert ops["mixer/in_proj_ba"] == 2 * t * 32 * 8
     assert ops["mixer/conv"] == 2 * t * (2 * 16 + 24) * 4
     assert ops["mixer/kk"] == ops["mixer/qk"] == 2 * 2 * 4 * 59 * 8  # K K^T, Q K^T over l^2 pairs
     assert ops["mixer/solve"] == 2 * 4 * (8 + 6) * 46  # forward substitution, unit diagonal
     assert ops["mixer/intra_v"] == 2 * 2 * 4 * 59 * 6
     assert ops["mixer/state_read"] == 2 * 2 * t * 4 * 8 * 6  # W S and (Q o e^g) S
     assert ops["mixer/state_write"] == 2 * t * 4 * 8 * 6
-    assert ops["proj/out_proj"] == 2 * t * 24 * 32
+    assert ops["mixer/out_proj"] == 2 * t * 24 * 32
     # decode: S^T k, rank-1 update, S^T q = 6 dk dv per value head
     dec = {op.name: float(op.flops) for op in mixer_ops(spec, 1, 100, batch=2, dtype="fp32")}
     assert dec["mixer/state_read"] + dec["mixer/state_write"] == 2 * 6 * 4 * 8 * 6

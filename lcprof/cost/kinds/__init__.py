@@ -35,6 +35,32 @@ def kind_of(mixer) -> ModuleType:
                           f"priced: {', '.join(KINDS)}") from None
 
 
+def per_rank(mixer, tp: int = 1):
+    """The share of a mixer one of ``tp`` tensor-parallel ranks runs, as a spec of the same kind
+    (heads, groups, inner channels split; the hidden size whole): vLLM's column-parallel
+    in_proj / row-parallel out_proj layout. Mamba-2 groups that tp does not divide are replicated
+    (``extra_groups_for_head_shards``)."""
+    if tp == 1:
+        return mixer
+    import dataclasses
+
+    from lcprof.cost.kinds.common import check_tp
+
+    if mixer.kind == "mamba":
+        return dataclasses.replace(mixer, d_inner=check_tp(mixer.d_inner, tp, "Mamba inner channels"))
+    if mixer.kind == "mamba2":
+        groups = mixer.n_groups + (0 if mixer.n_groups % tp == 0 else tp - mixer.n_groups)
+        return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "Mamba-2 heads"),
+                                   n_groups=check_tp(groups, tp, "Mamba-2 groups"))
+    if mixer.kind == "gated_deltanet":
+        return dataclasses.replace(mixer, num_k_heads=check_tp(mixer.num_k_heads, tp, "Gated DeltaNet key heads"),
+                                   num_v_heads=check_tp(mixer.num_v_heads, tp, "Gated DeltaNet value heads"))
+    if mixer.kind == "lightning":
+        return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "lightning-attention heads"))
+    kind_of(mixer)  # refuses the unknown kind
+    raise AssertionError(mixer.kind)  # pragma: no cover
+
+
 def mixer_ops(mixer, n, prefix=0, **kw):
     return kind_of(mixer).ops(mixer, n, prefix, **kw)
 
@@ -54,4 +80,4 @@ def mixer_activation_bytes(mixer, n, **kw):
 
 
 __all__ = ["KINDS", "LABELS", "kind_of", "mixer_activation_bytes", "mixer_activation_steps", "mixer_ops",
-           "mixer_state_bytes"]
+           "mixer_state_bytes", "per_rank"]

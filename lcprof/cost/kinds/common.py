@@ -36,8 +36,8 @@ __all__ = ["Op", "chunk_sums", "conv_op", "proj_ops", "state_bytes_of", "state_d
 
 
 def proj_ops(mixer, tokens, s: float) -> list[Op]:
-    """One op per projection of the spec (``proj/<name>``): 2 * tokens * d_in * d_out FLOPs."""
-    return [_linear(f"proj/{lin.name}", tokens, lin.d_in, lin.d_out, s) for lin in mixer.linears()]
+    """One op per projection of the spec (``mixer/<name>``): 2 * tokens * d_in * d_out FLOPs."""
+    return [_linear(f"mixer/{lin.name}", tokens, lin.d_in, lin.d_out, s) for lin in mixer.linears()]
 
 
 def chunk_sums(n, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lcprof.cost import masks
-from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, kv_bytes,
-                               kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
+from lcprof.cost.kinds import schedule_summary
+from lcprof.cost.model import (activation_bytes, activation_steps, as_mask, attention_crossover_n, cost, kv_bytes,
+                               kv_bytes_per_token, matmul_dtype, roofline, state_bytes, state_bytes_by_layer,
+                               weight_bytes)
+from lcprof.cost.ops import layer_pairs
 from lcprof.cost.rope import rope_summary, rope_table
 from lcprof.errors import LcprofError
 from lcprof.hardware import get_gpu
@@ -54,16 +56,23 @@ def models_table() -> pd.DataFrame:
 
 
 def show(model: str | ModelSpec) -> dict:
-    return describe(load_model(model))
+    spec = load_model(model)
+    return {**describe(spec), "schedule": schedule_summary(spec)}
 
 
-def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> pd.DataFrame:
-    """KV-cache bytes of the whole model at each n (one GPU's share under TP)."""
+def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1, mask=None,
+             state_dtype: str | None = None) -> pd.DataFrame:
+    """KV-cache bytes of the whole model at each n (one GPU's share under TP), the constant
+    per-request state of its linear-time mixers (conv state in bf16, recurrent state in
+    ``state_dtype``, default bf16: vLLM's "auto" for a bf16 model) and their sum."""
     spec = load_model(model)
     ns = parse_token_list(n)
     _check_context(spec, ns)
     dtype = dtype_name(dtype, allowed=("fp32", "bf16", "fp16", "fp8", "int8"))
-    kv = kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)
+    sdt = dtype_name(state_dtype, allowed=("fp32", "bf16", "fp16")) if state_dtype else "bf16"
+    mask = as_mask(mask)
+    kv = kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp, mask=mask)
+    state = state_bytes(spec, batch=batch, dtype="bf16", state_dtype=sdt, tp=tp, mask=mask)
     per_tok = kv_bytes_per_token(spec, dtype, tp)
     full = np.asarray(ns, dtype=np.int64) * per_tok * batch
     return pd.DataFrame({
@@ -77,17 +86,24 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
         "kv_gib": kv / float(1 << 30),
         "kv_bytes_uncapped": full,
         "window_saving": np.where(full > 0, 1.0 - kv / np.where(full > 0, full, 1), 0.0),  # 0 without KV (SSM)
+        "mask": "layers' own" if mask is None else mask.text(),
+        "state_dtype": sdt,
+        "state_bytes": state,
+        "kv_plus_state_bytes": kv + state,
+        "kv_plus_state_gib": (kv + state) / float(1 << 30),
     })
 
 
 def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str = "bf16", batch: int = 1,
-                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> pd.DataFrame:
-    """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends."""
+                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False,
+                mask=None) -> pd.DataFrame:
+    """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends; linear
+    mixers under ``mixer_*`` (their sum ``mixer_total_flops``)."""
     spec = load_model(model)
     ns = parse_token_list(n)
     _check_context(spec, np.asarray(ns) + prefix)
     kw = dict(prefix=prefix, phase=phase, batch=batch, dtype=dtype, layer=layer, lm_head=lm_head,
-              tile=(tile, tile))
+              tile=(tile, tile), mask=as_mask(mask))
     useful = cost(spec, ns, family="useful", **kw)
     eager = cost(spec, ns, family="eager", **kw)
     tiled = cost(spec, ns, family="tiled", **kw)
@@ -148,8 +164,9 @@ class LayerReport:
 
 def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
                  layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str = "bf16",
-                 tf32: bool = False, elementwise: str = "unfused") -> LayerReport:
+                 tf32: bool = False, elementwise: str = "unfused", mask=None) -> LayerReport:
     spec = load_model(model)
+    mask = as_mask(mask)
     ns = parse_token_list(n)
     if len(ns) != 1:
         raise LcprofError("lcprof layer takes one n; use `lcprof flops` for several")
@@ -161,7 +178,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     dtypes = [dtype_name(d, allowed=("fp32", "tf32", "bf16", "fp16", "fp8")) for d in dtypes]
     lyr = spec.layers[layer]
     t = (tile, tile)
-    costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16")
+    costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16", mask=mask)
              for fam in BACKEND_FAMILIES_SHOWN}
     names = [k for k in costs["useful"].flops if k not in ("total",)]
     frows = []
@@ -187,10 +204,15 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
                           "peak_step": top})
         mrows.append({"item": "weights/layer", "dtype": store,
                       "bytes": int(round(weight_bytes(spec, store) / spec.n_layers)), "peak_step": ""})
-    kv_model = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kv_dtype)[0])
+    kv_model = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kv_dtype, mask=mask)[0])
     mrows.append({"item": "kv_cache/model", "dtype": kv_dtype, "bytes": kv_model, "peak_step": ""})
     mrows.append({"item": "kv_cache/layer", "dtype": kv_dtype,
-                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype)[0]),
+                  "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kv_dtype, mask=mask)[0]),
+                  "peak_step": ""})
+    state_model = state_bytes(spec, batch=batch, dtype="bf16", mask=mask)
+    mrows.append({"item": "state/model", "dtype": "bf16", "bytes": state_model, "peak_step": ""})
+    mrows.append({"item": "state/layer", "dtype": "bf16",
+                  "bytes": int(round(batch * state_bytes_by_layer(spec, dtype="bf16", mask=mask)[layer])),
                   "peak_step": ""})
     mem_df = pd.DataFrame(mrows)
     mem_df["gib"] = mem_df["bytes"] / float(1 << 30)
@@ -200,7 +222,8 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     for d in dtypes:
         store = "fp32" if d == "tf32" else d
         for fam in ("eager", "tiled"):
-            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store, elementwise=elementwise)
+            c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store, elementwise=elementwise,
+                     mask=mask)
             try:
                 rl = roofline(c, hw, tf32=(d == "tf32" or tf32))
             except LcprofError:
@@ -219,16 +242,19 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     timing_df = pd.DataFrame(trows)
     u = costs["useful"]
     attn_share = float(u.useful_flops["attn/total"][0] / u.useful_flops["total"][0])
+    pairs = layer_pairs(spec, layer, n_tok, mask=mask)
     summary = {
-        "model": spec.name, "n": n_tok, "layer": layer, "attention_kind": lyr.attn,
-        "window": lyr.window, "gpu": hw.key, "batch": batch,
+        "model": spec.name, "n": n_tok, "layer": layer, "layer_kind": lyr.kind, "attention_kind": lyr.attn,
+        "window": lyr.window, "mask": None if mask is None else mask.text(), "gpu": hw.key, "batch": batch,
         "useful_flops": float(u.flops["total"][0]),
         "attn_flops_share": attn_share,
-        "causal_pairs": float(np.atleast_1d(masks.attended_pairs(lyr.attn, n_tok, 0, lyr.window))[0]),
+        "mixer_flops_share": float(u.useful_flops["mixer/total"][0] / u.useful_flops["total"][0]),
+        "causal_pairs": None if pairs is None else float(np.atleast_1d(pairs)[0]),
         "full_square_pairs": float(n_tok) * n_tok,
         "n_star_layer": attention_crossover_n(spec, layer=layer),
         "n_star_model": attention_crossover_n(spec),
         "kv_bytes_model": kv_model,
+        "state_bytes_model": state_model,
         "kv_dtype": kv_dtype,
         "tile": tile,
     }
@@ -269,6 +295,8 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataF
         add(f, getattr(a, f), getattr(b, f), effect)
     add("attention_type", a.attention_type, b.attention_type, "KV bytes per token")
     add("layer_kinds", a.layer_kinds, b.layer_kinds, "attended pairs and KV held per layer (windows cap both)")
+    add("schedule", schedule_summary(a), schedule_summary(b),
+        "linear-time mixers hold a constant state instead of KV and cost linear FLOPs")
     ra, rb = a.rope, b.rope
     for f in ("type", "theta", "factor", "original_max_position", "rotary_dim"):
         add(f"rope.{f}", getattr(ra, f, None), getattr(rb, f, None),
@@ -283,6 +311,7 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> pd.DataF
     for label, fa, fb in (
         ("kv_bytes_per_token_bf16", kv_bytes_per_token(a), kv_bytes_per_token(b)),
         (f"kv_bytes_at_{n_ref}", int(kv_bytes(a, n_ref)[0]), int(kv_bytes(b, n_ref)[0])),
+        ("state_bytes_bf16", state_bytes(a), state_bytes(b)),
         (f"prefill_flops_at_{n_ref}", float(cost(a, n_ref).flops["total"][0]), float(cost(b, n_ref).flops["total"][0])),
         ("total_params", param_counts(a)["total_params"], param_counts(b)["total_params"]),
     ):

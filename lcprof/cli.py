@@ -39,6 +39,13 @@ def model_option(required=True):
     return lambda f: opt(ALLOW_UNKNOWN_OPTION(f))
 
 
+MASK_OPTION = click.option(
+    "--mask", default=None,
+    help="What-if attention mask for every attention layer: sliding:W, chunked:C, dilated:2048x1,4096x2, "
+         "sinks:4+window:4096, longformer:window=W,global=G, bigbird:block=64,window=3,global=2,random=3, "
+         "topk:2048, infini:segment=2048 (see lcprof.cost.masks).")
+
+
 def n_option(default=None, required=False, help_text="Token counts: 131072, 128k, 1M, 4k,8k or 128..131072."):
     return click.option("--n", "n", default=default, required=required, help=help_text)
 
@@ -122,12 +129,16 @@ def show(model, fmt):
 @click.option("--dtype", default="bf16", show_default=True, help="KV-cache dtype: fp32, bf16, fp16, fp8, int8.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--tp", default=1, show_default=True, type=click.IntRange(min=1), help="Tensor-parallel degree (per-GPU share).")
+@MASK_OPTION
+@click.option("--state-dtype", default=None, help="Dtype of the mixers' recurrent state (default bf16; vLLM's "
+              "mamba_ssm_cache_dtype, e.g. fp32).")
 @FORMAT_OPTION
-def kv(model, n, dtype, batch, tp, fmt):
-    """KV-cache bytes at each n (sliding/chunked layers capped, MLA latent, TP share)."""
+def kv(model, n, dtype, batch, tp, mask, state_dtype, fmt):
+    """KV-cache bytes at each n (sliding/chunked layers capped, MLA latent, TP share), the mixers'
+    constant state, and their sum."""
     from lcprof.analytic import kv_table
 
-    emit(kv_table(model, n, dtype=dtype, batch=batch, tp=tp), fmt)
+    emit(kv_table(model, n, dtype=dtype, batch=batch, tp=tp, mask=mask, state_dtype=state_dtype), fmt)
 
 
 @main.command()
@@ -139,14 +150,15 @@ def kv(model, n, dtype, batch, tp, fmt):
 @click.option("--layer", type=int, default=None, help="One layer's index (default: the whole model).")
 @click.option("--tile", default=128, show_default=True, type=click.IntRange(min=1), help="Tile size of tiled kernels.")
 @click.option("--lm-head/--no-lm-head", default=False, show_default=True)
+@MASK_OPTION
 @FORMAT_OPTION
-def flops(model, n, phase, prefix, batch, layer, tile, lm_head, fmt):
+def flops(model, n, phase, prefix, batch, layer, tile, lm_head, mask, fmt):
     """FLOP breakdown (2 per multiply-add), useful and executed, per n."""
     from lcprof.analytic import flops_table
     from lcprof.units import parse_tokens
 
     p = 0 if str(prefix).strip() == "0" else parse_tokens(prefix)
-    df = flops_table(model, n, phase=phase, batch=batch, prefix=p, layer=layer, tile=tile, lm_head=lm_head)
+    df = flops_table(model, n, phase=phase, batch=batch, prefix=p, layer=layer, tile=tile, lm_head=lm_head, mask=mask)
     if fmt == "table":
         keep = ["n"] + [c for c in df.columns if c.endswith("_flops") or c == "attn_share"]
         df = df[keep]
@@ -204,15 +216,16 @@ def diff(model_a, model_b, n, fmt):
 @click.option("--elementwise", type=click.Choice(["unfused", "fused"]), default="unfused", show_default=True,
               help="Predicted time: elementwise ops one kernel per torch op (transformers, lcprof's layer) "
                    "or a serving engine's fused kernels.")
+@MASK_OPTION
 @FORMAT_OPTION
 def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase,
-          moe_timing, elementwise, fmt):
+          moe_timing, elementwise, mask, fmt):
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
     dt = [d.strip() for d in dtypes.split(",") if d.strip()]
     rep = layer_report(model, n, gpu=gpu, dtypes=dt, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
-                       elementwise=elementwise)
+                       elementwise=elementwise, mask=mask)
     measured = None
     if measure:
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch
@@ -227,12 +240,16 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
         emit(recs, fmt)
         return
     s = rep.summary
-    head = (f"{rep.model}  layer {rep.layer} ({rep.attention_kind}"
-            f"{'' if s['window'] is None else ' W=' + str(s['window'])})  n={rep.n}  batch={s['batch']}  gpu={rep.gpu}")
+    kind = s["layer_kind"] if s["mask"] is None else f"{s['layer_kind']}, mask {s['mask']}"
+    head = (f"{rep.model}  layer {rep.layer} ({kind})  n={rep.n}  batch={s['batch']}  gpu={rep.gpu}")
     click.echo(head)
-    click.echo(f"attention share of useful FLOPs: {s['attn_flops_share']:.1%};  n* (attention = linear FLOPs): "
+    click.echo(f"attention share of useful FLOPs: {s['attn_flops_share']:.1%};  linear mixers: "
+               f"{s['mixer_flops_share']:.1%};  n* (attention = linear FLOPs): "
                f"layer {s['n_star_layer']}, model {s['n_star_model']}")
-    click.echo(f"attended pairs per head: {s['causal_pairs']:.6g} (full square {s['full_square_pairs']:.6g})")
+    if s["causal_pairs"] is None:
+        click.echo("attended pairs per head: none (no attention in this layer)")
+    else:
+        click.echo(f"attended pairs per head: {s['causal_pairs']:.6g} (full square {s['full_square_pairs']:.6g})")
     click.echo()
     emit(rep.flops, "table", "FLOPs per layer (2 per multiply-add): useful and executed per backend family")
     click.echo()

@@ -110,6 +110,19 @@ def attention_pairs(layer: LayerSpec, n, prefix=0, family: str = "useful", causa
     raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
 
 
+def layer_pairs(spec: ModelSpec, layer: int | LayerSpec, n, prefix=0, *, mask=None) -> np.ndarray | None:
+    """Useful (query, key) pairs per query head of a layer's attention for n new tokens after
+    ``prefix`` (the mean over heads for masks that differ by head), or None for a layer without
+    attention. ``mask``: a what-if mask (a Mask or its ``--mask`` string)."""
+    lyr = spec.layer(layer)
+    if not lyr.has_attention:
+        return None
+    if mask is not None and not isinstance(mask, masks.Mask):
+        mask = masks.parse_mask(str(mask))
+    heads = spec.attn_dims(lyr).n_heads
+    return layer_mask(lyr, mask).head_pairs(n, prefix, heads) / heads
+
+
 def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.0) -> Op:
     """tokens x d_in @ d_in x d_out."""
     t = np.asarray(tokens, dtype=np.float64)

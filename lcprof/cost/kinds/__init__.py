@@ -26,6 +26,18 @@ LABELS = {"attention": "attention", "mamba": "Mamba", "mamba2": "Mamba-2", "gate
           "lightning": "lightning attention"}
 
 
+def schedule_summary(spec) -> str:
+    """A model's schedule in words, most layers first: "36 Gated DeltaNet + 12 attention",
+    "54 Mamba-2 + 54 MLP-only + 10 attention", "44 attention+Mamba-2" (parallel in one layer)."""
+    counts: dict[str, int] = {}
+    for layer in spec.layers:
+        names = [("sparse attention" if (m == "attention" and layer.attn == "sparse") else LABELS.get(m, m))
+                 for m in layer.mixers]
+        label = "+".join(names) if names else "MLP-only"
+        counts[label] = counts.get(label, 0) + 1
+    return " + ".join(f"{c} {k}" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def kind_of(mixer) -> ModuleType:
     """The cost module of a mixer spec (by its ``kind``); unknown kinds are refused."""
     try:
@@ -80,4 +92,4 @@ def mixer_activation_bytes(mixer, n, **kw):
 
 
 __all__ = ["KINDS", "LABELS", "kind_of", "mixer_activation_bytes", "mixer_activation_steps", "mixer_ops",
-           "mixer_state_bytes", "per_rank"]
+           "mixer_state_bytes", "per_rank", "schedule_summary"]

@@ -248,6 +248,16 @@ def state_bytes(spec: ModelSpec, *, batch: int = 1, dtype: str = "bf16", state_d
                                                                tp=tp, mask=mask)))))
 
 
+def refuse_state(spec: ModelSpec, consumer: str) -> None:
+    """For a consumer that does not yet charge :func:`state_bytes`: refuse a model whose layers
+    hold a constant per-request state, in one line, instead of planning without it."""
+    if state_bytes(spec) > 0:
+        from lcprof.cost.kinds import schedule_summary
+
+        raise LcprofError(f"{consumer} does not yet charge the constant per-request state of {spec.name}'s "
+                          f"linear-time mixers ({schedule_summary(spec)}); see `lcprof kv` for KV + state")
+
+
 def weight_bytes(spec: ModelSpec, dtype: str = "bf16", tp: int = 1) -> int:
     """Weight bytes on one GPU under tensor parallelism.
 

@@ -171,6 +171,9 @@ def plan(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | None = No
     that does not fit, nothing left for KV, a long length below the short one.
     """
     spec = load_model(model)
+    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
+
+    refuse_state(spec, "lcprof plan")
     dtype = dtype_name(dtype, allowed=WEIGHT_DTYPES)
     kv_dtype = dtype_name(kv_dtype, allowed=KV_DTYPES)
     tp = int(tp)

@@ -189,6 +189,9 @@ def capacity_grid(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | 
     ``gpus`` None: each scenario is one replica of ``tp`` GPUs; otherwise a fixed deployment.
     """
     spec = load_model(model)
+    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
+
+    refuse_state(spec, "lcprof plan")
     dtype = dtype_name(dtype, allowed=WEIGHT_DTYPES)
     kv_dtypes = parse_dtype_list(kv_dtypes, KV_DTYPES)
     longs = parse_token_list(list(longs) if isinstance(longs, (list, tuple, np.ndarray)) else longs)

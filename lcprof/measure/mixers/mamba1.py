@@ -107,6 +107,7 @@ class Mamba1Mixer(nn.Module):
             S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
             yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
             y[:, t] = yt.addcmul_(xt, Dv)
+            del dtt, xt, yt  # not alive into the next token's step
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:

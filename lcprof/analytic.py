@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lcprof.cost import masks
-from lcprof.cost.model import (activation_bytes, activation_steps, attention_crossover_n, cost, kv_bytes,
+from lcprof.cost.kinds import schedule_summary
+from lcprof.cost.model import (activation_bytes, activation_steps, as_mask, attention_crossover_n, cost, kv_bytes,
+                               state_bytes, state_bytes_by_layer,
                                kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
+from lcprof.cost.ops import layer_pairs
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec, describe, list_presets, load_model, param_counts, preset_aliases
 from lcprof.table import Table
@@ -144,15 +146,22 @@ def models_table() -> Table:
 
 
 def show(model: str | ModelSpec) -> dict:
-    return describe(load(model))
+    spec = load(model)
+    return {**describe(spec), "schedule": schedule_summary(spec)}
 
 
-def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1) -> Table:
-    """KV-cache bytes of the whole model at each n (one GPU's share under TP); exact integers."""
+def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, tp: int = 1, mask=None,
+             state_dtype: str | None = None) -> Table:
+    """KV-cache bytes of the whole model at each n (one GPU's share under TP; exact integers), the
+    constant per-request state of its linear-time mixers (conv state in bf16, recurrent state in
+    ``state_dtype``, default bf16: vLLM's "auto" for a bf16 model) and their sum."""
     spec = load(model)
     ns = parse_token_list(n)
     dtype = dtype_name(dtype, allowed=KV_DTYPES)
-    kv = [int(v) for v in kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp)]
+    sdt = dtype_name(state_dtype, allowed=("fp32", "bf16", "fp16")) if state_dtype else "bf16"
+    mask = as_mask(mask)
+    kv = [int(v) for v in kv_bytes(spec, ns, batch=batch, kv_dtype=dtype, tp=tp, mask=mask)]
+    state = int(state_bytes(spec, batch=batch, dtype="bf16", state_dtype=sdt, tp=tp, mask=mask))
     _check_context(spec, ns)  # after the count: a refused count comes without a warning
     per_tok = kv_bytes_per_token(spec, dtype, tp)
     full = [int(x) * per_tok * int(batch) for x in ns]  # Python ints: exact, never wrap
@@ -167,12 +176,19 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
         "kv_gib": [v / float(1 << 30) for v in kv],
         "kv_bytes_uncapped": full,
         "window_saving": [1.0 - v / f if f > 0 else 0.0 for v, f in zip(kv, full)],  # 0 without KV (SSM)
+        "mask": "layers' own" if mask is None else mask.text(),
+        "state_dtype": sdt,
+        "state_bytes": state,
+        "kv_plus_state_bytes": [v + state for v in kv],
+        "kv_plus_state_gib": [(v + state) / float(1 << 30) for v in kv],
     })
 
 
 def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str = "bf16", batch: int = 1,
-                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False) -> Table:
-    """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends."""
+                prefix: int = 0, layer: int | None = None, tile: int = 128, lm_head: bool = False,
+                mask=None) -> Table:
+    """FLOP breakdown (useful) per n, plus executed totals for eager and tiled backends; linear
+    mixers under ``mixer_*`` (their sum ``mixer_total_flops``)."""
     spec = load(model)
     ns = parse_token_list(n)
     check_tiles(max(ns) + prefix, tile)
@@ -180,7 +196,7 @@ def flops_table(model: str | ModelSpec, n, *, phase: str = "prefill", dtype: str
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
     _check_context(spec, np.asarray(ns) + prefix)
     kw = dict(prefix=prefix, phase=phase, batch=batch, dtype=dtype, layer=layer, lm_head=lm_head,
-              tile=(tile, tile))
+              tile=(tile, tile), mask=as_mask(mask))
     useful = cost(spec, ns, family="useful", **kw)
     eager = cost(spec, ns, family="eager", **kw)
     tiled = cost(spec, ns, family="tiled", **kw)
@@ -246,13 +262,14 @@ class LayerReport:
 def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("fp32", "bf16"),
                  layer: int = 0, tile: int = 128, batch: int = 1, kv_dtype: str | None = None,
                  tf32: bool = False, elementwise: str = "unfused", calibration=None,
-                 backend: str | None = None) -> LayerReport:
+                 backend: str | None = None, mask=None) -> LayerReport:
     """One layer at one n. The KV cache is stored in each of ``dtypes`` (tf32 as fp32) unless
     ``kv_dtype`` names one KV dtype for all of them. Times are the roofline on
     ``lcprof.rates.resolve_rates(gpu, calibration)`` (a profile, rates fitted from a sweep, the best
     profile at hand for ``gpu``, or its datasheet -- an upper bound); attention runs at ``backend``'s
     calibrated rate when the rates have one. ``summary['rates']`` says which."""
     spec = load(model)
+    mask = as_mask(mask)
     n_tok = _one_n(n, "lcprof layer")
     check_tiles(n_tok, tile)
     _check_context(spec, [n_tok])
@@ -275,7 +292,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
         kv_source = "--dtype"
     lyr = spec.layers[layer]
     t = (tile, tile)
-    costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16")
+    costs = {fam: cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype="bf16", mask=mask)
              for fam in BACKEND_FAMILIES_SHOWN}
     names = [k for k in costs["useful"].flops if k != "total"] + ["total"]
     flops_t = Table({
@@ -296,11 +313,17 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
                       "bytes": int(round(weight_bytes(spec, store) / spec.n_layers)), "peak_step": ""})
     kv_model = {}
     for kd in kv_dtypes:
-        kv_model[kd] = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kd)[0])
+        kv_model[kd] = int(kv_bytes(spec, n_tok, batch=batch, kv_dtype=kd, mask=mask)[0])
         mrows.append({"item": "kv_cache/model", "dtype": kd, "bytes": kv_model[kd], "peak_step": ""})
         mrows.append({"item": "kv_cache/layer", "dtype": kd,
-                      "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kd)[0]),
+                      "bytes": int(kv_bytes(spec.with_layers((lyr,)), n_tok, batch=batch, kv_dtype=kd,
+                                            mask=mask)[0]),
                       "peak_step": ""})
+    state_model = int(state_bytes(spec, batch=batch, dtype="bf16", mask=mask))
+    mrows.append({"item": "state/model", "dtype": "bf16", "bytes": state_model, "peak_step": ""})
+    mrows.append({"item": "state/layer", "dtype": "bf16",
+                  "bytes": int(round(batch * state_bytes_by_layer(spec, dtype="bf16", mask=mask)[layer])),
+                  "peak_step": ""})
     for r in mrows:
         r["gib"] = r["bytes"] / float(1 << 30)
         r["fits_gpu"] = r["bytes"] <= hw.memory_bytes
@@ -313,7 +336,7 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
             row = {"dtype": d, "family": fam, "gpu": hw.key}
             try:
                 c = cost(spec, n_tok, layer=layer, family=fam, tile=t, batch=batch, dtype=store,
-                         elementwise=elementwise)
+                         elementwise=elementwise, mask=mask)
                 rl = roofline(c, hw, tf32=(d == "tf32" or tf32), backend=backend if fam == "tiled" else None)
                 flops_total, bytes_total = float(c.flops["total"][0]), float(c.bytes["total"][0])
                 ridge = hw.peak(matmul_dtype(d)) / hw.hbm_bytes_per_s
@@ -339,18 +362,21 @@ def layer_report(model: str | ModelSpec, n, *, gpu: str = "h100-sxm", dtypes=("f
     timing_t = Table.from_records(trows, columns=timing_cols)
     u = costs["useful"]
     attn_share = float(u.useful_flops["attn/total"][0] / u.useful_flops["total"][0])
+    pairs = layer_pairs(spec, layer, n_tok, mask=mask)
     summary = {
-        "model": spec.name, "n": n_tok, "layer": layer, "attention_kind": lyr.attn,
-        "window": lyr.window, "gpu": hw.key, "batch": batch,
+        "model": spec.name, "n": n_tok, "layer": layer, "layer_kind": lyr.kind, "attention_kind": lyr.attn,
+        "window": lyr.window, "mask": None if mask is None else mask.text(), "gpu": hw.key, "batch": batch,
         "useful_flops": float(u.flops["total"][0]),
         "attn_flops_share": attn_share,
-        "causal_pairs": float(np.atleast_1d(masks.attended_pairs(lyr.attn, n_tok, 0, lyr.window))[0]),
+        "mixer_flops_share": float(u.useful_flops["mixer/total"][0] / u.useful_flops["total"][0]),
+        "causal_pairs": None if pairs is None else float(np.atleast_1d(pairs)[0]),
         "full_square_pairs": float(n_tok) * n_tok,
         "n_star_layer": attention_crossover_n(spec, layer=layer),
         "n_star_model": attention_crossover_n(spec),
         "kv_dtype": ",".join(kv_dtypes),
         "kv_dtype_source": kv_source,
         **{f"kv_bytes_model_{kd}": v for kd, v in kv_model.items()},
+        "state_bytes_model": state_model,
         "tile": tile,
         "rates": rates.label,
     }
@@ -440,6 +466,8 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
         add("spec", f, getattr(a, f), getattr(b, f), effect)
     add("spec", "attention_type", a.attention_type, b.attention_type, "KV bytes per token")
     add("spec", "layer_kinds", a.layer_kinds, b.layer_kinds, "attended pairs and KV held per layer (windows cap both)")
+    add("spec", "schedule", schedule_summary(a), schedule_summary(b),
+        "linear-time mixers hold a constant state instead of KV and cost linear FLOPs")
     ra, rb = a.rope, b.rope
     for f in ("type", "theta", "factor", "original_max_position", "rotary_dim"):
         add("spec", f"rope.{f}", getattr(ra, f, None), getattr(rb, f, None),
@@ -456,6 +484,7 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     for label, fa, fb in (
         ("kv_bytes_per_token_bf16", kv_bytes_per_token(a), kv_bytes_per_token(b)),
         (f"kv_bytes_at_{n_ref}", int(kv_bytes(a, n_ref)[0]), int(kv_bytes(b, n_ref)[0])),
+        ("state_bytes_bf16", int(state_bytes(a)), int(state_bytes(b))),
         (f"prefill_flops_at_{n_ref}", float(cost(a, n_ref).flops["total"][0]), float(cost(b, n_ref).flops["total"][0])),
         ("total_params", param_counts(a)["total_params"], param_counts(b)["total_params"]),
     ):

@@ -15,7 +15,7 @@ import warnings
 import click
 
 from lcprof._version import __version__
-from lcprof.cli_options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, TokenCount, batch_option, device_option,
+from lcprof.cli_options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, MASK_OPTION, TokenCount, batch_option, device_option,
                                 dtype_option, emit, gpu_option, model_argument, model_option, n_option, phase_option,
                                 tile_option, tp_option)
 from lcprof.errors import LcprofError, LcprofRuntimeError
@@ -145,12 +145,16 @@ def show(model, fmt):
 @dtype_option(allowed=KV_DTYPES, help_text="KV-cache dtype.")
 @batch_option()
 @tp_option()
+@MASK_OPTION
+@dtype_option(names=("--state-dtype",), dest="state_dtype", default=None, allowed=("fp32", "bf16", "fp16"),
+              help_text="Dtype of the mixers' recurrent state (default bf16; vLLM's mamba_ssm_cache_dtype, e.g. fp32).")
 @FORMAT_OPTION
-def kv(model, n, dtype, batch, tp, fmt):
-    """KV-cache bytes at each n (sliding/chunked layers capped, MLA latent, TP share)."""
+def kv(model, n, dtype, batch, tp, mask, state_dtype, fmt):
+    """KV-cache bytes at each n (sliding/chunked layers capped, MLA latent, TP share), the mixers'
+    constant state, and their sum."""
     from lcprof.analytic import kv_table
 
-    emit(kv_table(model, n, dtype=dtype, batch=batch, tp=tp), fmt)
+    emit(kv_table(model, n, dtype=dtype, batch=batch, tp=tp, mask=mask, state_dtype=state_dtype), fmt)
 
 
 @main.command()
@@ -164,12 +168,14 @@ def kv(model, n, dtype, batch, tp, fmt):
               help="One layer's index, from 0 (default: the whole model).")
 @tile_option()
 @click.option("--lm-head/--no-lm-head", default=False, show_default=True, help="Count the lm_head projection.")
+@MASK_OPTION
 @FORMAT_OPTION
-def flops(model, n, phase, prefix, batch, layer, tile, lm_head, fmt):
+def flops(model, n, phase, prefix, batch, layer, tile, lm_head, mask, fmt):
     """FLOP breakdown (2 per multiply-add), useful and executed, per n."""
     from lcprof.analytic import flops_table
 
-    table = flops_table(model, n, phase=phase, batch=batch, prefix=prefix, layer=layer, tile=tile, lm_head=lm_head)
+    table = flops_table(model, n, phase=phase, batch=batch, prefix=prefix, layer=layer, tile=tile, lm_head=lm_head,
+                        mask=mask)
     if fmt == "table":
         table = table.select(["n"] + [c for c in table.columns if c.endswith("_flops") or c == "attn_share"])
     emit(table, fmt)
@@ -236,14 +242,15 @@ def diff(model_a, model_b, n, fmt):
 @click.option("--calibration", default=None, metavar="PROFILE.json|RESULTS.csv|datasheet",
               help="Rates for predicted times: a profile from `lcprof calibrate`, rates fitted from a sweep's results, "
                    "or 'datasheet' (an upper bound). Default: the best profile at hand for --gpu, else its datasheet.")
+@MASK_OPTION
 @FORMAT_OPTION
 def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, backend, device, ranks, phase,
-          moe_timing, elementwise, calibration, fmt):
+          moe_timing, elementwise, calibration, mask, fmt):
     """One layer at n: FLOPs (useful/executed), memory, predicted time; --measure times it for real."""
     from lcprof.analytic import layer_report
 
     rep = layer_report(model, n, gpu=gpu, dtypes=dtypes, layer=layer_idx, tile=tile, batch=batch, kv_dtype=kv_dtype,
-                       elementwise=elementwise, calibration=calibration, backend=backend)
+                       elementwise=elementwise, calibration=calibration, backend=backend, mask=mask)
     measured = None
     if measure:
         from lcprof.measure.api import measure_layer_vs_predicted  # imports torch
@@ -262,13 +269,16 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
     s = rep.summary
     kv_note = (f"KV cache in {s['kv_dtype']} (--kv-dtype)" if s["kv_dtype_source"] == "--kv-dtype"
                else f"KV cache in each --dtype ({s['kv_dtype']})")
-    head = (f"{rep.model}  layer {rep.layer} ({rep.attention_kind}"
-            f"{'' if s['window'] is None else ' W=' + str(s['window'])})  n={rep.n}  batch={s['batch']}  "
-            f"gpu={rep.gpu}  {kv_note}")
+    kind = s["layer_kind"] if s["mask"] is None else f"{s['layer_kind']}, mask {s['mask']}"
+    head = f"{rep.model}  layer {rep.layer} ({kind})  n={rep.n}  batch={s['batch']}  gpu={rep.gpu}  {kv_note}"
     click.echo(head)
-    click.echo(f"attention share of useful FLOPs: {s['attn_flops_share']:.1%};  n* (attention = linear FLOPs): "
+    click.echo(f"attention share of useful FLOPs: {s['attn_flops_share']:.1%};  linear mixers: "
+               f"{s['mixer_flops_share']:.1%};  n* (attention = linear FLOPs): "
                f"layer {s['n_star_layer']}, model {s['n_star_model']}")
-    click.echo(f"attended pairs per head: {s['causal_pairs']:.6g} (full square {s['full_square_pairs']:.6g})")
+    if s["causal_pairs"] is None:
+        click.echo("attended pairs per head: none (no attention in this layer)")
+    else:
+        click.echo(f"attended pairs per head: {s['causal_pairs']:.6g} (full square {s['full_square_pairs']:.6g})")
     click.echo()
     emit(rep.flops, "table", "FLOPs per layer (2 per multiply-add): useful and executed per backend family")
     click.echo()

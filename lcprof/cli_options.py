@@ -263,6 +263,14 @@ def model_option(required: bool = True):
     return lambda f: opt(ALLOW_UNKNOWN_OPTION(f))
 
 
+#: ``--mask``: a what-if attention mask for every attention layer (parsed by lcprof.cost.masks.parse_mask).
+MASK_OPTION = click.option(
+    "--mask", default=None,
+    help="What-if attention mask for every attention layer: sliding:W, chunked:C, dilated:2048x1,4096x2, "
+         "sinks:4+window:4096, longformer:window=W,global=G, bigbird:block=64,window=3,global=2,random=3, "
+         "topk:2048, infini:segment=2048 (see lcprof.cost.masks).")
+
+
 def model_argument(name: str = "model"):
     """A model given as an argument (see MODEL_HELP); the first one of a command brings ``--allow-unknown``."""
     arg = click.argument(name, metavar=name.upper())
@@ -362,6 +370,6 @@ def with_options(options):
 __all__ = [
     "DtypeList", "DtypeName", "FORMAT_OPTION", "FiniteFloat", "GpuName", "InputFile", "LinkSpeed", "MAX_BATCH",
     "MODEL_HELP", "OutputDir", "OutputFile", "TokenCount", "TokenList", "batch_option", "check_writable_folder",
-    "device_option", "dtype_option", "emit", "gpu_option", "model_argument", "model_option", "n_option", "phase_option", "reps_options", "seed_option",
+    "MASK_OPTION", "device_option", "dtype_option", "emit", "gpu_option", "model_argument", "model_option", "n_option", "phase_option", "reps_options", "seed_option",
     "tile_option", "timeout_option", "tp_option", "with_options",
 ]

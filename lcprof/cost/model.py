@@ -45,9 +45,15 @@ def _sum_ops(ops_with_mult: list[tuple[list[Op], int]]) -> tuple[dict, dict, dic
 
 def _with_totals(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = dict(d)
-    out["attn/total"] = d.get("attn/qk", 0.0) + d.get("attn/elementwise", 0.0) + d.get("attn/pv", 0.0)
-    out["total"] = sum(v for k, v in d.items())
+    zero = 0.0 * np.asarray(sum(d.values()))  # arrays over n even when a layer has no attention or mixer
+    out["attn/total"] = zero + d.get("attn/qk", 0.0) + d.get("attn/elementwise", 0.0) + d.get("attn/pv", 0.0)
+    out["mixer/total"] = zero + sum((v for k, v in d.items() if k.startswith("mixer/")), 0.0)
+    out["total"] = zero + sum(v for k, v in d.items())
     return out
+
+
+#: Keys of ``Cost`` breakdowns that are sums of other keys (never summed again).
+TOTAL_KEYS = ("total", "attn/total", "mixer/total")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,13 @@ class Cost:
         return self.bytes["total"]
 
 
+def as_mask(mask) -> "masks.Mask | None":
+    """A Mask from a Mask, a ``--mask`` string, or None (each layer's own mask)."""
+    if mask is None or isinstance(mask, masks.Mask):
+        return mask
+    return masks.parse_mask(str(mask))
+
+
 def _layers_for(spec: ModelSpec, layer: int | LayerSpec | None) -> list[tuple[LayerSpec, int]]:
     if layer is None:
         return group_layers(spec)
@@ -88,8 +101,15 @@ def _layers_for(spec: ModelSpec, layer: int | LayerSpec | None) -> list[tuple[La
 def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1, dtype: str = "bf16",
          family: str = "useful", layer: int | LayerSpec | None = None, causal: bool = True,
          tile: tuple[int, int] = DEFAULT_TILE, lm_head: bool = False, mla_form: str | None = None,
-         elementwise: str = "unfused") -> Cost:
+         elementwise: str = "unfused", mask: "masks.Mask | str | None" = None,
+         state_dtype: str | None = None) -> Cost:
     """FLOPs and bytes of one layer (``layer`` = index or LayerSpec) or of all layers (None).
+
+    Every layer kind answers for itself: attention (``attn/*``, ``proj/*``; sparse layers their
+    indexer ``attn/indexer*``), linear-time mixers (``mixer/*``, summed in ``mixer/total``), MLPs
+    (``mlp/*``). ``mask``: a what-if attention mask for every attention layer (a
+    :class:`lcprof.cost.masks.Mask` or its ``--mask`` string). ``state_dtype``: the dtype mixers
+    keep their state in (default ``dtype``).
 
     ``lm_head`` adds the vocabulary projection for the last position of each sequence
     (prefill) or the one new token (decode). ``elementwise``: ``unfused`` (one kernel per torch op,
@@ -104,8 +124,10 @@ def cost(spec: ModelSpec, n, *, prefix=0, phase: str = "prefill", batch: int = 1
     new, pre = _work(phase, n_arr, prefix)
     # MLA: naive (per-head K/V decompressed) for prefill, weight-absorbed for decode, unless asked.
     form = mla_form or ("absorbed" if phase == "decode" else "naive")
+    mask = as_mask(mask)
     groups = [(layer_ops(spec, lyr, new, pre, batch=batch, dtype=dtype, family=family, causal=causal,
-                         tile=tile, mla_form=form, elementwise=elementwise), mult)
+                         tile=tile, mla_form=form, elementwise=elementwise, mask=mask,
+                         state_dtype=state_dtype), mult)
               for lyr, mult in _layers_for(spec, layer)]
     if lm_head:
         groups.append(([lm_head_op(spec, float(batch) * np.ones_like(new), dtype)], 1))
@@ -169,29 +191,74 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16", tp: int = 1) -> 
     return int(round(float(np.sum(kv_bytes_per_token_by_layer(spec, kv_dtype, tp)))))
 
 
-def kv_tokens_by_layer(spec: ModelSpec, n) -> np.ndarray:
-    """Tokens each layer must hold at context n: (layers, len(n)). Sliding/chunked layers are capped."""
+def kv_tokens_by_layer(spec: ModelSpec, n, mask=None) -> np.ndarray:
+    """Tokens each layer must hold at context n: (layers, len(n)). Sliding/chunked layers are
+    capped; sparse (top-k) layers keep every token; layers without attention hold none. ``mask``:
+    a what-if mask for every attention layer (its ``kv_tokens``: StreamingLLM's S + W, ...)."""
+    from lcprof.cost.ops import layer_mask
+
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    mask = as_mask(mask)
     rows = []
     for layer in spec.layers:
         if not layer.has_attention:
             rows.append(np.zeros_like(n_arr))
-        elif layer.attn == "sparse":
-            rows.append(n_arr)  # top-k selects among every cached key: all n are kept
         else:
-            rows.append(masks.kv_tokens_attended(layer.attn, n_arr, layer.window))
+            rows.append(layer_mask(layer, mask).kv_tokens(n_arr))
     return np.vstack(rows)
 
 
-def kv_bytes(spec: ModelSpec, n, *, batch: int = 1, kv_dtype: str = "bf16", tp: int = 1) -> np.ndarray:
-    """KV-cache bytes on one GPU for ``batch`` sequences at context n (int64 array over n)."""
+def kv_bytes(spec: ModelSpec, n, *, batch: int = 1, kv_dtype: str = "bf16", tp: int = 1,
+             mask=None) -> np.ndarray:
+    """KV-cache bytes on one GPU for ``batch`` sequences at context n (int64 array over n): the
+    attention layers' only (the constant state of the other kinds is :func:`state_bytes`)."""
     per_layer = kv_bytes_per_token_by_layer(spec, kv_dtype, tp)[:, None]
-    tokens = kv_tokens_by_layer(spec, n)
+    tokens = kv_tokens_by_layer(spec, n, mask)
     total = np.sum(per_layer * tokens, axis=0) * batch
     if np.any(total > 2.0 ** 53):  # float64 holds every integer below 2**53 exactly; int64 would wrap at 2**63
         raise LcprofError(f"KV cache of {float(np.max(total)):.3g} bytes is beyond what lcprof counts exactly "
                           f"(2**53 bytes = 8 PiB); lower the batch or n")
     return np.round(total).astype(np.int64)
+
+
+def state_bytes_by_layer(spec: ModelSpec, *, dtype: str = "bf16", state_dtype: str | None = None, tp: int = 1,
+                         mask=None) -> np.ndarray:
+    """Constant bytes each layer holds per request on one GPU, whatever n: the conv and recurrent
+    state of its linear-time mixers (:mod:`lcprof.cost.kinds`; conv state in ``dtype``, recurrent
+    state in ``state_dtype``, default ``dtype``, as vLLM's mamba_cache_dtype / mamba_ssm_cache_dtype),
+    and, under an Infini-attention what-if, each attention layer's compressive memory (M and z per
+    KV head, in ``state_dtype``)."""
+    from lcprof.cost.kinds import mixer_state_bytes
+    from lcprof.cost.ops import infini_memory_dims
+
+    mask = as_mask(mask)
+    out = np.zeros(spec.n_layers, dtype=np.float64)
+    for i, layer in enumerate(spec.layers):
+        for kind in layer.mixers:
+            if kind != "attention":
+                out[i] += mixer_state_bytes(spec.mixer(kind), dtype, state_dtype=state_dtype, tp=tp)
+        if layer.has_attention and isinstance(mask, masks.Infini):
+            kvh, dk, dv = infini_memory_dims(spec, layer)
+            heads = kv_heads_per_gpu(spec, tp, spec.attn_dims(layer)) if spec.mla is None else kvh
+            out[i] += heads * (dk * dv + dk) * dtype_bytes(state_dtype or dtype)
+    return out
+
+
+def state_bytes(spec: ModelSpec, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,
+                tp: int = 1, mask=None) -> int:
+    """Constant per-request state of the whole model on one GPU for ``batch`` sequences (bytes)."""
+    return int(round(batch * float(np.sum(state_bytes_by_layer(spec, dtype=dtype, state_dtype=state_dtype,
+                                                               tp=tp, mask=mask)))))
+
+
+def refuse_state(spec: ModelSpec, consumer: str) -> None:
+    """For a consumer that does not yet charge :func:`state_bytes`: refuse a model whose layers
+    hold a constant per-request state, in one line, instead of planning without it."""
+    if state_bytes(spec) > 0:
+        from lcprof.cost.kinds import schedule_summary
+
+        raise LcprofError(f"{consumer} does not yet charge the constant per-request state of {spec.name}'s "
+                          f"linear-time mixers ({schedule_summary(spec)}); see `lcprof kv` for KV + state")
 
 
 def weight_bytes(spec: ModelSpec, dtype: str = "bf16", tp: int = 1) -> int:
@@ -233,12 +300,13 @@ def _rope_extra(width_heads: int, dim: int, rot: int, s: int) -> int:
     return s * width_heads * max(3 * rot, rot + dim)
 
 
-def _attention_heads(spec: ModelSpec, mla_form: str = "naive", tp: int = 1) -> tuple[int, int, int]:
+def _attention_heads(spec: ModelSpec, mla_form: str = "naive", tp: int = 1,
+                     layer: LayerSpec | None = None) -> tuple[int, int, int]:
     """``ops.attention_dims`` on one of ``tp`` ranks: query heads (and MLA's decompressed K/V heads)
     split, K/V heads split or replicated (``kv_heads_per_gpu``), the shared latent whole."""
-    kv_heads, qk_dim, v_dim = attention_dims(spec, mla_form)
+    kv_heads, qk_dim, v_dim = attention_dims(spec, mla_form, layer)
     if spec.mla is None:
-        kv_heads = kv_heads_per_gpu(spec, tp)
+        kv_heads = kv_heads_per_gpu(spec, tp, None if layer is None else spec.attn_dims(layer))
     elif mla_form == "naive":
         kv_heads = spec.n_heads // tp
     return kv_heads, qk_dim, v_dim
@@ -250,43 +318,75 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     """Bytes live at each memory-heavy step of one layer's forward over n new tokens (arrays over n).
 
     The layout is transformers' (and lcprof's measured layer): the caller holds the input x; the
-    attention block holds the normed x, q, k, v, the attention output and the o projection; past
-    it only the residual stream lives on (x and x + attn); the MLP holds its normed input and, gated,
-    act(gate), up and their product. RMSNorm and RoPE run unfused (see ``_norm_extra``,
-    ``_rope_extra``) and the RoPE cos/sin tables (n x rotary dims each) live throughout. A KV cache
-    the step reads (``prefix`` cached tokens) is not counted: it is the cache's memory. Eager adds
-    the scores and their softmax over heads x n x (prefix + n) pairs, plus a boolean mask of
-    n x (prefix + n) bytes when ``materialize_mask`` (transformers' eager: K/V repeated per query head
-    for GQA, softmax in fp32 for fp16/bf16); tiled kernels add the fp32 log-sum-exp.
+    token-mixing block holds the normed x and, for attention, q, k, v, the attention output and the
+    o projection (:func:`_attention_steps`), for a linear-time mixer that mixer's own steps
+    (:mod:`lcprof.cost.kinds`, checked to the byte against lcprof's mixer layers); parallel mixers
+    (Falcon-H1) run one after the other on the same normed x, the first one's output kept. Past the
+    block only the residual stream lives on (x and x + mix); the MLP (if the layer has one) holds
+    its normed input and, gated, act(gate), up and their product. RMSNorm and RoPE run unfused (see
+    ``_norm_extra``, ``_rope_extra``) and the RoPE cos/sin tables (n x rotary dims each) live
+    throughout. A KV cache or mixer state the step reads is not counted: it is the cache's memory.
     MoE layers count the router logits and the active experts' summed width (lcprof's
     dense-equivalent timing). Weights are not included.
 
     ``tp``: one tensor-parallel rank's share (Megatron layout): query heads, K/V heads (replicated
-    when ``tp`` exceeds them) and the MLP width are split; the hidden-size tensors (input, normed x,
-    residual, the o and down projections' all-reduced outputs), MLA's latent and the router logits
-    are whole on every rank.
+    when ``tp`` exceeds them), mixer heads and the MLP width are split; the hidden-size tensors
+    (input, normed x, residual, the o, out and down projections' all-reduced outputs), MLA's latent
+    and the router logits are whole on every rank.
     """
     if family not in FAMILIES:
         raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
     if mla_form not in ("naive", "absorbed"):
         raise LcprofError(f"unknown MLA form {mla_form!r}; use naive or absorbed")
+    if isinstance(tp, bool) or int(tp) != tp or tp < 1:
+        raise LcprofError(f"tensor-parallel degree must be a positive integer, got {tp!r}")
     s = dtype_bytes(dtype)
     lyr = layer if isinstance(layer, LayerSpec) else spec.layer(layer)
     check_priced(spec, lyr)
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
     keys = n_arr + prefix
     b = float(batch)
-    if tp < 1 or spec.n_heads % tp:
-        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {spec.n_heads} heads")
-    h, H = spec.hidden_size, spec.n_heads // tp
+    h = spec.hidden_size
+    steps: dict[str, np.ndarray] = {}
+    resident = np.zeros_like(n_arr)
+    kept = np.zeros_like(n_arr)  # outputs of the parallel mixers already run
+    for kind in lyr.mixers:
+        if kind == "attention":
+            steps.update(_attention_steps(spec, lyr, n_arr, keys, b, s, family, mla_form, tp))
+            resident = _attention_resident(spec, lyr, n_arr, keys, s, family, materialize_mask)
+        else:
+            from lcprof.cost.kinds import mixer_activation_steps, per_rank
+
+            mixer = per_rank(spec.mixer(kind), tp)
+            own = mixer_activation_steps(mixer, n_arr, batch=batch, dtype=dtype, prefix=prefix)
+            x_in = b * n_arr * s * h  # the layer's input; the mixer's own steps count the normed x
+            steps.update({k: v + x_in + kept for k, v in own.items()})
+            steps.setdefault("input_norm", b * n_arr * (s * h + _norm_extra(h, s)))
+        kept = kept + b * n_arr * s * h
+    steps.update(_mlp_steps(spec, lyr, n_arr, b, s, tp))
+    return {k: v + resident for k, v in steps.items()}
+
+
+def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: float, family: str,
+                     mla_form: str, tp: int) -> dict[str, np.ndarray]:
+    """The attention block's steps (see :func:`activation_steps`). Eager adds the scores and their
+    softmax over heads x n x (prefix + n) pairs (K/V repeated per query head for GQA, softmax in fp32
+    for fp16/bf16); tiled kernels add the fp32 log-sum-exp. An output gate (Qwen3-Next) keeps its
+    half of q_proj through the block and multiplies sigmoid(gate) into the output (modelled: the
+    measured layer has no gate)."""
+    dims = spec.attn_dims(lyr)
+    if dims.n_heads % tp:
+        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {dims.n_heads} heads")
+    h, H = spec.hidden_size, dims.n_heads // tp
     rope = spec.rope if (spec.rope is not None and lyr.rope) else None
     rot = rope.rotary_dim if rope is not None else 0
     x_in = s * h
     steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s)}
     base = x_in + s * h  # + the normed x
+    gate = s * H * dims.head_dim if (spec.attn_output_gate and spec.mla is None) else 0
     if spec.mla is None:
-        d, vd, kvh = spec.head_dim, spec.v_head_dim, kv_heads_per_gpu(spec, tp)
-        qkv = base + s * (H * d + kvh * d + kvh * vd)
+        d, vd, kvh = dims.head_dim, dims.v_head_dim, kv_heads_per_gpu(spec, tp, dims)
+        qkv = base + gate + s * (H * d + kvh * d + kvh * vd)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
             steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)
@@ -327,7 +427,7 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
         # the fp32 probabilities live together, then are cast back: max(s + 8, 2s + 4) = s + 8);
         # scores and probabilities then meet the output of P @ V
         softmax_per_pair = s + 8 if s < 4 else 2 * s
-        kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form, tp)
+        kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form, tp, lyr)
         if kv_heads != H:  # K and V expanded to every query head (repeat_interleave)
             live_n = live_n + s * b * keys * H * (qk_dim + v_dim)
         pairs = b * H * n_arr * keys
@@ -343,31 +443,48 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
     else:
         steps_n["attn/kernel"] = live_n + b * n_arr * (out + 4 * H)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + s * h)
+    if gate:  # sigmoid(gate) and the gated output live with the output before o_proj
+        steps_n["attn/output_gate"] = live_n + b * n_arr * 3 * out
     if spec.mla is not None and mla_form == "absorbed":
         # the latent output is mapped back per head (v_unabsorb), a (heads, tokens) batched product
         # whose result is copied to token-major order for o_proj unless there is one token
         v_out = s * H * spec.mla.v_head_dim
         copies = np.where(b * n_arr > 1, 2.0, 1.0)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + copies * v_out + s * h)
+    return steps_n
 
-    # MLP step: x and x + attn live on; the MLP's normed input; router logits (MoE)
-    width = spec.mlp_width(lyr) / tp
-    router = s * spec.moe.n_experts if (lyr.moe and spec.moe is not None) else 0
-    resid = 2 * s * h
-    steps_n["mlp/norm"] = b * n_arr * (resid + _norm_extra(h, s))
-    inner = (3 if spec.mlp_gated else 2) * s * width
-    steps_n["mlp/act"] = b * n_arr * (resid + s * h + router + inner)
-    if spec.norms_per_layer >= 4:  # Gemma 2 normalizes the MLP output before the residual add
-        steps_n["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s))
-    steps_n["residual"] = b * n_arr * (resid + 2 * s * h)
-    # Shared by the batch and resident throughout: the RoPE cos/sin tables (n x rotary dims each),
-    # and for eager the boolean mask, built once per forward for every layer -- none when it would
-    # allow every pair (one query at the end of a window-free cache).
+
+def _attention_resident(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, s: float, family: str,
+                        materialize_mask: bool) -> np.ndarray:
+    """Shared by the batch and resident throughout: the RoPE cos/sin tables (n x rotary dims each),
+    and for eager the boolean mask, built once per forward for every layer -- none when it would
+    allow every pair (one query at the end of a window-free cache)."""
+    rope = spec.rope if (spec.rope is not None and lyr.rope) else None
+    rot = rope.rotary_dim if rope is not None else 0
     resident = n_arr * 2 * s * rot
     if family == "eager" and materialize_mask:
         unbounded = lyr.attn == "global" or lyr.window is None or keys <= lyr.window
         resident = resident + np.where((n_arr == 1) & unbounded, 0.0, n_arr * keys)
-    return {k: v + resident for k, v in steps_n.items()}
+    return resident
+
+
+def _mlp_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, b: float, s: float, tp: int) -> dict[str, np.ndarray]:
+    """The MLP block (x and x + mix live on; the normed input; router logits for MoE; gated:
+    act(gate), up and their product) and the final residual add. A layer without a token mixer
+    holds only x before its MLP; one without an MLP ends at x + mix."""
+    h = spec.hidden_size
+    resid = s * h * (2 if lyr.mixers else 1)
+    if not lyr.mlp:
+        return {"residual": b * n_arr * (s * h + 2 * s * h)} if lyr.mixers else {}
+    width = spec.mlp_width(lyr) / tp
+    router = s * spec.moe.n_experts if (lyr.moe and spec.moe is not None) else 0
+    gated = spec.moe.gated if (lyr.moe and spec.moe is not None) else spec.mlp_gated
+    steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s)),
+             "mlp/act": b * n_arr * (resid + s * h + router + (3 if gated else 2) * s * width)}
+    if spec.norms_per_layer >= 4:  # Gemma 2 normalizes the MLP output before the residual add
+        steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s))
+    steps["residual"] = b * n_arr * (resid + 2 * s * h)
+    return steps
 
 
 def activation_bytes(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16", family: str = "tiled",
@@ -402,12 +519,15 @@ def roofline(c: Cost, hw: Hardware, *, tf32: bool = False, backend: str | None =
     bw = hw.hbm_bytes_per_s
     out: dict[str, np.ndarray] = {}
     for name, f in c.flops.items():
-        if name in ("total", "attn/total"):
+        if name in TOTAL_KEYS:
             continue
         p = attn_peak if name.startswith("attn/") else peak
         out[name] = np.maximum(np.asarray(f) / p, np.asarray(c.bytes[name]) / bw)
-    out["attn/total"] = out.get("attn/qk", 0.0) + out.get("attn/elementwise", 0.0) + out.get("attn/pv", 0.0)
-    out["total"] = sum(v for k, v in out.items() if k != "attn/total")
+    zero = 0.0 * np.asarray(c.n, dtype=np.float64)
+    parts = {k: v for k, v in out.items() if k not in TOTAL_KEYS}
+    out["attn/total"] = zero + parts.get("attn/qk", 0.0) + parts.get("attn/elementwise", 0.0) + parts.get("attn/pv", 0.0)
+    out["mixer/total"] = zero + sum((v for k, v in parts.items() if k.startswith("mixer/")), 0.0)
+    out["total"] = zero + sum(parts.values())
     return out
 
 

@@ -85,23 +85,31 @@ class Op:
     bytes: np.ndarray
 
 
-def _mask_kind(layer: LayerSpec, causal: bool) -> str:
+def layer_mask(layer: LayerSpec, mask: "masks.Mask | None" = None, causal: bool = True) -> "masks.Mask":
+    """The mask a layer's attention runs: ``mask`` (a what-if for every attention layer) or the
+    layer's own (global, sliding W, chunked C, sparse top-k); ``full`` when not causal."""
     if not causal:
-        return "full"
-    return layer.attn
+        return masks.Full()
+    if mask is not None:
+        return mask
+    if layer.attn == "sparse":
+        return masks.TopK(int(layer.top_k))
+    return masks.layer_mask(layer.attn, layer.window)
 
 
 def attention_pairs(layer: LayerSpec, n, prefix=0, family: str = "useful", causal: bool = True,
-                    tile: tuple[int, int] = DEFAULT_TILE) -> tuple[np.ndarray, np.ndarray]:
-    """(executed, useful) (query, key) pairs per head and sequence for this layer's mask."""
-    kind = _mask_kind(layer, causal)
-    useful = masks.attended_pairs(kind, n, prefix, layer.window)
+                    tile: tuple[int, int] = DEFAULT_TILE, *, mask: "masks.Mask | None" = None,
+                    heads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(executed, useful) (query, key) pairs summed over ``heads`` query heads, per sequence, for
+    the layer's mask (``heads`` matters only to masks that differ by head: LongNet's dilation)."""
+    m = layer_mask(layer, mask, causal)
+    useful = m.head_pairs(n, prefix, heads)
     if family == "useful":
         return useful, useful
     if family == "eager":
-        return masks.executed_pairs_eager(n, prefix), useful
+        return heads * masks.executed_pairs_eager(n, prefix), useful
     if family == "tiled":
-        return masks.executed_pairs_tiled(kind, n, prefix, layer.window, tile), useful
+        return m.tiled_head_pairs(n, prefix, heads, tile), useful
     raise LcprofError(f"unknown backend family {family!r}; known: {', '.join(FAMILIES)}")
 
 
@@ -115,6 +123,19 @@ def experts_touched(n_experts, n_active, tokens) -> np.ndarray:
                       np.asarray(tokens, dtype=np.float64) * np.asarray(n_active, dtype=np.float64))
 
 
+def layer_pairs(spec: ModelSpec, layer: int | LayerSpec, n, prefix=0, *, mask=None) -> np.ndarray | None:
+    """Useful (query, key) pairs per query head of a layer's attention for n new tokens after
+    ``prefix`` (the mean over heads for masks that differ by head), or None for a layer without
+    attention. ``mask``: a what-if mask (a Mask or its ``--mask`` string)."""
+    lyr = spec.layer(layer)
+    if not lyr.has_attention:
+        return None
+    if mask is not None and not isinstance(mask, masks.Mask):
+        mask = masks.parse_mask(str(mask))
+    heads = spec.attn_dims(lyr).n_heads
+    return layer_mask(lyr, mask).head_pairs(n, prefix, heads) / heads
+
+
 def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.0) -> Op:
     """tokens x d_in @ d_in x d_out."""
     t = np.asarray(tokens, dtype=np.float64)
@@ -123,40 +144,35 @@ def _linear(name: str, tokens, d_in: int, d_out: int, s: float, weight_copies=1.
     return Op(name, flops, flops, nbytes)
 
 
-#: Attention masks the ops below price.
-PRICED_MASKS = ("global", "sliding", "chunked")
-
-
 def check_priced(spec: ModelSpec, layer: LayerSpec) -> None:
-    """Refuse, in one line naming the layer, a layer kind the ops below do not price (linear-time
-    mixers, sparse attention, layers without an MLP, per-layer attention dims, gated attention
-    output) instead of costing it as plain attention."""
-    why = []
-    if layer.mixers != ("attention",):
-        why.append("token mixers " + ("+".join(layer.mixers) or "none (MLP only)"))
-    elif layer.attn not in PRICED_MASKS:
-        why.append(f"{layer.attn} attention")
-    if not layer.mlp:
-        why.append("no MLP")
-    if layer.has_attention and layer.dims is not None:
-        why.append("per-layer attention dims")
-    if layer.has_attention and spec.attn_output_gate:
-        why.append("gated attention output")
+    """Refuse, in one line naming the layer, a layer the ops below do not price -- a token mixer
+    without a cost kind, sparse attention without its indexer -- instead of costing it as
+    something else."""
+    from lcprof.cost.kinds import KINDS
+
+    why = [f"token mixer {m}" for m in layer.mixers if m != "attention" and m not in KINDS]
+    if layer.attn == "sparse" and spec.indexer is None:
+        why.append("sparse attention without an indexer spec")
     if why:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"
         raise LcprofError(f"{spec.name}: {where} is {layer.kind} ({'; '.join(why)}): the cost model "
-                          "does not price this layer kind yet (hybrid layers, issue 14)")
+                          "does not price this layer kind")
 
 
 def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1, dtype: str = "bf16",
               family: str = "useful", causal: bool = True, tile: tuple[int, int] = DEFAULT_TILE,
-              mla_form: str | None = None, elementwise: str = "unfused") -> list[Op]:
-    """The ops of one layer processing ``n`` new tokens after ``prefix`` cached ones, per batch.
+              mla_form: str | None = None, elementwise: str = "unfused", mask: "masks.Mask | None" = None,
+              state_dtype: str | None = None) -> list[Op]:
+    """The ops of one layer processing ``n`` new tokens after ``prefix`` cached ones, per batch:
+    its attention (``attn/*``, ``proj/*``), its linear-time mixers (``mixer/*``, priced by
+    :mod:`lcprof.cost.kinds`), its MLP (``mlp/*``) and the elementwise traffic around them.
 
     ``mla_form``: ``naive`` (decompress K/V per head; the default) or ``absorbed`` (attend in the
     latent space, the up-projections folded into q and o; ``cost`` picks it for decode).
-    ``elementwise``: ``unfused`` or ``fused`` (see ``ELEMENTWISE``).
+    ``elementwise``: ``unfused`` or ``fused`` (see ``ELEMENTWISE``). ``mask``: a what-if mask for
+    the attention (:mod:`lcprof.cost.masks`). ``state_dtype``: the dtype mixers keep their state in
+    (default ``dtype``).
     """
     check_priced(spec, layer)
     if family not in FAMILIES:
@@ -168,18 +184,49 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
     p = np.asarray(prefix, dtype=np.float64)
     b = float(batch)
     t = b * n  # new tokens in the batch
-    h, H = spec.hidden_size, spec.n_heads
     ops: list[Op] = []
-    exe_pairs, use_pairs = attention_pairs(layer, n, p, family, causal, tile)
+    if layer.has_attention:
+        ops.extend(_attention_ops(spec, layer, n, p, b, s, family, causal, tile, mla_form, mask))
+    for kind in layer.mixers:
+        if kind != "attention":
+            from lcprof.cost.kinds import mixer_ops
+
+            ops.extend(mixer_ops(spec.mixer(kind), n, p, batch=batch, dtype=dtype, state_dtype=state_dtype))
+    if layer.mlp:
+        ops.extend(_mlp_ops(spec, layer, t, s))
+    zero = np.zeros_like(t)
+    moved = (_elementwise_bytes(spec, layer, n, p, b, s, mla_form, mask) if elementwise == "unfused"
+             else _fused_elementwise_bytes(spec, layer, n, p, b, s, mask))
+    ops.append(Op("misc/elementwise", zero, zero, moved))
+    return ops
+
+
+def _attention_ops(spec: ModelSpec, layer: LayerSpec, n, p, b: float, s: float, family: str, causal: bool,
+                   tile, mla_form: str | None, mask) -> list[Op]:
+    """Projections, QK^T and PV (and eager's passes between them) of the layer's attention, with
+    the layer's dims (``spec.attn_dims``); sparse (DSA) layers add their indexer, Infini-attention
+    what-ifs their compressive memory."""
+    t = b * n
+    h = spec.hidden_size
+    d = spec.attn_dims(layer)
+    H = d.n_heads
+    ops: list[Op] = []
+    exe_pairs, use_pairs = attention_pairs(layer, n, p, family, causal, tile, mask=mask, heads=H)
     keys = p + n  # keys per sequence
+    m_eff = layer_mask(layer, mask, causal)
+    if isinstance(m_eff, masks.TopK):  # a gather kernel reads the selected keys (decode), not all of them
+        read_keys = np.where(n == 1, np.minimum(keys, float(m_eff.k)), keys)
+    else:
+        read_keys = keys
 
     if spec.mla is None:
-        hd, vhd, kvh = spec.head_dim, spec.v_head_dim, spec.n_kv_heads
-        ops.append(_linear("proj/q", t, h, H * hd, s))
+        hd, vhd, kvh = d.head_dim, d.v_head_dim, d.n_kv_heads
+        # an output gate (Qwen3-Next) doubles q_proj: a sigmoid gate per query-head element
+        ops.append(_linear("proj/q", t, h, H * hd * (2 if spec.attn_output_gate else 1), s))
         ops.append(_linear("proj/kv", t, h, kvh * (hd + vhd), s))
         qk_dim, pv_dim = hd, vhd
-        k_read = b * keys * kvh * hd * s
-        v_read = b * keys * kvh * vhd * s
+        k_read = b * read_keys * kvh * hd * s
+        v_read = b * read_keys * kvh * vhd * s
         o_dim = H * vhd
         o_extra: list[Op] = []
     else:
@@ -206,35 +253,80 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
             # q_nope absorbed into the latent space; attention runs over latent (+ rope) dims.
             ops.append(_linear("proj/q_absorb", t * H, m.qk_nope_head_dim, m.kv_lora_rank, s))
             qk_dim, pv_dim = m.cache_dim, m.kv_lora_rank
-            k_read = b * keys * m.cache_dim * s  # one shared latent "head"
+            k_read = b * read_keys * m.cache_dim * s  # one shared latent "head"
             v_read = np.zeros_like(k_read)  # V is the same latent, already read
             o_dim = H * m.v_head_dim
             o_extra = [_linear("proj/v_unabsorb", t * H, m.kv_lora_rank, m.v_head_dim, s)]
+    if layer.attn == "sparse" and spec.indexer is not None:
+        ops.extend(_indexer_ops(spec, n, p, b, s, family, causal, tile))
 
     q_bytes = t * H * qk_dim * s
     o_bytes = t * H * pv_dim * s
-    qk_flops = 2.0 * b * H * exe_pairs * qk_dim
-    qk_useful = 2.0 * b * H * use_pairs * qk_dim
-    pv_flops = 2.0 * b * H * exe_pairs * pv_dim
-    pv_useful = 2.0 * b * H * use_pairs * pv_dim
+    qk_flops = 2.0 * b * exe_pairs * qk_dim  # pairs summed over the H heads
+    qk_useful = 2.0 * b * use_pairs * qk_dim
+    pv_flops = 2.0 * b * exe_pairs * pv_dim
+    pv_useful = 2.0 * b * use_pairs * pv_dim
     qk_bytes = q_bytes + k_read
     pv_bytes = v_read + o_bytes
     if family == "eager":
         # QK^T writes the scores, PV reads the probabilities; the passes between are attn/elementwise
-        score_bytes = b * H * exe_pairs * s
+        score_bytes = b * exe_pairs * s
         qk_bytes = qk_bytes + score_bytes
         pv_bytes = pv_bytes + score_bytes
     ops.append(Op("attn/qk", qk_flops, qk_useful, qk_bytes))
     if family == "eager":
         ops.append(Op("attn/elementwise", np.zeros_like(t), np.zeros_like(t),
-                      _eager_attention_bytes(spec, layer, n, p, b, s, exe_pairs, causal, mla_form)))
+                      _eager_attention_bytes(spec, layer, n, p, b, s, exe_pairs / H, causal, mla_form, m_eff)))
     ops.append(Op("attn/pv", pv_flops, pv_useful, pv_bytes))
+    if isinstance(m_eff, masks.Infini):
+        ops.append(_infini_memory_op(spec, layer, t, b, s))
     ops.extend(o_extra)
     ops.append(_linear("proj/o", t, o_dim, h, s))
+    return ops
 
-    mats = 3 if spec.mlp_gated else 2
+
+def _indexer_ops(spec: ModelSpec, n, p, b: float, s: float, family: str, causal: bool, tile) -> list[Op]:
+    """DeepSeek Sparse Attention's lightning indexer: its projections (``IndexerSpec.linears``:
+    wq_b from the query latent, wk, weights_proj), then for every causal (query, key) pair the
+    n_heads dot products of head_dim (2 x n_heads x head_dim FLOPs) and their weighted sum over
+    heads (2 x n_heads), reading every cached indexer key. Executed like the attention families:
+    eager the full rectangle, tiled every 128 x 128 tile holding a causal pair."""
+    ix = spec.indexer
+    t = b * n
+    ops = [_linear(f"attn/indexer_{lin.name}", t, lin.d_in, lin.d_out, s) for lin in ix.linears()]
+    exe, use = attention_pairs(LayerSpec(), n, p, family, causal, tile)
+    per_pair = 2.0 * ix.n_heads * (ix.head_dim + 1)
+    keys = p + n
+    nbytes = s * b * (keys * ix.cache_elements_per_token + n * ix.n_heads * (ix.head_dim + 1))
+    ops.append(Op("attn/indexer", b * exe * per_pair, b * use * per_pair, nbytes))
+    return ops
+
+
+def _infini_memory_op(spec: ModelSpec, layer: LayerSpec, t, b: float, s: float) -> Op:
+    """Infini-attention's compressive memory per KV head, M (dk x dv) and z (dk): retrieval
+    sigma(Q) M and its normalizer sigma(Q) z for every query head (2 H dk dv + 2 H dk per token),
+    and the linear update M += sigma(K)^T V (2 kv_heads dk dv per token); the memory is read and
+    written once per step."""
+    kvh, dk, dv = infini_memory_dims(spec, layer)
+    H = spec.attn_dims(layer).n_heads if spec.mla is None else spec.n_heads
+    flops = 2.0 * t * (H * dk * dv + H * dk + kvh * dk * dv)
+    return Op("attn/memory", flops, flops, 2 * s * b * kvh * (dk * dv + dk) + np.zeros_like(t))
+
+
+def infini_memory_dims(spec: ModelSpec, layer: LayerSpec) -> tuple[int, int, int]:
+    """(kv heads, dk, dv) of Infini-attention's memory on this layer: per KV head, key by value
+    dims of what the attention kernel sees (MLA: its naive per-head K/V)."""
+    kvh, dk, dv = attention_dims(spec, "naive", layer)
+    return kvh, dk, dv
+
+
+def _mlp_ops(spec: ModelSpec, layer: LayerSpec, t, s: float) -> list[Op]:
+    """Dense (gate, up, down) or MoE (router, routed experts, shared experts and their gate)."""
+    h = spec.hidden_size
+    ops: list[Op] = []
     if layer.moe and spec.moe is not None:
         e = spec.moe
+        mats = 3 if e.gated else 2
         ops.append(_linear("mlp/router", t, h, e.n_experts, s))
         # Routed experts: weights of the experts touched are read once (``experts_touched``).
         touched = experts_touched(e.n_experts, e.n_active, t)
@@ -247,43 +339,61 @@ def layer_ops(spec: ModelSpec, layer: LayerSpec, n, prefix=0, *, batch: int = 1,
             sh = _linear("mlp/shared", t, h, sh_w, s)
             ops.append(Op("mlp/shared", mats * sh.flops, mats * sh.flops,
                           s * (mats * h * sh_w + 2 * t * h)))
+            if e.shared_gate:  # sigmoid(x W), W (h x 1), scales the shared expert's output
+                ops.append(_linear("mlp/shared_gate", t, h, 1, s))
     else:
         inter = spec.intermediate_size
         if spec.mlp_gated:
             ops.append(_linear("mlp/gate", t, h, inter, s))
         ops.append(_linear("mlp/up", t, h, inter, s))
         ops.append(_linear("mlp/down", t, inter, h, s))
-
-    zero = np.zeros_like(t)
-    moved = (_elementwise_bytes(spec, layer, n, p, b, s, mla_form) if elementwise == "unfused"
-             else _fused_elementwise_bytes(spec, layer, n, p, b, s))
-    ops.append(Op("misc/elementwise", zero, zero, moved))
     return ops
 
 
-def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int) -> np.ndarray:
-    """A serving engine's fused kernels, per token: residual add + RMSNorm twice (read x and the
-    residual, write both: 4h each; four times for Gemma 2's extra norms), rotary in place on q and
-    k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul (read gate
-    and up, write their product) -- or the plain activation (read, write) -- and MLA's latent norm."""
+def _blocks(spec: ModelSpec, layer: LayerSpec) -> int:
+    """Pre-norm blocks of a layer: the token-mixing block (if it runs any mixer) and the MLP block
+    (if it has an MLP); each has its norm and its residual add (Gemma 2: two norms each)."""
+    return (1 if layer.mixers else 0) + (1 if layer.mlp else 0)
+
+
+def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
+                             mask=None) -> np.ndarray:
+    """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
+    the residual, write both: 4h each; twice per block for Gemma 2's extra norms), rotary in place
+    on q and k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul
+    (read gate and up, write their product) -- or the plain activation (read, write) -- and MLA's
+    latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
+    (Falcon-H1) add their outputs (read 2, write 1)."""
     t = b * n
     h = spec.hidden_size
-    norms = 2 if spec.norms_per_layer < 4 else 4
-    total = norms * 4 * h
-    rope = spec.rope is not None and layer.rope
-    if spec.mla is None:
-        kvh = spec.n_kv_heads
-        if rope:
-            total += 2 * (spec.n_heads + kvh) * spec.head_dim
-        total += 2 * kvh * (spec.head_dim + spec.v_head_dim)
-    else:
-        m = spec.mla
-        if rope:
-            total += 2 * (spec.n_heads + 1) * m.qk_rope_head_dim
-        total += 2 * m.kv_lora_rank + 2 * m.cache_dim + (2 * m.q_lora_rank if m.q_lora_rank else 0)
-    width = spec.mlp_width(layer)
-    total += 3 * width if spec.mlp_gated else 2 * width
+    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * 4 * h
+    if len(layer.mixers) > 1:
+        total += 3 * h * (len(layer.mixers) - 1)
+    if layer.has_attention:
+        rope = spec.rope is not None and layer.rope
+        if spec.mla is None:
+            d = spec.attn_dims(layer)
+            if rope:
+                total += 2 * (d.n_heads + d.n_kv_heads) * d.head_dim
+            total += 2 * d.n_kv_heads * (d.head_dim + d.v_head_dim)
+            if spec.attn_output_gate:  # sigmoid(gate) * o: read 2, write 1
+                total += 3 * d.n_heads * d.v_head_dim
+        else:
+            m = spec.mla
+            if rope:
+                total += 2 * (spec.n_heads + 1) * m.qk_rope_head_dim
+            total += 2 * m.kv_lora_rank + 2 * m.cache_dim + (2 * m.q_lora_rank if m.q_lora_rank else 0)
+    if layer.mlp:
+        width = spec.mlp_width(layer)
+        total += 3 * width if _mlp_gated(spec, layer) else 2 * width
     return np.broadcast_arrays(s * t * total, np.asarray(prefix, dtype=np.float64))[0]  # shaped like the other ops
+
+
+def _mlp_gated(spec: ModelSpec, layer: LayerSpec) -> bool:
+    """Whether this layer's MLP is gated (an MoE layer's experts say so themselves)."""
+    if layer.moe and spec.moe is not None:
+        return spec.moe.gated
+    return spec.mlp_gated
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,74 +421,108 @@ def _rope_bytes(heads: int, dim: int, rot: int, tokens, positions, s: int) -> np
 
 
 def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
-                       mla_form: str | None) -> np.ndarray:
-    """Bytes the layer's elementwise ops move for ``n`` new tokens per sequence (``b`` sequences)."""
+                       mla_form: str | None, mask=None) -> np.ndarray:
+    """Bytes the layer's elementwise ops move for ``n`` new tokens per sequence (``b`` sequences):
+    a norm and a residual add (read 2, write 1) per block, the attention's RoPE, cache writes and
+    MLA concatenations, the MoE top-k and the MLP activation. Linear mixers carry their own
+    traffic (``mixer/*`` ops); parallel mixers add their outputs."""
     t = b * n
-    keys = b * (prefix + n)
-    cached = np.asarray(prefix) > 0
-    h, H = spec.hidden_size, spec.n_heads
-    total = 2 * _norm_bytes(h, t, s) + 6 * s * t * h  # two norms; two residual adds (read 2, write 1)
+    h = spec.hidden_size
+    blocks = _blocks(spec, layer)
+    total = blocks * (_norm_bytes(h, t, s) + 3 * s * t * h)  # a norm and a residual add per block
     if spec.norms_per_layer >= 4:
-        total = total + 2 * _norm_bytes(h, t, s)  # Gemma 2: after attention and after the MLP too
-    rope = spec.rope if (spec.rope is not None and layer.rope) else None
-    if spec.mla is None:
-        kv_w = spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
-        if rope is not None:
-            r = rope.rotary_dim
-            total = total + _rope_bytes(H, spec.head_dim, r, t, n, s) \
-                + _rope_bytes(spec.n_kv_heads, spec.head_dim, r, t, n, s)
-        total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
-    else:
-        m = spec.mla
-        if m.q_lora_rank:
-            total = total + _norm_bytes(m.q_lora_rank, t, s)
-        total = total + _norm_bytes(m.kv_lora_rank, t, s)
-        if rope is not None:
-            r = m.qk_rope_head_dim
-            total = total + _rope_bytes(H, r, r, t, n, s) + _rope_bytes(1, r, r, t, n, s)
-        total = total + np.where(cached, 2 * s * t * m.cache_dim, 0.0)  # latent + rope key into the cache
-        if (mla_form or "naive") == "naive":
-            # keys = [K_nope, k_pe broadcast to every head] over all keys; queries = [q_nope, q_pe]
-            total = total + 2 * s * keys * H * m.qk_head_dim + 2 * s * t * H * m.qk_head_dim
-        else:
-            # queries = [q_lat, q_pe]; keys = [latent, k_pe] over all keys; the per-head output of
-            # v_unabsorb copied to token-major order (a view when there is one token)
-            total = total + 2 * s * t * H * (m.kv_lora_rank + m.qk_rope_head_dim) + 2 * s * keys * m.cache_dim
-            total = total + np.where(t > 1, 2 * s * t * H * m.v_head_dim, 0.0)
-    if layer.moe and spec.moe is not None:
-        e = spec.moe
-        total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
-    total = total + s * t * spec.mlp_width(layer) * (5 if spec.mlp_gated else 2)  # act (+ times up)
+        total = total + blocks * _norm_bytes(h, t, s)  # Gemma 2: after attention and after the MLP too
+    if len(layer.mixers) > 1:
+        total = total + 3 * s * t * h * (len(layer.mixers) - 1)  # parallel mixers' outputs summed
+    if layer.has_attention:
+        total = total + _attention_elementwise_bytes(spec, layer, n, prefix, b, s, mla_form)
+    if layer.mlp:
+        if layer.moe and spec.moe is not None:
+            e = spec.moe
+            total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
+        total = total + s * t * spec.mlp_width(layer) * (5 if _mlp_gated(spec, layer) else 2)  # act (+ times up)
     return total
 
 
-def attention_dims(spec: ModelSpec, mla_form: str | None = None) -> tuple[int, int, int]:
-    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees: MLA's naive form
-    decompresses K/V per query head, the absorbed form attends to one shared latent "head"."""
+def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
+                                 mla_form: str | None) -> np.ndarray:
+    """RoPE on q and k, the new K/V copied into the cache, MLA's norms and concatenations, and
+    an output gate's sigmoid and product."""
+    t = b * n
+    keys = b * (prefix + n)
+    cached = np.asarray(prefix) > 0
+    total = 0.0 * t
+    rope = spec.rope if (spec.rope is not None and layer.rope) else None
     if spec.mla is None:
-        return spec.n_kv_heads, spec.head_dim, spec.v_head_dim
+        d = spec.attn_dims(layer)
+        kv_w = d.n_kv_heads * (d.head_dim + d.v_head_dim)
+        if rope is not None:
+            r = rope.rotary_dim
+            total = total + _rope_bytes(d.n_heads, d.head_dim, r, t, n, s) \
+                + _rope_bytes(d.n_kv_heads, d.head_dim, r, t, n, s)
+        total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
+        if spec.attn_output_gate:  # sigmoid(gate) (read, write) and o * it (read 2, write 1)
+            total = total + 5 * s * t * d.n_heads * d.v_head_dim
+        return total
+    H = spec.n_heads
+    m = spec.mla
+    if m.q_lora_rank:
+        total = total + _norm_bytes(m.q_lora_rank, t, s)
+    total = total + _norm_bytes(m.kv_lora_rank, t, s)
+    if rope is not None:
+        r = m.qk_rope_head_dim
+        total = total + _rope_bytes(H, r, r, t, n, s) + _rope_bytes(1, r, r, t, n, s)
+    total = total + np.where(cached, 2 * s * t * m.cache_dim, 0.0)  # latent + rope key into the cache
+    if (mla_form or "naive") == "naive":
+        # keys = [K_nope, k_pe broadcast to every head] over all keys; queries = [q_nope, q_pe]
+        total = total + 2 * s * keys * H * m.qk_head_dim + 2 * s * t * H * m.qk_head_dim
+    else:
+        # queries = [q_lat, q_pe]; keys = [latent, k_pe] over all keys; the per-head output of
+        # v_unabsorb copied to token-major order (a view when there is one token)
+        total = total + 2 * s * t * H * (m.kv_lora_rank + m.qk_rope_head_dim) + 2 * s * keys * m.cache_dim
+        total = total + np.where(t > 1, 2 * s * t * H * m.v_head_dim, 0.0)
+    return total
+
+
+def attention_dims(spec: ModelSpec, mla_form: str | None = None,
+                   layer: int | LayerSpec | None = None) -> tuple[int, int, int]:
+    """(kv_heads, qk_dim, v_dim) of the tensors the attention kernel sees in ``layer`` (default:
+    the model's attention shapes): MLA's naive form decompresses K/V per query head, the absorbed
+    form attends to one shared latent "head"."""
+    if spec.mla is None:
+        if layer is None:
+            return spec.n_kv_heads, spec.head_dim, spec.v_head_dim
+        d = spec.attn_dims(layer)
+        return d.n_kv_heads, d.head_dim, d.v_head_dim
     if (mla_form or "naive") == "naive":
         return spec.n_heads, spec.mla.qk_head_dim, spec.mla.v_head_dim
     return 1, spec.mla.cache_dim, spec.mla.kv_lora_rank
 
 
 def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int, pairs,
-                           causal: bool, mla_form: str | None) -> np.ndarray:
+                           causal: bool, mla_form: str | None, mask=None) -> np.ndarray:
     """transformers' eager attention between its two matmuls: K/V repeated per query head (GQA),
     scores scaled in place, masked in place (the mask inverted first), softmax (through fp32 for
-    fp16/bf16), and the output transposed back to token-major order."""
-    H = spec.n_heads
+    fp16/bf16), and the output transposed back to token-major order. ``pairs`` per head."""
+    H = spec.attn_dims(layer).n_heads
     n = np.asarray(n, dtype=np.float64)
     keys = prefix + n
     P = b * H * pairs  # every (query, key) pair of every head
     softmax = 2 * s + 16 if s < 4 else 2 * s  # [copy up s + 4] + softmax 8 + [copy down 4 + s]
     # no mask when it would allow every pair (no causality, or one query over a window-free cache)
-    unbounded = layer.attn == "global" or layer.window is None or keys <= layer.window
+    m = layer_mask(layer, mask, causal)
+    window = {masks.Sliding: "window", masks.Chunked: "chunk"}.get(type(m))
+    if isinstance(m, (masks.Causal, masks.Full)):
+        unbounded = np.ones_like(keys, dtype=bool)
+    elif window is not None:
+        unbounded = keys <= getattr(m, window)
+    else:  # the seed papers' masks and top-k always need their mask
+        unbounded = np.zeros_like(keys, dtype=bool)
     masked = np.where((n == 1) & unbounded, 0.0, 1.0 if causal else 0.0)
     total = P * (2 * s + softmax) + masked * (2 * s * P + 3 * n * keys)  # scale; softmax; the mask
     # (inverted: read + write; read by masked_fill, which reads and writes the scores)
     absorbed = spec.mla is not None and (mla_form or "naive") == "absorbed"
-    kv_heads, qk, v = attention_dims(spec, mla_form)
+    kv_heads, qk, v = attention_dims(spec, mla_form, layer)
     out = 0 if absorbed else v  # absorbed: v_unabsorb's einsum takes the transposed view
     if kv_heads != H:
         total = total + 2 * s * b * keys * H * (qk + v)
@@ -397,11 +541,9 @@ def lm_head_op(spec: ModelSpec, tokens, dtype: str = "bf16") -> Op:
 
 
 def group_layers(spec: ModelSpec) -> list[tuple[LayerSpec, int]]:
-    """Distinct layer kinds with their multiplicity (layers of one kind cost the same)."""
-    counts: dict[tuple, int] = {}
-    first: dict[tuple, LayerSpec] = {}
+    """Distinct layers with their multiplicity: layers cost the same only when their whole
+    ``LayerSpec`` is equal (mask, window, MoE, RoPE or NoPE, mixers, MLP, dims, top-k, sinks)."""
+    counts: dict[LayerSpec, int] = {}
     for layer in spec.layers:
-        key = (layer.attn, layer.window, layer.moe)
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, layer)
-    return [(first[k], c) for k, c in counts.items()]
+        counts[layer] = counts.get(layer, 0) + 1
+    return list(counts.items())

@@ -533,7 +533,8 @@ _register_builtins()
 
 
 def backends_table(device: torch.device | str, dtypes: list[torch.dtype]) -> list[dict]:
-    """One record per (backend, dtype): availability on ``device`` and why."""
+    """One record per (backend, dtype): availability on ``device`` and why; attention backends,
+    then the mixer layers' (``lcprof.measure.mixer_backends``)."""
     rows = []
     for name in names():
         b = get_backend(name)
@@ -551,7 +552,9 @@ def backends_table(device: torch.device | str, dtypes: list[torch.dtype]) -> lis
                 "decode": b.decode,
                 "description": b.description,
             })
-    return rows
+    from lcprof.measure.mixer_backends import mixer_backends_table  # the mixer layers' backends
+
+    return rows + mixer_backends_table(device, dtypes)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,6 +59,29 @@ from lcprof.measure.backends import AttnMask, eager_attention
 from lcprof.spec import LayerSpec, ModelSpec
 
 MLA_FORMS = ("naive", "absorbed")
+
+
+def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
+    """Refuse, in one line naming the layer, what this attention + MLP block cannot build (the cost
+    model prices these kinds; their measured form is the mixer layers of
+    :mod:`lcprof.measure.mixers`, timed by ``scripts/sweep_mixers.py``): linear-time mixers, MLP-only
+    or MLP-less layers, sparse (DSA) attention, per-layer attention dims, a gated attention output."""
+    why = []
+    if layer.mixers != ("attention",):
+        why.append("token mixers " + ("+".join(layer.mixers) or "none (MLP only)"))
+    elif layer.attn == "sparse":
+        why.append("sparse (DSA) attention")
+    if not layer.mlp:
+        why.append("no MLP")
+    if layer.has_attention and layer.dims is not None:
+        why.append("per-layer attention dims")
+    if layer.has_attention and spec.attn_output_gate:
+        why.append("gated attention output")
+    if why:
+        idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
+        where = f"layer {idx}" if idx is not None else "a layer"
+        raise LcprofError(f"{spec.name}: {where} is {layer.kind} ({'; '.join(why)}): lcprof's measured "
+                          "decoder layer builds attention + MLP layers only (mixer layers: lcprof.measure.mixers)")
 MOE_TIMINGS = ("dense-equivalent", "routed")
 
 
@@ -171,9 +194,7 @@ class DecoderLayer(nn.Module):
         self.spec = spec
         self.layer_idx = layer_idx
         self.lspec: LayerSpec = spec.layers[layer_idx]
-        from lcprof.cost.ops import check_priced
-
-        check_priced(spec, self.lspec)  # this block is attention + MLP: never build another kind as one
+        check_buildable(spec, self.lspec)  # this block is attention + MLP: never build another kind as one
         self.attention = attention or eager_attention
         self.mla_form = mla_form
         self.is_moe = bool(self.lspec.moe and spec.moe is not None)

@@ -212,9 +212,9 @@ def validate(model, ns, backends, dtypes, device, phase, batch, layer, ranks, ml
         raise LcprofError(f"batch must be >= 1, got {batch}")
     if not 0 <= int(layer) < spec.n_layers:
         raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
-    from lcprof.cost.ops import check_priced
+    from lcprof.measure.layer import check_buildable
 
-    check_priced(spec, spec.layers[int(layer)])  # the measured layer is attention + MLP: refuse other kinds
+    check_buildable(spec, spec.layers[int(layer)])  # the measured layer is attention + MLP: refuse other kinds
     if int(ranks) < 1:
         raise LcprofError(f"ranks must be >= 1, got {ranks}")
     if mla_form is not None and mla_form not in ("naive", "absorbed"):

@@ -283,6 +283,9 @@ def capacity_grid(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | 
     ``gpus`` is one replica of its own size). ``engine`` keywords are EngineSettings fields
     (``chunk`` is max_num_batched_tokens; ``chunk=0`` turns chunked prefill off)."""
     spec = load_model(model)
+    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
+
+    refuse_state(spec, "lcprof plan --what-if")
     kv_dtypes = parse_dtype_list(kv_dtypes, KV_DTYPES)
     longs = parse_token_list(list(longs) if isinstance(longs, (list, tuple, np.ndarray)) else longs)
     short_n = parse_tokens(short)

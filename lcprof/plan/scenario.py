@@ -121,6 +121,9 @@ def build_deployment(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int
                      attention_backend: str | None = None) -> Deployment:
     """Parse and check a deployment; ``engine`` carries the engine's knobs (None: vLLM's defaults)."""
     spec = load_model(model)
+    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
+
+    refuse_state(spec, "lcprof plan")
     par = Parallel(int(tp), int(dp), int(ep), int(pp))
     gpus = par.gpus_per_replica if gpus is None else int(gpus)
     check_parallel(spec, par, gpus)

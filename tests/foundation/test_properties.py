@@ -297,3 +297,86 @@ def test_activation_per_tp_rank_between_a_share_and_the_whole(cfg, n, tp):
     one = float(activation_bytes(spec, n, family="tiled")[0])
     rank = float(activation_bytes(spec, n, family="tiled", tp=tp)[0])
     assert one / tp <= rank <= one
+
+
+# ------------------------------------------------------------------------------------------------
+# What-if masks and linear-time mixers (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+from lcprof.cost.kinds import mixer_ops, mixer_state_bytes  # noqa: E402
+from lcprof.spec import GatedDeltaNetSpec, LightningSpec, Mamba2Spec, MambaSpec  # noqa: E402
+
+MASKS = st.one_of(
+    st.builds(masks.Sliding, st.integers(1, 64)),
+    st.builds(masks.Chunked, st.integers(1, 64)),
+    st.builds(masks.SinksWindow, st.integers(0, 8), st.integers(1, 64)),
+    st.builds(masks.Longformer, st.integers(0, 8), st.integers(1, 64)),
+    st.builds(masks.TopK, st.integers(1, 64)),
+    st.builds(masks.Infini, st.integers(1, 64)),
+    st.builds(masks.BigBird, st.integers(1, 8), st.sampled_from([1, 3, 5]), st.integers(0, 2), st.integers(0, 3),
+              st.integers(0, 5)),
+    st.lists(st.tuples(st.integers(1, 32), st.integers(1, 4)).filter(lambda wr: wr[1] <= wr[0]), min_size=1,
+             max_size=3).map(lambda p: masks.Dilated(tuple(p))),
+)
+
+
+@SETTINGS
+@given(m=MASKS, n=st.integers(1, 200), p=st.integers(0, 100), heads=st.integers(1, 8),
+       tile=st.tuples(st.integers(1, 32), st.integers(1, 32)))
+def test_masks_bounded_by_causal_and_tiles(m, n, p, heads, tile):
+    useful = float(m.head_pairs(n, p, heads))
+    causal = heads * float(masks.attended_pairs("global", n, p))
+    patterns = len(m.patterns) if isinstance(m, masks.Dilated) else 1  # each LongNet pattern is its own attention
+    assert 0 <= useful <= patterns * causal
+    assert float(m.tiled_head_pairs(n, p, heads, tile)) >= useful
+    assert float(m.tiled_head_pairs(n, p, heads, (1, 1))) == useful  # 1 x 1 tiles run exactly the useful pairs
+    # prefill in two parts == in one (the count is a sum over queries)
+    k = n // 2
+    assert float(m.head_pairs(k, p, heads)) + float(m.head_pairs(n - k, p + k, heads)) == useful
+    kv = float(m.kv_tokens(p + n))
+    assert 0 < kv <= p + n
+    assert masks.parse_mask(m.text()) == m
+
+
+MIXERS = st.one_of(
+    st.builds(lambda h, H, P, N, G, K, Q: Mamba2Spec(hidden_size=h, n_heads=H * G, head_dim=P, d_state=N, n_groups=G,
+                                                   d_conv=K, chunk_size=Q),
+              st.integers(8, 64), st.integers(1, 4), st.integers(1, 16), st.integers(1, 16), st.integers(1, 4),
+              st.integers(2, 4), st.integers(1, 64)),
+    st.builds(lambda h, k, r, dk, dv, K: GatedDeltaNetSpec(hidden_size=h, num_k_heads=k, num_v_heads=k * r,
+                                                          head_k_dim=dk, head_v_dim=dv, conv_kernel=K),
+              st.integers(8, 64), st.integers(1, 4), st.integers(1, 3), st.integers(1, 32), st.integers(1, 32),
+              st.integers(2, 4)),
+    st.builds(lambda h, H, d: LightningSpec(hidden_size=h, n_heads=H, head_dim=d), st.integers(8, 64),
+              st.integers(1, 8), st.integers(1, 32)),
+    st.builds(lambda h, di, N, K, R: MambaSpec(hidden_size=h, d_inner=di, d_state=N, d_conv=K, dt_rank=R),
+              st.integers(8, 64), st.integers(8, 128), st.integers(1, 16), st.integers(2, 4), st.integers(1, 8)),
+)
+
+
+@SETTINGS
+@given(m=MIXERS, n=st.integers(2, 5000), p=st.integers(0, 10 ** 6), b=st.integers(1, 4))
+def test_mixers_linear_in_n_constant_state(m, n, p, b):
+    ops = {o.name: o for o in mixer_ops(m, n, p, batch=b, dtype="bf16")}
+    tot = sum(float(o.flops) for o in ops.values())
+    assert all(float(o.flops) >= float(o.useful_flops) >= 0 for o in ops.values())
+    # the cost does not depend on the prefix folded into the state
+    assert tot == sum(float(o.flops) for o in mixer_ops(m, n, 0, batch=b, dtype="bf16"))
+    # linear in n over whole chunks (no n^2 term): k chunks cost k times one chunk
+    def total(tokens):
+        return sum(float(o.flops) for o in mixer_ops(m, tokens, 0, batch=b, dtype="bf16"))
+
+    chunk = {"mamba2": getattr(m, "chunk_size", 0), "gated_deltanet": 64, "lightning": 256}.get(m.kind)
+    if chunk is not None:  # (two chunks, so never the one-token decode form)
+        k = n % 7 + 2
+        assert total(2 * k * chunk) == k * total(2 * chunk)
+    else:  # Mamba's scan: every token costs the same
+        assert tot == n * sum(float(o.flops) for o in mixer_ops(m, 1, 0, batch=b, dtype="bf16"))
+    # a decode step costs what one token of the projections and the recurrent update cost
+    dec = sum(float(o.flops) for o in mixer_ops(m, 1, p, batch=b, dtype="bf16"))
+    assert 0 < dec <= tot
+    # state: elements of the spec, bf16 (2 B) / fp32 (4 B) for the recurrent part
+    el = m.state_elements()
+    conv = el.get("conv", 0)
+    assert mixer_state_bytes(m, "bf16") == 2 * sum(el.values())
+    assert mixer_state_bytes(m, "bf16", state_dtype="fp32") == 2 * conv + 4 * (sum(el.values()) - conv)

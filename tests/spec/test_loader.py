@@ -77,17 +77,18 @@ def test_unknown_cost_bearing_field_is_refused_and_allow_unknown_warns(tmp_path)
     assert r.exit_code == 0 and "num_sparse_heads" in json.loads(r.stdout)[0]["ignored_fields"]
 
 
-@pytest.mark.parametrize("args,layer,kind", [
-    (["flops", "--model", "qwen3-next-80b-a3b", "--n", "4k"], "layer 0", "gated_deltanet"),
-    (["flops", "--model", "jamba-1.5-mini", "--n", "4k", "--layer", "0"], "layer 0", "mamba"),
-    (["layer", "--model", "nemotron-h-56b", "--n", "4k", "--layer", "1"], "layer 1", "mlp"),
-    (["layer", "--model", "minimax-m1", "--n", "4k"], "layer 0", "lightning"),
-    (["flops", "--model", "deepseek-v3.2", "--n", "4k"], "layer 0", "sparse"),
-    (["flops", "--model", "falcon-mamba-7b", "--n", "4k"], "layer 0", "mamba"),
+@pytest.mark.parametrize("args", [
+    ["flops", "--model", "qwen3-next-80b-a3b", "--n", "4k"],
+    ["flops", "--model", "jamba-1.5-mini", "--n", "4k", "--layer", "0"],
+    ["layer", "--model", "nemotron-h-56b", "--n", "4k", "--layer", "1"],
+    ["layer", "--model", "minimax-m1", "--n", "4k"],
+    ["flops", "--model", "deepseek-v3.2", "--n", "4k"],
+    ["flops", "--model", "falcon-mamba-7b", "--n", "4k"],
 ])
-def test_layer_kinds_not_yet_priced_are_refused_not_costed_as_attention(args, layer, kind):
-    line = refused(run(args), layer, kind, "does not price")
-    assert "issue 14" in line
+def test_hybrid_layer_kinds_are_priced_not_refused(args):
+    # issue 14 prices the linear mixers, MLP-only layers and DSA sparse attention (lcprof.cost.kinds)
+    r = run(args)
+    assert r.exit_code == 0, r.stderr
 
 
 def test_priced_layers_of_a_hybrid_still_cost():
@@ -96,8 +97,8 @@ def test_priced_layers_of_a_hybrid_still_cost():
     c = cost(spec, 4096, layer=4)
     # q: 2 x 4096 tokens x 4096 x 4096 FLOPs
     assert c.flops["proj/q"][0] == 2 * 4096 * 4096 * 4096
-    with pytest.raises(LcprofError, match="layer 0 is mamba"):
-        cost(spec, 4096)
+    # the whole model: its 28 Mamba layers priced as Mamba (in_proj 2 x 4096 x 4096 x 16384 each)
+    assert cost(spec, 4096).flops["mixer/in_proj"][0] == 28 * 2 * 4096 * 4096 * 2 * 8192
 
 
 @pytest.mark.parametrize("mt,why", [("gpt2", "learned absolute position"), ("bloom", "ALiBi"), ("mpt", "ALiBi"),
@@ -283,8 +284,10 @@ def test_falcon_h1_parallel_attention_and_mamba2():
     mlp = 3 * 1024 * 2048
     total = 36 * (attn + mamba + mlp + 2 * 1024) + 1024 + 2 * 32784 * 1024
     assert param_counts(spec)["total_params"] == total
-    with pytest.raises(LcprofError, match="does not price"):
-        cost(spec, 1024)
+    # both mixers of each layer are priced: attention's q projection and Mamba-2's in_proj
+    c = cost(spec, 1024)
+    assert c.flops["proj/q"][0] == 36 * 2 * 1024 * 1024 * 512
+    assert c.flops["mixer/in_proj"][0] == 36 * 2 * 1024 * 1024 * (1536 + conv_dim + 24)
 
 
 def test_kv_of_non_attention_layers_is_zero():

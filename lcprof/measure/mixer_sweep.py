@@ -15,6 +15,7 @@ orders of magnitude, at lengths that depend on the data.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import statistics
@@ -99,7 +100,25 @@ def sweep_mixer(model: str, ns, *, layer: int | None = None, dtype: str = "fp32"
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
     # Denormals: the decays exp(-sum g) reach the float32 subnormal range inside long chunks, where
     # CPU arithmetic slows down by orders of magnitude (GPU kernels flush them); flush them here too.
+    with _flush_denormals():
+        return _run(spec, layer, lyr, mixer_spec, ns, backend, dtype, dev, tdtype, ok, why, out, done, new_file, env,
+                    batch=batch, phase=phase, budget_s=budget_s, seed=seed, rounds=rounds, log=log)
+
+
+@contextlib.contextmanager
+def _flush_denormals():
+    """Flush subnormal floats to zero inside, and put the process back as it was after (the setting is
+    global processor state: left on, it changes every later float computation of the process)."""
+    was_on = torch.tensor(1e-40, dtype=torch.float32).item() == 0.0  # no getter: probe a subnormal
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_on)
+
+
+def _run(spec, layer, lyr, mixer_spec, ns, backend, dtype, dev, tdtype, ok, why, out, done, new_file, env, *,
+         batch, phase, budget_s, seed, rounds, log):
     m = build_mixer(mixer_spec, seed=seed, backend=backend if ok else "torch").to(device=dev, dtype=tdtype).eval()
     check = check_against_recurrence(m, mixer_spec, min(ns)) if ok else float("nan")
     log(f"{spec.name} layer {layer} ({lyr.kind}) {backend} {dtype} {dev}: rel. error vs fp64 recurrence {check:.2e}")

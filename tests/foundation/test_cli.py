@@ -518,7 +518,9 @@ def test_json_and_csv_carry_every_table():
     # layer: each of its three tables and the summary
     recs = run_json(["layer", "--model", "phi3-128k", "--n", "131072"])
     assert {r["section"] for r in recs} == {"flops", "memory", "timing", "summary"}
-    assert len([r for r in recs if r["section"] == "flops"]) == 11  # the 11 op rows the table prints
+    # the 12 op rows the table prints: proj/q, proj/kv, attn/qk, attn/pv, proj/o, mlp/gate, mlp/up, mlp/down,
+    # misc/elementwise, attn/total, mixer/total, total
+    assert len([r for r in recs if r["section"] == "flops"]) == 12
 
 
 def test_layout_filter_keeps_one_layout():

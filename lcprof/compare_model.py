@@ -3,11 +3,12 @@
 :func:`compare_model_results` reads the ``target=model`` rows of a whole-model results file
 (``lcprof model-sweep``) and puts beside each measured time two predictions on the same hardware:
 
-* ``planner_s`` -- what ``lcprof plan`` says, from :mod:`lcprof.plan.compute` itself: a prefill of n
-  tokens is ``prefill_s(spec, rates, n)`` (the TTFT of a lone request: tiled attention, fused
-  elementwise, LM head on the last token); a decode step at context n is ``decode_step_s`` over
-  ``decode_parts(spec, n)`` and the weights ``weight_bytes(spec)`` read once (the TPOT of a batch of
-  ``batch`` requests, all at context n);
+* ``planner_s`` -- what ``lcprof plan`` says, from :mod:`lcprof.plan.compute` itself, for one GPU
+  (TP 1, engine ``none``: weights, KV and attention in the row's dtype): a prefill of n tokens is
+  ``prefill_s(deployment, n)`` (the TTFT of a lone request: tiled attention, fused elementwise, LM
+  head on the last token); a decode step at context n is ``decode_step_s`` over
+  ``decode_parts(deployment, n)`` and the weights read once (the TPOT of a batch of ``batch``
+  requests, all at context n);
 * ``as_run_s`` -- the roofline of what the measured implementation executes: every layer in the
   family its backend ran (the row's ``kind_families``: eager computes the full score rectangle) with
   unfused elementwise traffic, plus the LM head.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lcprof.cost.model import cost, roofline, weight_bytes
+from lcprof.cost.model import cost, roofline
 from lcprof.cost.ops import lm_head_op
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
@@ -74,16 +75,32 @@ def rates_for(gpu: str | None = None, calibration: str | Hardware | None = None)
     return Rates(hw=rs.hardware, link_bytes_per_s=rs.hardware.interconnect_bytes_per_s, source=rs.label)
 
 
+def one_gpu_deployment(spec: ModelSpec, rates: Rates, dtype: str):
+    """The planner's deployment of ``spec`` on one GPU: TP 1, no engine (``none``), weights, KV and
+    attention all in ``dtype`` (what a whole-model sweep runs)."""
+    from lcprof.plan.engines import EngineSettings, resolve_limits
+    from lcprof.plan.parallel import Parallel
+    from lcprof.plan.scenario import Deployment, build_precision
+
+    prec = build_precision(spec, "none", weights=dtype, kv_dtype=dtype, attn_dtype=dtype)
+    limits = resolve_limits(EngineSettings(engine="none"), spec, rates.hw, tp=1, dp=1, pp=1)
+    return Deployment(spec=spec, rates=rates, par=Parallel(1, 1, 1, 1), gpus=1, precision=prec, limits=limits)
+
+
 def planner_times(spec: ModelSpec, rates: Rates, ns, *, phase: str, dtype: str, batch: int = 1) -> np.ndarray:
     """The planner's prefill time (TTFT) or decode step time (TPOT) at each n, seconds."""
+    from lcprof.cost.weights import weight_bytes_per_gpu
+
     ns = np.asarray(ns, dtype=np.float64)
+    dep = one_gpu_deployment(spec, rates, dtype)
     if phase == "prefill":
         # the planner prefills one request at a time; a batch of b prompts does b times its work
-        return batch * np.asarray(prefill_s(spec, rates, ns, dtype=dtype), dtype=np.float64)
-    flops, kv = decode_parts(spec, ns, dtype=dtype, kv_dtype=dtype)
-    return np.asarray(decode_step_s(spec, rates, weights_bytes_per_gpu=weight_bytes(spec, dtype),
-                                    flops_per_gpu=batch * flops, kv_read_bytes_per_gpu=batch * kv,
-                                    batch=batch, dtype=dtype), dtype=np.float64)
+        return batch * np.asarray(prefill_s(dep, ns), dtype=np.float64)
+    parts = decode_parts(dep, ns)
+    return np.asarray(decode_step_s(dep, weight_bytes_per_gpu(spec, dep.precision.weights),
+                                    flops_per_gpu=batch * parts.flops_per_gpu,
+                                    kv_read_bytes_per_gpu=batch * parts.kv_read_bytes_per_gpu,
+                                    batch=batch), dtype=np.float64)
 
 
 def _families(kind_families: str, spec: ModelSpec, default: str) -> list[str]:

@@ -4,10 +4,12 @@ A model's weights are a list of **matrices** (one per linear layer, in the merge
 SGLang load: q/k/v as one ``qkv`` matrix, gate and up as one ``gate_up``), plus vectors (norms,
 biases) and the embeddings. Each matrix belongs to a **tensor class**:
 
-    embedding, lm_head, attention, mlp (dense), experts (routed), shared_experts, router, norm
+    embedding, lm_head, attention, mixer (Mamba, Mamba-2, Gated DeltaNet, lightning projections),
+    mlp (dense), experts (routed), shared_experts, router, norm (every vector: norms, biases, sinks,
+    conv taps, A/D/dt)
 
 and a :class:`WeightFormat` says which classes it stores quantized and how many bytes a matrix
-shard of shape (d_out, d_in) takes, scales included::
+shard of shape (d_out, d_in) takes, scales included (vectors stay in the plain dtype)::
 
     bf16   2 d_in d_out
     fp8    d_in d_out + 4 ceil(d_out/128) ceil(d_in/128)        fp32 scale per 128x128 block
@@ -59,13 +61,13 @@ from lcprof.cost.model import kv_heads_per_gpu
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec
 
-TENSOR_CLASSES = ("embedding", "lm_head", "attention", "mlp", "experts", "shared_experts", "router", "norm",
+TENSOR_CLASSES = ("embedding", "lm_head", "attention", "mixer", "mlp", "experts", "shared_experts", "router", "norm",
                   "buffers")
 
 #: vLLM's VocabParallelEmbedding pads the vocabulary to a multiple of this (DEFAULT_VOCAB_PADDING_SIZE).
 VOCAB_PADDING = 64
 
-_LINEAR_CLASSES = ("attention", "mlp", "experts", "shared_experts")
+_LINEAR_CLASSES = ("attention", "mixer", "mlp", "experts", "shared_experts")
 
 
 def _ceil(a: int, b: int) -> int:
@@ -88,7 +90,7 @@ class WeightFormat:
         d_in, d_out = int(d_in), int(d_out)
         if d_in <= 0 or d_out <= 0:
             return 0
-        if cls not in self.quantized:
+        if cls not in self.quantized or d_in == 1:  # vectors (biases, norms) are never quantized
             return self.plain_bytes * d_in * d_out
         n = self.name
         if n == "fp8":
@@ -166,43 +168,103 @@ class Matrix:
     count: int = 1  # identical copies on this GPU (experts)
 
 
-def _attention_matrices(spec: ModelSpec, tp: int) -> list[Matrix]:
-    h, H = spec.hidden_size, spec.n_heads
-    if H % tp:
-        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {H} attention heads")
-    Hr = H // tp
+def _div(n: int, tp: int, what: str, spec: ModelSpec) -> int:
+    if n % tp:
+        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {what} {n}")
+    return n // tp
+
+
+def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
+    """One attention layer's tensors on one GPU: projections (q/k/v merged), their biases, q/k norms,
+    sinks, and a sparse layer's DSA indexer (replicated: vLLM builds it from ``ReplicatedLinear``)."""
+    from lcprof.spec.params import attention_other_params
+
+    h = spec.hidden_size
+    out: list[Matrix] = []
     if spec.mla is None:
-        kvh = kv_heads_per_gpu(spec, tp)
-        qkv_out = Hr * spec.head_dim + kvh * (spec.head_dim + spec.v_head_dim)
-        out = [Matrix("qkv", "attention", h, qkv_out)]
+        d = spec.attn_dims(layer)
+        Hr = _div(d.n_heads, tp, "attention heads", spec)
+        kvh = kv_heads_per_gpu(spec, tp, d)
+        q_out = Hr * d.head_dim * (2 if spec.attn_output_gate else 1)  # an output gate doubles q_proj
+        qkv_out = q_out + kvh * (d.head_dim + d.v_head_dim)
+        out.append(Matrix("qkv", "attention", h, qkv_out))
         if spec.qkv_bias:
             out.append(Matrix("qkv_bias", "norm", 1, qkv_out))
-        out.append(Matrix("o", "attention", Hr * spec.v_head_dim, h))
-        return out
-    m = spec.mla
-    out = []
-    if m.q_lora_rank:
-        out += [Matrix("q_a", "attention", h, m.q_lora_rank), Matrix("q_a_norm", "norm", 1, m.q_lora_rank),
-                Matrix("q_b", "attention", m.q_lora_rank, Hr * m.qk_head_dim)]
+        out.append(Matrix("o", "attention", Hr * d.v_head_dim, h))
+        if spec.o_bias:
+            out.append(Matrix("o_bias", "norm", 1, h))
+        if spec.qk_norm == "head":  # one head_dim weight each, replicated
+            out += [Matrix("q_norm", "norm", 1, d.head_dim), Matrix("k_norm", "norm", 1, d.head_dim)]
+        elif spec.qk_norm == "full":  # over all heads: split with them
+            out += [Matrix("q_norm", "norm", 1, Hr * d.head_dim), Matrix("k_norm", "norm", 1, kvh * d.head_dim)]
     else:
-        out.append(Matrix("q", "attention", h, Hr * m.qk_head_dim))
-    out += [Matrix("kv_a", "attention", h, m.cache_dim), Matrix("kv_a_norm", "norm", 1, m.kv_lora_rank),
-            Matrix("kv_b", "attention", m.kv_lora_rank, Hr * (m.qk_nope_head_dim + m.v_head_dim)),
-            Matrix("o", "attention", Hr * m.v_head_dim, h)]
+        m = spec.mla
+        Hr = _div(spec.n_heads, tp, "attention heads", spec)
+        if m.q_lora_rank:
+            out += [Matrix("q_a", "attention", h, m.q_lora_rank), Matrix("q_a_norm", "norm", 1, m.q_lora_rank),
+                    Matrix("q_b", "attention", m.q_lora_rank, Hr * m.qk_head_dim)]
+        else:
+            out.append(Matrix("q", "attention", h, Hr * m.qk_head_dim))
+        out += [Matrix("kv_a", "attention", h, m.cache_dim), Matrix("kv_a_norm", "norm", 1, m.kv_lora_rank),
+                Matrix("kv_b", "attention", m.kv_lora_rank, Hr * (m.qk_nope_head_dim + m.v_head_dim)),
+                Matrix("o", "attention", Hr * m.v_head_dim, h)]
+    if layer.sinks:
+        out.append(Matrix("sinks", "norm", 1, _div(spec.attn_dims(layer).n_heads, tp, "attention heads", spec)))
+    if layer.attn == "sparse" and spec.indexer is not None:
+        out += [Matrix(f"indexer.{lin.name}", "attention", lin.d_in, lin.d_out) for lin in spec.indexer.linears()]
+        for k, v in attention_other_params(spec, layer).items():
+            if k.startswith("indexer."):
+                out.append(Matrix(k, "norm", 1, v))
     return out
 
 
-def _mlp_matrices(spec: ModelSpec, moe: bool, sh: Sharding) -> list[Matrix]:
+#: Mixer projections sharded on their input (vLLM ``RowParallelLinear``); the rest split their output.
+_ROW_PARALLEL = ("out_proj", "x_proj")
+
+
+def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
+    """A layer's linear-time mixers (Mamba, Mamba-2, Gated DeltaNet, lightning) on one GPU, from the
+    spec's own tensor lists (``lcprof.spec.mixers``): projections split ``tp`` ways (out_proj and
+    x_proj on their input, the others on their output), the per-channel vectors (conv taps, A, D,
+    dt bias, norms) split ``tp`` ways with them."""
+    from lcprof.spec.model import MIXER_FIELDS
+
+    out: list[Matrix] = []
+    for kind in layer.mixers:
+        if kind == "attention":
+            continue
+        mx = getattr(spec, MIXER_FIELDS[kind])
+        for lin in mx.linears():
+            what = f"{kind} {lin.name} width"
+            if lin.name in _ROW_PARALLEL:
+                out.append(Matrix(f"{kind}.{lin.name}", "mixer", _div(lin.d_in, tp, what, spec), lin.d_out))
+                if lin.bias:
+                    out.append(Matrix(f"{kind}.{lin.name}_bias", "norm", 1, lin.d_out))
+            else:
+                d_out = _div(lin.d_out, tp, what, spec)
+                out.append(Matrix(f"{kind}.{lin.name}", "mixer", lin.d_in, d_out))
+                if lin.bias:
+                    out.append(Matrix(f"{kind}.{lin.name}_bias", "norm", 1, d_out))
+        for k, v in mx.other_params().items():
+            out.append(Matrix(f"{kind}.{k}", "norm", 1, _div(v, tp, f"{kind} {k} size", spec)))
+    return out
+
+
+def _mlp_matrices(spec: ModelSpec, layer, sh: Sharding) -> list[Matrix]:
+    if not layer.mlp:
+        return []
     h = spec.hidden_size
     gated = 2 if spec.mlp_gated else 1
-    if not (moe and spec.moe is not None):
-        w = spec.intermediate_size
-        if w % sh.tp:
-            raise LcprofError(f"TP={sh.tp} does not divide {spec.name}'s MLP width {w}")
-        wr = w // sh.tp
-        return [Matrix("gate_up", "mlp", h, gated * wr), Matrix("down", "mlp", wr, h)]
+    if not (layer.moe and spec.moe is not None):
+        wr = _div(spec.intermediate_size, sh.tp, "MLP width", spec)
+        out = [Matrix("gate_up", "mlp", h, gated * wr), Matrix("down", "mlp", wr, h)]
+        if spec.mlp_bias:
+            out += [Matrix("gate_up_bias", "norm", 1, gated * wr), Matrix("down_bias", "norm", 1, h)]
+        return out
     e = spec.moe
     out = [Matrix("router", "router", h, e.n_experts)]
+    if e.router_bias:
+        out.append(Matrix("router_bias", "router", 1, e.n_experts))
     shards = sh.expert_shards
     if sh.expert_parallel:
         if e.n_experts % shards:
@@ -215,20 +277,27 @@ def _mlp_matrices(spec: ModelSpec, moe: bool, sh: Sharding) -> list[Matrix]:
                               f"width {e.expert_intermediate_size}")
         per, wr = e.n_experts, e.expert_intermediate_size // shards
     out += [Matrix("experts_gate_up", "experts", h, gated * wr, per), Matrix("experts_down", "experts", wr, h, per)]
+    if e.expert_bias:  # gate/up biases split with the width, the down bias whole on every shard
+        out += [Matrix("experts_gate_up_bias", "experts", 1, gated * wr, per),
+                Matrix("experts_down_bias", "experts", 1, h, per)]
     if e.n_shared:
         s = e.n_shared * e.shared_intermediate_size
-        if s % sh.tp:
-            raise LcprofError(f"TP={sh.tp} does not divide {spec.name}'s shared-expert width {s}")
-        out += [Matrix("shared_gate_up", "shared_experts", h, gated * (s // sh.tp)),
-                Matrix("shared_down", "shared_experts", s // sh.tp, h)]
+        sr = _div(s, sh.tp, "shared-expert width", spec)
+        out += [Matrix("shared_gate_up", "shared_experts", h, gated * sr),
+                Matrix("shared_down", "shared_experts", sr, h)]
+        if e.shared_gate:
+            out.append(Matrix("shared_expert_gate", "router", h, 1))
     return out
 
 
 def layer_matrices(spec: ModelSpec, layer_index: int, sh: Sharding) -> list[Matrix]:
-    """The tensors of one decoder layer on one GPU (norms as d_in = 1 vectors)."""
+    """The tensors of one decoder layer on one GPU (norms and biases as d_in = 1 vectors): its
+    attention (if it attends), its linear-time mixers, its MLP (if it has one), its norms."""
     layer = spec.layers[int(layer_index)]
-    norms = [Matrix(f"norm{i}", "norm", 1, spec.hidden_size) for i in range(spec.norms_per_layer)]
-    return _attention_matrices(spec, sh.tp) + _mlp_matrices(spec, layer.moe, sh) + norms
+    norm_w = 2 * spec.hidden_size if spec.norm_bias else spec.hidden_size  # LayerNorm: weight and bias
+    norms = [Matrix(f"norm{i}", "norm", 1, norm_w) for i in range(spec.norms_per_layer)]
+    attn = _attention_matrices(spec, layer, sh.tp) if layer.has_attention else []
+    return attn + _mixer_matrices(spec, layer, sh.tp) + _mlp_matrices(spec, layer, sh) + norms
 
 
 def padded_vocab(spec: ModelSpec, padding: int) -> int:
@@ -245,7 +314,7 @@ def model_matrices(spec: ModelSpec, sh: Sharding) -> list[Matrix]:
     if sh.first_stage:
         out.append(Matrix("embed_tokens", "embedding", spec.hidden_size, rows))
     if sh.last_stage:
-        out.append(Matrix("final_norm", "norm", 1, spec.hidden_size))
+        out.append(Matrix("final_norm", "norm", 1, 2 * spec.hidden_size if spec.norm_bias else spec.hidden_size))
         if not spec.tie_embeddings or (sh.pipeline and not sh.first_stage):
             out.append(Matrix("lm_head", "lm_head", spec.hidden_size, rows))
     return out
@@ -325,25 +394,41 @@ def total_params(spec: ModelSpec) -> int:
 # Weight traffic per cost-model op, for a roofline whose weights are stored in another format
 # ----------------------------------------------------------------------------------------------
 
-def op_matrices(spec: ModelSpec, moe: bool) -> dict[str, list[Matrix]]:
-    """The weight matrices each op of ``lcprof.cost.ops.layer_ops`` reads (prefill form: MLA naive),
-    unsharded, for a layer with (``moe``) or without a MoE MLP; ``mlp/experts`` lists ONE expert."""
-    h, H = spec.hidden_size, spec.n_heads
+def op_matrices(spec: ModelSpec, layer) -> dict[str, list[Matrix]]:
+    """The weight matrices each op of ``lcprof.cost.ops.layer_ops`` reads in one layer (prefill
+    form: MLA naive), unsharded; ``mlp/experts`` lists ONE expert. ``layer``: a ``LayerSpec``, or a
+    bool for the model's first layer with (True) or without a MoE MLP."""
+    from lcprof.spec.model import MIXER_FIELDS
+
+    if isinstance(layer, bool):
+        layer = next((x for x in spec.layers if x.moe == layer), spec.layers[0])
+    h = spec.hidden_size
     out: dict[str, list[Matrix]] = {}
-    if spec.mla is None:
-        out["proj/q"] = [Matrix("q", "attention", h, H * spec.head_dim)]
-        out["proj/kv"] = [Matrix("kv", "attention", h, spec.n_kv_heads * (spec.head_dim + spec.v_head_dim))]
-        out["proj/o"] = [Matrix("o", "attention", H * spec.v_head_dim, h)]
-    else:
-        m = spec.mla
+    if layer.has_attention and spec.mla is None:
+        d = spec.attn_dims(layer)
+        H = d.n_heads
+        out["proj/q"] = [Matrix("q", "attention", h, H * d.head_dim * (2 if spec.attn_output_gate else 1))]
+        out["proj/kv"] = [Matrix("kv", "attention", h, d.n_kv_heads * (d.head_dim + d.v_head_dim))]
+        out["proj/o"] = [Matrix("o", "attention", H * d.v_head_dim, h)]
+    elif layer.has_attention:
+        m, H = spec.mla, spec.n_heads
         out["proj/q"] = ([Matrix("q_a", "attention", h, m.q_lora_rank),
                           Matrix("q_b", "attention", m.q_lora_rank, H * m.qk_head_dim)] if m.q_lora_rank
                          else [Matrix("q", "attention", h, H * m.qk_head_dim)])
         out["proj/kv_a"] = [Matrix("kv_a", "attention", h, m.cache_dim)]
         out["proj/kv_b"] = [Matrix("kv_b", "attention", m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim))]
         out["proj/o"] = [Matrix("o", "attention", H * m.v_head_dim, h)]
+    if layer.has_attention and layer.attn == "sparse" and spec.indexer is not None:
+        for lin in spec.indexer.linears():
+            out[f"attn/indexer_{lin.name}"] = [Matrix(lin.name, "attention", lin.d_in, lin.d_out)]
+    for kind in layer.mixers:
+        if kind != "attention":
+            for lin in getattr(spec, MIXER_FIELDS[kind]).linears():
+                out.setdefault(f"mixer/{lin.name}", []).append(Matrix(lin.name, "mixer", lin.d_in, lin.d_out))
+    if not layer.mlp:
+        return out
     mats = 3 if spec.mlp_gated else 2
-    if moe and spec.moe is not None:
+    if layer.moe and spec.moe is not None:
         e = spec.moe
         out["mlp/router"] = [Matrix("router", "router", h, e.n_experts)]
         out["mlp/experts"] = [Matrix("expert", "experts", h, e.expert_intermediate_size, mats)]
@@ -373,10 +458,11 @@ def op_weight_bytes_delta(spec: ModelSpec, fmt: WeightFormat, act_bytes: float, 
 
     t = np.asarray(tokens, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
-    for moe, count in ((False, sum(1 for x in spec.layers if not x.moe)), (True, sum(1 for x in spec.layers if x.moe))):
-        if not count or (moe and spec.moe is None):
-            continue
-        for op, ms in op_matrices(spec, moe).items():
+    counts: dict = {}
+    for layer in spec.layers:  # layers of one shape share their matrices
+        counts[layer] = counts.get(layer, 0) + 1
+    for layer, count in counts.items():
+        for op, ms in op_matrices(spec, layer).items():
             delta = float(sum(_format_bytes(fmt, m) - act_bytes * matrix_params(m) for m in ms))
             scale = experts_touched(spec.moe.n_experts, spec.moe.n_active, t) if op == "mlp/experts" else 1.0
             out[op] = out.get(op, 0.0) + count * delta * scale

@@ -1,11 +1,8 @@
-"""Shared helpers for the explain tests (fit, compare, report, calibrate)."""
+"""Fixtures of the explain tests (fit, compare, report, calibrate); helpers in ``support.results_files``."""
 
-from pathlib import Path
-
-import pandas as pd
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from support.results_files import DATA, run_cli, write_results as _write_results
 
 
 @pytest.fixture
@@ -17,19 +14,11 @@ def data_dir():
 def write_results(tmp_path):
     """Write records to a CSV in tmp_path and return its path."""
     def _write(records, name="results.csv"):
-        path = tmp_path / name
-        pd.DataFrame(records).to_csv(path, index=False)
-        return path
+        return _write_results(records, tmp_path / name)
     return _write
 
 
 @pytest.fixture
 def cli():
     """Run `lcprof ARGS` in-process; returns the click Result (stdout and stderr kept apart)."""
-    from click.testing import CliRunner
-
-    from lcprof.cli import main
-
-    def _run(*args):
-        return CliRunner().invoke(main, [str(a) for a in args])
-    return _run
+    return run_cli

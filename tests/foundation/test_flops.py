@@ -16,7 +16,7 @@ from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, load_model, param_counts, spec_from_config
 
-from ._helpers import llama_config, llama_spec, mla_config
+from support.hf_configs import llama_config, llama_spec, mla_config
 
 
 def flops_of(c, key):

@@ -17,7 +17,7 @@ from lcprof.cost.ops import group_layers, layer_pairs
 from lcprof.errors import LcprofError
 from lcprof.spec import LayerSpec, load_model, param_counts, spec_from_config
 
-from ._helpers import llama_config
+from support.hf_configs import llama_config
 
 GIB = 1 << 30
 

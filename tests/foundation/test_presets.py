@@ -14,7 +14,7 @@ from lcprof.errors import LcprofError
 from lcprof.hardware import get_gpu
 from lcprof.spec import list_presets, load_model, param_counts, spec_from_config
 
-from ._helpers import llama_config
+from support.hf_configs import llama_config
 
 REQUIRED = ["phi3-mini-4k", "phi3-mini-128k", "llama2-7b", "llama3-8b", "llama3-70b", "llama3.1-8b",
             "llama3.1-70b", "mistral-7b", "qwen2.5-7b", "qwen2.5-7b-yarn", "gemma2-9b",

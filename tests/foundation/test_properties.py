@@ -17,7 +17,7 @@ from lcprof.cost import masks
 from lcprof.cost.model import activation_bytes, cost, kv_bytes, kv_bytes_per_token
 from lcprof.spec import LayerSpec, spec_from_config
 
-from ._helpers import llama_config, mla_config
+from support.hf_configs import llama_config, mla_config
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

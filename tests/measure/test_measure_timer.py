@@ -47,9 +47,12 @@ def test_statistics_and_spread_warning():
     assert s["time_s"] == m.median_s and s["repeats"] == 11 and s["n"] == 4
 
 
-def test_timer_overhead_is_microseconds():
+def test_timer_overhead_measures_an_empty_region():
+    # What it costs is a benchmark's claim (bench/timer_overhead.py, reports/cpu-measure/
+    # timer_overhead.txt), not a timed unit test: here, that it returns a well-formed measurement.
     m = timer_overhead("cpu", reps=200)
-    assert m.repeats == 200 and m.median_s < 1e-4
+    assert m.repeats == 200 and len(m.samples_s) == 200
+    assert all(s >= 0 for s in m.samples_s) and m.p10_s <= m.median_s <= m.p90_s
 
 
 def test_measure_rejects_bad_arguments():

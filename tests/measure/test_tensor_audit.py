@@ -17,7 +17,7 @@ import gc
 import pytest
 import torch
 
-from conftest import TINY_CONFIGS, tiny_spec
+from support.tiny_models import TINY_CONFIGS, tiny_spec
 from lcprof.cost.model import activation_bytes, activation_steps, cost
 from lcprof.measure import backends as B
 from lcprof.measure.layer import DecoderLayer

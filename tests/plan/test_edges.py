@@ -17,7 +17,7 @@ from lcprof.plan.parallel import parallel_problem
 from lcprof.hardware import get_gpu
 from lcprof.spec import LayerSpec, load_model
 
-from plan_hand import BF16, GIB
+from support.plan_hand import BF16, GIB
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*max_position_embeddings")
 

@@ -12,7 +12,7 @@ import pytest
 from lcprof.errors import LcprofError
 from lcprof.plan import EngineSettings, plan
 
-from plan_hand import GIB
+from support.plan_hand import GIB
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*max_position_embeddings")
 

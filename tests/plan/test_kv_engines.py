@@ -11,7 +11,7 @@ from lcprof.plan import engines as E
 from lcprof.plan.kvformat import kv_bytes_per_token, kv_bytes_per_token_per_layer, kv_format, kv_read_bytes
 from lcprof.spec import load_model
 
-from plan_hand import BF16, FP8, H100_REPORTED_BYTES, H200_REPORTED_BYTES, MIB
+from support.plan_hand import BF16, FP8, H100_REPORTED_BYTES, H200_REPORTED_BYTES, MIB
 
 
 def test_kv_bytes_per_token_per_format():

@@ -10,7 +10,7 @@ from lcprof.plan.compute import pipelined_s
 from lcprof.plan.parallel import Parallel
 from lcprof.spec import load_model
 
-from plan_hand import (BF16, DSV3, FP8, GIB, H100_BF16_FLOPS_PER_S, H100_FP8_FLOPS_PER_S, H100_HBM_BYTES_PER_S,
+from support.plan_hand import (BF16, DSV3, FP8, GIB, H100_BF16_FLOPS_PER_S, H100_FP8_FLOPS_PER_S, H100_HBM_BYTES_PER_S,
                        H100_MEMORY_BYTES, H100_REPORTED_BYTES, H200_REPORTED_BYTES, MIB, NVLINK4_BYTES_PER_S,
                        causal_tiled_pairs, dsv3_weights_fp8, llama_params, tiled_activation_bytes,
                        vllm_dense_mlp_bytes_per_token, vllm_sampler_bytes)

@@ -9,7 +9,7 @@ import pytest
 
 from lcprof.plan import plan
 
-from plan_hand import causal_tiled_pairs
+from support.plan_hand import causal_tiled_pairs
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*max_position_embeddings")
 

@@ -5,7 +5,7 @@ import pytest
 
 from lcprof.plan import capacity_grid, plan
 
-from plan_hand import BF16
+from support.plan_hand import BF16
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*max_position_embeddings")
 

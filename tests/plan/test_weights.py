@@ -2,12 +2,12 @@
 
 import pytest
 
-from lcprof.cost.weights import (Sharding, WEIGHT_FORMATS, model_matrices, op_matrices, rope_cache_positions,
+from lcprof.cost.weights import (Sharding, WEIGHT_FORMATS, layer_matrices, model_matrices, op_matrices, rope_cache_positions,
                                  stage_layers, total_params, weight_bytes_per_gpu, weight_format)
 from lcprof.errors import LcprofError
 from lcprof.spec import list_presets, load_model, param_counts
 
-from plan_hand import BF16, DSV3, GIB, cdiv, fp8_block_bytes, llama_params
+from support.plan_hand import BF16, DSV3, GIB, cdiv, fp8_block_bytes, llama_params
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -187,15 +187,38 @@ def test_op_matrices_match_the_cost_models_weight_traffic():
 
     from lcprof.cost.ops import layer_ops
 
-    for name in ("llama3-8b", "deepseek-v2-lite", "qwen2.5-7b"):
+    for name in ("llama3-8b", "deepseek-v2-lite", "qwen2.5-7b", "qwen3-next-80b-a3b", "nemotron-h-56b",
+                 "jamba-1.5-mini", "deepseek-v3.2", "minimax-m1", "falcon-mamba-7b"):
         spec = load_model(name)
-        for layer in {x.moe: x for x in spec.layers}.values():
+        for layer in set(spec.layers):
             n = np.array([4096.0, 8192.0])
             ops = {o.name: o.bytes for o in layer_ops(spec, layer, n, 0, dtype="bf16", family="tiled")}
-            for op, ms in op_matrices(spec, layer.moe).items():
+            for op, ms in op_matrices(spec, layer).items():
                 b = ops[op]
                 intercept = b[0] - (b[1] - b[0]) / (n[1] - n[0]) * n[0]
                 params = sum(m.count * m.d_in * m.d_out for m in ms)
                 if op == "mlp/experts":
                     params *= spec.moe.n_experts
                 assert intercept == pytest.approx(BF16 * params, rel=1e-12), (name, op)
+
+
+@pytest.mark.parametrize("name,tp", [("nemotron-h-56b", 8), ("qwen3-next-80b-a3b", 2), ("minimax-m1", 8),
+                                     ("jamba-1.5-mini", 4)])
+def test_mixer_tensors_split_over_tp_sum_to_the_whole(name, tp):
+    """A hybrid's linear-time mixer tensors, split tp ways, add up over the tp ranks to the model's
+    mixer parameters (spec.param_counts): nothing lost or counted twice by the split."""
+    spec = load_model(name)
+    per_gpu = sum(m.count * m.d_in * m.d_out for m in model_matrices(spec, Sharding(tp=tp, expert_shards=tp))
+                  if m.name.split(".")[0] in ("mamba", "mamba2", "gated_deltanet", "lightning"))
+    assert per_gpu * tp == param_counts(spec)["mixer_params"]
+
+
+def test_nemotron_h_mamba2_in_proj_by_hand():
+    """Nemotron-H-56B (config.json): hidden 8192, mamba_num_heads 256 x mamba_head_dim 64 = d_inner
+    16384, n_groups 8, ssm_state_size 256: in_proj -> z (16384) + x,B,C (16384 + 2*8*256) + dt (256)."""
+    spec = load_model("nemotron-h-56b")
+    i = next(k for k, x in enumerate(spec.layers) if "mamba2" in x.mixers)
+    mats = {m.name: m for m in layer_matrices(spec, i, Sharding())}
+    assert (mats["mamba2.in_proj"].d_in, mats["mamba2.in_proj"].d_out) == (8192, 16384 + 16384 + 4096 + 256)
+    assert (mats["mamba2.out_proj"].d_in, mats["mamba2.out_proj"].d_out) == (16384, 8192)
+    assert "qkv" not in mats and "gate_up" not in mats  # a Mamba-2 layer has no attention and no MLP

@@ -1,4 +1,4 @@
-"""Shared builders for the foundation tests: tiny HuggingFace-style configs, built by hand.
+"""Tiny HuggingFace-style configs, built by hand (the foundation tests).
 
 Every spec the tests use goes through ``spec_from_config`` (the same loader as presets and user
 files), so a test also exercises the config path.

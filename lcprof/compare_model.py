@@ -31,6 +31,7 @@ from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.plan.compute import Rates, decode_parts, decode_step_s, prefill_s
 from lcprof.rates import resolve_rates
+from lcprof.results import MAX_INT_KEY
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_name
 
@@ -60,6 +61,13 @@ def read_model_results(results) -> pd.DataFrame:
     for col, default in (("impl", "lcprof"), ("batch", 1), ("device", ""), ("scope", "model"), ("kind_families", "")):
         if col not in df.columns:
             df[col] = default
+    for col in ("n", "batch"):  # token and sequence counts: whole, positive, exact in float64
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(v) | (v < 1) | (v > MAX_INT_KEY) | (v != np.floor(v))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise LcprofError(f"column {col!r} holds {str(df[col].iloc[i])!r} in row {i + 1}; it must be a whole "
+                              f"number from 1 to {MAX_INT_KEY}")
     return df
 
 

@@ -59,6 +59,11 @@ POINT_KEY = tuple(KEY_DEFAULTS)
 #: One fit (and one compare group) per distinct value of these: the point key less n.
 GROUP_KEYS = tuple(k for k in POINT_KEY if k != "n")
 _INT_KEYS = ("batch", "n", "layer")
+#: Smallest value each integer key may hold (n and batch count tokens and sequences; layer is an index).
+_INT_KEY_MIN = {"batch": 1, "n": 1, "layer": 0}
+#: Largest integer key a results file may hold: 2**53, where float64 (pandas' reading of a column
+#: with blanks) stops being exact; far beyond any sequence length or batch.
+MAX_INT_KEY = 2 ** 53
 _BOOL_KEYS = ("cuda_graph", "flush_l2")
 
 #: Environment facts the measurement layer records for every row (``lcprof.measure.env``).
@@ -228,6 +233,13 @@ def normalize_results(df: pd.DataFrame) -> pd.DataFrame:
                 first = raw[bad].iloc[0]
                 raise LcprofError(f"column {col!r} holds a non-number ({first!r}) in row "
                                   f"{int(np.argmax(bad.to_numpy())) + 1}")
+            lo = _INT_KEY_MIN[col]
+            f = vals.to_numpy(dtype=np.float64)
+            bad = (f < lo) | (f > MAX_INT_KEY) | (f != np.floor(f))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise LcprofError(f"column {col!r} holds {str(raw.iloc[i])!r} in row {i + 1}; it must be a whole "
+                                  f"number from {lo} to {MAX_INT_KEY}")
             df[col] = vals.astype(np.int64)
         else:
             raw = df[col] if col in df.columns else pd.Series([None] * len(df), index=df.index)

@@ -9,7 +9,7 @@
    * a profile JSON written by ``lcprof calibrate`` (GEMM peaks per dtype, copy bandwidth,
      attention-kernel rates per backend, dtype and length);
    * a results file (``.csv``/``.jsonl``): rates **fitted from a sweep** by the cost-model fit
-     (``lcprof.fit``): per dtype the matmul rate and memory bandwidth (median over the file's
+     (``lcprof.explain.fit``): per dtype the matmul rate and memory bandwidth (median over the file's
      groups), per backend and dtype the attention rate;
 
    with ``gpu`` also given, memory capacity and links stay the GPU's.
@@ -107,7 +107,7 @@ def _with_gpu(hw: Hardware, gpu: Hardware | None) -> Hardware:
 
 def rates_from_results(path: str | Path, gpu: Hardware | None = None) -> Hardware:
     """Rates fitted from a sweep's results file (see the module docstring)."""
-    from lcprof.fit import fit_results
+    from lcprof.explain.fit import fit_results
 
     fr = fit_results(path, target=None)
     by_dtype: dict[str, dict[str, list[float]]] = {}

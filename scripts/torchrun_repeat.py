@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST = "tests/test_cli_ring.py::test_ring_measure_under_torchrun"
+TEST = "tests/ring/test_cli_ring.py::test_ring_measure_under_torchrun"
 
 
 def tagged(tag: str) -> list[str]:

@@ -54,7 +54,7 @@ import torch
 from lcprof.cost.model import activation_bytes, cost
 from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
-from lcprof.fit import noise_figure
+from lcprof.explain.fit import noise_figure
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
 from lcprof.measure.env import LoadProbe, PeakMemory, environment, free_memory_bytes, tf32_mode
@@ -543,7 +543,7 @@ def _time_and_emit(cfg: _Settings, p: Point, emit: Callable[[Point], None]) -> N
 
 def _suspects(cfg: _Settings, timed: list[Point], rows: dict) -> list[tuple[Point, str]]:
     """Points to measure again, with why: a trend break or a changed environment (module docstring)."""
-    from lcprof.fit import trend_residuals
+    from lcprof.explain.fit import trend_residuals
 
     ok = [p for p in timed if p.row.get("status") == "ok"]
     out: dict[int, str] = {}

@@ -116,7 +116,7 @@ def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str 
     rates = Rates(hw=hw, link_bytes_per_s=link, source=source,
                   attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND)
     if fit:
-        from lcprof.plan.fitted import fitted_rates  # needs lcprof.fit (pandas/scipy)
+        from lcprof.plan.fitted import fitted_rates  # needs lcprof.explain.fit (pandas/scipy)
 
         rates = fitted_rates(rates, fit, spec=spec, dtype=dtype)
     return rates

@@ -1,4 +1,4 @@
-"""Prefill times from a fitted results table (``lcprof.fit``): t_layer(n) = c0 + c1 n + c2 n². No torch.
+"""Prefill times from a fitted results table (``lcprof.explain.fit``): t_layer(n) = c0 + c1 n + c2 n². No torch.
 
 A results file times ONE layer (the ``layer`` column, default 0) of one model at batch 1. The
 planner turns its fit into a whole-model prefill on one GPU:
@@ -35,7 +35,7 @@ def _family(backend: str) -> str:
 def fitted_rates(rates, path: str, *, spec: ModelSpec, dtype: str):
     """``rates`` with its prefill replaced by the fit of ``spec``'s prefill in ``path`` (batch 1)."""
     from lcprof.cost.model import Cost
-    from lcprof.fit import fit_results
+    from lcprof.explain.fit import fit_results
 
     fr = fit_results(path, target=None)
     cands = [g for g in fr.groups

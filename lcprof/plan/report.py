@@ -19,7 +19,7 @@ from lcprof.plan.compute import chunk_wait_s, chunked_prefill_s, last_chunk_s, p
 from lcprof.plan.kvformat import kv_format
 from lcprof.plan.memory import memory_stage
 from lcprof.plan.render import fmt_value, section_frames
-from lcprof.plotting import figure, finish
+from lcprof.explain.plotting import figure, finish
 from lcprof.render import records
 from lcprof.units import fmt_tokens
 

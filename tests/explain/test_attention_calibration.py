@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lcprof.compare import compare_results
+from lcprof.explain.compare import compare_results
 from lcprof.cost.model import cost, roofline
 from lcprof.hardware import Hardware, load_calibration
 from lcprof.spec import spec_from_config

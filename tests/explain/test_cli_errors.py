@@ -54,6 +54,6 @@ def test_other_mistakes(cli, tmp_path, data_dir):
 
 
 def test_explain_modules_do_not_import_torch():
-    code = ("import sys, lcprof.cli, lcprof.cli_explain, lcprof.fit, lcprof.compare, lcprof.report, "
+    code = ("import sys, lcprof.cli, lcprof.cli.explain, lcprof.explain.fit, lcprof.explain.compare, lcprof.explain.report, "
             "lcprof.results, lcprof.rates; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lcprof.compare import OverPeakWarning, UnresolvedRowWarning, compare_results
+from lcprof.explain.compare import OverPeakWarning, UnresolvedRowWarning, compare_results
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import spec_from_config

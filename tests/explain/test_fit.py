@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lcprof.errors import LcprofError
-from lcprof.fit import decompose, fit_results, group_label, local_exponents, power_law_fit, read_results
+from lcprof.explain.fit import decompose, fit_results, group_label, local_exponents, power_law_fit, read_results
 
 N = 2.0 ** np.arange(7, 13)  # 128 .. 4096
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from lcprof.fit import (CLASSES, DRIFT_FLOOR, fit_linear, fit_results, model_fit, work_by_class)
+from lcprof.explain.fit import (CLASSES, DRIFT_FLOOR, fit_linear, fit_results, model_fit, work_by_class)
 from lcprof.spec import load_model
 
 REPO = Path(__file__).resolve().parents[2]

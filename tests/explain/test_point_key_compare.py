@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lcprof.compare import compare_results
+from lcprof.explain.compare import compare_results
 
 
 def test_compare_predicts_each_rows_recorded_mla_form():

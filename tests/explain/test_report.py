@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from lcprof.compare import UnresolvedRowWarning
-from lcprof.report import build_report
+from lcprof.explain.compare import UnresolvedRowWarning
+from lcprof.explain.report import build_report
 
 
 def _linked_images(md: str) -> list[str]:
@@ -65,7 +65,7 @@ def test_report_errors(cli, data_dir, tmp_path):
 
 def test_real_sweep_output_is_understood(data_dir, tmp_path):
     """A file written by `lcprof sweep` (real, noisy CPU run with the measure module's extra columns)."""
-    from lcprof.fit import env_columns, read_results
+    from lcprof.explain.fit import env_columns, read_results
     from lcprof.hardware import load_calibration
 
     df = read_results(data_dir / "phi3-cpu-sweep.csv")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from lcprof.report import build_report
+from lcprof.explain.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PROBE = ("<script>addEventListener('load',()=>{document.body.setAttribute('data-images',"

@@ -40,7 +40,7 @@ def test_cli_compare_refuses_a_negative_n_in_one_line(tmp_path, cli):
 
 
 def test_whole_model_results_refuse_a_negative_n(tmp_path):
-    from lcprof.compare_model import read_model_results
+    from lcprof.explain.compare_model import read_model_results
 
     df = pd.DataFrame([dict(_row(n=-4), phase="prefill", target="model")])
     with pytest.raises(LcprofError, match=r"column 'n' holds '-4' in row 1"):

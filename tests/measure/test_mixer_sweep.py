@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from lcprof.errors import LcprofError
-from lcprof.fit import fit_results
+from lcprof.explain.fit import fit_results
 from lcprof.measure.mixer_sweep import sweep_mixer
 from lcprof.spec import GatedDeltaNetSpec, load_model
 

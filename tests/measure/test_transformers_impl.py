@@ -115,7 +115,7 @@ def test_unmodelled_parameters_and_types_are_refused():
 
 def test_sweep_times_both_and_pairs_them(tmp_path):
     """The same points through lcprof and transformers: ok rows, checked, paired per n."""
-    from lcprof.compare_model import impl_ratio_table
+    from lcprof.explain.compare_model import impl_ratio_table
 
     spec = hf_spec("mistral")
     frames = []

@@ -229,7 +229,7 @@ def test_planner_tpot_is_the_memory_roofline_by_hand(spec_of):
     decode step gathers one embedding row, it does not stream the table; the untied LM head is read
     whole); KV = 2 layers x 100 tokens x 2 heads x (8 + 8) dims x 4 B = 25600 B; bandwidth 1e10 B/s.
     """
-    from lcprof.compare_model import planner_times, rates_for
+    from lcprof.explain.compare_model import planner_times, rates_for
     from lcprof.hardware import Hardware
 
     spec = spec_of("gqa")
@@ -247,7 +247,7 @@ def test_compare_ratio_against_a_known_time(spec_of):
     """Rows measured at exactly twice the planner's TTFT read ratio 2."""
     import pandas as pd
 
-    from lcprof.compare_model import compare_model_results, planner_times, rates_for
+    from lcprof.explain.compare_model import compare_model_results, planner_times, rates_for
     from lcprof.hardware import Hardware
 
     spec = spec_of("gqa")

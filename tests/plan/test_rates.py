@@ -28,7 +28,7 @@ def test_planner_attention_equals_compares_per_backend_charge(backend):
     attention exactly what ``lcprof compare`` charges a measured row of that backend at that n --
     both equal the hand count (32 heads x 128 dims, QK and PV, over the causal tiles, 2 FLOPs per
     multiply-add) at the backend's calibrated rate."""
-    from lcprof.compare import compare_results
+    from lcprof.explain.compare import compare_results
 
     n = 131072
     rate = _cal()["attention_flops_per_s"][backend]["bf16"]

@@ -2,14 +2,14 @@
 
 A thin click command registered by ``lcprof.cli`` (it reads ``COMMANDS``); torch is imported inside the
 command. Library function: :func:`lcprof.measure.model_sweep.run_model_sweep`. Its results file is
-compared with the planner by ``lcprof compare FILE`` (:func:`lcprof.compare_model.compare_model_results`).
+compared with the planner by ``lcprof compare FILE`` (:func:`lcprof.explain.compare_model.compare_model_results`).
 """
 
 from __future__ import annotations
 
 import click
 
-from lcprof.cli_options import (FORMAT_OPTION, FiniteFloat, batch_option, model_option, n_option, reps_options,
+from lcprof.cli.options import (FORMAT_OPTION, FiniteFloat, batch_option, model_option, n_option, reps_options,
                                 seed_option,
                                 with_options)
 from lcprof.errors import LcprofError
@@ -64,7 +64,7 @@ def model_sweep(model, n, phases, impl, target, backend_list, dtypes, device, ba
 
 def compare_model_files(files, gpu, calibration, fmt) -> None:
     """``lcprof compare`` on whole-model results: TTFT/TPOT vs the planner, and lcprof vs transformers."""
-    from lcprof.compare_model import compare_model_results, impl_ratio_table, read_model_results
+    from lcprof.explain.compare_model import compare_model_results, impl_ratio_table, read_model_results
     from lcprof.render import render
 
     df = read_model_results(list(files))
@@ -92,7 +92,7 @@ def is_model_file(files) -> bool:
     """Whether every results file given to ``lcprof compare`` is a whole-model sweep's (by its header)."""
     import csv
 
-    from lcprof.compare_model import is_model_results
+    from lcprof.explain.compare_model import is_model_results
 
     try:
         heads = []

@@ -1,7 +1,7 @@
 """CLI commands that explain measurements: fit, calibrate, compare, report.
 
 Registered by ``lcprof.cli`` through ``COMMANDS``. Thin: each parses, calls one library function
-(``lcprof.fit``, ``lcprof.measure.calibrate``, ``lcprof.compare``, ``lcprof.report``) and renders. Only
+(``lcprof.explain.fit``, ``lcprof.measure.calibrate``, ``lcprof.explain.compare``, ``lcprof.explain.report``) and renders. Only
 ``calibrate`` imports torch, inside the command.
 """
 
@@ -11,7 +11,7 @@ import shlex
 
 import click
 
-from lcprof.cli_options import FORMAT_OPTION
+from lcprof.cli.options import FORMAT_OPTION
 
 RESULTS_ARG = click.argument("files", nargs=-1, required=True, metavar="FILE...")
 GPU_OPTION = click.option("--gpu", default=None, help="Predict on a GPU from the database (see data/gpus.json).")
@@ -58,7 +58,7 @@ def _note_excluded(what, count, by_status):
 @FORMAT_OPTION
 def fit(files, min_n, max_n, target, interval, points, fmt):
     """Scaling fits: power-law exponent with a 95% interval, local exponents, t = c0 + c1 n + c2 n², extrapolation."""
-    from lcprof.fit import fit_results, fit_table
+    from lcprof.explain.fit import fit_results, fit_table
 
     res = fit_results(list(files), min_n=min_n, max_n=max_n, target=_target(target), interval=interval)
     _note_excluded("fit", res.excluded_rows, res.excluded_by_status)
@@ -117,8 +117,8 @@ def calibrate(out, device, quick, dtypes, attention_n, fmt):
 @FORMAT_OPTION
 def compare(files, gpu, calibration, exponents, fmt):
     """Per measured row: roofline prediction, ratio, achieved TFLOP/s and % of peak; local exponents."""
-    from lcprof.compare import compare_results, compare_table
-    from lcprof.cli_model import compare_model_files, is_model_file
+    from lcprof.explain.compare import compare_results, compare_table
+    from lcprof.cli.model import compare_model_files, is_model_file
 
     if is_model_file(files):  # whole-model rows (lcprof model-sweep): TTFT/TPOT vs the planner
         return compare_model_files(files, gpu, calibration, fmt)
@@ -154,7 +154,7 @@ def compare(files, gpu, calibration, exponents, fmt):
 @FORMAT_OPTION
 def report(files, out_dir, gpu, calibration, min_n, max_n, target, interval, plan, title, fmt):
     """Markdown + HTML report with plots: time vs n with fits, local exponents, ratios, KV memory, tables."""
-    from lcprof.report import build_report
+    from lcprof.explain.report import build_report
 
     ctx = click.get_current_context()
     argv = ["lcprof", ctx.info_name, *files, "--out", out_dir]

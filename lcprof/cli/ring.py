@@ -6,7 +6,7 @@ import os
 
 import click
 
-from lcprof.cli_options import (FORMAT_OPTION, MAX_REPEATS, MAX_RING_GPUS, DtypeName, LinkSpeed, emit, gpu_option,
+from lcprof.cli.options import (FORMAT_OPTION, MAX_REPEATS, MAX_RING_GPUS, DtypeName, LinkSpeed, emit, gpu_option,
                                 model_option, n_option, tile_option, timeout_option)
 
 #: Dtypes the analytic ring model prices, and those the measured ring runs.
@@ -56,7 +56,7 @@ def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats
         explicit = src is not None and src.name == "COMMANDLINE"
         _measure(model, n, dtype, layout, repeats, impl, timeout_s if explicit else None, fmt)
         return
-    from lcprof.ring_analysis import ring_report
+    from lcprof.ring.analysis import ring_report
 
     summary, per_step = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile,
                                     calibration=calibration)
@@ -88,7 +88,7 @@ def _measure(model, n, dtype, layout, repeats, impl, timeout_s, fmt):
     if dtype not in MEASURE_DTYPES:
         raise LcprofError(f"--measure runs {', '.join(MEASURE_DTYPES)}, not {dtype}")
     from lcprof.ring.distributed import dist_timeout_s, run_ring_layouts  # imports torch
-    from lcprof.ring_analysis import ring_shapes
+    from lcprof.ring.analysis import ring_shapes
     from lcprof.analytic import load
 
     spec = load(model)

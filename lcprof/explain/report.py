@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 
 from lcprof._version import __version__
-from lcprof.compare import CompareResult, compare_results, compare_table
+from lcprof.explain.compare import CompareResult, compare_results, compare_table
 from lcprof.cost.model import cost, kv_bytes
 from lcprof.cost.ops import backend_family
 from lcprof.errors import LcprofError
-from lcprof.fit import FitResult, fit_results, fit_table, noise_figure
+from lcprof.explain.fit import FitResult, fit_results, fit_table, noise_figure
 from lcprof.hardware import Hardware
-from lcprof.plotting import colors, figure, finish
+from lcprof.explain.plotting import colors, figure, finish
 from lcprof.results import GROUP_KEYS, env_columns, group_label, read_results, split_ok
 from lcprof.render import _clean, _fmt_cell
 from lcprof.spec import load_model

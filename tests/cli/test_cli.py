@@ -629,7 +629,7 @@ def test_calibration_file_errors_one_line(tmp_path):
 
 
 def test_output_path_types(tmp_path):
-    from lcprof.cli_options import OutputDir, OutputFile
+    from lcprof.cli.options import OutputDir, OutputFile
 
     (tmp_path / "file.txt").write_text("x")
     ok = str(tmp_path / "out.csv")
@@ -650,7 +650,7 @@ def test_a_command_module_that_fails_to_import_fails_loudly():
         import sys
         class Broken:
             def find_spec(self, name, path=None, target=None):
-                if name == "lcprof.cli_plan":
+                if name == "lcprof.cli.plan":
                     raise ImportError("simulated breakage")
                 return None
         sys.meta_path.insert(0, Broken())
@@ -658,4 +658,4 @@ def test_a_command_module_that_fails_to_import_fails_loudly():
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
-    assert "lcprof.cli_plan failed to import" in p.stderr and "simulated breakage" in p.stderr
+    assert "lcprof.cli.plan failed to import" in p.stderr and "simulated breakage" in p.stderr

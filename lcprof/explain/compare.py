@@ -31,7 +31,7 @@ import pandas as pd
 from lcprof.cost.model import cost, matmul_dtype, roofline
 from lcprof.cost.ops import backend_family
 from lcprof.errors import LcprofError
-from lcprof.fit import local_exponents
+from lcprof.explain.fit import local_exponents
 from lcprof.hardware import Hardware
 from lcprof.rates import RateSet, resolve_rates
 from lcprof.results import GROUP_KEYS, excluded_summary, no_ok_rows_error, normalize_results, read_results, split_ok

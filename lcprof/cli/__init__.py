@@ -2,7 +2,7 @@
 
 Analytic commands never import torch or pandas; measuring commands import them lazily. User
 mistakes (LcprofError, click usage errors, files that cannot be read or written) print one line
-and exit with code 2. Shared options and value types live in :mod:`lcprof.cli_options`.
+and exit with code 2. Shared options and value types live in :mod:`lcprof.cli.options`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import warnings
 import click
 
 from lcprof._version import __version__
-from lcprof.cli_options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, MASK_OPTION, TokenCount, batch_option, device_option,
+from lcprof.cli.options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, MASK_OPTION, TokenCount, batch_option, device_option,
                                 dtype_option, emit, gpu_option, model_argument, model_option, n_option, phase_option,
                                 tile_option, tp_option)
 from lcprof.errors import LcprofError, LcprofRuntimeError
 
 #: Command modules registered on the group; a module that fails to import is an error, never skipped.
-COMMAND_MODULES = ("lcprof.cli_measure", "lcprof.cli_model", "lcprof.cli_explain", "lcprof.cli_plan", "lcprof.cli_ring")
+COMMAND_MODULES = ("lcprof.cli.measure", "lcprof.cli.model", "lcprof.cli.explain", "lcprof.cli.plan", "lcprof.cli.ring")
 
 
 def _os_error_line(exc: OSError) -> str:

@@ -9,14 +9,14 @@ import shlex
 
 import click
 
-from lcprof.cli_options import FORMAT_OPTION, model_option
+from lcprof.cli.options import FORMAT_OPTION, model_option
 from lcprof.errors import LcprofError
 
 
 def _fit_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("lcprof.fit") is not None
+    return importlib.util.find_spec("lcprof.explain.fit") is not None
 
 
 @click.command()
@@ -99,8 +99,8 @@ def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype
     from lcprof.render import render
     from lcprof.units import parse_tokens
 
-    if fit_file and not _fit_available():  # pragma: no cover - lcprof.fit ships with lcprof
-        raise LcprofError("--fit needs lcprof.fit, which this installation lacks")
+    if fit_file and not _fit_available():  # pragma: no cover - lcprof.explain.fit ships with lcprof
+        raise LcprofError("--fit needs lcprof.explain.fit, which this installation lacks")
     from lcprof.plan.inputs import parse_dtype_list
     from lcprof.plan.kvformat import KV_DTYPES
 

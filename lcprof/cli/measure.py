@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from lcprof.cli_options import (FORMAT_OPTION, FiniteFloat, batch_option, model_option, reps_options, seed_option,
+from lcprof.cli.options import (FORMAT_OPTION, FiniteFloat, batch_option, model_option, reps_options, seed_option,
                                 with_options)
 from lcprof.errors import LcprofError
 from lcprof.units import parse_bytes

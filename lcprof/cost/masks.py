@@ -165,6 +165,43 @@ def _interval_tiled(kind: str, n: int, p: int, window: int | None, bq: int, bk: 
     return float(np.sum(rows * cols.astype(np.float64)))
 
 
+#: Query tiles evaluated per vectorised batch (bounds the temporary arrays to a few tens of MB).
+_TILE_BATCH = 1 << 21
+
+
+def _interval_tiled_many(kind: str, n, p, window: int | None, bq: int, bk: int) -> np.ndarray:
+    """:func:`_interval_tiled` over 1-d integer arrays of points at once: every query tile of every
+    point laid end to end (``np.repeat``), its executed pairs summed per point (``np.bincount``).
+    The same integers as the per-point loop, in a few numpy passes instead of one call per point."""
+    n = np.asarray(n, dtype=np.int64)
+    p = np.asarray(p, dtype=np.int64)
+    out = np.zeros(n.shape, dtype=np.float64)
+    tiles = -(-n // bq)  # query tiles per point
+    start = 0
+    while start < n.size:  # batches of points holding at most _TILE_BATCH tiles (one point at least)
+        csum = np.cumsum(tiles[start:])
+        stop = start + max(1, int(np.searchsorted(csum, _TILE_BATCH, side="right")))
+        nb, pb, tb = n[start:stop], p[start:stop], tiles[start:stop]
+        point = np.repeat(np.arange(nb.size), tb)
+        first = np.repeat(np.cumsum(tb) - tb, tb)
+        q0 = (np.arange(point.size, dtype=np.int64) - first) * bq  # query index where each tile starts
+        q1 = np.minimum(q0 + bq, nb[point]) - 1
+        rows = (q1 - q0 + 1).astype(np.float64)
+        pos_first, pos_last = pb[point] + q0, pb[point] + q1
+        k_total = pb[point] + nb[point]
+        hi = pos_last if kind != "full" else k_total - 1
+        if kind in ("global", "full"):
+            lo = np.zeros_like(pos_first)
+        elif kind == "sliding":
+            lo = np.maximum(0, pos_first - window + 1)
+        else:  # chunked
+            lo = (pos_first // window) * window
+        cols = _tile_cols(lo // bk, hi // bk, bk, k_total).astype(np.float64)
+        out[start:stop] = np.bincount(point, weights=rows * cols, minlength=nb.size)
+        start = stop
+    return out
+
+
 def _sinks_tiled(sinks: int, window: int, n: int, p: int, bq: int, bk: int) -> float:
     """Rows allow [0, S) and [i - W + 1, i]: a tile's union is [0, S) plus the window span of
     its rows; key tiles meeting either run (counted once where the two overlap)."""
@@ -243,7 +280,18 @@ class Mask:
         clipped to the matrix."""
         bq, bk = _check_tile(tile)
         heads = _positive(heads, "heads")
+        if self._interval is not None:  # one interval per row: every point in a few numpy passes
+            n_arr, p_arr = np.broadcast_arrays(np.asarray(n, dtype=np.int64), np.asarray(prefix, dtype=np.int64))
+            keys, inverse = np.unique(np.stack([n_arr.ravel(), p_arr.ravel()]), axis=1, return_inverse=True)
+            kind, window = self._interval
+            vals = _interval_tiled_many(kind, keys[0], keys[1], window, bq, bk)
+            return heads * vals[np.asarray(inverse).ravel()].reshape(n_arr.shape)
         return heads * _broadcast_eval(lambda n1, p1: self._tiled_one(n1, p1, bq, bk), n, prefix)
+
+    @property
+    def _interval(self) -> tuple[str, int | None] | None:
+        """(kind, window) when every row allows one interval ending at the row (_interval_tiled)."""
+        return None
 
     def _tiled_one(self, n: int, p: int, bq: int, bk: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -278,6 +326,10 @@ class Full(Mask):
     def _tiled_one(self, n, p, bq, bk):
         return _interval_tiled("full", n, p, None, bq, bk)
 
+    @property
+    def _interval(self):
+        return "full", None
+
     def text(self):
         return "full"
 
@@ -293,6 +345,10 @@ class Causal(Mask):
 
     def _tiled_one(self, n, p, bq, bk):
         return _interval_tiled("global", n, p, None, bq, bk)
+
+    @property
+    def _interval(self):
+        return "global", None
 
     def text(self):
         return "causal"
@@ -318,6 +374,10 @@ class Sliding(Mask):
     def _tiled_one(self, n, p, bq, bk):
         return _interval_tiled("sliding", n, p, self.window, bq, bk)
 
+    @property
+    def _interval(self):
+        return "sliding", self.window
+
     def text(self):
         return f"sliding:{self.window}"
 
@@ -341,6 +401,10 @@ class Chunked(Mask):
 
     def _tiled_one(self, n, p, bq, bk):
         return _interval_tiled("chunked", n, p, self.chunk, bq, bk)
+
+    @property
+    def _interval(self):
+        return "chunked", self.chunk
 
     def text(self):
         return f"chunked:{self.chunk}"
@@ -623,6 +687,10 @@ class Infini(Mask):
 
     def _tiled_one(self, n, p, bq, bk):
         return _interval_tiled("chunked", n, p, self.segment, bq, bk)
+
+    @property
+    def _interval(self):
+        return "chunked", self.segment
 
     def text(self):
         return f"infini:segment={self.segment}"

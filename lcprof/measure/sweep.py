@@ -26,7 +26,7 @@ dtypes and lengths, row by row.
    SM clock fell 10%): up to ``max_attempts`` times, keeping the fastest median (interference only
    adds time); the kept row says why it was re-measured (``remeasure_reason``), its attempt and the
    earlier medians (``earlier_times_s``), and replaces the old row in one atomic rewrite;
-7. print a **noise figure** for the sweep (:func:`lcprof.fit.noise_figure`).
+7. print a **noise figure** for the sweep (:func:`lcprof.explain.fit.noise_figure`).
 
 Rows (``lcprof.results.RESULT_COLUMNS``) are written the moment each completes: one ``write`` of the
 whole CSV line, then flush and ``os.fsync``; the header once. Timings are never rounded.

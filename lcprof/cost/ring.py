@@ -54,8 +54,8 @@ def _check_layout(layout: str) -> None:
 #: float64 computed from those counts, so nothing else bounds n.
 MAX_RING_TOKENS = (1 << 32) - 1
 INT64_MAX = (1 << 63) - 1
-#: Largest ring: the model keeps (steps x ranks) int64 tables of G^2 entries (G = 4096: 128 MiB each).
-MAX_RING_GPUS = 4096
+#: Largest ring: the model keeps (steps x ranks) int64 tables of G^2 entries (G = 2048: 32 MiB each).
+MAX_RING_GPUS = 2048
 
 
 def _check_n_world(n: int, world: int) -> None:
@@ -129,13 +129,14 @@ def pair_counts(n: int, world: int, layout: str) -> np.ndarray:
     m = tokens_per_device(n, world)
     q = _real_queries(n, world, layout)[None, :]  # (1, ranks)
     r = np.arange(world, dtype=np.int64)[None, :]
-    s = source_ranks(world)  # (steps, ranks)
+    t = np.arange(world, dtype=np.int64)[:, None]  # (steps, 1)
+    # s = (r - t) mod G without the modulo: s <= r iff t <= r, s == r iff t == 0
     tri_incl = q * (q + 1) // 2
     if layout == "striped":
         tri_excl = q * (q - 1) // 2
-        counts = np.where(s <= r, tri_incl, tri_excl)
+        counts = np.where(t <= r, tri_incl, tri_excl)
     else:
-        counts = np.where(s < r, q * m, np.where(s == r, tri_incl, 0))
+        counts = np.where(t == 0, tri_incl, np.where(t <= r, q * m, 0))
     counts = np.asarray(counts, dtype=np.int64)
     assert int(counts.sum()) == n * (n + 1) // 2, "ring pair count does not sum to n(n+1)/2"
     return counts
@@ -182,11 +183,11 @@ def executed_pair_counts(n: int, world: int, layout: str, tile: int = 128) -> np
     m = tokens_per_device(n, world)
     kinds = _executed_block_pairs(m, int(tile))
     r = np.arange(world, dtype=np.int64)[None, :]
-    s = source_ranks(world)
+    t = np.arange(world, dtype=np.int64)[:, None]  # s <= r iff t <= r; s == r iff t == 0
     if layout == "striped":
-        out = np.where(s <= r, kinds["diag"], kinds["above"])
+        out = np.where(t <= r, kinds["diag"], kinds["above"])
     else:
-        out = np.where(s < r, kinds["full"], np.where(s == r, kinds["diag"], kinds["none"]))
+        out = np.where(t == 0, kinds["diag"], np.where(t <= r, kinds["full"], kinds["none"]))
     return np.asarray(out, dtype=np.int64)
 
 

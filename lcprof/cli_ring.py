@@ -62,7 +62,7 @@ def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats
 
     summary, per_step, others = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile,
                                             calibration=calibration)
-    if layout != "both":
+    if layout != "both" and len(summary):
         summary = summary.where([lay == layout for lay in summary["layout"]])
         per_step = per_step.where([lay == layout for lay in per_step["layout"]])
     if fmt != "table":
@@ -72,10 +72,15 @@ def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats
         recs += [{"section": "other_layers", **r} for r in others.records()]
         emit(recs, fmt)
         return
-    r0 = summary.row(0)
-    click.echo(f"{r0['model']}  n={r0['n']}  G={r0['gpus']}  link={r0['link']} ({r0['link_bytes_per_s']:.3g} B/s)  "
-               f"gpu={r0['gpu']}  dtype={r0['dtype']}")
-    click.echo(f"rates: {r0['rates']}")
+    if not len(summary):
+        o0 = others.row(0)
+        click.echo(f"{o0['model']}  n={o0['n']}  G={o0['gpus']}  dtype={o0['dtype']}: no global attention layer, "
+                   "nothing is ringed")
+    else:
+        r0 = summary.row(0)
+        click.echo(f"{r0['model']}  n={r0['n']}  G={r0['gpus']}  link={r0['link']} ({r0['link_bytes_per_s']:.3g} "
+                   f"B/s)  gpu={r0['gpu']}  dtype={r0['dtype']}")
+        click.echo(f"rates: {r0['rates']}")
     recs = summary.records()
     for shape in dict.fromkeys((r["heads"], r["kv_heads"], r["head_dim"], r["v_head_dim"]) for r in recs):
         group = [r for r in recs if (r["heads"], r["kv_heads"], r["head_dim"], r["v_head_dim"]) == shape]

@@ -125,8 +125,8 @@ def ring_report(model, n, *, gpus: int = 8, link: str = "nvlink4", gpu: str = "h
     ringcost.tokens_per_device(n_tok, gpus)  # refuses n and G beyond what the ring model counts
     check_ringable(spec)
     ringed, windowed, mixers, mlp_only = layer_groups(spec)
-    if not ringed:
-        raise LcprofError(f"{spec.name} has no global attention layers ({len(spec.layers)} layers: "
+    if not ringed and not windowed:
+        raise LcprofError(f"{spec.name} has no attention layers ({len(spec.layers)} layers: "
                           f"{_schedule(spec)}): there is nothing for ring attention to split")
     from lcprof.rates import resolve_rates
 

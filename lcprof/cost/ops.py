@@ -384,10 +384,14 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     on q and k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul
     (read gate and up, write their product) -- or the plain activation (read, write) -- and MLA's
     latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
-    (Falcon-H1) add their outputs (read 2, write 1)."""
+    (Falcon-H1) add their outputs (read 2, write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
+    Falcon) run ``nn.LayerNorm`` and the residual add apart:
+    read + write for the norm, read 2 + write 1 for the add, 5h per block
+    (vllm/model_executor/models/gpt_neox.py @ 002800f08142, ``GPTNeoXLayer``: ``nn.LayerNorm``)."""
     t = b * n
     h = spec.hidden_size
-    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * 4 * h
+    per_block = 5 * h if spec.norm_bias else 4 * h
+    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
     if len(layer.mixers) > 1:
         total += 3 * h * (len(layer.mixers) - 1)
     if layer.has_attention:
@@ -432,6 +436,19 @@ def _norm_bytes(width: int, tokens, s: int) -> np.ndarray:
     return tokens * (width * per_elem + 6 * f) + s * width  # + mean out, eps add, rsqrt (per token); weight
 
 
+def _layernorm_bytes(width: int, tokens, s: int) -> np.ndarray:
+    """LayerNorm with a bias (GPT-NeoX, Falcon: transformers' ``nn.LayerNorm``, one ATen kernel,
+    ``native_layer_norm``): reads x and writes y (``width`` each, in the input's dtype; fp16/bf16 are
+    accumulated in fp32 on chip), writes the per-token mean and rstd (fp32, 4 + 4 bytes), and reads
+    the weight and the bias once."""
+    return tokens * (2 * s * width + 8) + 2 * s * width
+
+
+def _block_norm_bytes(spec: ModelSpec, width: int, tokens, s: int) -> np.ndarray:
+    """A block's norm over the hidden size: LayerNorm for ``norm_bias`` models, else unfused RMSNorm."""
+    return _layernorm_bytes(width, tokens, s) if spec.norm_bias else _norm_bytes(width, tokens, s)
+
+
 def _rope_bytes(heads: int, dim: int, rot: int, tokens, positions, s: int) -> np.ndarray:
     """RoPE on ``heads`` x ``dim`` per token (first ``rot`` dims rotated): x*cos, rotate_half (neg,
     cat), *sin, add over the rotated part -- 10 passes of it -- and, when partial, the cat that
@@ -450,9 +467,10 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
     t = b * n
     h = spec.hidden_size
     blocks = _blocks(spec, layer)
-    total = blocks * (_norm_bytes(h, t, s) + 3 * s * t * h)  # a norm and a residual add per block
+    norm = _block_norm_bytes(spec, h, t, s)
+    total = blocks * (norm + 3 * s * t * h)  # a norm and a residual add per block
     if spec.norms_per_layer >= 4:
-        total = total + blocks * _norm_bytes(h, t, s)  # Gemma 2: after attention and after the MLP too
+        total = total + blocks * norm  # Gemma 2: after attention and after the MLP too
     if len(layer.mixers) > 1:
         total = total + 3 * s * t * h * (len(layer.mixers) - 1)  # parallel mixers' outputs summed
     if layer.has_attention:

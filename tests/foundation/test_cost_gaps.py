@@ -54,15 +54,12 @@ def test_layernorm_bytes_of_a_norm_bias_model():
     assert spec.norm_bias
     rms = dataclasses.replace(spec, norm_bias=False)
     n, h = 16, 64
-    # bf16 (s = 2), two pre-norm blocks per layer.
-    # LayerNorm (one native_layer_norm kernel): n (2 s h + 8 [fp32 mean, rstd]) + 2 s h [weight, bias]
-    ln = n * (2 * 2 * h + 8) + 2 * 2 * h  # 4480
-    # unfused RMSNorm through fp32 (f = 4): per element 5f + 2s + 2(s + f) = 36, per token 6f = 24; weight s h
-    rmsn = n * (h * 36 + 24) + 2 * h  # 37376
+    # unfused: lcprof's measured layer runs RMSNorm for every model (held to the byte by
+    # tests/measure/test_tensor_audit.py on this GPT-NeoX layout), so norm_bias changes nothing
     got = float(cost(spec, n, layer=0).bytes["misc/elementwise"][0])
-    ref = float(cost(rms, n, layer=0).bytes["misc/elementwise"][0])
-    assert ref - got == 2 * (rmsn - ln) == 2 * (37376 - 4480)
-    # fused (vLLM): LayerNorm read + write and a separate residual add (read 2, write 1): 5h per block, not 4h
+    assert got == float(cost(rms, n, layer=0).bytes["misc/elementwise"][0])
+    # fused (vLLM's GPTNeoXLayer): LayerNorm read + write and a separate residual add (read 2, write 1):
+    # 5h per block, not the fused add + RMSNorm's 4h; bf16, two blocks per layer
     got = float(cost(spec, n, layer=0, elementwise="fused").bytes["misc/elementwise"][0])
     ref = float(cost(rms, n, layer=0, elementwise="fused").bytes["misc/elementwise"][0])
     assert got - ref == 2 * 2 * n * h  # 2 blocks x 2 bytes x n x (5h - 4h)

@@ -21,8 +21,6 @@ MAX_BATCH = 1 << 20
 #: Largest tensor-parallel degree and tile size.
 MAX_TP = 1 << 16
 MAX_TILE = 1 << 20
-#: Largest ring (--gpus of `lcprof ring`): the per-step tiled-pair model is O(G^2) Python steps.
-MAX_RING_GPUS = 128
 #: Largest --repeats of a measurement.
 MAX_REPEATS = 100_000
 #: Dtype names, by what they describe.

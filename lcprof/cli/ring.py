@@ -6,7 +6,9 @@ import os
 
 import click
 
-from lcprof.cli.options import (FORMAT_OPTION, MAX_REPEATS, MAX_RING_GPUS, DtypeName, LinkSpeed, emit, gpu_option,
+from lcprof.cost.ring import MAX_RING_GPUS
+
+from lcprof.cli.options import (FORMAT_OPTION, MAX_REPEATS, DtypeName, LinkSpeed, emit, gpu_option,
                                 model_option, n_option, tile_option, timeout_option)
 
 #: Dtypes the analytic ring model prices, and those the measured ring runs.
@@ -58,24 +60,40 @@ def ring(model, n, gpus, link, gpu, dtype, tile, steps, measure, layout, repeats
         return
     from lcprof.ring.analysis import ring_report
 
-    summary, per_step = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile,
-                                    calibration=calibration)
-    if layout != "both":
+    summary, per_step, others = ring_report(model, n, gpus=gpus, link=link, gpu=gpu, dtype=dtype, tile=tile,
+                                            calibration=calibration)
+    if layout != "both" and len(summary):
         summary = summary.where([lay == layout for lay in summary["layout"]])
         per_step = per_step.where([lay == layout for lay in per_step["layout"]])
     if fmt != "table":
         recs = [{"section": "summary", **r} for r in summary.records()]
         if steps:
             recs += [{"section": "steps", **r} for r in per_step.records()]
+        recs += [{"section": "other_layers", **r} for r in others.records()]
         emit(recs, fmt)
         return
-    r0 = summary.row(0)
-    click.echo(f"{r0['model']}  n={r0['n']}  G={r0['gpus']}  link={r0['link']} ({r0['link_bytes_per_s']:.3g} B/s)  "
-               f"gpu={r0['gpu']}  dtype={r0['dtype']}  (one attention layer)")
-    click.echo(f"rates: {r0['rates']}")
-    fields = [f for f in SUMMARY_FIELDS if f in summary]
-    by_layout = summary.records()
-    emit([{"field": f, **{r["layout"]: r[f] for r in by_layout}} for f in fields], "table")
+    if not len(summary):
+        o0 = others.row(0)
+        click.echo(f"{o0['model']}  n={o0['n']}  G={o0['gpus']}  dtype={o0['dtype']}: no global attention layer, "
+                   "nothing is ringed")
+    else:
+        r0 = summary.row(0)
+        click.echo(f"{r0['model']}  n={r0['n']}  G={r0['gpus']}  link={r0['link']} ({r0['link_bytes_per_s']:.3g} "
+                   f"B/s)  gpu={r0['gpu']}  dtype={r0['dtype']}")
+        click.echo(f"rates: {r0['rates']}")
+    recs = summary.records()
+    for shape in dict.fromkeys((r["heads"], r["kv_heads"], r["head_dim"], r["v_head_dim"]) for r in recs):
+        group = [r for r in recs if (r["heads"], r["kv_heads"], r["head_dim"], r["v_head_dim"]) == shape]
+        g0 = group[0]
+        click.echo(f"ring over {g0['layers']} of {g0['model_layers']} layers (global attention, {shape[0]} heads, "
+                   f"{shape[1]} KV heads, q/k {shape[2]}, v {shape[3]}); per layer:")
+        fields = [f for f in SUMMARY_FIELDS + ["attention_time_layers_s"] if f in summary]
+        emit([{"field": f, **{r["layout"]: r[f] for r in group}} for f in fields], "table")
+    if len(others):
+        click.echo()
+        click.echo("not ringed (context parallel, contiguous split):")
+        emit([{k: r.get(k) for k in ("layer_kind", "layers", "needs", "time_all_layers_s")}
+              for r in others.records()], "table")
     if steps:
         click.echo()
         emit(per_step, "table")

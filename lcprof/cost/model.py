@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lcprof.cost import masks
-from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, check_priced, group_layers, layer_ops,
-                             lm_head_op)
+from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, check_priced, group_layers,
+                             indexer_cache_bytes_per_token, layer_ops, lm_head_op)
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, ModelSpec, param_counts
@@ -43,10 +43,23 @@ def _sum_ops(ops_with_mult: list[tuple[list[Op], int]]) -> tuple[dict, dict, dic
     return flops, useful, nbytes
 
 
+#: What ``attn/total`` sums: the pairwise work of attention -- QK^T, eager's passes over the scores, PV,
+#: and a sparse (DSA) layer's indexer scoring every causal pair in its small dims (issue 14: the
+#: indexer's FLOPs over all pairs are part of the attention). Projections (``proj/*``, the indexer's
+#: ``attn/indexer_*``) are linear in n and stay out.
+ATTN_TOTAL_PARTS = ("attn/qk", "attn/elementwise", "attn/pv", "attn/indexer")
+#: The ops a calibrated attention kernel rate prices (the rest run at the GEMM peak).
+ATTN_KERNEL_OPS = ("attn/qk", "attn/pv")
+
+
+def _attn_total(d: dict, zero) -> np.ndarray:
+    return zero + sum((d.get(k, 0.0) for k in ATTN_TOTAL_PARTS), 0.0)
+
+
 def _with_totals(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = dict(d)
     zero = 0.0 * np.asarray(sum(d.values()))  # arrays over n even when a layer has no attention or mixer
-    out["attn/total"] = zero + d.get("attn/qk", 0.0) + d.get("attn/elementwise", 0.0) + d.get("attn/pv", 0.0)
+    out["attn/total"] = _attn_total(d, zero)
     out["mixer/total"] = zero + sum((v for k, v in d.items() if k.startswith("mixer/")), 0.0)
     out["total"] = zero + sum(v for k, v in d.items())
     return out
@@ -166,7 +179,9 @@ def kv_bytes_per_token_by_layer(spec: ModelSpec, kv_dtype: str = "bf16", tp: int
     """Bytes one token adds to each layer's cache on one GPU (before any window cap).
 
     Only attention layers hold KV; a layer without attention holds none (its constant state is not
-    KV). A sparse (DSA) layer caches its MLA latent and its indexer's key for every token.
+    KV). A sparse (DSA) layer caches its MLA latent (in ``kv_dtype``) and its indexer's key for
+    every token, the key as vLLM stores it (:func:`lcprof.cost.ops.indexer_cache_bytes_per_token`:
+    fp8 values and fp32 scales, 132 bytes for DeepSeek-V3.2, whatever ``kv_dtype`` is).
     """
     s = dtype_bytes(kv_dtype)
     if tp <= 0:
@@ -182,7 +197,7 @@ def kv_bytes_per_token_by_layer(spec: ModelSpec, kv_dtype: str = "bf16", tp: int
             d = spec.attn_dims(layer)
             out[i] = kv_heads_per_gpu(spec, tp, d) * (d.head_dim + d.v_head_dim) * s
         if layer.attn == "sparse":
-            out[i] += spec.indexer.cache_elements_per_token * s
+            out[i] += indexer_cache_bytes_per_token(spec.indexer)  # fp8 + scales whatever kv_dtype is
     return out
 
 
@@ -521,11 +536,11 @@ def roofline(c: Cost, hw: Hardware, *, tf32: bool = False, backend: str | None =
     for name, f in c.flops.items():
         if name in TOTAL_KEYS:
             continue
-        p = attn_peak if name.startswith("attn/") else peak
+        p = attn_peak if name in ATTN_KERNEL_OPS else peak
         out[name] = np.maximum(np.asarray(f) / p, np.asarray(c.bytes[name]) / bw)
     zero = 0.0 * np.asarray(c.n, dtype=np.float64)
     parts = {k: v for k, v in out.items() if k not in TOTAL_KEYS}
-    out["attn/total"] = zero + parts.get("attn/qk", 0.0) + parts.get("attn/elementwise", 0.0) + parts.get("attn/pv", 0.0)
+    out["attn/total"] = _attn_total(parts, zero)
     out["mixer/total"] = zero + sum((v for k, v in parts.items() if k.startswith("mixer/")), 0.0)
     out["total"] = zero + sum(parts.values())
     return out

@@ -285,19 +285,40 @@ def _attention_ops(spec: ModelSpec, layer: LayerSpec, n, p, b: float, s: float, 
     return ops
 
 
+#: Values per fp32 scale in the indexer's fp8 key cache (vLLM ``Indexer.quant_block_size``).
+INDEXER_QUANT_BLOCK = 128
+#: Bytes per fp8 value and per scale of that cache.
+INDEXER_VALUE_BYTES, INDEXER_SCALE_BYTES = 1, 4
+
+
+def indexer_cache_bytes_per_token(ix) -> int:
+    """Bytes one token adds to a sparse (DSA) layer's indexer key cache, as vLLM stores it: the key's
+    ``head_dim`` values in fp8 (1 byte each) plus one fp32 scale (4 bytes) per block of 128 values --
+    128 + 4 = 132 bytes for DeepSeek-V3.2 and GLM-5 (head_dim 128), in every KV-cache dtype.
+
+    vllm/model_executor/models/deepseek_v2.py (vllm-project/vllm @ 002d6073aa03), ``Indexer.__init__``:
+    ``quant_block_size = 128`` and ``DeepseekV32IndexerCache(head_dim=head_dim + head_dim //
+    quant_block_size * 4, dtype=torch.uint8)`` ("fp8 naive cache ... value in fp8 and scale in fp32 per
+    quant_block_size element"); its ``get_kv_cache_spec`` is an ``MLAAttentionSpec`` of one such head.
+    A head_dim that is not a multiple of 128 is charged a scale for its partial block."""
+    blocks = -(-int(ix.cache_elements_per_token) // INDEXER_QUANT_BLOCK)
+    return int(ix.cache_elements_per_token) * INDEXER_VALUE_BYTES + blocks * INDEXER_SCALE_BYTES
+
+
 def _indexer_ops(spec: ModelSpec, n, p, b: float, s: float, family: str, causal: bool, tile) -> list[Op]:
     """DeepSeek Sparse Attention's lightning indexer: its projections (``IndexerSpec.linears``:
     wq_b from the query latent, wk, weights_proj), then for every causal (query, key) pair the
     n_heads dot products of head_dim (2 x n_heads x head_dim FLOPs) and their weighted sum over
-    heads (2 x n_heads), reading every cached indexer key. Executed like the attention families:
-    eager the full rectangle, tiled every 128 x 128 tile holding a causal pair."""
+    heads (2 x n_heads), reading every cached indexer key (fp8 with its scales:
+    :func:`indexer_cache_bytes_per_token`). Executed like the attention families: eager the full
+    rectangle, tiled every 128 x 128 tile holding a causal pair."""
     ix = spec.indexer
     t = b * n
     ops = [_linear(f"attn/indexer_{lin.name}", t, lin.d_in, lin.d_out, s) for lin in ix.linears()]
     exe, use = attention_pairs(LayerSpec(), n, p, family, causal, tile)
     per_pair = 2.0 * ix.n_heads * (ix.head_dim + 1)
     keys = p + n
-    nbytes = s * b * (keys * ix.cache_elements_per_token + n * ix.n_heads * (ix.head_dim + 1))
+    nbytes = b * (keys * indexer_cache_bytes_per_token(ix) + s * n * ix.n_heads * (ix.head_dim + 1))
     ops.append(Op("attn/indexer", b * exe * per_pair, b * use * per_pair, nbytes))
     return ops
 
@@ -363,10 +384,14 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     on q and k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul
     (read gate and up, write their product) -- or the plain activation (read, write) -- and MLA's
     latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
-    (Falcon-H1) add their outputs (read 2, write 1)."""
+    (Falcon-H1) add their outputs (read 2, write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
+    Falcon) run ``nn.LayerNorm`` and the residual add apart:
+    read + write for the norm, read 2 + write 1 for the add, 5h per block
+    (vllm/model_executor/models/gpt_neox.py @ 002800f08142, ``GPTNeoXLayer``: ``nn.LayerNorm``)."""
     t = b * n
     h = spec.hidden_size
-    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * 4 * h
+    per_block = 5 * h if spec.norm_bias else 4 * h
+    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
     if len(layer.mixers) > 1:
         total += 3 * h * (len(layer.mixers) - 1)
     if layer.has_attention:
@@ -429,9 +454,13 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
     t = b * n
     h = spec.hidden_size
     blocks = _blocks(spec, layer)
-    total = blocks * (_norm_bytes(h, t, s) + 3 * s * t * h)  # a norm and a residual add per block
+    # LayerNorm models (norm_bias: GPT-NeoX, Falcon) too are charged the unfused RMSNorm: lcprof's
+    # measured layer runs one for every model and the tensor audit holds this count to it to the byte
+    # (transformers' nn.LayerNorm would move n (2 s h + 8) + 2 s h in one kernel).
+    norm = _norm_bytes(h, t, s)
+    total = blocks * (norm + 3 * s * t * h)  # a norm and a residual add per block
     if spec.norms_per_layer >= 4:
-        total = total + blocks * _norm_bytes(h, t, s)  # Gemma 2: after attention and after the MLP too
+        total = total + blocks * norm  # Gemma 2: after attention and after the MLP too
     if len(layer.mixers) > 1:
         total = total + 3 * s * t * h * (len(layer.mixers) - 1)  # parallel mixers' outputs summed
     if layer.has_attention:

@@ -39,19 +39,40 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lcprof.errors import LcprofError
+
 LAYOUTS = ("striped", "contiguous")
 
 
 def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown ring layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise LcprofError(f"unknown ring layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+#: Largest n the ring model counts: (query, key) pairs are int64 tables whose total, n(n+1)/2,
+#: must stay below 2**63 (n = 2**32 gives 2**63 + 2**31). FLOPs, bytes and times are Python ints or
+#: float64 computed from those counts, so nothing else bounds n.
+MAX_RING_TOKENS = (1 << 32) - 1
+INT64_MAX = (1 << 63) - 1
+#: Largest ring: the model keeps (steps x ranks) int64 tables of G^2 entries (G = 2048: 32 MiB each).
+MAX_RING_GPUS = 2048
 
 
 def _check_n_world(n: int, world: int) -> None:
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer number of tokens, got {n!r}")
-    if int(world) != world or world < 1:
-        raise ValueError(f"world must be a positive integer number of devices, got {world!r}")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise LcprofError(f"n must be a positive integer number of tokens, got {n!r}")
+    if isinstance(world, bool) or int(world) != world or world < 1:
+        raise LcprofError(f"world must be a positive integer number of devices, got {world!r}")
+    if n > MAX_RING_TOKENS:
+        raise LcprofError(f"n={int(n)} is beyond what the ring model counts exactly: its (query, key) pairs are "
+                          f"64-bit integers, total n(n+1)/2, so n <= {MAX_RING_TOKENS}")
+    if world > MAX_RING_GPUS:
+        raise LcprofError(f"a ring of {int(world)} devices is beyond the ring model's (steps x ranks) tables: "
+                          f"at most {MAX_RING_GPUS} devices")
+    m = -(-int(n) // int(world))
+    if m * m > INT64_MAX:  # a block's executed pairs, at most m^2, are one int64 entry
+        raise LcprofError(f"n={int(n)} on {int(world)} device(s) is {m} tokens per device, beyond what the ring "
+                          f"model counts exactly in 64-bit integers (a block's m^2 pairs): use more devices")
 
 
 def tokens_per_device(n: int, world: int) -> int:
@@ -64,7 +85,7 @@ def block_positions(layout: str, rank: int, world: int, n_local: int) -> tuple[i
     """(offset, stride) of rank ``rank``'s tokens: local token i is at offset + i*stride."""
     _check_layout(layout)
     if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} out of range for world {world}")
+        raise LcprofError(f"rank {rank} out of range for world {world}")
     if layout == "striped":
         return int(rank), int(world)
     return int(rank) * int(n_local), 1
@@ -108,16 +129,41 @@ def pair_counts(n: int, world: int, layout: str) -> np.ndarray:
     m = tokens_per_device(n, world)
     q = _real_queries(n, world, layout)[None, :]  # (1, ranks)
     r = np.arange(world, dtype=np.int64)[None, :]
-    s = source_ranks(world)  # (steps, ranks)
+    t = np.arange(world, dtype=np.int64)[:, None]  # (steps, 1)
+    # s = (r - t) mod G without the modulo: s <= r iff t <= r, s == r iff t == 0
     tri_incl = q * (q + 1) // 2
     if layout == "striped":
         tri_excl = q * (q - 1) // 2
-        counts = np.where(s <= r, tri_incl, tri_excl)
+        counts = np.where(t <= r, tri_incl, tri_excl)
     else:
-        counts = np.where(s < r, q * m, np.where(s == r, tri_incl, 0))
+        counts = np.where(t == 0, tri_incl, np.where(t <= r, q * m, 0))
     counts = np.asarray(counts, dtype=np.int64)
     assert int(counts.sum()) == n * (n + 1) // 2, "ring pair count does not sum to n(n+1)/2"
     return counts
+
+
+def _executed_block_pairs(m: int, tile: int) -> dict[str, int]:
+    """Pairs a tiled kernel executes on one m x m block, by where the key block sits (exact ints).
+
+    Query tile row a (a = 0 .. T-1, T = ceil(m / tile); every row holds ``tile`` queries except the
+    last, which holds L = m - (T - 1) tile) runs k_a key tiles, min(m, k_a tile) keys:
+
+    ``diag``  the rank's own block, or a striped block from a rank s <= r (key j at or before query
+              j): k_a = a + 1, so  tile^2 T (T - 1) / 2 + L m;
+    ``above`` a striped block from s > r (key j just after query j): the same for tile >= 2, except
+              that a one-row last tile (L = 1) runs T - 1 key tiles; for tile = 1 the strict
+              lower triangle m (m - 1) / 2;
+    ``full``  a contiguous block from s < r: m^2;  ``none`` from s > r: 0.
+    """
+    T = -(-m // tile)
+    L = m - (T - 1) * tile
+    full_rows = tile * tile * T * (T - 1) // 2  # rows 0..T-2: tile queries x (a + 1) tile keys
+    diag = full_rows + L * m
+    if tile == 1:
+        above = m * (m - 1) // 2
+    else:
+        above = full_rows + L * (min(m, (T - 1) * tile) if L == 1 else m)
+    return {"diag": diag, "above": above, "full": m * m, "none": 0}
 
 
 def executed_pair_counts(n: int, world: int, layout: str, tile: int = 128) -> np.ndarray:
@@ -126,31 +172,23 @@ def executed_pair_counts(n: int, world: int, layout: str, tile: int = 128) -> np
     The local block (m queries x m keys, pad tokens included) is cut into
     ``tile x tile`` tiles (edge tiles smaller); a tile is skipped only when it
     is fully masked, i.e. its smallest key position exceeds its largest query
-    position. Returns int64 (steps, ranks).
+    position. Returns int64 (steps, ranks). Every block is one of the four kinds of
+    :func:`_executed_block_pairs` (closed forms), chosen by the source rank s = (r - t) mod G:
+    striped s <= r ``diag``, s > r ``above``; contiguous s < r ``full``, s == r ``diag``, s > r ``none``.
     """
     _check_layout(layout)
     _check_n_world(n, world)
-    if int(tile) != tile or tile < 1:
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    if isinstance(tile, bool) or int(tile) != tile or tile < 1:
+        raise LcprofError(f"tile must be a positive integer, got {tile!r}")
     m = tokens_per_device(n, world)
-    n_tiles = -(-m // tile)
-    a = np.arange(n_tiles, dtype=np.int64)
-    row_end = np.minimum((a + 1) * tile, m)  # (tiles,) exclusive end of query tile a
-    rows = row_end - a * tile
-    out = np.zeros((world, world), dtype=np.int64)
-    src = source_ranks(world)
-    for t in range(world):
-        for r in range(world):
-            q_off, q_st = block_positions(layout, r, world, m)
-            k_off, k_st = block_positions(layout, int(src[t, r]), world, m)
-            q_max = q_off + (row_end - 1) * q_st  # largest query position in tile row a
-            # key tile b starts at position k_off + b*tile*k_st; count tiles starting <= q_max
-            n_key_tiles = np.where(
-                q_max >= k_off, np.minimum(n_tiles, (q_max - k_off) // (tile * k_st) + 1), 0
-            )
-            cols = np.minimum(m, n_key_tiles * tile)
-            out[t, r] = int((rows * cols).sum())
-    return out
+    kinds = _executed_block_pairs(m, int(tile))
+    r = np.arange(world, dtype=np.int64)[None, :]
+    t = np.arange(world, dtype=np.int64)[:, None]  # s <= r iff t <= r; s == r iff t == 0
+    if layout == "striped":
+        out = np.where(t <= r, kinds["diag"], kinds["above"])
+    else:
+        out = np.where(t == 0, kinds["diag"], np.where(t <= r, kinds["full"], kinds["none"]))
+    return np.asarray(out, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -233,8 +271,16 @@ def overlap_min_tokens_per_device(
     (f -> 1/2), so it needs twice the tokens.
     """
     if not 0 < pairs_fraction <= 1:
-        raise ValueError(f"pairs_fraction must be in (0, 1], got {pairs_fraction!r}")
+        raise LcprofError(f"pairs_fraction must be in (0, 1], got {pairs_fraction!r}")
     return kv_heads * dtype_bytes * peak_flops_per_s / (2.0 * heads * link_bytes_per_s * pairs_fraction)
+
+
+def _int_array(values) -> np.ndarray:
+    """A 1-D array of exact Python ints (object dtype): FLOPs and bytes that may pass 2**63."""
+    vals = list(values)
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return out
 
 
 @dataclass(frozen=True)
@@ -262,11 +308,11 @@ class RingStepModel:
     link_bytes_per_s: float
     tokens_per_device: int
     pad_tokens: int
-    useful_flops: np.ndarray  # (steps,) slowest rank
-    executed_flops: np.ndarray  # (steps,) slowest rank
+    useful_flops: np.ndarray  # (steps,) slowest rank, exact Python ints
+    executed_flops: np.ndarray  # (steps,) slowest rank, exact Python ints
     useful_compute_time_s: np.ndarray
     compute_time_s: np.ndarray
-    comm_bytes: np.ndarray
+    comm_bytes: np.ndarray  # (steps,) exact Python ints
     comm_time_s: np.ndarray
     exposed_comm_time_s: np.ndarray
     step_time_s: np.ndarray
@@ -342,18 +388,23 @@ def ring_memory_bytes(
     """
     dv = head_dim if v_head_dim is None else v_head_dim
     m = tokens_per_device(n, world)
-    q = batch * m * heads * head_dim * dtype_bytes
-    kv = batch * m * kv_heads * (head_dim + dv) * dtype_bytes  # K and V
-    out = batch * m * heads * dv * dtype_bytes
+    b = int(batch)
     parts = {
-        "q_bytes": int(q),
-        "kv_bytes": int(kv),
-        "out_bytes": int(out),
-        "lse_bytes": int(batch * heads * m * 4),
-        "kv_buffers_bytes": int(2 * kv),
+        "q_bytes": _nbytes(b * m * heads * head_dim, dtype_bytes),
+        "kv_bytes": _nbytes(b * m * kv_heads * (head_dim + dv), dtype_bytes),  # K and V
+        "out_bytes": _nbytes(b * m * heads * dv, dtype_bytes),
+        "lse_bytes": b * heads * m * 4,
     }
+    parts["kv_buffers_bytes"] = 2 * parts["kv_bytes"]
     parts["total_bytes"] = sum(parts.values())
     return parts
+
+
+def _nbytes(elements: int, dtype_bytes: float) -> int:
+    """Bytes of ``elements`` values of ``dtype_bytes`` each, exact (Python ints) for whole-byte dtypes."""
+    if float(dtype_bytes).is_integer():
+        return int(elements) * int(dtype_bytes)
+    return int(round(int(elements) * float(dtype_bytes)))
 
 
 def ring_step_model(
@@ -381,25 +432,26 @@ def ring_step_model(
     comm bytes     = m * kv_heads * (head_dim + v_head_dim) * dtype_bytes * batch  (K and V; steps 0..G-2)
     """
     if heads % kv_heads:
-        raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+        raise LcprofError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     if peak_flops_per_s <= 0 or link_bytes_per_s <= 0:
-        raise ValueError("peak_flops_per_s and link_bytes_per_s must be positive")
+        raise LcprofError("peak_flops_per_s and link_bytes_per_s must be positive")
     dv = head_dim if v_head_dim is None else int(v_head_dim)
     if head_dim < 1 or dv < 1:
-        raise ValueError(f"head dims must be >= 1, got head_dim={head_dim}, v_head_dim={dv}")
+        raise LcprofError(f"head dims must be >= 1, got head_dim={head_dim}, v_head_dim={dv}")
     m = tokens_per_device(n, world)
-    flops_per_pair = 2 * head_dim + 2 * dv  # q.k and p.v, 2 FLOPs per multiply-add
-    per_pair = flops_per_pair * heads * batch
+    flops_per_pair = 2 * int(head_dim) + 2 * dv  # q.k and p.v, 2 FLOPs per multiply-add
+    per_pair = flops_per_pair * int(heads) * int(batch)
 
-    useful = pair_counts(n, world, layout).max(axis=1) * per_pair
-    executed = executed_pair_counts(n, world, layout, tile).max(axis=1) * per_pair
-    useful_t = useful / peak_flops_per_s
-    compute_t = executed / peak_flops_per_s
+    # Python ints: exact at any n and batch (pair counts are int64 below 2**63; their product with
+    # per_pair is not bounded by 64 bits). Times are float64.
+    useful = _int_array(int(c) * per_pair for c in pair_counts(n, world, layout).max(axis=1))
+    executed = _int_array(int(c) * per_pair for c in executed_pair_counts(n, world, layout, tile).max(axis=1))
+    useful_t = np.array([float(f) for f in useful]) / peak_flops_per_s
+    compute_t = np.array([float(f) for f in executed]) / peak_flops_per_s
 
-    block_bytes = batch * m * kv_heads * (head_dim + dv) * dtype_bytes  # K and V
-    comm_bytes = np.full(world, block_bytes, dtype=np.float64)
-    comm_bytes[-1] = 0  # last step: nothing left to receive
-    comm_t = comm_bytes / link_bytes_per_s
+    block_bytes = _nbytes(int(batch) * m * int(kv_heads) * (int(head_dim) + dv), dtype_bytes)  # K and V
+    comm_bytes = _int_array([block_bytes] * (world - 1) + [0])  # last step: nothing left to receive
+    comm_t = np.array([float(c) for c in comm_bytes]) / link_bytes_per_s
     exposed = np.maximum(0.0, comm_t - compute_t)
     step_t = compute_t + exposed
 
@@ -430,7 +482,7 @@ def ring_step_model(
         executed_flops=executed,
         useful_compute_time_s=useful_t,
         compute_time_s=compute_t,
-        comm_bytes=comm_bytes.astype(np.int64),
+        comm_bytes=comm_bytes,
         comm_time_s=comm_t,
         exposed_comm_time_s=exposed,
         step_time_s=step_t,

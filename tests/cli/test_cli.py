@@ -564,7 +564,7 @@ def test_ring_link_must_be_positive_and_finite(link):
 
 
 @pytest.mark.parametrize("args", [
-    ["ring", "--model", "llama3-8b", "--n", "1M", "--gpus", "129"],
+    ["ring", "--model", "llama3-8b", "--n", "1M", "--gpus", "2049"],
     ["layer", "--model", "llama3-8b", "--n", "16G"],
     ["flops", "--model", "llama3-8b", "--n", "4k", "--tile", "0"],
     ["kv", "--model", "llama3-8b", "--n", "4k", "--tp", "-1"],

@@ -225,9 +225,16 @@ def test_deepseek_v32_sparse_attention_and_indexer():
     causal = n * (n + 1) // 2
     assert c.useful_flops["attn/indexer"][0] == 2 * 64 * (128 + 1) * causal
     assert flops(c, "attn/indexer_wq_b") == 2 * n * 1536 * 64 * 128
-    # the cache: MLA latent + rope key (576) and the indexer's 128-dim key per token, every token
-    assert kv_bytes_per_token(spec) == 61 * (576 + 128) * 2
-    assert kv_bytes(spec, n)[0] == 61 * (576 + 128) * 2 * n
+    # attn/total is the pairwise work: QK^T and PV over the top-k keys, and the indexer over every pair
+    assert c.useful_flops["attn/total"][0] == 2 * 128 * 266_339_328 * (192 + 128) + 2 * 64 * (128 + 1) * causal
+    # the cache per token and layer: the MLA latent + rope key (576) in bf16, and the indexer's 128-dim key
+    # as vLLM keeps it, 128 fp8 bytes + one fp32 scale per 128 values = 132 bytes (deepseek_v2.py, Indexer)
+    assert kv_bytes_per_token(spec) == 61 * (576 * 2 + 128 + 4) == 78_324
+    assert kv_bytes(spec, n)[0] == 78_324 * n
+    # an fp8 KV cache halves the latent only: the indexer cache is fp8 already
+    assert kv_bytes_per_token(spec, "fp8") == 61 * (576 + 132)
+    # the indexer reads every cached key at 132 bytes, plus its queries and head weights in bf16
+    assert c.bytes["attn/indexer"][0] == n * 132 + 2 * n * 64 * (128 + 1)
     # decode at 128k reads 2048 selected latents, not all 131072
     d = cost(spec, n, layer=0, phase="decode")
     assert d.useful_flops["attn/qk"][0] == 2 * 128 * 2048 * 576  # absorbed form: the latent + rope dims

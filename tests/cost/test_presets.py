@@ -191,9 +191,17 @@ def test_llama4_scout_chunked_kv():
 
 
 def test_fp8_halves_bf16_for_every_preset():
+    """Every preset without a DSA indexer (whose key cache is fp8 in every KV dtype: 132 bytes per token
+    and layer, see tests/foundation/test_hybrid_kinds.py)."""
     ns = [1000, 4096, 32768, 131072]
     for nm in list_presets():
         spec = load_model(nm)
+        if spec.indexer is not None:
+            n_sparse = sum(1 for lyr in spec.layers if lyr.attn == "sparse")
+            fixed = n_sparse * 132  # the indexer's bytes per token, the same in fp8, bf16 and fp32
+            assert kv_bytes_per_token(spec, "fp8") * 2 - fixed == kv_bytes_per_token(spec, "bf16"), nm
+            assert kv_bytes_per_token(spec, "fp32") - fixed == 2 * (kv_bytes_per_token(spec, "bf16") - fixed), nm
+            continue
         bf16 = kv_bytes(spec, ns, kv_dtype="bf16")
         assert np.array_equal(kv_bytes(spec, ns, kv_dtype="fp8") * 2, bf16), nm
         assert np.array_equal(kv_bytes(spec, ns, kv_dtype="fp32"), bf16 * 2), nm

@@ -28,6 +28,12 @@ from lcprof.units import dtype_bytes
 BLOCK = 256
 
 
+def block_size(m) -> int:
+    """The spec's lightning block (a ``block_size`` field when the spec carries one), else ``BLOCK``:
+    the intra-block products grow with it (2 l^2 d per block of l), the state products do not."""
+    return int(getattr(m, "block_size", None) or BLOCK)
+
+
 def state_elements(m, tp: int = 1) -> dict[str, int]:
     if tp == 1:
         return m.state_elements()
@@ -48,7 +54,7 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
     H, d = m.n_heads, m.head_dim
     w = H * d
     step = n == 1
-    _, sq, tri = chunk_sums(n, chunk or BLOCK)
+    _, sq, tri = chunk_sums(n, chunk or block_size(m))
     zero = np.zeros_like(t)
     qkv, gate, out_proj = proj_ops(m, t, s)
     out = [qkv, gate]
@@ -87,7 +93,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     X = s * t * m.hidden_size
     st: dict[str, np.ndarray] = {"mixer/qkv": X + 3 * s * t * w}
     loop = X + 3 * s * t * w + c * H + c * S_el + s * t * w
-    l = np.minimum(n, float(chunk or BLOCK))
+    l = np.minimum(n, float(chunk or block_size(m)))
     qd, sqb = c * b * H * l * d, c * b * H * l * l
     chunked = n > 1
     st["mixer/chunk_decay"] = np.where(chunked, loop + 3 * qd + c * l + c * l * l + c * H * l * l, 0.0)

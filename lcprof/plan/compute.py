@@ -57,7 +57,7 @@ from typing import Callable
 
 import numpy as np
 
-from lcprof.cost.model import cost, roofline
+from lcprof.cost.model import cost, roofline, state_bytes
 from lcprof.cost.ops import experts_touched
 from lcprof.cost.weights import op_weight_bytes_delta
 from lcprof.errors import LcprofError
@@ -146,8 +146,9 @@ class PrefillParts:
 
 
 def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
-                  tile: tuple[int, int] = (128, 128)) -> PrefillParts:
-    """One-GPU prefill time per split class (module docstring); a fitted table counts as all ``tp``."""
+                  tile: tuple[int, int] = (128, 128), mask=None) -> PrefillParts:
+    """One-GPU prefill time per split class (module docstring); a fitted table counts as all ``tp``.
+    ``mask``: a what-if mask on every attention layer (its pairs replace the layers' own)."""
     n_new, prefix = np.broadcast_arrays(np.atleast_1d(np.asarray(n_new, dtype=np.float64)),
                                         np.asarray(prefix, dtype=np.float64))
     if rates.prefill_fit is not None:
@@ -156,7 +157,7 @@ def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
         return PrefillParts(tp=t, experts=z, replicated=z, attention=z)
     act = precision.act_dtype
     c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=act, family="tiled", tile=tile, lm_head=True,
-             elementwise="fused")
+             elementwise="fused", mask=mask, state_dtype=getattr(precision, "state_dtype", None))
     delta = op_weight_bytes_delta(spec, precision.weights, dtype_bytes(act), n_new)
     qbytes = {k: (np.asarray(v) + delta[k] if k in delta else v) for k, v in c.bytes.items()}
     t_gemm = roofline(dataclasses.replace(c, dtype=precision.gemm_dtype, bytes=qbytes), rates.hw)
@@ -214,7 +215,7 @@ def comm_s(spec: ModelSpec, par: Parallel, tokens, link: float | None, act_dtype
 def prefill_s(dep, n_new, prefix=0, parts: PrefillParts | None = None) -> np.ndarray:
     """Prefill time of ``n_new`` tokens after ``prefix`` on one replica of ``dep`` (array over n)."""
     n_new = np.atleast_1d(np.asarray(n_new, dtype=np.float64))
-    p = parts or prefill_parts(dep.spec, dep.rates, dep.precision, n_new, prefix)
+    p = parts or prefill_parts(dep.spec, dep.rates, dep.precision, n_new, prefix, mask=getattr(dep, "mask", None))
     par = dep.par
     return combine_prefill(p, par) + comm_s(dep.spec, par, n_new, dep.rates.link_bytes_per_s, dep.precision.act_dtype)
 
@@ -270,25 +271,30 @@ def chunk_wait_s(dep, t_chunk) -> float:
 
 @dataclass(frozen=True)
 class DecodeParts:
-    """Per request at context n, one GPU of the replica: FLOPs of one new token and KV bytes read."""
+    """Per request at context n, one GPU of the replica: FLOPs of one new token and the cache bytes
+    one step moves (attention KV read, and a linear-time mixer's state read and written back)."""
 
     flops_per_gpu: np.ndarray
     kv_read_bytes_per_gpu: np.ndarray
 
 
 def decode_parts(dep, context, kv=None) -> DecodeParts:
-    """FLOPs (split like prefill) and KV bytes (stored format, window-capped) per request per GPU."""
+    """FLOPs (split like prefill) and cache bytes per request per GPU: the KV in its stored format,
+    window- or mask-capped, plus 2 x the mixers' state (read, updated, written back each step)."""
     spec, par = dep.spec, dep.par
+    mask = getattr(dep, "mask", None)
+    sdt = dep.precision.state_dtype
     ctx = np.atleast_1d(np.asarray(context, dtype=np.float64))
     c = cost(spec, ctx, phase="decode", dtype=dep.precision.act_dtype, family="useful", lm_head=True,
-             elementwise="fused")
+             elementwise="fused", mask=mask, state_dtype=sdt)
     flops = 0.0
     for name, f in c.flops.items():
         if name in ("total", "attn/total"):
             continue
         div = {"tp": par.tp, "experts": par.expert_shards, "replicated": 1}[op_split(name)]
         flops = flops + np.asarray(f, dtype=np.float64) / div
-    kvb = kv_read_bytes(spec, kv or dep.precision.kv, ctx, par.tp) / par.pp
+    state = 2.0 * state_bytes(spec, dtype=dep.precision.act_dtype, state_dtype=sdt, tp=par.tp)
+    kvb = (kv_read_bytes(spec, kv or dep.precision.kv, ctx, par.tp, mask=mask) + state) / par.pp
     return DecodeParts(np.broadcast_to(flops, ctx.shape).astype(np.float64), kvb)
 
 

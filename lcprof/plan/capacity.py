@@ -292,7 +292,7 @@ def compute_stage(dep: Deployment, work: Workload, mem: MemoryStage, cap: Capaci
         total, chunk_max = chunked_prefill_s(dep, work.long_n - p, tm.chunk, p)
         wait = chunk_wait_s(dep, chunk_max)
         bubble = (dep.par.pp - 1) * chunk_max / dep.par.pp / total
-    parts = prefill_parts(dep.spec, dep.rates, dep.precision, [work.long_n - p], p)
+    parts = prefill_parts(dep.spec, dep.rates, dep.precision, [work.long_n - p], p, mask=dep.mask)
     attention = float(parts.attention[0] / dep.par.tp)
     step = decode_stepper(dep, work, mem)
     batch = work.decode_batch or max(cap.concurrent_short, 1)

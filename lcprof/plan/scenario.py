@@ -150,6 +150,8 @@ def build_deployment(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int
     """Parse and check a deployment; ``engine`` carries the engine's knobs (None: vLLM's defaults);
     ``mask`` a ``--mask`` what-if on every attention layer."""
     spec = load_model(model)
+    if mask is not None and fit:
+        raise LcprofError("--mask with --fit: the fitted t(n) was measured without the mask; drop one of them")
     par = Parallel(int(tp), int(dp), int(ep), int(pp))
     gpus = par.gpus_per_replica if gpus is None else int(gpus)
     check_parallel(spec, par, gpus)

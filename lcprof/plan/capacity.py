@@ -458,8 +458,8 @@ def plan_deployment(dep: Deployment, work: Workload) -> CapacityPlan:
     comp = compute_stage(dep, work, mem, cap)
     recs = recommendation_stage(dep, work, mem, cap, comp)
     mix_rec, mix_df = mix_stage(dep, work, mem, cap, recs)
-    if dep.precision.weights.name in ("nvfp4", "mxfp4") and "B200" in dep.rates.hw.name.upper():
-        warn(f"{dep.rates.hw.name} runs {dep.precision.weights.name} GEMMs on FP4 tensor cores; the GPU database has "
+    if dep.precision.weights.name in ("nvfp4", "mxfp4") and "B200" in dep.rates.device.name.upper():
+        warn(f"{dep.rates.device.name} runs {dep.precision.weights.name} GEMMs on FP4 tensor cores; the GPU database has "
              "no fp4 peak, so they are charged at the bf16 rate (a lower bound on speed)")
     record = _record(dep, work, mem, cap, comp, recs, mix_rec)
     groups = group_table(mem, {"long": work.long_n, "short": work.short_n}, work.prefix_n)
@@ -474,7 +474,7 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
     bb = mem.layout.block_bytes_per_gpu
     lay = mem.layout
     rec: dict = {
-        "model": spec.name, "gpu": dep.rates.hw.key, "gpus": dep.gpus, "tp": par.tp, "dp": par.dp, "ep": par.ep,
+        "model": spec.name, "gpu": dep.rates.device.key, "gpus": dep.gpus, "tp": par.tp, "dp": par.dp, "ep": par.ep,
         "pp": par.pp, "replicas": dep.replicas, "engine": lim.engine, "weights": prec.weights.name,
         "gemm_dtype": prec.gemm_dtype, "dtype": prec.weights.name, "kv_dtype": prec.kv.dtype,
         "engine_kv_cache_dtype": prec.kv.engine_name, "attn_dtype": prec.attn_dtype,

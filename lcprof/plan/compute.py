@@ -61,7 +61,8 @@ from lcprof.cost.model import cost, roofline, state_bytes
 from lcprof.cost.ops import experts_touched
 from lcprof.cost.weights import op_weight_bytes_delta
 from lcprof.errors import LcprofError
-from lcprof.hardware import Hardware, get_gpu, load_calibration
+from lcprof.hardware import Hardware, get_gpu
+from lcprof.rates import RateSet, resolve_rates
 from lcprof.plan.kvformat import kv_read_bytes
 from lcprof.plan.parallel import Parallel
 from lcprof.spec import ModelSpec
@@ -85,8 +86,10 @@ def op_split(name: str) -> str:
 
 @dataclass(frozen=True)
 class Rates:
-    """Where times come from: a roofline on ``hw`` (datasheet or calibration, attention rates carried
-    whole) or a fitted t(n); ``attention_backend`` names the kernel whose calibrated rate is used."""
+    """Where times come from: a roofline on ``hw`` (the :class:`lcprof.rates.RateSet`'s hardware,
+    carried whole: GEMM peaks, bandwidth, attention rates per backend, dtype and length) or a fitted
+    t(n); ``gpu`` is the GPU database entry the deployment runs on (its identity, memory and links);
+    ``attention_backend`` names the kernel whose calibrated rate attention is charged."""
 
     hw: Hardware
     link_bytes_per_s: float | None  # per direction, for collectives
@@ -94,27 +97,36 @@ class Rates:
     attention_backend: str | None = DEFAULT_ATTENTION_BACKEND
     # (n_new, prefix) -> seconds of the whole model's prefill on ONE GPU, from a fitted results table
     prefill_fit: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    gpu: Hardware | None = None
+    rate_set: RateSet | None = None
+
+    @property
+    def device(self) -> Hardware:
+        """The GPU the deployment runs on (memory, links, name): ``gpu``, else ``hw``."""
+        return self.gpu or self.hw
 
 
-def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None, *,
-                  spec: ModelSpec | None = None, dtype: str = "bf16",
-                  attention_backend: str | None = None) -> Rates:
-    """The GPU database entry, with peaks, bandwidth and measured attention rates (per backend and
-    length) replaced by a calibration profile when one is given (memory capacity and links stay the
-    GPU's)."""
-    hw = get_gpu(gpu)
-    source = f"roofline, datasheet {hw.key}"
-    link = hw.interconnect_bytes_per_s
-    if calibration:
-        cal = load_calibration(calibration)
-        hw = dataclasses.replace(hw, peak_flops_per_s=dict(cal.peak_flops_per_s),
-                                 hbm_bytes_per_s=cal.hbm_bytes_per_s, kind="calibration", source=cal.source,
-                                 attention_flops_per_s=dict(cal.attention_flops_per_s),
-                                 attention_flops_per_s_by_n=dict(cal.attention_flops_per_s_by_n))
-        link = cal.interconnect_bytes_per_s or link
-        source = f"roofline, calibration {calibration}"
-    rates = Rates(hw=hw, link_bytes_per_s=link, source=source,
-                  attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND)
+def deployment_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None, *,
+                     spec: ModelSpec | None = None, dtype: str = "bf16",
+                     attention_backend: str | None = None) -> Rates:
+    """The planner's rates: :func:`lcprof.rates.resolve_rates` (a calibration profile, rates fitted
+    from a results file, ``datasheet``, or without ``calibration`` the best profile at hand for the
+    GPU -- labelled), carried whole; memory and links stay the GPU's. GEMM dtypes the rates did not
+    measure (a profile without fp8 or int8) take the GPU's datasheet peak, and ``source`` says so.
+    ``fit``: a results table whose fitted t(n) replaces the prefill roofline."""
+    device = get_gpu(gpu)
+    rs = resolve_rates(device, calibration)
+    hw = rs.hardware
+    filled = sorted(set(device.peak_flops_per_s) - set(hw.peak_flops_per_s)) if rs.kind != "datasheet" else []
+    if filled:
+        hw = dataclasses.replace(hw, peak_flops_per_s={**{d: device.peak_flops_per_s[d] for d in filled},
+                                                       **hw.peak_flops_per_s})
+    source = f"roofline, {rs.label}"
+    if filled:
+        source += f"; {', '.join(filled)} peaks from the {device.key} datasheet (not measured)"
+    rates = Rates(hw=hw, link_bytes_per_s=hw.interconnect_bytes_per_s or device.interconnect_bytes_per_s,
+                  source=source, attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND, gpu=device,
+                  rate_set=rs)
     if fit:
         from lcprof.plan.fitted import fitted_rates  # needs lcprof.fit (pandas/scipy)
 

@@ -27,7 +27,7 @@ from lcprof.errors import LcprofError
 from lcprof.plan import engines as E
 from lcprof.plan.capacity import concurrency, short_requests_lost
 from lcprof.plan.compute import (Rates, chunk_schedule, combine_prefill, comm_s, decode_parts, decode_step_s,
-                                 prefill_parts, resolve_rates)
+                                 deployment_rates, prefill_parts)
 from lcprof.plan.engines import EngineSettings
 from lcprof.plan.kvformat import KV_DTYPES
 from lcprof.plan.memory import (deployment_layout, heaviest_stage, kv_cache_tokens, pool_blocks,
@@ -109,7 +109,7 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
             if problem is None:
                 try:
                     prec = build_precision(spec, settings.engine, weights, kvd, attn_dtype, state_dtype)
-                    lim = E.resolve_limits(settings, spec, rates.hw, tp=par.tp, dp=par.dp, pp=par.pp)
+                    lim = E.resolve_limits(settings, spec, rates.device, tp=par.tp, dp=par.dp, pp=par.pp)
                 except LcprofError as exc:
                     code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], rid(str(exc))
                     continue
@@ -294,10 +294,10 @@ def capacity_grid(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | 
         else:
             engine["max_num_batched_tokens"] = parse_tokens(chunk)
     settings = EngineSettings(**engine)
-    rates = resolve_rates(gpu, calibration, attention_backend=attention_backend)
+    rates = deployment_rates(gpu, calibration, attention_backend=attention_backend)
     lays = layouts(tps, dps, eps, pps)
     arrs = grid_arrays(spec, rates, longs=longs, short=short_n, kv_dtypes=kv_dtypes, layouts=lays,
                        memory_utilizations=memory_utilizations, weights=weights, attn_dtype=attn_dtype,
                        settings=settings, gpus=gpus, state_dtype=state_dtype, mask=mask)
-    return grid_frame(arrs, spec=spec, gpu=rates.hw.key, layouts=lays, kv_dtypes=kv_dtypes, weights=weights,
+    return grid_frame(arrs, spec=spec, gpu=rates.device.key, layouts=lays, kv_dtypes=kv_dtypes, weights=weights,
                       engine=settings.engine, short=short_n)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lcprof.cost.weights import WeightFormat, weight_format
 from lcprof.errors import LcprofError
-from lcprof.plan.compute import Rates, resolve_rates
+from lcprof.plan.compute import Rates, deployment_rates
 from lcprof.plan.engines import EngineLimits, EngineSettings, resolve_limits
 from lcprof.plan.inputs import parse_mix, parse_seconds
 from lcprof.plan.kvformat import KVFormat, kv_format
@@ -157,7 +157,8 @@ def build_deployment(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int
     check_parallel(spec, par, gpus)
     settings = engine or EngineSettings()
     prec = build_precision(spec, settings.engine, weights, kv_dtype, attn_dtype, state_dtype)
-    rates = resolve_rates(gpu, calibration, fit, spec=spec, dtype=prec.act_dtype, attention_backend=attention_backend)
-    limits = resolve_limits(settings, spec, rates.hw, tp=par.tp, dp=par.dp, pp=par.pp)
+    rates = deployment_rates(gpu, calibration, fit, spec=spec, dtype=prec.act_dtype,
+                             attention_backend=attention_backend)
+    limits = resolve_limits(settings, spec, rates.device, tp=par.tp, dp=par.dp, pp=par.pp)
     return Deployment(spec=spec, rates=rates, par=par, gpus=gpus, precision=prec, limits=limits,
                       mask=build_mask(mask))

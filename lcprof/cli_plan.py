@@ -77,8 +77,10 @@ def _fit_available() -> bool:
 @click.option("--prefix", default="0", show_default=True, help="Prefix shared by all requests (prefix caching), tokens.")
 @click.option("--decode-batch", type=click.IntRange(min=1), default=None,
               help="Decode batch for the TPOT figure (default: as many short requests as the engine holds).")
-@click.option("--calibration", default=None, type=click.Path(dir_okay=False),
-              help="Calibration profile (`lcprof calibrate`): peaks, bandwidth and measured attention rates.")
+@click.option("--calibration", default=None,
+              help="Rates: a profile (`lcprof calibrate`: peaks, bandwidth, measured attention rates), a results "
+                   "file (rates fitted from a sweep) or 'datasheet' (default: the best profile at hand for --gpu, "
+                   "else its datasheet; the plan says which in rates_source).")
 @click.option("--fit", "fit_file", default=None, type=click.Path(dir_okay=False),
               help="Results file whose fitted t(n) = c0 + c1 n + c2 n^2 (one layer) replaces the prefill roofline.")
 @click.option("--what-if", "what_if", is_flag=True,

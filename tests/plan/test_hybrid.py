@@ -221,3 +221,50 @@ def test_cli_prints_the_hybrid_startup_lines():
     bad = CliRunner().invoke(main, ["plan", "--model", "jamba-1.5-mini", "--gpu", "h200", "--long", "32k",
                                     "--short", "4k", "--engine", "sglang"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_block_unification_rule_by_hand():
+    """a = max(16, block_size); block = max(block_size, a x cdiv(state, a x per_token)); no state or no
+    attention: the block size unchanged."""
+    from lcprof.plan.memory import hybrid_block_size
+
+    assert hybrid_block_size(16, 4096, 311_296) == 16 * cdiv(311_296, 16 * 4096) == 80
+    assert hybrid_block_size(64, 4096, 311_296) == 64 * cdiv(311_296, 64 * 4096) == 128  # --block-size 64
+    assert hybrid_block_size(256, 4096, 311_296) == 256  # already larger than one state
+    assert hybrid_block_size(16, 4096, 0) == 16 and hybrid_block_size(16, 0, 311_296) == 16
+    assert hybrid_block_size(16, 4096, 16 * 4096) == 16  # a state of exactly one 16-token page
+
+
+def test_groups_table_and_cut_of_a_hybrid():
+    """Jamba's kinds: 4 global layers and 28 Mamba layers; vLLM cuts at the smaller count (4), as does
+    the gcd; a state group holds no tokens."""
+    from lcprof.plan import kv_group_kinds
+    from lcprof.spec import load_model
+
+    spec = load_model("jamba-1.5-mini")
+    kinds = {k.label: (k.n_layers, k.layers_per_group, k.n_groups, k.pages) for k in kv_group_kinds(spec, "vllm")}
+    assert kinds == {"global": (4, 4, 1, 1), "state:mamba": (28, 4, 7, 1)}
+    two = kv_group_kinds(spec, "vllm", state_pages=2)
+    assert [k.pages for k in two if k.kind == "state"] == [2]
+    p = plan("jamba-1.5-mini", gpu="h200", long="32k", short="4k", kv_memory_bytes=20 * GIB)
+    st = p.groups[(p.groups["kind"] == "state:mamba") & (p.groups["request"] == "long")].iloc[0]
+    assert (st["tokens_held"], st["blocks_per_group"], st["blocks"]) == (0, 1, 7)
+    assert st["kv_bytes_per_gpu"] == 7 * JAMBA_BLOCK_BYTES
+
+
+def test_engine_none_counts_the_state_too():
+    """lcprof's own accounting pages hybrids the same way (gcd cut: 4); its token count is what one
+    request could hold over the attention group after its 7 state pages."""
+    r = plan("jamba-1.5-mini", gpu="h200", long="128k", short="4k", kv_memory_bytes=20 * GIB, engine="none").record
+    assert r["kv_pool_blocks"] == 16384 and r["kv_blocks_long"] == 1646
+    assert r["kv_cache_tokens"] == (16384 - 7) * 80
+
+
+def test_pipeline_stages_hold_their_own_state_groups():
+    """PP 2 on Jamba: each stage holds 2 of the 4 attention layers and 14 of the 28 Mamba layers, so a
+    block on one GPU is 2 layers' pages (half of PP 1's) and the pool doubles."""
+    one = plan("jamba-1.5-mini", gpu="h200", long="32k", short="4k", kv_memory_bytes=20 * GIB).record
+    two = plan("jamba-1.5-mini", gpu="h200", pp=2, long="32k", short="4k", kv_memory_bytes=20 * GIB).record
+    assert two["kv_block_bytes_per_gpu"] == 2 * JAMBA_PAGE
+    assert two["kv_pool_blocks"] == 2 * one["kv_pool_blocks"]
+    assert two["kv_bytes_per_token_per_gpu"] == 2 * JAMBA_ATTN_PER_TOKEN

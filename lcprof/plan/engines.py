@@ -45,6 +45,11 @@ at least 10240 MiB on GPUs over 60 GiB; chunked_prefill_size / cuda_graph_max_bs
 memory (8192 and 256, or 512 at TP >= 4, between 60 and 160 GiB). Activations and CUDA graphs live
 in the (1 - mem_fraction_static) reserve, so they do not change the pool; page_size 1.
 
+Hybrid models (a per-request mixer state beside the KV): vLLM pages the state with the attention KV
+(``lcprof.plan.memory``; ``--mamba-cache-mode`` none or align); SGLang keeps it in a separate Mamba
+pool (``HybridReqToTokenPool``, sized by ``--max-mamba-cache-size`` / ``--mamba-full-memory-ratio``),
+which lcprof does not model, so ``--engine sglang`` refuses a hybrid model in one line.
+
 **none**: lcprof's own: usable = datasheet memory x utilization (0.9); weights as the checkpoint
 stores them; the activation reserve of the largest prefill chunk in lcprof's measured (unfused)
 layout; no max_num_seqs; KV = usable - weights - reserve.

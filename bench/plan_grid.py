@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lcprof._version import __version__
-from lcprof.plan.compute import resolve_rates
+from lcprof.plan.compute import deployment_rates
 from lcprof.plan.engines import EngineSettings
 from lcprof.plan.grid import capacity_grid, grid_arrays, layouts
 from lcprof.spec import load_model
@@ -58,7 +58,7 @@ def main() -> None:
     n_scen = len(longs) * len(KV_DTYPES) * len(TPS) * len(UTILS)
 
     spec = load_model(MODEL)
-    rates = resolve_rates(GPU)
+    rates = deployment_rates(GPU)
 
     settings = EngineSettings(max_model_len=MAX_MODEL_LEN)
 

@@ -9,7 +9,7 @@ import shlex
 
 import click
 
-from lcprof.cli.options import FORMAT_OPTION, model_option
+from lcprof.cli.options import FORMAT_OPTION, MASK_OPTION, model_option
 from lcprof.errors import LcprofError
 
 
@@ -40,6 +40,13 @@ def _fit_available() -> bool:
                    "a list such as bf16,fp8 plans each.")
 @click.option("--attn-dtype", default=None, help="Precision attention runs at (bf16, fp16, fp32, fp8; default: the "
                                                   "activations', bf16 for quantized weights).")
+@click.option("--state-dtype", default=None,
+              help="Dtype linear-time mixers keep their recurrent state in (fp32, bf16, fp16; default: the config's "
+                   "mamba_ssm_dtype, e.g. Qwen3.5's float32, else the activations'). Hybrid models only.")
+@click.option("--mamba-cache-mode", default=None, type=click.Choice(["none", "align"]),
+              help="vLLM --mamba-cache-mode for hybrid models: none (prefix caching off; one state page per "
+                   "request and state group) or align (prefix caching on; two). Default none.")
+@MASK_OPTION
 @click.option("--attn-backend", default=None,
               help="Attention kernel whose calibrated rate to charge (default sdpa-flash; needs --calibration).")
 @click.option("--memory-utilization", "--mem-util", "memory_utilization", default=None,
@@ -70,8 +77,10 @@ def _fit_available() -> bool:
 @click.option("--prefix", default="0", show_default=True, help="Prefix shared by all requests (prefix caching), tokens.")
 @click.option("--decode-batch", type=click.IntRange(min=1), default=None,
               help="Decode batch for the TPOT figure (default: as many short requests as the engine holds).")
-@click.option("--calibration", default=None, type=click.Path(dir_okay=False),
-              help="Calibration profile (`lcprof calibrate`): peaks, bandwidth and measured attention rates.")
+@click.option("--calibration", default=None,
+              help="Rates: a profile (`lcprof calibrate`: peaks, bandwidth, measured attention rates), a results "
+                   "file (rates fitted from a sweep) or 'datasheet' (default: the best profile at hand for --gpu, "
+                   "else its datasheet; the plan says which in rates_source).")
 @click.option("--fit", "fit_file", default=None, type=click.Path(dir_okay=False),
               help="Results file whose fitted t(n) = c0 + c1 n + c2 n^2 (one layer) replaces the prefill roofline.")
 @click.option("--what-if", "what_if", is_flag=True,
@@ -79,7 +88,8 @@ def _fit_available() -> bool:
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write a Markdown report with plots to this folder.")
 @FORMAT_OPTION
-def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype, attn_backend, memory_utilization,
+def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype, state_dtype, mamba_cache_mode, mask,
+         attn_backend, memory_utilization,
          block_size, max_num_seqs, chunk, no_chunk, max_model_len, kv_memory, gpu_memory, non_torch_bytes,
          cuda_graph_bytes, long_, short, mix, ttft, tpot, prefix, decode_batch, calibration, fit_file, what_if,
          report_dir, fmt):
@@ -114,11 +124,13 @@ def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype
                      kv_memory_bytes=parse_memory_bytes(kv_memory, "--kv-memory"),
                      gpu_memory_bytes=parse_memory_bytes(gpu_memory, "--gpu-memory"),
                      non_torch_bytes=_nonneg_bytes(non_torch_bytes, "--non-torch-bytes"),
-                     cuda_graph_bytes=_nonneg_bytes(cuda_graph_bytes, "--cuda-graph-bytes"))
+                     cuda_graph_bytes=_nonneg_bytes(cuda_graph_bytes, "--cuda-graph-bytes"),
+                     mamba_cache_mode=mamba_cache_mode)
     chunk_arg = "0" if no_chunk else chunk
     if what_if:
         return _what_if(model, gpu, gpus, lists, weights, kv_dtypes, attn_dtype, attn_backend, utils, chunk_arg,
-                        long_, short, engine_kw, calibration, fit_file, mix, report_dir, fmt, render)
+                        long_, short, engine_kw, calibration, fit_file, mix, report_dir, fmt, render,
+                        state_dtype=state_dtype, mask=mask)
     if any(len(v) > 1 for v in lists.values()) or (utils and len(utils) > 1):
         raise LcprofError("lists of --tp/--dp/--ep/--pp or --memory-utilization need --what-if")
     from lcprof.plan.capacity import plans as make_plans, plans_table
@@ -127,7 +139,8 @@ def plan(model, gpu, gpus, engine, tp, dp, ep, pp, weights, kv_dtype, attn_dtype
                     ep=lists["ep"][0], pp=lists["pp"][0], weights=weights, attn_dtype=attn_dtype,
                     attention_backend=attn_backend, memory_utilization=utils[0] if utils else None, long=long_,
                     short=short, mix=mix, ttft=ttft, tpot=tpot, prefix=prefix, chunk=chunk_arg,
-                    decode_batch=decode_batch, calibration=calibration, fit=fit_file, **engine_kw)
+                    decode_batch=decode_batch, calibration=calibration, fit=fit_file, state_dtype=state_dtype,
+                    mask=mask, **engine_kw)
     if report_dir:
         from lcprof.plan.report import write_report
 
@@ -177,7 +190,7 @@ def _nonneg_bytes(text, what: str) -> int | None:
 
 
 def _what_if(model, gpu, gpus, lists, weights, kv_dtypes, attn_dtype, attn_backend, utils, chunk, long_, short,
-             engine_kw, calibration, fit_file, mix, report_dir, fmt, render) -> None:
+             engine_kw, calibration, fit_file, mix, report_dir, fmt, render, state_dtype=None, mask=None) -> None:
     from lcprof.plan.grid import TABLE_COLUMNS, capacity_grid
 
     if long_ is None:
@@ -189,7 +202,7 @@ def _what_if(model, gpu, gpus, lists, weights, kv_dtypes, attn_dtype, attn_backe
     df = capacity_grid(model, gpu=gpu, gpus=gpus, tps=lists["tp"], dps=lists["dp"], eps=lists["ep"],
                        pps=lists["pp"], weights=weights, kv_dtypes=kv_dtypes, attn_dtype=attn_dtype,
                        memory_utilizations=utils, longs=long_, short=short or "4k", calibration=calibration,
-                       attention_backend=attn_backend, chunk=chunk, **kw)
+                       attention_backend=attn_backend, chunk=chunk, state_dtype=state_dtype, mask=mask, **kw)
     if fmt != "table":
         click.echo(render(df, fmt))
         return

@@ -10,7 +10,7 @@ startup log, tables); ``plan_deployment(Deployment, Workload)`` is the same on t
 from lcprof.plan.capacity import (SECTIONS, CapacityPlan, capacity_stage, compute_stage, mix_stage, plan,
                                   plan_deployment, plans, plans_table, recommendation_stage)
 from lcprof.plan.compute import (Rates, chunked_prefill_s, comm_s, decode_parts, decode_step_s, last_chunk_s,
-                                 prefill_parts, prefill_s, resolve_rates)
+                                 prefill_parts, prefill_s, deployment_rates)
 from lcprof.plan.engines import ENGINES, EngineLimits, EngineSettings, resolve_limits
 from lcprof.plan.grid import capacity_grid, grid_arrays, grid_frame
 from lcprof.plan.inputs import parse_mix, parse_seconds
@@ -23,10 +23,10 @@ __all__ = [
     "ENGINES", "SECTIONS", "CapacityPlan", "Deployment", "EngineLimits", "EngineSettings", "KVFormat", "KVGroupKind",
     "KVLayout", "MemoryStage", "Parallel", "Precision", "Rates", "Workload", "build_deployment", "build_workload",
     "capacity_grid", "capacity_stage", "check_parallel", "chunked_prefill_s", "comm_s", "compute_stage",
-    "decode_parts", "decode_step_s", "grid_arrays", "grid_frame", "kv_format", "kv_group_kinds", "kv_layout",
+    "decode_parts", "decode_step_s", "deployment_rates", "grid_arrays", "grid_frame", "kv_format", "kv_group_kinds", "kv_layout",
     "last_chunk_s", "memory_stage", "mix_stage", "parallel_problem", "parse_mix", "parse_seconds", "plan",
     "plan_deployment", "plans", "plans_table", "prefill_parts", "prefill_s", "recommendation_stage",
-    "resolve_limits", "resolve_rates", "write_report",
+    "resolve_limits", "write_report",
 ]
 
 

@@ -52,7 +52,7 @@ def _layer_kinds(spec: ModelSpec, layers) -> list[LayerSpec]:
     kinds: dict[tuple, LayerSpec] = {}
     for i in layers:
         layer = spec.layers[i]
-        kinds.setdefault((layer.attn, layer.window, layer.moe, layer.rope), layer)
+        kinds.setdefault((layer.attn, layer.window, layer.moe, layer.rope, layer.mixers, layer.mlp), layer)
     return list(kinds.values())
 
 
@@ -61,13 +61,19 @@ def fused_step_bytes_per_token(spec: ModelSpec, layer: LayerSpec, par: Parallel,
     s = dtype_bytes(act_dtype)
     h, Hr = spec.hidden_size, spec.n_heads // par.tp
     base = 2 * h  # residual stream + the normed input of the block
-    if spec.mla is None:
+    steps = [mixer_step_elements(spec, kind, par) for kind in layer.mixers if kind != "attention"]
+    if not layer.has_attention:
+        attn = max(steps, default=0)
+    elif spec.mla is None:
         kvh = kv_heads_per_gpu(spec, par.tp)
         attn = base + Hr * spec.head_dim + kvh * (spec.head_dim + spec.v_head_dim) + Hr * spec.v_head_dim + h
     else:
         m = spec.mla
         attn = (base + Hr * m.qk_head_dim + m.cache_dim + Hr * (m.qk_nope_head_dim + m.v_head_dim)
                 + 3 * Hr * m.qk_head_dim + h)
+    attn = max([attn] + steps)
+    if not layer.mlp:
+        return s * attn
     gated = 2 if spec.mlp_gated else 1
     if layer.moe and spec.moe is not None:
         e = spec.moe
@@ -79,6 +85,18 @@ def fused_step_bytes_per_token(spec: ModelSpec, layer: LayerSpec, par: Parallel,
         mlp = base + gated * width + width + h
         extra = 0
     return max(s * attn, s * mlp + extra)
+
+
+def mixer_step_elements(spec: ModelSpec, kind: str, par: Parallel) -> int:
+    """Elements per token live at a linear-time mixer's widest step on one TP rank, fused: the
+    residual and normed input, the input projections' outputs (vLLM's column-parallel in_proj) and
+    the block's output."""
+    from lcprof.cost.kinds import per_rank
+
+    m = per_rank(spec.mixer(kind), par.tp)
+    h = spec.hidden_size
+    width = sum(lin.d_out for lin in m.linears() if lin.d_in == h and lin.d_out != h)
+    return 2 * h + width + h
 
 
 def engine_activation_peak_bytes(spec: ModelSpec, tokens, rows, par: Parallel = Parallel(), *,

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lcprof.cost.model import state_bytes
 from lcprof.errors import LcprofError
 from lcprof.plan.compute import (attention_rate_source, chunk_wait_s, chunked_prefill_s, decode_parts,
                                  decode_step_s, last_chunk_s, prefill_parts, prefill_s)
@@ -60,8 +61,8 @@ SEARCH_LIMIT = 1 << 24
 #: Titles and keys of the record, in display order.
 SECTIONS: list[tuple[str, list[str]]] = [
     ("Deployment", ["model", "gpu", "gpus", "tp", "dp", "ep", "pp", "replicas", "engine", "weights", "gemm_dtype",
-                    "kv_dtype", "engine_kv_cache_dtype", "attn_dtype", "attention_rate", "memory_utilization",
-                    "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked", "max_model_len", "long_n",
+                    "kv_dtype", "engine_kv_cache_dtype", "attn_dtype", "state_dtype", "mask", "attention_rate",
+                    "memory_utilization", "block_size", "mamba_cache_mode", "max_num_seqs", "max_num_batched_tokens", "chunked", "max_model_len", "long_n",
                     "short_n", "prefix_n", "ttft_target_s", "tpot_target_s", "rates_source"]),
     ("Memory per GPU (the engine's accounting)", [
         "gpu_memory_bytes", "requested_bytes_per_gpu", "weights_bytes_per_gpu", "activation_bytes_per_gpu",
@@ -73,7 +74,8 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "weights_experts_bytes_per_gpu", "weights_shared_experts_bytes_per_gpu", "weights_router_bytes_per_gpu",
         "weights_norm_bytes_per_gpu", "weights_lm_head_bytes_per_gpu", "weights_buffers_bytes_per_gpu"]),
     ("KV pool (one attention-DP rank)", [
-        "kv_groups", "kv_layers_per_group", "shared_prefix_blocks", "kv_blocks_long", "kv_blocks_short",
+        "kv_groups", "kv_layers_per_group", "state_groups", "state_page_bytes_per_gpu", "state_pages_per_request",
+        "state_bytes_per_request_per_gpu", "shared_prefix_blocks", "kv_blocks_long", "kv_blocks_short",
         "kv_bytes_long_per_gpu", "kv_bytes_short_per_gpu", "kv_limited_concurrent_long",
         "kv_limited_concurrent_short", "max_concurrent_long", "max_concurrent_short",
         "max_concurrent_long_deployment", "max_concurrent_short_deployment", "displacement_kv",
@@ -105,6 +107,11 @@ NOTES = [
     "holds block_size tokens of every layer of one group on every TP rank. Sliding layers hold min(n, W) tokens "
     "plus at most one block of slack; chunked layers the current chunk. MLA's latent is cached whole on every "
     "TP rank; with attention data parallel each DP rank has its own pool.",
+    "Hybrid models: each linear-time mixer layer holds a constant state per request (conv state in the "
+    "activations' dtype, recurrent state in the state dtype), paged as vLLM's hybrid allocator pages it: the "
+    "attention block size is raised until one attention page holds one state page, the state page is padded to "
+    "it, and a request holds one state page per state group (two with --mamba-cache-mode align) plus its "
+    "attention blocks; displacement and concurrency count both.",
     "Concurrency is capped at the engine's max_num_seqs (per attention-DP rank).",
     "Prefill: roofline of executed FLOPs and bytes per op (tiled attention at the attention dtype's rate -- the "
     "calibrated backend's when a calibration has one; GEMMs at the weight format's rate, weight traffic in that "
@@ -285,7 +292,7 @@ def compute_stage(dep: Deployment, work: Workload, mem: MemoryStage, cap: Capaci
         total, chunk_max = chunked_prefill_s(dep, work.long_n - p, tm.chunk, p)
         wait = chunk_wait_s(dep, chunk_max)
         bubble = (dep.par.pp - 1) * chunk_max / dep.par.pp / total
-    parts = prefill_parts(dep.spec, dep.rates, dep.precision, [work.long_n - p], p)
+    parts = prefill_parts(dep.spec, dep.rates, dep.precision, [work.long_n - p], p, mask=dep.mask)
     attention = float(parts.attention[0] / dep.par.tp)
     step = decode_stepper(dep, work, mem)
     batch = work.decode_batch or max(cap.concurrent_short, 1)
@@ -451,8 +458,8 @@ def plan_deployment(dep: Deployment, work: Workload) -> CapacityPlan:
     comp = compute_stage(dep, work, mem, cap)
     recs = recommendation_stage(dep, work, mem, cap, comp)
     mix_rec, mix_df = mix_stage(dep, work, mem, cap, recs)
-    if dep.precision.weights.name in ("nvfp4", "mxfp4") and "B200" in dep.rates.hw.name.upper():
-        warn(f"{dep.rates.hw.name} runs {dep.precision.weights.name} GEMMs on FP4 tensor cores; the GPU database has "
+    if dep.precision.weights.name in ("nvfp4", "mxfp4") and "B200" in dep.rates.device.name.upper():
+        warn(f"{dep.rates.device.name} runs {dep.precision.weights.name} GEMMs on FP4 tensor cores; the GPU database has "
              "no fp4 peak, so they are charged at the bf16 rate (a lower bound on speed)")
     record = _record(dep, work, mem, cap, comp, recs, mix_rec)
     groups = group_table(mem, {"long": work.long_n, "short": work.short_n}, work.prefix_n)
@@ -465,13 +472,17 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
     lim, par, prec, spec = dep.limits, dep.par, dep.precision, dep.spec
     per_rank = par.dp * dep.replicas
     bb = mem.layout.block_bytes_per_gpu
+    lay = mem.layout
     rec: dict = {
-        "model": spec.name, "gpu": dep.rates.hw.key, "gpus": dep.gpus, "tp": par.tp, "dp": par.dp, "ep": par.ep,
+        "model": spec.name, "gpu": dep.rates.device.key, "gpus": dep.gpus, "tp": par.tp, "dp": par.dp, "ep": par.ep,
         "pp": par.pp, "replicas": dep.replicas, "engine": lim.engine, "weights": prec.weights.name,
         "gemm_dtype": prec.gemm_dtype, "dtype": prec.weights.name, "kv_dtype": prec.kv.dtype,
         "engine_kv_cache_dtype": prec.kv.engine_name, "attn_dtype": prec.attn_dtype,
+        "state_dtype": prec.state_dtype if lay.state_page_bytes else None,
+        "mask": dep.mask.text() if dep.mask is not None else None,
         "attention_rate": attention_rate_source(dep.rates, prec.attn_dtype),
-        "memory_utilization": lim.memory_utilization, "block_size": lim.block_size,
+        "memory_utilization": lim.memory_utilization, "block_size": lay.block_size,
+        "mamba_cache_mode": lim.mamba_cache_mode if lay.state_page_bytes and lim.engine == "vllm" else None,
         "max_num_seqs": mem.max_num_seqs, "max_num_batched_tokens": lim.max_num_batched_tokens,
         "chunked": lim.max_num_batched_tokens is not None and lim.max_num_batched_tokens < work.longest,
         "max_model_len": lim.max_model_len, "long_n": work.long_n, "short_n": work.short_n,
@@ -481,7 +492,7 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
         "weights_bytes_per_gpu": mem.weights_bytes_per_gpu, "activation_bytes_per_gpu": mem.activation_bytes_per_gpu,
         "activation_tokens": mem.activation_tokens, "non_torch_bytes_per_gpu": lim.non_torch_bytes,
         "cuda_graph_bytes_per_gpu": lim.cuda_graph_bytes, "kv_budget_bytes_per_gpu": mem.kv_budget_bytes_per_gpu,
-        "kv_bytes_per_token_per_gpu": mem.layout.kv_bytes_per_token_per_layer * len(par.stages(spec)[mem.stage]),
+        "kv_bytes_per_token_per_gpu": lay.kv_bytes_per_token_per_gpu(mem.stage),
         "kv_block_bytes_per_gpu": bb, "kv_pool_blocks": mem.kv_pool_blocks, "kv_cache_tokens": mem.kv_cache_tokens,
         "max_concurrency_at_max_model_len": mem.max_concurrency_at_max_len,
         "binding_stage": mem.stage if par.pp > 1 else None,
@@ -489,7 +500,12 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
     for cls, v in mem.weights.by_class.items():
         rec[f"weights_{cls}_bytes_per_gpu"] = int(v)
     rec.update({
-        "kv_groups": mem.layout.n_groups, "kv_layers_per_group": mem.layout.groups[0].layers_per_group,
+        "kv_groups": lay.n_groups, "kv_layers_per_group": lay.groups[0].layers_per_group,
+        "state_groups": lay.n_state_groups if lay.state_page_bytes else None,
+        "state_page_bytes_per_gpu": lay.state_page_bytes or None,
+        "state_pages_per_request": lay.state_pages_per_request if lay.state_page_bytes else None,
+        "state_bytes_per_request_per_gpu": (int(state_bytes(spec, dtype=prec.act_dtype, state_dtype=prec.state_dtype,
+                                                            tp=par.tp)) if lay.state_page_bytes else None),
         "shared_prefix_blocks": cap.shared_prefix_blocks, "kv_blocks_long": cap.blocks_long,
         "kv_blocks_short": cap.blocks_short, "kv_bytes_long_per_gpu": cap.blocks_long * bb,
         "kv_bytes_short_per_gpu": cap.blocks_short * bb, "kv_limited_concurrent_long": cap.kv_concurrent_long,
@@ -515,20 +531,23 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
 
 
 ENGINE_KEYS = ("engine", "memory_utilization", "block_size", "max_num_seqs", "max_num_batched_tokens", "chunked",
-               "max_model_len", "kv_memory_bytes", "gpu_memory_bytes", "non_torch_bytes", "cuda_graph_bytes")
+               "max_model_len", "kv_memory_bytes", "gpu_memory_bytes", "non_torch_bytes", "cuda_graph_bytes",
+               "mamba_cache_mode")
 
 
 def plan(model, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1, dp: int = 1, ep: int = 1,
          pp: int = 1, weights: str | None = None, dtype: str | None = None, kv_dtype: str = "bf16",
          attn_dtype: str | None = None, attention_backend: str | None = None, long=None, short=None, mix=None,
          ttft=None, tpot=None, prefix=0, chunk=None, decode_batch: int | None = None,
-         calibration: str | None = None, fit: str | None = None, **engine) -> CapacityPlan:
+         calibration: str | None = None, fit: str | None = None, state_dtype: str | None = None, mask=None,
+         **engine) -> CapacityPlan:
     """Plan one deployment for a long and a short request length (or a mix of lengths).
 
     Keyword API over :func:`plan_deployment`: ``engine`` keywords are :class:`EngineSettings`
     fields (``engine="vllm"|"sglang"|"none"``, ``memory_utilization``, ``max_num_seqs``, ...);
     ``chunk`` is ``max_num_batched_tokens`` (``chunk=0`` turns chunked prefill off); ``dtype`` is an
-    alias of ``weights``. Raises LcprofError on bad input.
+    alias of ``weights``; ``state_dtype`` the mixers' recurrent-state dtype (default the config's);
+    ``mask`` a ``--mask`` what-if on every attention layer. Raises LcprofError on bad input.
     """
     unknown = set(engine) - set(ENGINE_KEYS)
     if unknown:
@@ -551,7 +570,7 @@ def plan(model, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1, 
     settings = EngineSettings(**engine)
     dep = build_deployment(model, gpu=gpu, gpus=gpus, tp=tp, dp=dp, ep=ep, pp=pp, weights=weights or dtype or "bf16",
                            kv_dtype=kv_dtype, attn_dtype=attn_dtype, engine=settings, calibration=calibration,
-                           fit=fit, attention_backend=attention_backend)
+                           fit=fit, attention_backend=attention_backend, state_dtype=state_dtype, mask=mask)
     work = build_workload(long, short, mix, prefix, ttft, tpot, decode_batch)
     return plan_deployment(dep, work)
 

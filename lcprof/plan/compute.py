@@ -57,11 +57,12 @@ from typing import Callable
 
 import numpy as np
 
-from lcprof.cost.model import cost, roofline
+from lcprof.cost.model import cost, roofline, state_bytes
 from lcprof.cost.ops import experts_touched
 from lcprof.cost.weights import op_weight_bytes_delta
 from lcprof.errors import LcprofError
-from lcprof.hardware import Hardware, get_gpu, load_calibration
+from lcprof.hardware import Hardware, get_gpu
+from lcprof.rates import RateSet, resolve_rates
 from lcprof.plan.kvformat import kv_read_bytes
 from lcprof.plan.parallel import Parallel
 from lcprof.spec import ModelSpec
@@ -85,8 +86,10 @@ def op_split(name: str) -> str:
 
 @dataclass(frozen=True)
 class Rates:
-    """Where times come from: a roofline on ``hw`` (datasheet or calibration, attention rates carried
-    whole) or a fitted t(n); ``attention_backend`` names the kernel whose calibrated rate is used."""
+    """Where times come from: a roofline on ``hw`` (the :class:`lcprof.rates.RateSet`'s hardware,
+    carried whole: GEMM peaks, bandwidth, attention rates per backend, dtype and length) or a fitted
+    t(n); ``gpu`` is the GPU database entry the deployment runs on (its identity, memory and links);
+    ``attention_backend`` names the kernel whose calibrated rate attention is charged."""
 
     hw: Hardware
     link_bytes_per_s: float | None  # per direction, for collectives
@@ -94,27 +97,36 @@ class Rates:
     attention_backend: str | None = DEFAULT_ATTENTION_BACKEND
     # (n_new, prefix) -> seconds of the whole model's prefill on ONE GPU, from a fitted results table
     prefill_fit: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    gpu: Hardware | None = None
+    rate_set: RateSet | None = None
+
+    @property
+    def device(self) -> Hardware:
+        """The GPU the deployment runs on (memory, links, name): ``gpu``, else ``hw``."""
+        return self.gpu or self.hw
 
 
-def resolve_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None, *,
-                  spec: ModelSpec | None = None, dtype: str = "bf16",
-                  attention_backend: str | None = None) -> Rates:
-    """The GPU database entry, with peaks, bandwidth and measured attention rates (per backend and
-    length) replaced by a calibration profile when one is given (memory capacity and links stay the
-    GPU's)."""
-    hw = get_gpu(gpu)
-    source = f"roofline, datasheet {hw.key}"
-    link = hw.interconnect_bytes_per_s
-    if calibration:
-        cal = load_calibration(calibration)
-        hw = dataclasses.replace(hw, peak_flops_per_s=dict(cal.peak_flops_per_s),
-                                 hbm_bytes_per_s=cal.hbm_bytes_per_s, kind="calibration", source=cal.source,
-                                 attention_flops_per_s=dict(cal.attention_flops_per_s),
-                                 attention_flops_per_s_by_n=dict(cal.attention_flops_per_s_by_n))
-        link = cal.interconnect_bytes_per_s or link
-        source = f"roofline, calibration {calibration}"
-    rates = Rates(hw=hw, link_bytes_per_s=link, source=source,
-                  attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND)
+def deployment_rates(gpu: str | Hardware, calibration: str | None = None, fit: str | None = None, *,
+                     spec: ModelSpec | None = None, dtype: str = "bf16",
+                     attention_backend: str | None = None) -> Rates:
+    """The planner's rates: :func:`lcprof.rates.resolve_rates` (a calibration profile, rates fitted
+    from a results file, ``datasheet``, or without ``calibration`` the best profile at hand for the
+    GPU -- labelled), carried whole; memory and links stay the GPU's. GEMM dtypes the rates did not
+    measure (a profile without fp8 or int8) take the GPU's datasheet peak, and ``source`` says so.
+    ``fit``: a results table whose fitted t(n) replaces the prefill roofline."""
+    device = get_gpu(gpu)
+    rs = resolve_rates(device, calibration)
+    hw = rs.hardware
+    filled = sorted(set(device.peak_flops_per_s) - set(hw.peak_flops_per_s)) if rs.kind != "datasheet" else []
+    if filled:
+        hw = dataclasses.replace(hw, peak_flops_per_s={**{d: device.peak_flops_per_s[d] for d in filled},
+                                                       **hw.peak_flops_per_s})
+    source = f"roofline, {rs.label}"
+    if filled:
+        source += f"; {', '.join(filled)} peaks from the {device.key} datasheet (not measured)"
+    rates = Rates(hw=hw, link_bytes_per_s=hw.interconnect_bytes_per_s or device.interconnect_bytes_per_s,
+                  source=source, attention_backend=attention_backend or DEFAULT_ATTENTION_BACKEND, gpu=device,
+                  rate_set=rs)
     if fit:
         from lcprof.plan.fitted import fitted_rates  # needs lcprof.explain.fit (pandas/scipy)
 
@@ -146,8 +158,9 @@ class PrefillParts:
 
 
 def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
-                  tile: tuple[int, int] = (128, 128)) -> PrefillParts:
-    """One-GPU prefill time per split class (module docstring); a fitted table counts as all ``tp``."""
+                  tile: tuple[int, int] = (128, 128), mask=None) -> PrefillParts:
+    """One-GPU prefill time per split class (module docstring); a fitted table counts as all ``tp``.
+    ``mask``: a what-if mask on every attention layer (its pairs replace the layers' own)."""
     n_new, prefix = np.broadcast_arrays(np.atleast_1d(np.asarray(n_new, dtype=np.float64)),
                                         np.asarray(prefix, dtype=np.float64))
     if rates.prefill_fit is not None:
@@ -156,7 +169,7 @@ def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
         return PrefillParts(tp=t, experts=z, replicated=z, attention=z)
     act = precision.act_dtype
     c = cost(spec, n_new, prefix=prefix, phase="prefill", dtype=act, family="tiled", tile=tile, lm_head=True,
-             elementwise="fused")
+             elementwise="fused", mask=mask, state_dtype=getattr(precision, "state_dtype", None))
     delta = op_weight_bytes_delta(spec, precision.weights, dtype_bytes(act), n_new)
     qbytes = {k: (np.asarray(v) + delta[k] if k in delta else v) for k, v in c.bytes.items()}
     t_gemm = roofline(dataclasses.replace(c, dtype=precision.gemm_dtype, bytes=qbytes), rates.hw)
@@ -214,7 +227,7 @@ def comm_s(spec: ModelSpec, par: Parallel, tokens, link: float | None, act_dtype
 def prefill_s(dep, n_new, prefix=0, parts: PrefillParts | None = None) -> np.ndarray:
     """Prefill time of ``n_new`` tokens after ``prefix`` on one replica of ``dep`` (array over n)."""
     n_new = np.atleast_1d(np.asarray(n_new, dtype=np.float64))
-    p = parts or prefill_parts(dep.spec, dep.rates, dep.precision, n_new, prefix)
+    p = parts or prefill_parts(dep.spec, dep.rates, dep.precision, n_new, prefix, mask=getattr(dep, "mask", None))
     par = dep.par
     return combine_prefill(p, par) + comm_s(dep.spec, par, n_new, dep.rates.link_bytes_per_s, dep.precision.act_dtype)
 
@@ -270,25 +283,30 @@ def chunk_wait_s(dep, t_chunk) -> float:
 
 @dataclass(frozen=True)
 class DecodeParts:
-    """Per request at context n, one GPU of the replica: FLOPs of one new token and KV bytes read."""
+    """Per request at context n, one GPU of the replica: FLOPs of one new token and the cache bytes
+    one step moves (attention KV read, and a linear-time mixer's state read and written back)."""
 
     flops_per_gpu: np.ndarray
     kv_read_bytes_per_gpu: np.ndarray
 
 
 def decode_parts(dep, context, kv=None) -> DecodeParts:
-    """FLOPs (split like prefill) and KV bytes (stored format, window-capped) per request per GPU."""
+    """FLOPs (split like prefill) and cache bytes per request per GPU: the KV in its stored format,
+    window- or mask-capped, plus 2 x the mixers' state (read, updated, written back each step)."""
     spec, par = dep.spec, dep.par
+    mask = getattr(dep, "mask", None)
+    sdt = dep.precision.state_dtype
     ctx = np.atleast_1d(np.asarray(context, dtype=np.float64))
     c = cost(spec, ctx, phase="decode", dtype=dep.precision.act_dtype, family="useful", lm_head=True,
-             elementwise="fused")
+             elementwise="fused", mask=mask, state_dtype=sdt)
     flops = 0.0
     for name, f in c.flops.items():
         if name in ("total", "attn/total"):
             continue
         div = {"tp": par.tp, "experts": par.expert_shards, "replicated": 1}[op_split(name)]
         flops = flops + np.asarray(f, dtype=np.float64) / div
-    kvb = kv_read_bytes(spec, kv or dep.precision.kv, ctx, par.tp) / par.pp
+    state = 2.0 * state_bytes(spec, dtype=dep.precision.act_dtype, state_dtype=sdt, tp=par.tp)
+    kvb = (kv_read_bytes(spec, kv or dep.precision.kv, ctx, par.tp, mask=mask) + state) / par.pp
     return DecodeParts(np.broadcast_to(flops, ctx.shape).astype(np.float64), kvb)
 
 

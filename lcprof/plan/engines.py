@@ -45,6 +45,11 @@ at least 10240 MiB on GPUs over 60 GiB; chunked_prefill_size / cuda_graph_max_bs
 memory (8192 and 256, or 512 at TP >= 4, between 60 and 160 GiB). Activations and CUDA graphs live
 in the (1 - mem_fraction_static) reserve, so they do not change the pool; page_size 1.
 
+Hybrid models (a per-request mixer state beside the KV): vLLM pages the state with the attention KV
+(``lcprof.plan.memory``; ``--mamba-cache-mode`` none or align); SGLang keeps it in a separate Mamba
+pool (``HybridReqToTokenPool``, sized by ``--max-mamba-cache-size`` / ``--mamba-full-memory-ratio``),
+which lcprof does not model, so ``--engine sglang`` refuses a hybrid model in one line.
+
 **none**: lcprof's own: usable = datasheet memory x utilization (0.9); weights as the checkpoint
 stores them; the activation reserve of the largest prefill chunk in lcprof's measured (unfused)
 layout; no max_num_seqs; KV = usable - weights - reserve.
@@ -76,6 +81,9 @@ NONE_BLOCK_SIZE = 16
 #: use before the weights load. Pass the logged figure with --non-torch-bytes.
 NON_TORCH_BYTES_ESTIMATE = 512 * MIB
 SGLANG_PAGE_SIZE = 1
+#: vLLM CacheConfig.mamba_cache_mode values the planner models (``vllm/config/cache.py``: "none" is set
+#: when prefix caching is disabled, "align" is the default when it is enabled; "all" is not modelled).
+MAMBA_CACHE_MODES = ("none", "align")
 SGLANG_MAX_PREFILL_TOKENS = 16384  # ServerArgs.max_prefill_tokens
 
 
@@ -116,8 +124,12 @@ class EngineSettings:
     gpu_memory_bytes: int | None = None  # the total the engine sees
     non_torch_bytes: int | None = None
     cuda_graph_bytes: int | None = None
+    mamba_cache_mode: str | None = None  # vLLM --mamba-cache-mode (hybrid models): none | align
 
     def __post_init__(self) -> None:
+        if self.mamba_cache_mode is not None and self.mamba_cache_mode not in MAMBA_CACHE_MODES:
+            raise LcprofError(f"unknown --mamba-cache-mode {self.mamba_cache_mode!r}; accepted: "
+                              f"{', '.join(MAMBA_CACHE_MODES)} (vLLM's 'all' is not modelled)")
         if self.engine not in ENGINES:
             raise LcprofError(f"unknown engine {self.engine!r}; accepted: {', '.join(ENGINES)}")
         if self.memory_utilization is not None and not 0 < self.memory_utilization <= 1:
@@ -150,11 +162,17 @@ class EngineLimits:
     cuda_graph_bytes: int
     kv_memory_bytes: int | None
     cuda_graph_max_bs: int | None = None
+    mamba_cache_mode: str = "none"
     sources: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def chunk_tokens(self) -> int | None:
         return self.max_num_batched_tokens
+
+
+def has_state(spec: ModelSpec) -> bool:
+    """Whether a request of ``spec`` holds a constant mixer state (any non-attention token mixer)."""
+    return any(m != "attention" for layer in spec.layers for m in layer.mixers)
 
 
 def _default_gpu_memory(engine: str, hw: Hardware) -> tuple[int, str]:
@@ -206,6 +224,10 @@ def resolve_limits(settings: EngineSettings, spec: ModelSpec, hw: Hardware, *, t
     """Fill every None of ``settings`` with the engine's default for this model, GPU and layout."""
     e = settings.engine
     src: dict[str, str] = {}
+    if e == "sglang" and has_state(spec):
+        raise LcprofError(f"--engine sglang: {spec.name} keeps a per-request mixer state, which SGLang holds in a "
+                          "separate Mamba pool (HybridReqToTokenPool, sized by --max-mamba-cache-size / "
+                          "--mamba-full-memory-ratio) that lcprof does not model; use --engine vllm or none")
 
     def pick(name, value, default, why):
         if value is not None:
@@ -273,12 +295,15 @@ def resolve_limits(settings: EngineSettings, spec: ModelSpec, hw: Hardware, *, t
         cuda_graph = pick("cuda_graph_bytes", settings.cuda_graph_bytes, 0, "not counted")
     if settings.kv_memory_bytes is not None:
         src["kv_memory_bytes"] = "given (logged Available KV cache memory)"
+    mamba_mode = settings.mamba_cache_mode or "none"
+    src["mamba_cache_mode"] = "given" if settings.mamba_cache_mode else "vLLM default without prefix caching"
     return EngineLimits(engine=e, memory_utilization=float(util), block_size=int(block),
                         max_num_seqs=None if seqs is None else int(seqs),
                         max_num_batched_tokens=None if mnbt is None else int(mnbt),
                         max_model_len=None if max_len is None else int(max_len), gpu_memory_bytes=int(gpu_memory),
                         non_torch_bytes=int(non_torch), cuda_graph_bytes=int(cuda_graph),
-                        kv_memory_bytes=settings.kv_memory_bytes, cuda_graph_max_bs=cg_max_bs, sources=src)
+                        kv_memory_bytes=settings.kv_memory_bytes, cuda_graph_max_bs=cg_max_bs,
+                        mamba_cache_mode=mamba_mode, sources=src)
 
 
 def requested_bytes(lim: EngineLimits, util=None) -> np.ndarray:

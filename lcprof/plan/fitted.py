@@ -64,5 +64,5 @@ def fitted_rates(rates, path: str, *, spec: ModelSpec, dtype: str):
         return layers * (c0 + c1 * n_new + c2 * ((p + n_new) ** 2 - p ** 2)) + head_s
 
     source = (f"fitted table {path} ({g.label}, layer {g.key['layer']} x {layers} layers); "
-              f"decode from the roofline on {rates.hw.key}")
+              f"decode from the roofline on {rates.device.key}")
     return dataclasses.replace(rates, prefill_fit=prefill_1gpu, source=source)

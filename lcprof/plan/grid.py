@@ -27,12 +27,13 @@ from lcprof.errors import LcprofError
 from lcprof.plan import engines as E
 from lcprof.plan.capacity import concurrency, short_requests_lost
 from lcprof.plan.compute import (Rates, chunk_schedule, combine_prefill, comm_s, decode_parts, decode_step_s,
-                                 prefill_parts, resolve_rates)
+                                 deployment_rates, prefill_parts)
 from lcprof.plan.engines import EngineSettings
 from lcprof.plan.kvformat import KV_DTYPES
-from lcprof.plan.memory import heaviest_stage, kv_layout, pool_blocks, stage_activation_bytes, stage_weights
+from lcprof.plan.memory import (deployment_layout, heaviest_stage, kv_cache_tokens, pool_blocks,
+                                stage_activation_bytes, stage_weights)
 from lcprof.plan.parallel import Parallel, parallel_problem
-from lcprof.plan.scenario import Deployment, build_precision
+from lcprof.plan.scenario import Deployment, build_mask, build_precision
 from lcprof.plan.inputs import parse_dtype_list
 from lcprof.spec import ModelSpec, load_model
 from lcprof.units import parse_token_list, parse_tokens
@@ -70,7 +71,8 @@ def _lengths_schedule(lengths, chunk: int | None):
 
 def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, layouts: list[Parallel],
                 memory_utilizations=None, weights: str = "bf16", attn_dtype: str | None = None,
-                settings: EngineSettings = EngineSettings(), gpus: int | None = None) -> dict[str, np.ndarray]:
+                settings: EngineSettings = EngineSettings(), gpus: int | None = None, state_dtype: str | None = None,
+                mask=None) -> dict[str, np.ndarray]:
     """The grid as arrays of shape (len(longs), len(kv_dtypes), len(layouts), len(utilizations)).
 
     ``memory_utilizations`` None: each layout's engine default (one column). Returns a dict of
@@ -106,8 +108,8 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
         for i, kvd in enumerate(kv_dtypes):
             if problem is None:
                 try:
-                    prec = build_precision(spec, settings.engine, weights, kvd, attn_dtype)
-                    lim = E.resolve_limits(settings, spec, rates.hw, tp=par.tp, dp=par.dp, pp=par.pp)
+                    prec = build_precision(spec, settings.engine, weights, kvd, attn_dtype, state_dtype)
+                    lim = E.resolve_limits(settings, spec, rates.device, tp=par.tp, dp=par.dp, pp=par.pp)
                 except LcprofError as exc:
                     code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], rid(str(exc))
                     continue
@@ -115,14 +117,14 @@ def grid_arrays(spec: ModelSpec, rates: Rates, *, longs, short: int, kv_dtypes, 
                 code[:, i, j, :], reason[:, i, j, :] = _CODE["invalid"], rid(problem)
                 continue
             dep = Deployment(spec=spec, rates=rates, par=par, gpus=eff_gpus or par.gpus_per_replica, precision=prec,
-                             limits=lim)
+                             limits=lim, mask=build_mask(mask))
             if prepared is None:
                 chunk = lim.chunk_tokens
                 sizes, starts, members, whole = _lengths_schedule(lengths, chunk)
                 flat_members = np.concatenate(members)
                 offsets = np.cumsum([0] + [len(m) for m in members[:-1]])
                 prepared = (chunk, sizes, starts, flat_members, offsets, whole,
-                            prefill_parts(spec, rates, prec, sizes, starts))
+                            prefill_parts(spec, rates, prec, sizes, starts, mask=dep.mask))
             elif lim.chunk_tokens != prepared[0]:  # pragma: no cover - the chunk is a per-engine constant
                 raise LcprofError("the grid needs one prefill chunk for every layout")
             _fill(f, code, reason, rid, cache, (slice(None), i, j), dep, longs, short, utils, prepared, inv)
@@ -139,7 +141,7 @@ def _fill(f, code, reason, rid, cache, at, dep: Deployment, longs, short, utils,
     """Fill the grid cells ``at`` (all longs x all utils of one layout and KV dtype)."""
     spec, lim, par = dep.spec, dep.limits, dep.par
     chunk, sizes, starts, flat_members, offsets, whole, parts = prepared
-    lay = kv_layout(spec, dep.precision.kv, par, engine=lim.engine, block_size=lim.block_size)
+    lay = deployment_layout(dep)
     key = (par, lim.engine)
     if key not in cache:  # what does not depend on the KV dtype, once per layout
         weights = stage_weights(spec, dep)
@@ -155,18 +157,16 @@ def _fill(f, code, reason, rid, cache, at, dep: Deployment, longs, short, utils,
     requested = E.requested_bytes(lim, U) + np.zeros(pool.shape)
     b_long = lay.blocks_per_request(longs)[:, None]
     b_short = int(lay.blocks_per_request([short])[0])
+    kv_tokens = kv_cache_tokens(lay, lim, pool)
     if lim.engine == "vllm":
         seqs = np.full(pool.shape, lim.max_num_seqs)
         need = lay.vllm_blocks_at_max_len(lim.max_model_len, lim.max_num_batched_tokens)
-        kv_tokens = (pool / need * lim.max_model_len).astype(np.int64)
     elif lim.engine == "sglang":
-        kv_tokens = pool * lim.block_size
         seqs = (np.full(pool.shape, lim.max_num_seqs) if lim.max_num_seqs is not None
                 else E.sglang_max_running_requests(kv_tokens, lim.max_model_len))
         need = 0
     else:
         seqs = None if lim.max_num_seqs is None else np.full(pool.shape, lim.max_num_seqs)
-        kv_tokens = pool * lim.block_size // max(lay.n_groups, 1)
         need = 0
     c_long = concurrency(pool, b_long, seqs)
     c_short = concurrency(pool, b_short, seqs)
@@ -223,7 +223,7 @@ def _fill(f, code, reason, rid, cache, at, dep: Deployment, longs, short, utils,
     f["activation_bytes_per_gpu"][at] = np.choose(stage, [a + np.zeros(pool.shape) for a in acts])
     f["kv_budget_bytes_per_gpu"][at] = budget
     f["kv_block_bytes_per_gpu"][at] = lay.block_bytes_per_gpu
-    f["kv_bytes_per_token_per_gpu"][at] = lay.kv_bytes_per_token_per_layer * max(len(s) for s in par.stages(spec))
+    f["kv_bytes_per_token_per_gpu"][at] = lay.kv_bytes_per_token_per_gpu()
     f["kv_pool_blocks"][at] = np.where(budget > 0, pool, 0)
     f["kv_cache_tokens"][at] = np.where(budget > 0, kv_tokens, 0)
     f["max_num_seqs"][at] = 0 if seqs is None else seqs
@@ -276,16 +276,14 @@ def grid_frame(arrs: dict, *, spec: ModelSpec, gpu: str, layouts: list[Parallel]
 def capacity_grid(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | None = None, tps=(1,), dps=(1,),
                   eps=(1,), pps=(1,), weights: str = "bf16", kv_dtypes=("bf16",), attn_dtype: str | None = None,
                   memory_utilizations=None, longs=("128k",), short="4k", calibration: str | None = None,
-                  attention_backend: str | None = None, **engine) -> pd.DataFrame:
+                  attention_backend: str | None = None, state_dtype: str | None = None, mask=None,
+                  **engine) -> pd.DataFrame:
     """One row per (long length, KV dtype, layout, memory utilization) scenario (module docstring).
 
     ``gpus`` None: each scenario is one replica; otherwise a fixed deployment (a layout larger than
     ``gpus`` is one replica of its own size). ``engine`` keywords are EngineSettings fields
     (``chunk`` is max_num_batched_tokens; ``chunk=0`` turns chunked prefill off)."""
     spec = load_model(model)
-    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
-
-    refuse_state(spec, "lcprof plan --what-if")
     kv_dtypes = parse_dtype_list(kv_dtypes, KV_DTYPES)
     longs = parse_token_list(list(longs) if isinstance(longs, (list, tuple, np.ndarray)) else longs)
     short_n = parse_tokens(short)
@@ -296,10 +294,10 @@ def capacity_grid(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | 
         else:
             engine["max_num_batched_tokens"] = parse_tokens(chunk)
     settings = EngineSettings(**engine)
-    rates = resolve_rates(gpu, calibration, attention_backend=attention_backend)
+    rates = deployment_rates(gpu, calibration, attention_backend=attention_backend)
     lays = layouts(tps, dps, eps, pps)
     arrs = grid_arrays(spec, rates, longs=longs, short=short_n, kv_dtypes=kv_dtypes, layouts=lays,
                        memory_utilizations=memory_utilizations, weights=weights, attn_dtype=attn_dtype,
-                       settings=settings, gpus=gpus)
-    return grid_frame(arrs, spec=spec, gpu=rates.hw.key, layouts=lays, kv_dtypes=kv_dtypes, weights=weights,
+                       settings=settings, gpus=gpus, state_dtype=state_dtype, mask=mask)
+    return grid_frame(arrs, spec=spec, gpu=rates.device.key, layouts=lays, kv_dtypes=kv_dtypes, weights=weights,
                       engine=settings.engine, short=short_n)

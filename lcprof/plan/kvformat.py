@@ -79,8 +79,14 @@ def kv_format(spec: ModelSpec, kv_dtype: str, engine: str = "vllm") -> KVFormat:
 def kv_bytes_per_token_per_layer(spec: ModelSpec, fmt: KVFormat, tp: int = 1) -> int:
     """Bytes one token adds to ONE layer's cache on one GPU: data plus per-token scales.
 
-    Every layer caches the same width today (window caps apply to tokens, not to bytes)."""
+    Every attention layer caches the same width today (window caps apply to tokens, not to bytes);
+    layers without attention cache none (their constant state is paged apart: ``memory``). 0 for a
+    model without attention."""
     per_layer = kv_bytes_per_token_by_layer(spec, fmt.dtype, tp)
+    attn = np.array([layer.has_attention for layer in spec.layers])
+    if not attn.any():
+        return 0
+    per_layer = per_layer[attn]
     if not np.all(per_layer == per_layer[0]):  # pragma: no cover - every layer caches the same width today
         raise LcprofError(f"{spec.name}: layers cache different widths; uniform KV pages are not defined")
     data = float(per_layer[0])
@@ -92,12 +98,14 @@ def kv_bytes_per_token_per_layer(spec: ModelSpec, fmt: KVFormat, tp: int = 1) ->
 
 
 def kv_bytes_per_token(spec: ModelSpec, fmt: KVFormat, tp: int = 1, layers: int | None = None) -> int:
-    """Bytes one token adds over ``layers`` layers (default: all) on one GPU, before window caps."""
-    n = spec.n_layers if layers is None else int(layers)
+    """Bytes one token adds over ``layers`` layers (default: every attention layer) on one GPU, before
+    window caps."""
+    n = sum(1 for layer in spec.layers if layer.has_attention) if layers is None else int(layers)
     return n * kv_bytes_per_token_per_layer(spec, fmt, tp)
 
 
-def kv_read_bytes(spec: ModelSpec, fmt: KVFormat, n, tp: int = 1) -> np.ndarray:
-    """KV bytes one decode step reads per request at context n (window-capped per layer), one GPU."""
-    tokens = np.sum(kv_tokens_by_layer(spec, n), axis=0)
+def kv_read_bytes(spec: ModelSpec, fmt: KVFormat, n, tp: int = 1, mask=None) -> np.ndarray:
+    """KV bytes one decode step reads per request at context n (window- or ``mask``-capped per
+    layer), one GPU."""
+    tokens = np.sum(kv_tokens_by_layer(spec, n, mask), axis=0)
     return tokens * float(kv_bytes_per_token_per_layer(spec, fmt, tp))

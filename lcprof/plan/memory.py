@@ -23,8 +23,23 @@ KV groups and blocks (vLLM's hybrid allocator, ``vllm/v1/core/kv_cache_utils.py`
       chunked:  first held = C * floor((n-1)/C)    -> the current chunk's blocks
 
   summed over groups. Blocks wholly before the window are freed, as vLLM's sliding-window and
-  chunked-local managers do. A kind that holds a constant per-request state (Mamba, Gated DeltaNet:
-  the hybrid-layers work) would add its own ``blocks_held`` here: a fixed number of state pages.
+  chunked-local managers do.
+* **Hybrid models** (Mamba-1/2, Gated DeltaNet, lightning layers beside attention; vLLM
+  ``HybridAttentionMambaModelConfig`` / ``Platform._align_hybrid_block_size`` and
+  ``vllm/v1/kv_cache_interface.py`` ``MambaSpec``, commit 001cabc): every linear-time mixer is a
+  cache of its own kind (``state``), grouped with the attention kinds by the same cut. One state
+  page is the mixer's whole per-request state on one GPU (conv state in the activation dtype,
+  recurrent state in ``--state-dtype``, default the config's, e.g. Qwen3.5's float32
+  ``mamba_ssm_dtype``). vLLM raises the attention block size until one attention page holds a
+  state page -- ``block = a x cdiv(state_page, a x kv_bytes_per_token_per_layer)`` with
+  a = max(16, block_size) -- and pads the state page to the attention page, so every page has one
+  size. A request holds, in each state group, ``pages`` pages whatever its length (1 with
+  ``mamba_cache_mode`` none, prefix caching off; 2 with align, prefix caching on: the running
+  state and its last block-aligned checkpoint), plus its attention blocks: displacement and
+  concurrency count both. Qwen3-Next-80B-A3B (12 attention + 36 Gated DeltaNet layers, TP 1, bf16):
+  state 1,097,728 B, attention 2,048 B/token -> block 16 x cdiv(1097728, 32768) = 544 tokens, page
+  1,114,112 B (state padded 1.49%); groups of 12: one attention group, three state groups.
+  A model without attention (Falcon-Mamba) has state pages only.
 * A **shared prefix** of P tokens (prefix caching) is stored once per KV pool in floor(P / B) full
   blocks per group; each request holds only the blocks after them. Windowed groups share only the
   prefix blocks still inside their window.
@@ -60,15 +75,34 @@ def _cdiv(a, b):
     return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
 
 
+#: vLLM's kernel block alignment for the hybrid page unification: the smallest block the attention
+#: kernels take (FlashAttention ``MultipleOf(16)``, FlashInfer 16), raised to the configured block size
+#: (``vllm/platforms/interface.py`` ``_align_hybrid_block_size``; earlier
+#: ``vllm/model_executor/models/config.py`` ``HybridAttentionMambaModelConfig``, commit 0144dd5: 16).
+VLLM_HYBRID_BLOCK_ALIGNMENT = 16
+
+#: State pages one request holds per state group, by vLLM ``mamba_cache_mode``
+#: (``vllm/v1/kv_cache_interface.py`` ``MambaSpec.max_memory_usage_bytes``, commit 001cabc): ``none``
+#: (prefix caching off) the running state; ``align`` (prefix caching on) the running state plus the
+#: last block-aligned checkpoint.
+STATE_PAGES = {"none": 1, "align": 2}
+
+
 @dataclass(frozen=True)
 class KVGroupKind:
-    """All the layers of one attention kind, cut into ``n_groups`` KV groups of ``layers_per_group``
-    (the last one padded when they do not divide)."""
+    """All the layers of one cache kind, cut into ``n_groups`` KV groups of ``layers_per_group``
+    (the last one padded when they do not divide). Kinds: ``global``, ``sliding``, ``chunked``,
+    ``sparse`` (DSA: every token kept), ``masked`` (a ``--mask`` what-if on every attention
+    layer) and ``state`` (a linear-time mixer's constant per-request state: ``pages`` pages a
+    request, whatever its length)."""
 
-    kind: str  # global | sliding | chunked
+    kind: str
     window: int | None
     n_layers: int
     layers_per_group: int
+    mixer: str | None = None  # state: the mixer kind (mamba, mamba2, gated_deltanet, lightning)
+    pages: int = 1  # state: pages one request holds in each group
+    mask: object = None  # masked: the lcprof.cost.masks.Mask
 
     @property
     def n_groups(self) -> int:
@@ -80,24 +114,38 @@ class KVGroupKind:
 
     @property
     def label(self) -> str:
+        if self.kind == "state":
+            return f"state:{self.mixer}"
+        if self.kind == "masked":
+            return f"mask:{self.mask.text()}"
         return self.kind if self.window is None else f"{self.kind}:{self.window}"
 
     def first_held_position(self, n) -> np.ndarray:
-        """Position of the oldest token a layer of this kind still attends at context n (array over n)."""
+        """Position of the oldest token a layer of this kind still attends at context n (array over
+        n); a state layer holds no tokens (n)."""
         n = np.asarray(n, dtype=np.int64)
-        if self.kind == "global":
+        if self.kind in ("global", "sparse"):
             return np.zeros_like(n)
         if self.kind == "sliding":
             return np.maximum(0, n - int(self.window))
         if self.kind == "chunked":
             return int(self.window) * ((n - 1) // int(self.window))
+        if self.kind == "state":
+            return n.copy()
+        if self.kind == "masked":
+            return n - np.asarray(self.mask.kv_tokens(n), dtype=np.int64)
         raise LcprofError(f"unknown attention kind {self.kind!r}")  # pragma: no cover - LayerSpec validates
 
     def blocks_held(self, n, block_size: int, prefix=0) -> np.ndarray:
         """Blocks ONE group holds privately for a request of context n (int64 over n); full prefix
-        blocks still attended are shared (``prefix``)."""
+        blocks still attended are shared (``prefix``). A state group holds ``pages`` whatever n; a
+        masked group the mask's reserved tokens packed into blocks (nothing shared)."""
         n = np.asarray(n, dtype=np.int64)
         b = int(block_size)
+        if self.kind == "state":
+            return np.full(n.shape, int(self.pages), dtype=np.int64)
+        if self.kind == "masked":
+            return _cdiv(np.asarray(self.mask.kv_tokens(n), dtype=np.int64), b)
         first_block = self.first_held_position(n) // b
         held = -(-n // b) - first_block  # ceil(n / b) - floor(first / b)
         shared = np.maximum(0, int(prefix) // b - first_block)
@@ -106,44 +154,112 @@ class KVGroupKind:
     def vllm_blocks_at_max_len(self, max_model_len: int, max_num_batched_tokens: int, block_size: int) -> int:
         """Blocks ONE group needs for a max_model_len request in vLLM's concurrency count (module docstring)."""
         L, B = int(max_model_len), int(block_size)
-        if self.kind == "global":
+        if self.kind in ("global", "sparse"):
             return -(-L // B)
         if self.kind == "sliding":
             return -(-min(int(self.window) - 1 + int(max_num_batched_tokens), L) // B) + 1
+        if self.kind == "state":
+            return int(self.pages)
+        if self.kind == "masked":
+            return int(_cdiv(int(self.mask.kv_tokens(np.array([L]))[0]), B))
         return -(-min(int(self.window) + int(max_num_batched_tokens), L) // B)
 
 
-def kv_group_kinds(spec: ModelSpec, engine: str = "none") -> tuple[KVGroupKind, ...]:
-    """The model's attention kinds with the engine's group cut (module docstring)."""
-    counts: dict[tuple[str, int | None], int] = {}
-    for layer in spec.layers:
-        key = (layer.attn, layer.window)
-        counts[key] = counts.get(key, 0) + 1
+def _cache_entries(spec: ModelSpec, mask=None) -> list[tuple[int, tuple]]:
+    """(layer index, cache key) of every cache one request holds: one per attention layer (key:
+    its kind and window, or ``masked``) and one per linear-time mixer of a layer (key: ``state``
+    and the mixer kind), as vLLM registers one KV-cache spec per attention or Mamba module."""
+    out = []
+    for i, layer in enumerate(spec.layers):
+        if layer.has_attention:
+            out.append((i, ("masked", None) if mask is not None else (layer.attn, layer.window)))
+        for m in layer.mixers:
+            if m != "attention":
+                out.append((i, ("state", m)))
+    return out
+
+
+def _group_size(counts, engine: str) -> int:
     if engine == "vllm":
-        lo, hi = min(counts.values()), max(counts.values())
-        g = hi if hi < lo * 1.5 else lo
-    else:
-        g = reduce(math.gcd, counts.values())
-    return tuple(KVGroupKind(kind, window, c, g) for (kind, window), c in counts.items())
+        lo, hi = min(counts), max(counts)
+        return hi if hi < lo * 1.5 else lo
+    return reduce(math.gcd, counts)
+
+
+def kv_group_kinds(spec: ModelSpec, engine: str = "none", *, mask=None, state_pages: int = 1
+                   ) -> tuple[KVGroupKind, ...]:
+    """The model's cache kinds with the engine's group cut (module docstring)."""
+    counts: dict[tuple, int] = {}
+    for _, key in _cache_entries(spec, mask):
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        raise LcprofError(f"{spec.name} holds no KV and no state per request; there is nothing to plan")
+    g = _group_size(list(counts.values()), engine)
+    out = []
+    for (kind, window), c in counts.items():
+        if kind == "state":
+            out.append(KVGroupKind("state", None, c, g, mixer=window, pages=int(state_pages)))
+        elif kind == "masked":
+            out.append(KVGroupKind("masked", None, c, g, mask=mask))
+        else:
+            out.append(KVGroupKind(kind, window, c, g))
+    return tuple(out)
+
+
+def hybrid_block_size(block_size: int, attn_bytes_per_token: int, state_page_bytes: int) -> int:
+    """The attention block size vLLM uses so that one attention page (block x bytes per token of one
+    layer) holds at least one state page: ``a x cdiv(state, a x per_token)`` tokens with a =
+    max(16, block_size), or the configured block when that is larger (``_align_hybrid_block_size``).
+    The state page is then padded to the attention page, so every page of the pool has one size."""
+    if state_page_bytes <= 0 or attn_bytes_per_token <= 0:
+        return int(block_size)
+    a = max(VLLM_HYBRID_BLOCK_ALIGNMENT, int(block_size))
+    return max(int(block_size), a * int(_cdiv(state_page_bytes, a * attn_bytes_per_token)))
 
 
 @dataclass(frozen=True)
 class KVLayout:
-    """The paged KV cache of one deployment: groups, block size and the bytes of one block per stage."""
+    """The paged KV cache of one deployment: groups, block size and the bytes of one block per stage.
+
+    ``page_bytes_per_gpu`` is one layer's page (block_size tokens of attention KV, or one padded
+    state); a block is ``layers_per_group`` pages (one per layer of a group)."""
 
     groups: tuple[KVGroupKind, ...]
     block_size: int
-    kv_bytes_per_token_per_layer: int  # one GPU
+    kv_bytes_per_token_per_layer: int  # one GPU, an attention layer
     stage_block_bytes: tuple[int, ...]  # bytes of one block on one GPU of each pipeline stage
+    configured_block_size: int = 0  # the engine's block size before the hybrid unification
+    state_page_bytes: int = 0  # one layer's state on one GPU, unpadded (0: no state)
+    page_bytes_per_gpu: int = 0
+    attention_layers_per_stage: tuple[int, ...] = ()
 
     @property
     def n_groups(self) -> int:
         return sum(k.n_groups for k in self.groups)
 
     @property
+    def n_attention_groups(self) -> int:
+        return sum(k.n_groups for k in self.groups if k.kind != "state")
+
+    @property
+    def n_state_groups(self) -> int:
+        return sum(k.n_groups for k in self.groups if k.kind == "state")
+
+    @property
+    def state_pages_per_request(self) -> int:
+        return sum(k.n_groups * k.pages for k in self.groups if k.kind == "state")
+
+    @property
     def block_bytes_per_gpu(self) -> int:
         """Bytes of one block on the stage with the largest blocks."""
         return max(self.stage_block_bytes)
+
+    def kv_bytes_per_token_per_gpu(self, stage: int | None = None) -> int:
+        """Attention KV bytes one token adds on one GPU of ``stage`` (default: the stage with the most
+        attention layers), before window caps."""
+        layers = (max(self.attention_layers_per_stage) if stage is None
+                  else self.attention_layers_per_stage[stage])
+        return self.kv_bytes_per_token_per_layer * layers
 
     def blocks_per_request(self, n, prefix: int = 0) -> np.ndarray:
         """Private blocks one request of context n holds, summed over groups (int64 over n)."""
@@ -155,12 +271,14 @@ class KVLayout:
 
     def shared_prefix_blocks(self, prefix: int, shortest_n: int) -> int:
         """Blocks the shared prefix occupies once per pool (windowed groups: the part the shortest
-        request still attends)."""
+        request still attends; state and masked groups share nothing)."""
         if prefix <= 0:
             return 0
         b = self.block_size
         out = 0
         for k in self.groups:
+            if k.kind in ("state", "masked"):
+                continue
             first_block = int(k.first_held_position(np.array([shortest_n]))[0]) // b
             out += k.n_groups * max(0, prefix // b - first_block)
         return out
@@ -169,26 +287,86 @@ class KVLayout:
         return sum(k.n_groups * k.vllm_blocks_at_max_len(max_model_len, max_num_batched_tokens, self.block_size)
                    for k in self.groups)
 
+    def hybrid_log(self) -> list[str]:
+        """What vLLM logs when it unifies the attention and state pages (its own words)."""
+        if not self.state_page_bytes or not self.kv_bytes_per_token_per_layer:
+            return []
+        lines = []
+        if self.block_size != self.configured_block_size:
+            lines.append(f"Setting attention block size to {self.block_size} tokens to ensure that attention "
+                         "page size is >= mamba page size.")
+        if self.page_bytes_per_gpu != self.state_page_bytes:
+            pct = 100 * (self.page_bytes_per_gpu - self.state_page_bytes) / self.state_page_bytes
+            lines.append(f"Padding mamba page size by {pct:.2f}% to ensure that mamba page size and attention "
+                         "page size are exactly equal.")
+        return lines
+
+
+def state_page_bytes(spec: ModelSpec, tp: int = 1, *, dtype: str = "bf16", state_dtype: str | None = None) -> int:
+    """One layer's state on one GPU (the largest of the model's mixer kinds): conv state in ``dtype``,
+    recurrent state in ``state_dtype`` (``lcprof.cost.kinds``; vLLM ``MambaSpec.page_size_bytes``)."""
+    from lcprof.cost.kinds import mixer_state_bytes
+
+    kinds = {m for layer in spec.layers for m in layer.mixers if m != "attention"}
+    return max([int(mixer_state_bytes(spec.mixer(m), dtype, state_dtype=state_dtype, tp=tp)) for m in kinds],
+               default=0)
+
+
+def deployment_layout(dep, par: Parallel | None = None) -> KVLayout:
+    """The paged cache of a deployment (its KV format, state dtype, engine, block size, state pages
+    and mask what-if), optionally on another parallel layout (the grid)."""
+    lim, prec = dep.limits, dep.precision
+    return kv_layout(dep.spec, prec.kv, dep.par if par is None else par, engine=lim.engine,
+                     block_size=lim.block_size, mask=dep.mask, state_dtype=prec.state_dtype,
+                     state_pages=STATE_PAGES[lim.mamba_cache_mode], act_dtype=prec.act_dtype)
+
+
+def kv_cache_tokens(layout: KVLayout, lim, pool) -> np.ndarray:
+    """The token count the engine logs for a pool of ``pool`` blocks (int64, broadcasts): vLLM
+    int(max concurrency x max_model_len) (``kv_cache_utils._report_kv_cache_config``, commit 001cabc;
+    earlier versions printed num_blocks // groups x block_size); SGLang its #tokens (pool x page);
+    none the tokens one request could hold over the attention groups after its state pages."""
+    pool = np.asarray(pool, dtype=np.int64)
+    if lim.engine == "vllm":
+        need = layout.vllm_blocks_at_max_len(lim.max_model_len, lim.max_num_batched_tokens)
+        return (pool / need * lim.max_model_len).astype(np.int64)
+    if lim.engine == "sglang":
+        return pool * lim.block_size
+    attn = layout.n_attention_groups
+    if attn == 0:
+        return np.zeros_like(pool)
+    return np.maximum(pool - layout.state_pages_per_request, 0) * layout.block_size // attn
+
 
 def kv_layout(spec: ModelSpec, fmt: KVFormat, par: Parallel = Parallel(), *, engine: str = "none",
-              block_size: int = 16) -> KVLayout:
+              block_size: int = 16, mask=None, state_dtype: str | None = None, state_pages: int = 1,
+              act_dtype: str = "bf16") -> KVLayout:
     """Groups of the whole model and the per-stage block bytes (module docstring)."""
     if block_size <= 0:
         raise LcprofError(f"block size must be a positive number of tokens, got {block_size}")
-    groups = kv_group_kinds(spec, engine)
+    groups = kv_group_kinds(spec, engine, mask=mask, state_pages=state_pages)
     per_layer = kv_bytes_per_token_per_layer(spec, fmt, par.tp)
-    stage_bytes = []
+    state = state_page_bytes(spec, par.tp, dtype=act_dtype, state_dtype=state_dtype)
+    block = hybrid_block_size(block_size, per_layer, state)
+    page = block * per_layer if per_layer else state
+    entries = _cache_entries(spec, mask)
+    on_stage = {("state", k.mixer) if k.kind == "state" else (("masked", None) if k.kind == "masked"
+                                                              else (k.kind, k.window)): k.n_groups for k in groups}
+    stage_bytes, attn_layers = [], []
     for layers in par.stages(spec):
-        on_stage = {(k.kind, k.window): k.n_groups for k in groups}
+        members = set(layers)
         counts: dict[tuple, int] = {}
-        for i in layers:
-            key = (spec.layers[i].attn, spec.layers[i].window)
-            counts[key] = counts.get(key, 0) + 1
-        widest = max(-(-c // on_stage[key]) for key, c in counts.items())
+        for i, key in entries:
+            if i in members:
+                counts[key] = counts.get(key, 0) + 1
+        widest = max([-(-c // on_stage[key]) for key, c in counts.items()], default=1)
         if par.pp == 1:
             widest = max(k.layers_per_group for k in groups)
-        stage_bytes.append(int(block_size) * widest * per_layer)
-    return KVLayout(groups, int(block_size), per_layer, tuple(stage_bytes))
+        stage_bytes.append(int(widest * page))
+        attn_layers.append(sum(1 for i in layers if spec.layers[i].has_attention))
+    return KVLayout(groups, int(block), per_layer, tuple(stage_bytes), configured_block_size=int(block_size),
+                    state_page_bytes=int(state), page_bytes_per_gpu=int(page),
+                    attention_layers_per_stage=tuple(attn_layers))
 
 
 @dataclass(frozen=True)
@@ -276,7 +454,7 @@ def _fit_error(spec: ModelSpec, dep, w: int, requested: float) -> str:
 def memory_stage(spec: ModelSpec, dep, longest_new: int) -> MemoryStage:
     """The memory stage of one plan (raises LcprofError when the model or one request does not fit)."""
     lim = dep.limits
-    layout = kv_layout(spec, dep.precision.kv, dep.par, engine=lim.engine, block_size=lim.block_size)
+    layout = deployment_layout(dep)
     weights = stage_weights(spec, dep)
     if lim.engine == "vllm":
         act_tokens = lim.max_num_batched_tokens
@@ -305,20 +483,20 @@ def memory_stage(spec: ModelSpec, dep, longest_new: int) -> MemoryStage:
     if lim.engine == "vllm":
         per_req = layout.vllm_blocks_at_max_len(lim.max_model_len, lim.max_num_batched_tokens)
         conc = blocks / per_req
-        tokens = int(conc * lim.max_model_len)
+        tokens = int(kv_cache_tokens(layout, lim, blocks))
         if conc < 1:
             raise LcprofError(E.not_enough_for_one_request(
                 lim.max_model_len, per_req * layout.block_bytes_per_gpu, budget,
                 _vllm_estimated_max_len(layout, blocks, lim)))
-        log = E.vllm_startup_log(weights_bytes=w, available_kv_bytes=budget, kv_tokens=tokens,
-                                 max_model_len=lim.max_model_len, max_concurrency=conc,
-                                 profiled=lim.kv_memory_bytes is None)
+        log = layout.hybrid_log() + E.vllm_startup_log(
+            weights_bytes=w, available_kv_bytes=budget, kv_tokens=tokens, max_model_len=lim.max_model_len,
+            max_concurrency=conc, profiled=lim.kv_memory_bytes is None)
     elif lim.engine == "sglang":
-        tokens = blocks * lim.block_size
+        tokens = int(kv_cache_tokens(layout, lim, blocks))
         if seqs is None:
             seqs = E.sglang_max_running_requests(tokens, lim.max_model_len)
         log = E.sglang_startup_log(weights_bytes=w, tokens=tokens,
-                                   kv_bytes_per_token=layout.kv_bytes_per_token_per_layer * len(dep.par.stages(spec)[stage]),
+                                   kv_bytes_per_token=layout.kv_bytes_per_token_per_gpu(stage),
                                    mla=spec.mla is not None, chunk=lim.max_num_batched_tokens, max_running=seqs,
                                    context_len=lim.max_model_len)
         reserve = (lim.gpu_memory_bytes - lim.non_torch_bytes) * (1 - lim.memory_utilization)
@@ -328,7 +506,7 @@ def memory_stage(spec: ModelSpec, dep, longest_new: int) -> MemoryStage:
             warned.append(f"SGLang's reserve of {fmt_bytes(reserve)} (1 - mem_fraction_static) is smaller than the "
                           f"activation of a {lim.max_num_batched_tokens}-token chunk ({fmt_bytes(need)}): it may OOM")
     else:
-        tokens = blocks * lim.block_size // max(layout.n_groups, 1)
+        tokens = int(kv_cache_tokens(layout, lim, blocks))
     return MemoryStage(limits=lim, layout=layout, weights=weights[stage],
                        decode_weights=heaviest_stage(weights), stage=stage,
                        requested_bytes_per_gpu=int(requested), weights_bytes_per_gpu=w, activation_bytes_per_gpu=a,

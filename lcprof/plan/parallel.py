@@ -80,7 +80,7 @@ def parallel_problem(spec: ModelSpec, par: Parallel, gpus: int | None = None) ->
             return f"--{name} must be a positive integer, got {v!r}"
     if spec.n_heads % par.tp:
         return f"TP={par.tp} does not divide {spec.name}'s {spec.n_heads} attention heads"
-    if spec.mla is None:
+    if spec.mla is None and spec.has_attention:
         try:
             kv_heads_per_gpu(spec, par.tp)
         except LcprofError as exc:

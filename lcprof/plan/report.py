@@ -170,7 +170,10 @@ def write_report(ps, directory, *, command: str | None = None) -> Path:
             f"(costs {q['short_requests_lost_per_long']} slots) and **{q['displacement_prefill']:.3g}** short "
             f"prefills of compute; a short request behind it waits {fmt_value('x_s', q['ttft_short_behind_long_s'])}"
             + (f" with {fmt_tokens(q['max_num_batched_tokens'])}-token chunked prefill "
-               f"({fmt_value('x_s', q['ttft_short_behind_long_unchunked_s'])} unchunked)" if chunked else "") + ".")
+               f"({fmt_value('x_s', q['ttft_short_behind_long_unchunked_s'])} unchunked)" if chunked else "") + "."
+            + (f" Each request also holds {fmt_value('x_bytes', q['state_bytes_per_request_per_gpu'])} of mixer "
+               f"state per GPU (one block in each of its {q['state_pages_per_request']} state groups), whatever its "
+               "length." if q.get("state_pages_per_request") else ""))
     lines.append("")
     for title, frame in section_frames(ps):
         lines += [f"## {title}", "", _md_table(frame), ""]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lcprof.cost.weights import WeightFormat, weight_format
 from lcprof.errors import LcprofError
-from lcprof.plan.compute import Rates, resolve_rates
+from lcprof.plan.compute import Rates, deployment_rates
 from lcprof.plan.engines import EngineLimits, EngineSettings, resolve_limits
 from lcprof.plan.inputs import parse_mix, parse_seconds
 from lcprof.plan.kvformat import KVFormat, kv_format
@@ -21,17 +21,22 @@ from lcprof.spec import ModelSpec, load_model
 from lcprof.units import dtype_name, fmt_tokens, parse_tokens
 
 ATTN_DTYPES = ("fp32", "bf16", "fp16", "fp8")
+STATE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class Precision:
     """Weights (format per tensor class), KV cache (format with scales), the dtype attention runs
-    at, and the activations' dtype (bf16 unless the weights are fp32/fp16)."""
+    at, the activations' dtype (bf16 unless the weights are fp32/fp16) and the dtype linear-time
+    mixers keep their recurrent state in (``--state-dtype``; default the config's, e.g. Qwen3.5's
+    ``mamba_ssm_dtype`` float32, else the activations'; their conv state stays in the activations'
+    dtype, as vLLM's ``mamba_ssm_cache_dtype`` / ``mamba_cache_dtype`` "auto" do)."""
 
     weights: WeightFormat
     kv: KVFormat
     attn_dtype: str
     act_dtype: str
+    state_dtype: str = "bf16"
 
     @property
     def gemm_dtype(self) -> str:
@@ -48,6 +53,7 @@ class Deployment:
     gpus: int
     precision: Precision
     limits: EngineLimits
+    mask: object = None  # a what-if attention mask for every attention layer (lcprof.cost.masks.Mask)
 
     @property
     def replicas(self) -> int:
@@ -104,31 +110,55 @@ def build_workload(long=None, short=None, mix=None, prefix=0, ttft=None, tpot=No
 
 
 def build_precision(spec: ModelSpec, engine: str, weights: str = "bf16", kv_dtype: str = "bf16",
-                    attn_dtype: str | None = None) -> Precision:
+                    attn_dtype: str | None = None, state_dtype: str | None = None) -> Precision:
     fmt = weight_format(weights)
     if fmt.name == "mxfp4" and spec.moe is None:
         raise LcprofError(f"--weights mxfp4 quantizes routed experts only (vLLM Mxfp4Config) and {spec.name} has "
                           "none; use int4 or nvfp4 for a dense model")
     act = fmt.name if fmt.name in ("fp32", "fp16", "bf16") else "bf16"
     attn = act if attn_dtype is None else dtype_name(attn_dtype, allowed=ATTN_DTYPES)
-    return Precision(weights=fmt, kv=kv_format(spec, kv_dtype, engine), attn_dtype=attn, act_dtype=act)
+    if state_dtype is not None:
+        state = dtype_name(state_dtype, allowed=STATE_DTYPES)
+    elif spec.state_dtype:
+        state = dtype_name(spec.state_dtype, allowed=STATE_DTYPES)
+    else:
+        state = act
+    return Precision(weights=fmt, kv=kv_format(spec, kv_dtype, engine), attn_dtype=attn, act_dtype=act,
+                     state_dtype=state)
+
+
+def build_mask(mask):
+    """A ``--mask`` what-if (text or Mask) for the planner, or None. Infini-attention's compressive
+    memory is a per-layer state no engine pages, so the planner refuses it."""
+    if mask is None or mask == "":
+        return None
+    from lcprof.cost.masks import Infini, Mask, parse_mask
+
+    m = mask if isinstance(mask, Mask) else parse_mask(str(mask))
+    if isinstance(m, Infini):
+        raise LcprofError("lcprof plan --mask infini: the compressive memory is a per-layer state no serving "
+                          "engine pages; use `lcprof kv --mask` for its bytes")
+    return m
 
 
 def build_deployment(model: str | ModelSpec, *, gpu: str = "h100-sxm", gpus: int | None = None, tp: int = 1,
                      dp: int = 1, ep: int = 1, pp: int = 1, weights: str = "bf16", kv_dtype: str = "bf16",
                      attn_dtype: str | None = None, engine: EngineSettings | None = None,
                      calibration: str | None = None, fit: str | None = None,
-                     attention_backend: str | None = None) -> Deployment:
-    """Parse and check a deployment; ``engine`` carries the engine's knobs (None: vLLM's defaults)."""
+                     attention_backend: str | None = None, state_dtype: str | None = None,
+                     mask=None) -> Deployment:
+    """Parse and check a deployment; ``engine`` carries the engine's knobs (None: vLLM's defaults);
+    ``mask`` a ``--mask`` what-if on every attention layer."""
     spec = load_model(model)
-    from lcprof.cost.model import refuse_state  # the planner does not charge mixer state yet (issue 14)
-
-    refuse_state(spec, "lcprof plan")
+    if mask is not None and fit:
+        raise LcprofError("--mask with --fit: the fitted t(n) was measured without the mask; drop one of them")
     par = Parallel(int(tp), int(dp), int(ep), int(pp))
     gpus = par.gpus_per_replica if gpus is None else int(gpus)
     check_parallel(spec, par, gpus)
     settings = engine or EngineSettings()
-    prec = build_precision(spec, settings.engine, weights, kv_dtype, attn_dtype)
-    rates = resolve_rates(gpu, calibration, fit, spec=spec, dtype=prec.act_dtype, attention_backend=attention_backend)
-    limits = resolve_limits(settings, spec, rates.hw, tp=par.tp, dp=par.dp, pp=par.pp)
-    return Deployment(spec=spec, rates=rates, par=par, gpus=gpus, precision=prec, limits=limits)
+    prec = build_precision(spec, settings.engine, weights, kv_dtype, attn_dtype, state_dtype)
+    rates = deployment_rates(gpu, calibration, fit, spec=spec, dtype=prec.act_dtype,
+                             attention_backend=attention_backend)
+    limits = resolve_limits(settings, spec, rates.device, tp=par.tp, dp=par.dp, pp=par.pp)
+    return Deployment(spec=spec, rates=rates, par=par, gpus=gpus, precision=prec, limits=limits,
+                      mask=build_mask(mask))

@@ -2,6 +2,7 @@
 # Mutation run on lcprof/plan/ with the plan tests (mutmut 3.8), on a seeded sample of the mutants.
 #
 #   reports/mutation/run_plan_mutation.sh [SAMPLE_SIZE] [SEED]
+#   FILTER='regex' reports/mutation/run_plan_mutation.sh 60 7   # sample only mutant names matching it
 #
 # Works in a scratch copy (the repository is not touched): appends a [tool.mutmut] section to the
 # copy's pyproject.toml, lets mutmut generate every mutant of lcprof/plan/ (report.py, render.py,
@@ -29,11 +30,15 @@ CFG
 nice mutmut run --max-children 2 lcprof.plan.parallel.x_parallel_problem__mutmut_1 > /dev/null 2>&1 || true
 python3 - "$SAMPLE" "$SEED" > sample.txt <<'PY'
 import glob, json, random, sys
+import os, re
 names = []
 for f in sorted(glob.glob("mutants/lcprof/plan/*.meta")):
     names += list(json.load(open(f))["exit_code_by_key"])
+pattern = os.environ.get("FILTER")
+if pattern:
+    names = [n for n in names if re.search(pattern, n)]
 random.seed(int(sys.argv[2]))
-print("\n".join(random.sample(names, int(sys.argv[1]))))
+print("\n".join(random.sample(names, min(int(sys.argv[1]), len(names)))))
 PY
 nice mutmut run --max-children 2 $(cat sample.txt) > run.log 2>&1 || true
 python3 - <<'PY'

@@ -222,7 +222,7 @@ def test_collectives_by_hand():
 
 
 def test_decode_step_is_weights_plus_kv_over_bandwidth():
-    r = plan("llama3.1-70b", gpus=8, tp=8, long="128k", short="4k").record
+    r = plan("llama3.1-70b", gpus=8, tp=8, long="128k", short="4k", calibration="datasheet").record
     # one 4k request alone, memory-bound: every weight but the embedding (a row gather) and the RoPE
     # buffer, its KV, plus two tiny all-reduces per layer
     w = _llama70b_tp8_weights() - BF16 * 128256 * 8192 // 8 - 131072 * 128 * BF16

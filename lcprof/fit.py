@@ -567,6 +567,11 @@ def _family_of(rows: pd.DataFrame) -> str | None:
         return None
 
 
+def _has_attention(spec, key: dict) -> bool:
+    layer = int(key.get("layer", 0))
+    return not (0 <= layer < spec.n_layers) or spec.layers[layer].has_attention
+
+
 def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
                  ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     """(design function over n for the cost-model fit of this group, or None; why not)."""
@@ -577,6 +582,8 @@ def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
     except LcprofError as exc:
         return None, f"no cost-model fit: {exc}"
     family = _family_of(rows)
+    if family is None and not _has_attention(spec, key):
+        family = "useful"  # no attention in the layer: the family changes nothing the model counts
     if family is None:
         return None, "no cost-model fit: the rows' executed attention family is unknown or mixed"
     kw = dict(phase=key.get("phase", "prefill"), batch=int(key.get("batch", 1)), dtype=str(key["dtype"]),

@@ -88,6 +88,19 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
                           "decoder layer does not build this kind")
 
 
+#: Config keys of the norms' epsilon, in the order transformers' configs use them (Falcon-Mamba and
+#: Nemotron-H spell it layer_norm_epsilon / norm_eps).
+NORM_EPS_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps")
+
+
+def norm_eps(spec: ModelSpec) -> float:
+    """The RMSNorm epsilon of the config (1e-6 when it names none)."""
+    for key in NORM_EPS_KEYS:
+        if spec.config.get(key) is not None:
+            return float(spec.config[key])
+    return 1e-6
+
+
 def linear_mixer(layer: LayerSpec) -> str | None:
     """The layer's linear-time mixer kind (``mamba2``, ...), or None (attention or MLP only)."""
     kinds = [m for m in layer.mixers if m != "attention"]
@@ -236,7 +249,7 @@ class DecoderLayer(nn.Module):
         self.is_moe = bool(self.lspec.moe and spec.moe is not None)
         self.moe_timing = moe_timing if self.is_moe else "n/a"
         h, H = spec.hidden_size, spec.n_heads
-        eps = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+        eps = norm_eps(spec)
         self.act = _activation(spec)
         lyr = self.lspec
         # one norm before each block: the token mixer's (input_norm) and the MLP's (post_attn_norm;

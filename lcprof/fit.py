@@ -356,12 +356,12 @@ def work_by_class(spec, ns, *, phase: str, batch: int, dtype: str, family: str, 
                   mla_form: str | None = None, elementwise: str = "unfused", tile: int = 128) -> np.ndarray:
     """(len(ns), 4) design: [1, matmul FLOPs, attention FLOPs, memory-bound bytes] that
     ``lcprof.cost.cost`` counts for one layer at each n (see the module docstring)."""
-    from lcprof.cost.model import cost
+    from lcprof.cost.model import TOTAL_KEYS, cost
 
     store = "fp32" if dtype == "tf32" else dtype
     c = cost(spec, np.asarray(ns, dtype=np.float64), phase=phase, batch=int(batch), dtype=store, family=family,
              layer=int(layer), mla_form=mla_form or None, elementwise=elementwise, tile=(tile, tile))
-    names = [k for k in c.flops if k not in ("total", "attn/total")]
+    names = [k for k in c.flops if k not in TOTAL_KEYS]  # sums of other keys (mixer/total too) count once
     size = len(np.atleast_1d(ns))
     zero = np.zeros(size)
 

@@ -15,7 +15,7 @@ NS=${2:-128..1024}
 BUDGET=${BUDGET_S:-0.3}
 mkdir -p "$OUT"
 LC="nice python3 -m lcprof"
-{ date -u +%FT%TZ; uptime; nproc; echo "OMP_NUM_THREADS=$OMP_NUM_THREADS"; python3 -c 'import torch; print("torch", torch.__version__)'; } > "$OUT/environment.txt"
+{ date -u +%FT%TZ; uptime; nproc --all; echo "OMP_NUM_THREADS=$OMP_NUM_THREADS"; python3 -c 'import torch; print("torch", torch.__version__)'; } > "$OUT/environment.txt"
 for model in nemotron-3-nano qwen3-next-80b-a3b; do
   for phase in prefill decode; do
     $LC sweep --model $model --layer 0 --n "$NS" --phase $phase --backends torch --dtype fp32 --device cpu \

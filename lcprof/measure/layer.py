@@ -1,9 +1,20 @@
 """One real decoder layer built from a ModelSpec, with seeded random weights.
 
-``DecoderLayer(spec, layer_idx, attention=...)`` is a pre-norm transformer block::
+``DecoderLayer(spec, layer_idx, attention=...)`` is a pre-norm block of the layer's kind::
 
-    x ─ RMSNorm ─ q/k/v proj ─ RoPE ─ attention(backend) ─ o proj ─(+)─ RMSNorm ─ MLP ─(+)─ out
-    └──────────────────────────────────────────────────────────────┘  └──────────────┘
+    attention:  x ─ RMSNorm ─ q/k/v proj ─ RoPE ─ attention(backend) ─ o proj ─(+)─ RMSNorm ─ MLP ─(+)─ out
+                └──────────────────────────────────────────────────────────────┘  └──────────────┘
+    mixer:      x ─ RMSNorm ─ Mamba / Mamba-2 / Gated DeltaNet / lightning (state) ─(+)─ [RMSNorm ─ MLP ─(+)] ─ out
+    MLP only:   x ─ RMSNorm ─ MLP ─(+)─ out
+
+* **Linear-time mixers** (``LayerSpec.mixers`` = ``("mamba2",)``...): the measured layers of
+  :mod:`lcprof.measure.mixers`, each with its own seeded init, on a mixer backend (``mixer_backend``,
+  :meth:`set_mixer_backend`: ``torch``, ``fla``, ``mamba-ssm``). The "cache" of such a layer is its
+  :class:`~lcprof.measure.mixers.common.MixerState` (conv window + recurrent state, constant in n):
+  ``layer(x)`` is a prefill from a fresh state, ``layer(x, state)`` continues from ``state`` (one
+  token: one recurrent step, decode); ``return_kv`` returns the new state. ``recurrent_reference``
+  runs the mixer's step-by-step recurrence instead (the float64 correctness oracle). A layer
+  without an MLP (Nemotron-H's ``M`` and ``*``, Falcon-Mamba) ends after the mixer's residual add.
 
 * **Attention**: GQA projections (``n_kv_heads`` K/V heads, optional q/k/v bias), RoPE on the first
   ``rope.rotary_dim`` dims of each head with the frequencies and attention factor of
@@ -243,7 +254,7 @@ class DecoderLayer(nn.Module):
         self.spec = spec
         self.layer_idx = layer_idx
         self.lspec: LayerSpec = spec.layers[layer_idx]
-        check_buildable(spec, self.lspec)  # this block is attention + MLP: never build another kind as one
+        check_buildable(spec, self.lspec)  # refuse, naming the layer, what this block cannot build
         self.attention = attention or eager_attention
         self.mla_form = mla_form
         self.is_moe = bool(self.lspec.moe and spec.moe is not None)

@@ -1,7 +1,11 @@
 """Sweeps that lose nothing and can be trusted on a shared machine: one layer timed across backends,
 dtypes and lengths, row by row.
 
-``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer:
+``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer, of
+any kind :class:`lcprof.measure.layer.DecoderLayer` builds: attention (attention backends), a
+linear-time mixer (mixer backends: ``torch``, ``fla``, ``mamba-ssm``; prefill from a fresh state,
+decode = one recurrent step from a state, constant in n; checked against the float64 recurrence;
+subnormals flushed on the CPU) or MLP only (``torch``):
 
 1. **validate** everything first (model, n list, backend names, dtypes, device, phase, layer): a
    user mistake raises ``LcprofError`` before anything runs or any file is touched;

@@ -82,7 +82,7 @@ LOAD_COLUMNS = ("load_avg_1m", "cpu_count", "point_wall_s", "self_cpu_s", "other
 RESULT_COLUMNS = (
     "model", "backend", "dtype", "device", "batch", "n", "time_s", "time_p10_s", "time_p90_s", "repeats",
     "peak_mem_bytes", "status", "reason", "phase",
-    "predicted_flops", "useful_flops", "achieved_flops_per_s", "layer", "attention_kind", "window",
+    "predicted_flops", "useful_flops", "achieved_flops_per_s", "layer", "layer_kind", "attention_kind", "window",
     "effective_mask", "mask_mode", "executed_family", "moe_timing", "mla_form", "ranks",
     "cuda_graph", "flush_l2", "elementwise",
     "predicted_mem_bytes", "mem_cap_bytes", "peak_mem_source",

@@ -7,6 +7,10 @@
 #      b. lcprof's whole model, one decode step at a context of 4k..128k, CUDA graphs (TPOT),
 #      c. layer 0 alone, lcprof's and transformers' (sdpa and flash_attention_2 where importable),
 #         prefill and decode at the same n;
+#   2d. a hybrid whole model (default nemotron-3-nano: 23 Mamba-2 + 23 MoE-MLP + 6 attention layers,
+#      dense-equivalent MoE, ~7 GiB in bf16), prefill at 4k..32k and one decode step at 4k..128k of
+#      context (each Mamba-2 layer's state, the attention layers' KV), mixers on the torch backend,
+#      no CUDA graphs (the mixers' chunk loop is host code);
 #   3. lcprof compare: measured TTFT/TPOT beside the planner's on the H200 datasheet (and on a
 #      calibration profile, if OUT_DIR/calibration.json exists), and lcprof / transformers per n.
 # Expected on an H200 (bf16, flash SDPA): llama3.1-8b prefill ~14 s per call at 128k (6.3 PFLOP), phi3
@@ -15,7 +19,8 @@
 # Usage: scripts/gpu_whole_model.sh OUT_DIR   (as one device command with a 600 s limit; if a stage
 # stops at its timeout, run the same command again: every sweep resumes from its rows)
 # Overrides (a CPU smoke test uses them): LCPROF_DEVICE, LCPROF_DTYPE, LCPROF_NS, LCPROF_MODELS,
-# LCPROF_GPU (planner's hardware), LCPROF_BUDGET_S, LCPROF_STAGE_S (seconds per long stage), LCPROF_GRAPH.
+# LCPROF_GPU (planner's hardware), LCPROF_BUDGET_S, LCPROF_STAGE_S (seconds per long stage), LCPROF_GRAPH,
+# LCPROF_HYBRID (hybrid models or config paths; "" for none), LCPROF_HYBRID_NS (their prefill lengths).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_whole_model.sh OUT_DIR}
@@ -27,6 +32,8 @@ GPU=${LCPROF_GPU:-h200}
 BUDGET=${LCPROF_BUDGET_S:-0.5}
 STAGE=${LCPROF_STAGE_S:-150}
 GRAPH=${LCPROF_GRAPH---cuda-graph}
+HYBRID=${LCPROF_HYBRID-nemotron-3-nano}
+HYBRID_NS=${LCPROF_HYBRID_NS:-4k..32k}
 mkdir -p "$OUT"
 LC="python3 -m lcprof"
 log() { echo "[$(date -u +%T)] $*" | tee -a "$OUT/campaign.log"; }
@@ -67,6 +74,19 @@ for M in $MODELS; do
         --impl "$IMPL" --target layer:0 --dtype "$DTYPE" --device "$DEVICE" --budget-s "$BUDGET" \
         --out "$OUT/$NAME-layer0-$IMPL.csv" --resume > /dev/null 2>> "$OUT/campaign.log" || log "  stopped (exit $?)"
   done
+done
+
+for M in $HYBRID; do
+  NAME=$(basename "$M" .json)
+  [ "$NAME" = config ] && NAME=$(basename "$(dirname "$M")")
+  log "stage 2d: $M hybrid whole model prefill $HYBRID_NS"
+  timeout $((STAGE / 2)) $LC model-sweep --model "$M" --n "$HYBRID_NS" --phase prefill --backends sdpa --dtype "$DTYPE" \
+      --device "$DEVICE" --budget-s "$BUDGET" --out "$OUT/$NAME-model-lcprof.csv" --resume > /dev/null 2>> "$OUT/campaign.log" \
+      || log "  stopped (exit $?); rows so far are kept, rerun to resume"
+  log "stage 2d: $M hybrid whole model decode $NS"
+  timeout $((STAGE / 3)) $LC model-sweep --model "$M" --n "$NS" --phase decode --backends sdpa --dtype "$DTYPE" \
+      --device "$DEVICE" --budget-s "$BUDGET" --out "$OUT/$NAME-model-lcprof.csv" --resume > /dev/null 2>> "$OUT/campaign.log" \
+      || log "  stopped (exit $?)"
 done
 
 log "stage 3: compare"

@@ -37,15 +37,16 @@ _SUMMARY = ["backend", "dtype", "n", "phase", "status", "time_s", "time_p10_s", 
 @click.command()
 @model_option()
 @click.option("--n", "n", required=True, help="Token counts: 4096, 4k,8k or a doubling range 128..131072.")
-@click.option("--backends", "backend_list", default="eager,sdpa", show_default=True,
-              help="Comma-separated backends (see `lcprof backends`).")
+@click.option("--backends", "backend_list", default=None,
+              help="Comma-separated backends (see `lcprof backends`). Default: eager,sdpa for an attention layer, "
+                   "torch for a linear-time mixer (Mamba, Gated DeltaNet...) or MLP-only layer.")
 @click.option("--dtype", "dtypes", default="fp32", show_default=True, help="Comma-separated: fp32, tf32, bf16, fp16.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
 @click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True,
               help="decode: one step of query length 1 against a cache of n tokens.")
 @batch_option()
 @click.option("--layer", "layer_idx", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Which layer of the model (its attention kind, window, MoE).")
+              help="Which layer of the model (its kind: attention, Mamba/Mamba-2/Gated DeltaNet, MLP only; window, MoE).")
 @click.option("--budget-s", default=1.0, show_default=True, type=FiniteFloat(min=0.0, max=1e6),
               help="Seconds of timed repetitions per point (warm-up adds 10%).")
 @with_options(reps_options())

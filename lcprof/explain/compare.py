@@ -31,7 +31,7 @@ import pandas as pd
 from lcprof.cost.model import cost, matmul_dtype, roofline
 from lcprof.cost.ops import backend_family
 from lcprof.errors import LcprofError
-from lcprof.explain.fit import local_exponents
+from lcprof.explain.fit import linear_time_note, local_exponents
 from lcprof.hardware import Hardware
 from lcprof.rates import RateSet, resolve_rates
 from lcprof.results import GROUP_KEYS, excluded_summary, no_ok_rows_error, normalize_results, read_results, split_ok
@@ -115,8 +115,11 @@ def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: 
     lengths ns, or {'note': why not}."""
     try:
         spec = _spec_for(key["model"], specs, cache)
-        native = backend_family(key["backend"])
-        family = key.get("_family") or native
+        if 0 <= int(key["layer"]) < spec.n_layers and not spec.layers[int(key["layer"])].has_attention:
+            native = family = "useful"  # no attention (a mixer or MLP-only layer): no family to choose
+        else:
+            native = backend_family(key["backend"])
+            family = key.get("_family") or native
         dtype = dtype_name(key["dtype"], allowed=("fp32", "tf32", "bf16", "fp16", "fp8"))
         c = cost(spec, ns, phase=key["phase"], batch=int(key["batch"]), dtype=dtype, family=family,
                  layer=int(key["layer"]), tile=(tile, tile), mla_form=key.get("mla_form") or None,
@@ -137,6 +140,7 @@ def _predict_group(key: dict, ns: np.ndarray, hw: Hardware, specs: dict, cache: 
         "useful_flops": np.asarray(c.useful_flops["total"], dtype=np.float64),
         "peak_flops_per_s": np.full(len(ns), peak),
         "family": family,
+        "why": linear_time_note(spec, int(key["layer"]), key["phase"]),
     }
 
 
@@ -186,6 +190,7 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
             for col in _PRED_COLS:
                 out[col] = pred[col]
             out["note"] = ""
+            out["why"] = pred["why"]
         pieces.append(out)
     table = pd.concat(pieces, ignore_index=True)
     t = table["time_s"].to_numpy(np.float64)
@@ -215,7 +220,10 @@ def compare_results(results, *, gpu: str | Hardware | None = None, calibration=N
     cols = list(GROUP_KEYS) + ["n", "time_s", "predicted_time_s", "ratio", "achieved_tflops_per_s",
                                "achieved_useful_tflops_per_s", "peak_tflops_per_s", "pct_of_peak",
                                "useful_pct_of_peak", "executed_flops", "useful_flops", "predicted_compute_s",
-                               "predicted_memory_s", "bound", "hardware", "over_peak", "flagged", "note"]
+                               "predicted_memory_s", "bound", "hardware", "over_peak", "flagged", "note", "why"]
+    if "why" not in table.columns:
+        table["why"] = ""
+    table["why"] = table["why"].fillna("")
     table = table[cols].sort_values(list(GROUP_KEYS) + ["n"], kind="stable").reset_index(drop=True)
     return CompareResult(rows=table, exponents=exponent_table(table), hardware=hw, excluded_rows=len(bad),
                          excluded_by_status=excluded_summary(bad), rates=rates)
@@ -264,4 +272,6 @@ def compare_table(result: CompareResult) -> pd.DataFrame:
         out.insert(6, "layer", r["layer"])
     if (r["moe_timing"] == "routed").any():
         out.insert(list(out.columns).index("n"), "moe_timing", r["moe_timing"])
+    if "why" in r.columns and r["why"].astype(bool).any():  # linear-time layers say why they scale so
+        out["why"] = r["why"]
     return out

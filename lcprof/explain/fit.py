@@ -356,12 +356,12 @@ def work_by_class(spec, ns, *, phase: str, batch: int, dtype: str, family: str, 
                   mla_form: str | None = None, elementwise: str = "unfused", tile: int = 128) -> np.ndarray:
     """(len(ns), 4) design: [1, matmul FLOPs, attention FLOPs, memory-bound bytes] that
     ``lcprof.cost.cost`` counts for one layer at each n (see the module docstring)."""
-    from lcprof.cost.model import cost
+    from lcprof.cost.model import TOTAL_KEYS, cost
 
     store = "fp32" if dtype == "tf32" else dtype
     c = cost(spec, np.asarray(ns, dtype=np.float64), phase=phase, batch=int(batch), dtype=store, family=family,
              layer=int(layer), mla_form=mla_form or None, elementwise=elementwise, tile=(tile, tile))
-    names = [k for k in c.flops if k not in ("total", "attn/total")]
+    names = [k for k in c.flops if k not in TOTAL_KEYS]  # sums of other keys (mixer/total too) count once
     size = len(np.atleast_1d(ns))
     zero = np.zeros(size)
 
@@ -567,6 +567,24 @@ def _family_of(rows: pd.DataFrame) -> str | None:
         return None
 
 
+def linear_time_note(spec, layer: int, phase: str = "prefill") -> str:
+    """Why a layer without attention scales as it does ('' for an attention layer): a linear-time
+    mixer's prefill is linear in n (its chunked form is quadratic only inside each chunk of fixed
+    length), its decode step reads a constant state; an MLP-only layer is linear per token."""
+    if not 0 <= int(layer) < spec.n_layers or spec.layers[int(layer)].has_attention:
+        return ""
+    kind = spec.layers[int(layer)].kind
+    what = "MLP-only" if kind == "mlp" else f"{kind} (a linear-time mixer, no attention)"
+    if phase == "decode":
+        return f"layer {layer} is {what}: a decode step reads a state of constant size, expect an exponent near 0"
+    return f"layer {layer} is {what}: linear-time layer, expect an exponent near 1 (no n² term)"
+
+
+def _has_attention(spec, key: dict) -> bool:
+    layer = int(key.get("layer", 0))
+    return not (0 <= layer < spec.n_layers) or spec.layers[layer].has_attention
+
+
 def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
                  ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     """(design function over n for the cost-model fit of this group, or None; why not)."""
@@ -577,6 +595,8 @@ def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
     except LcprofError as exc:
         return None, f"no cost-model fit: {exc}"
     family = _family_of(rows)
+    if family is None and not _has_attention(spec, key):
+        family = "useful"  # no attention in the layer: the family changes nothing the model counts
     if family is None:
         return None, "no cost-model fit: the rows' executed attention family is unknown or mixed"
     kw = dict(phase=key.get("phase", "prefill"), batch=int(key.get("batch", 1)), dtype=str(key["dtype"]),
@@ -587,6 +607,16 @@ def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
     except LcprofError as exc:
         return None, f"no cost-model fit: {exc}"
     return (lambda ns: work_by_class(spec, ns, **kw)), ""
+
+
+def _kind_note(key: dict, specs: dict | None) -> str:
+    from lcprof.spec import load_model
+
+    try:
+        spec = (specs or {}).get(key["model"]) or load_model(key["model"])
+    except LcprofError:
+        return ""
+    return linear_time_note(spec, int(key.get("layer", 0)), key.get("phase", "prefill"))
 
 
 def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, target_n, interval: str,
@@ -609,6 +639,9 @@ def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, targe
             notes.append("2 points: exponent without interval")
     else:
         notes.append(f"{distinct} length(s) in range: no power law")
+    kind_note = _kind_note(key, specs)
+    if kind_note:
+        notes.append(kind_note)
     if distinct >= 3:
         decomp = decompose(n_fit, t_fit, level)
         design, why = group_design(key, rows, specs)
@@ -715,8 +748,13 @@ def fit_table(fit: FitResult) -> pd.DataFrame:
             rec["time_95_s"] = _fmt_interval(s.get("target_time_lo_s"), s.get("target_time_hi_s"), "{:.4g}")
             rec["attention_share_at_target"] = s.get("target_quadratic_share")
         rec["excluded_rows"] = s["excluded_rows"]
+        why = [nt for nt in g.notes if "linear-time" in nt or "MLP-only" in nt or "constant size" in nt]
+        rec["why"] = why[0] if why else ""
         rows.append(rec)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if "why" in df.columns and not df["why"].astype(bool).any():
+        df = df.drop(columns="why")  # attention layers only: nothing to say
+    return df
 
 
 def _fmt_interval(lo, hi, fmt: str) -> str:

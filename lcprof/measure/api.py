@@ -40,7 +40,8 @@ def measure_layer_vs_predicted(model, n, *, backend: str = "sdpa", dtypes=("fp32
     FLOPs and bytes on ``gpu`` (a name from the GPU database; say which GPU you measured on) and
     ``ratio`` = measured / predicted. On the CPU there is no roofline (no CPU hardware spec), so
     ``predicted_time_s`` and ``ratio`` are empty and ``achieved_flops_per_s`` (executed FLOPs /
-    measured time) is the number to read.
+    measured time) is the number to read. A layer without attention (Mamba, Gated DeltaNet, MLP only)
+    takes a mixer backend (``torch``, ``fla``, ``mamba-ssm``) as ``backend``.
     """
     spec = load_model(model)
     ns = parse_token_list(n)
@@ -51,6 +52,8 @@ def measure_layer_vs_predicted(model, n, *, backend: str = "sdpa", dtypes=("fp32
     pred, ratio, note = [], [], []
     for _, r in df.iterrows():
         fam = r.get("executed_family")
+        if not spec.layers[int(layer)].has_attention:
+            fam = "useful"  # a mixer or MLP-only layer: no attention family to choose
         if hw is None or not isinstance(fam, str) or not fam:
             pred.append(None)
             ratio.append(None)

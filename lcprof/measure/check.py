@@ -12,6 +12,13 @@ Two comparisons per (layer, backend, dtype), both as relative Frobenius error
   reference follows the compared run's expert choice per token (near-tied router logits would
   otherwise pick different experts in the two precisions).
 
+* **a layer without attention** (a linear-time mixer, or an MLP-only layer): the whole layer only,
+  its mixer on the backend under test against a float64 copy whose mixer runs the token-by-token
+  recurrence of :mod:`lcprof.measure.mixers.reference` (``DecoderLayer.recurrent_reference``), over
+  ``mixer_check_n`` tokens -- more than one chunk, so the carried state between chunks is checked --
+  or one decode step from a random state. The reference for the "2x" rule below is the ``torch``
+  mixer backend.
+
 A backend passes when each error is within ``TOLERANCE[dtype]`` (fp32 1e-4, tf32 3e-3, bf16 2e-2,
 fp16 5e-3), or within twice the error of the eager backend doing the same computation in the same
 dtype (a kernel may be as inexact as PyTorch, but not much more). A failure becomes status
@@ -95,6 +102,9 @@ class Checker:
         self._eager_errs: tuple[float, float] | None = None
         self._attn_inputs = None
         self._layer_inputs = None
+        self.has_attention = layer.lspec.has_attention
+        if not self.has_attention:
+            self.n_check = mixer_check_n(layer)
 
     # ----- inputs --------------------------------------------------------------------------------
     def _gen(self, offset: int) -> torch.Generator:
@@ -139,7 +149,10 @@ class Checker:
         elif cache is not None:
             cache = _copy_cache(cache)
         saved = layer.attention
-        layer.attention = attention
+        if self.has_attention:
+            layer.attention = attention
+        elif layer.mixer is not None and not layer.recurrent_reference:
+            layer.set_mixer_backend(attention)  # a mixer backend's name
         try:
             with torch.inference_mode():
                 return layer(x, cache)
@@ -153,6 +166,7 @@ class Checker:
             return self._ref_layer_out
         ref = copy.deepcopy(self.layer).to(torch.float64)
         ref.forced_routing = routing
+        ref.recurrent_reference = ref.mixer is not None
         out = self._run_layer(ref, reference_attention, dtype=torch.float64)
         del ref
         if routing is None:
@@ -166,7 +180,9 @@ class Checker:
         self._layer_inputs = None
 
     # ----- errors --------------------------------------------------------------------------------
-    def errors(self, attention) -> tuple[float, float]:
+    def errors(self, attention) -> tuple[float | None, float]:
+        if not self.has_attention:  # ``attention`` is a mixer backend's name: the whole layer only
+            return None, rel_error(self._run_layer(self.layer, attention), self.reference_layer_output())
         q, k, v, mask, scale = self.attention_inputs()
         with torch.inference_mode():
             a_out = attention(q, k, v, mask, scale)
@@ -179,11 +195,14 @@ class Checker:
 
     def eager_errors(self) -> tuple[float, float]:
         if self._eager_errs is None:
-            self._eager_errs = self.errors(eager_attention)
+            self._eager_errs = self.errors(eager_attention if self.has_attention else "torch")
         return self._eager_errs
 
     def check(self, backend: Backend | str, **options) -> CheckResult:
-        """Compare one backend (bound with ``options``, e.g. ranks) with the float64 reference."""
+        """Compare one backend (bound with ``options``, e.g. ranks) with the float64 reference; for a
+        layer without attention ``backend`` is a mixer backend's name (``torch``, ``fla``, ...)."""
+        if not self.has_attention:
+            return self._check_mixer(str(backend))
         b = get_backend(backend) if isinstance(backend, str) else backend
         attention = functools.partial(b, **options)
         with warnings.catch_warnings(record=True) as caught:
@@ -208,8 +227,47 @@ class Checker:
         return CheckResult(ok, attn_err, layer_err, self.tol, reason, e_attn, e_layer)
 
 
+    def _check_mixer(self, backend: str) -> CheckResult:
+        saved = None if self.layer.mixer is None else self.layer.mixer.backend
+        try:
+            try:
+                _, layer_err = self.errors(backend)
+            except Exception as exc:  # noqa: BLE001 - OOM is re-raised by the caller's handler
+                if is_oom(exc):
+                    raise
+                return CheckResult(False, None, None, self.tol,
+                                   reason=f"correctness check raised {type(exc).__name__}: {_first_line(exc)}")
+            if layer_err <= self.tol:
+                return CheckResult(True, None, layer_err, self.tol)
+            if backend == "torch":  # the reference implementation itself: the tolerance, no 2x rule
+                return CheckResult(False, None, layer_err, self.tol,
+                                   f"mismatch vs float64 recurrence: layer rel. error {layer_err:.3g} > tolerance "
+                                   f"{self.tol:g} in {self.dtype}")
+            _, e_layer = self.eager_errors()
+            ok = layer_err <= max(self.tol, 2 * e_layer)
+            reason = "" if ok else (
+                f"mismatch vs float64 recurrence: layer rel. error {layer_err:.3g}; tolerance {self.tol:g} or 2x "
+                f"the torch mixer in {self.dtype} ({e_layer:.3g})")
+            return CheckResult(ok, None, layer_err, self.tol, reason, None, e_layer)
+        finally:
+            if saved is not None:
+                self.layer.mixer.backend = saved
+
+
+def mixer_check_n(layer) -> int:
+    """Tokens of a mixer layer's prefill check: ``CHECK_N``, and past 1.5 chunks of the mixer so that
+    a chunk boundary (the state carried between chunks) is inside the check."""
+    chunk = getattr(layer.mixer, "chunk", None) or getattr(layer.mixer, "block", None) or 0
+    return max(CHECK_N, int(1.5 * chunk) + 1)
+
+
 def _copy_cache(cache):
-    """A fresh copy of a cache, so a check's decode step does not write into shared inputs."""
+    """A fresh copy of a cache (KV or mixer state), so a check's decode step does not write into
+    shared inputs."""
+    if cache is None:
+        return None
+    if hasattr(cache, "ssm"):
+        return type(cache)(None if cache.conv is None else cache.conv.clone(), cache.ssm.clone())
     return type(cache)(cache.a.clone(), cache.b.clone())
 
 

@@ -23,6 +23,8 @@ Peak memory (``PeakMemory``), reset before each point:
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import platform
 import resource
@@ -324,3 +326,18 @@ class tf32_mode:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Flush subnormal floats to zero inside (``torch.set_flush_denormal``), as GPUs do, and put the
+    process back as it was after (the setting is global processor state: left on, it changes every
+    later float computation of the process). The linear-time mixers' in-chunk decays reach the
+    float32 subnormal range, where CPU arithmetic slows down by orders of magnitude at lengths that
+    depend on the data."""
+    was_on = torch.tensor(1e-40, dtype=torch.float32).item() == 0.0  # no getter: probe a subnormal
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_on)

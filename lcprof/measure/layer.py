@@ -1,9 +1,20 @@
 """One real decoder layer built from a ModelSpec, with seeded random weights.
 
-``DecoderLayer(spec, layer_idx, attention=...)`` is a pre-norm transformer block::
+``DecoderLayer(spec, layer_idx, attention=...)`` is a pre-norm block of the layer's kind::
 
-    x ─ RMSNorm ─ q/k/v proj ─ RoPE ─ attention(backend) ─ o proj ─(+)─ RMSNorm ─ MLP ─(+)─ out
-    └──────────────────────────────────────────────────────────────┘  └──────────────┘
+    attention:  x ─ RMSNorm ─ q/k/v proj ─ RoPE ─ attention(backend) ─ o proj ─(+)─ RMSNorm ─ MLP ─(+)─ out
+                └──────────────────────────────────────────────────────────────┘  └──────────────┘
+    mixer:      x ─ RMSNorm ─ Mamba / Mamba-2 / Gated DeltaNet / lightning (state) ─(+)─ [RMSNorm ─ MLP ─(+)] ─ out
+    MLP only:   x ─ RMSNorm ─ MLP ─(+)─ out
+
+* **Linear-time mixers** (``LayerSpec.mixers`` = ``("mamba2",)``...): the measured layers of
+  :mod:`lcprof.measure.mixers`, each with its own seeded init, on a mixer backend (``mixer_backend``,
+  :meth:`set_mixer_backend`: ``torch``, ``fla``, ``mamba-ssm``). The "cache" of such a layer is its
+  :class:`~lcprof.measure.mixers.common.MixerState` (conv window + recurrent state, constant in n):
+  ``layer(x)`` is a prefill from a fresh state, ``layer(x, state)`` continues from ``state`` (one
+  token: one recurrent step, decode); ``return_kv`` returns the new state. ``recurrent_reference``
+  runs the mixer's step-by-step recurrence instead (the float64 correctness oracle). A layer
+  without an MLP (Nemotron-H's ``M`` and ``*``, Falcon-Mamba) ends after the mixer's residual add.
 
 * **Attention**: GQA projections (``n_kv_heads`` K/V heads, optional q/k/v bias), RoPE on the first
   ``rope.rotary_dim`` dims of each head with the frequencies and attention factor of
@@ -56,23 +67,27 @@ from lcprof.cost.ops import attention_dims
 from lcprof.cost.rope import inv_freq
 from lcprof.errors import LcprofError
 from lcprof.measure.backends import AttnMask, eager_attention
+from lcprof.measure.mixers.common import MixerState
 from lcprof.spec import LayerSpec, ModelSpec
 
 MLA_FORMS = ("naive", "absorbed")
 
 
 def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
-    """Refuse, in one line naming the layer, what this attention + MLP block cannot build (the cost
-    model prices these kinds; their measured form is the mixer layers of
-    :mod:`lcprof.measure.mixers`, timed by ``scripts/sweep_mixers.py``): linear-time mixers, MLP-only
-    or MLP-less layers, sparse (DSA) attention, per-layer attention dims, a gated attention output."""
+    """Refuse, in one line naming the layer, what this block cannot build: parallel token mixers
+    (Falcon-H1's attention + Mamba-2 side by side), sparse (DSA) attention, per-layer attention dims,
+    a gated attention output, a mixer kind without a measured layer. Every other layer kind builds:
+    attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet, lightning), or none (an
+    MLP-only layer), each with or without its MLP."""
+    from lcprof.measure.mixers import MIXERS
+
     why = []
-    if layer.mixers != ("attention",):
-        why.append("token mixers " + ("+".join(layer.mixers) or "none (MLP only)"))
+    if len(layer.mixers) > 1:
+        why.append("parallel token mixers " + "+".join(layer.mixers))
+    elif layer.mixers and layer.mixers[0] != "attention" and layer.mixers[0] not in MIXERS:
+        why.append(f"token mixer {layer.mixers[0]} (no measured layer)")
     elif layer.attn == "sparse":
         why.append("sparse (DSA) attention")
-    if not layer.mlp:
-        why.append("no MLP")
     if layer.has_attention and layer.dims is not None:
         why.append("per-layer attention dims")
     if layer.has_attention and spec.attn_output_gate:
@@ -81,7 +96,28 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"
         raise LcprofError(f"{spec.name}: {where} is {layer.kind} ({'; '.join(why)}): lcprof's measured "
-                          "decoder layer builds attention + MLP layers only (mixer layers: lcprof.measure.mixers)")
+                          "decoder layer does not build this kind")
+
+
+#: Config keys of the norms' epsilon, in the order transformers' configs use them (Falcon-Mamba and
+#: Nemotron-H spell it layer_norm_epsilon / norm_eps).
+NORM_EPS_KEYS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps")
+
+
+def norm_eps(spec: ModelSpec) -> float:
+    """The RMSNorm epsilon of the config (1e-6 when it names none)."""
+    for key in NORM_EPS_KEYS:
+        if spec.config.get(key) is not None:
+            return float(spec.config[key])
+    return 1e-6
+
+
+def linear_mixer(layer: LayerSpec) -> str | None:
+    """The layer's linear-time mixer kind (``mamba2``, ...), or None (attention or MLP only)."""
+    kinds = [m for m in layer.mixers if m != "attention"]
+    return kinds[0] if kinds else None
+
+
 MOE_TIMINGS = ("dense-equivalent", "routed")
 
 
@@ -129,11 +165,15 @@ _ACTS = {
     "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh"),
     "gelu_fast": lambda t: F.gelu(t, approximate="tanh"),
     "relu": F.relu,
+    # Nemotron-H's squared ReLU, squared in place: the MLP holds up(x) and act(up(x)) only, as every
+    # other non-gated activation here (what cost.activation_steps counts)
+    "relu2": lambda t: F.relu(t).square_(),
 }
 
 
 def _activation(spec: ModelSpec):
-    name = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu").lower()
+    cfg = spec.config
+    name = str(cfg.get("mlp_hidden_act") or cfg.get("hidden_act") or cfg.get("hidden_activation") or "silu").lower()
     return _ACTS.get(name, F.silu)
 
 
@@ -164,7 +204,8 @@ class DecoderLayer(nn.Module):
     """Layer ``layer_idx`` of ``spec`` (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec, layer_idx: int = 0, *, attention=None, seed: int = 0,
-                 mla_form: str = "naive", moe_timing: str = "dense-equivalent", materialize: bool = True) -> None:
+                 mla_form: str = "naive", moe_timing: str = "dense-equivalent", materialize: bool = True,
+                 mixer_backend: str = "torch") -> None:
         super().__init__()
         with torch.device("meta"):  # shapes only: no default init, no use of the global RNG
             self._build(spec, layer_idx, attention, mla_form, moe_timing)
@@ -176,6 +217,25 @@ class DecoderLayer(nn.Module):
                         mod._parameters[pname] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype),
                                                               requires_grad=False)
             self._init_weights(seed)
+        # a linear-time mixer brings its own seeded init (A_log, dt bias ...): built after the rest
+        self.mixer_kind = linear_mixer(self.lspec)
+        self.mixer = None
+        self.recurrent_reference = False  # True: the mixer runs its fp64 step-by-step recurrence
+        if self.mixer_kind is not None:
+            from lcprof.measure.mixers import build_mixer
+
+            self.mixer = build_mixer(spec.mixer(self.mixer_kind), seed=int(seed) * 1009 + layer_idx,
+                                     backend=mixer_backend, materialize_weights=materialize)
+            if materialize:
+                self.mixer.requires_grad_(False)
+
+    def set_mixer_backend(self, name: str) -> None:
+        """Run the linear-time mixer's core on ``name`` (``lcprof.measure.mixer_backends``)."""
+        from lcprof.measure.mixer_backends import get_mixer_backend
+
+        if self.mixer is None:
+            raise LcprofError(f"{self.spec.name}: layer {self.layer_idx} ({self.lspec.kind}) has no linear-time mixer")
+        self.mixer.backend = get_mixer_backend(name, self.mixer_kind).name
 
     @staticmethod
     def param_count(spec: ModelSpec, layer_idx: int = 0, *, mla_form: str = "naive",
@@ -194,22 +254,28 @@ class DecoderLayer(nn.Module):
         self.spec = spec
         self.layer_idx = layer_idx
         self.lspec: LayerSpec = spec.layers[layer_idx]
-        check_buildable(spec, self.lspec)  # this block is attention + MLP: never build another kind as one
+        check_buildable(spec, self.lspec)  # refuse, naming the layer, what this block cannot build
         self.attention = attention or eager_attention
         self.mla_form = mla_form
         self.is_moe = bool(self.lspec.moe and spec.moe is not None)
         self.moe_timing = moe_timing if self.is_moe else "n/a"
         h, H = spec.hidden_size, spec.n_heads
-        eps = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+        eps = norm_eps(spec)
         self.act = _activation(spec)
+        lyr = self.lspec
+        # one norm before each block: the token mixer's (input_norm) and the MLP's (post_attn_norm;
+        # an MLP-only layer's single norm is input_norm)
         self.input_norm = RMSNorm(h, eps)
-        self.post_attn_norm = RMSNorm(h, eps)
+        if lyr.mixers and lyr.mlp:
+            self.post_attn_norm = RMSNorm(h, eps)
         self.extra_norms = spec.norms_per_layer >= 4  # Gemma 2: norms after attention and MLP too
         if self.extra_norms:
             self.attn_out_norm = RMSNorm(h, eps)
             self.mlp_out_norm = RMSNorm(h, eps)
 
-        if spec.mla is None:
+        if not lyr.has_attention:
+            self.scale = None
+        elif spec.mla is None:
             hd, vhd, kvh = spec.head_dim, spec.v_head_dim, spec.n_kv_heads
             self.q_proj = nn.Linear(h, H * hd, bias=spec.qkv_bias)
             self.k_proj = nn.Linear(h, kvh * hd, bias=spec.qkv_bias)
@@ -236,6 +302,8 @@ class DecoderLayer(nn.Module):
 
         if self.is_moe:
             self.router = nn.Linear(h, spec.moe.n_experts, bias=False)
+            if spec.moe.n_shared and spec.moe.shared_gate:  # Qwen2-MoE / Qwen3-Next: sigmoid(x W) scales the shared expert
+                self.shared_gate = nn.Linear(h, 1, bias=False)
         width = self.mlp_width = spec.mlp_width(self.lspec)
         self.forced_routing: torch.Tensor | None = None
         self.last_routing: torch.Tensor | None = None
@@ -309,14 +377,21 @@ class DecoderLayer(nn.Module):
 
     # ----- caches --------------------------------------------------------------------------------
     def cache_shapes(self, batch: int, capacity: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the attention cache's two tensors (attention layers only)."""
         s = self.spec
+        if not self.lspec.has_attention:
+            raise LcprofError(f"{s.name}: layer {self.layer_idx} ({self.lspec.kind}) has no KV cache")
         if s.mla is None:
             return ((batch, capacity, s.n_kv_heads, s.head_dim), (batch, capacity, s.n_kv_heads, s.v_head_dim))
         return ((batch, capacity, s.mla.kv_lora_rank), (batch, capacity, s.mla.qk_rope_head_dim))
 
-    def empty_cache(self, batch: int, capacity: int, *, dtype=None, device=None) -> KVCache:
+    def empty_cache(self, batch: int, capacity: int, *, dtype=None, device=None):
+        """An empty KV cache of ``capacity`` slots; a mixer layer's zero state (constant in the
+        capacity); None for an MLP-only layer."""
         p = next(self.parameters())
         dtype, device = dtype or p.dtype, device or p.device
+        if not self.lspec.has_attention:
+            return None if self.mixer is None else self.mixer.empty_state(batch, dtype=dtype, device=device)
         sa, sb = self.cache_shapes(batch, capacity)
         return KVCache(torch.zeros(sa, dtype=dtype, device=device), torch.zeros(sb, dtype=dtype, device=device))
 
@@ -325,6 +400,12 @@ class DecoderLayer(nn.Module):
         """A cache of unit-variance values (what a prefill of random tokens looks like, in scale)."""
         p = next(self.parameters())
         dtype, device = dtype or p.dtype, device or p.device
+        if not self.lspec.has_attention:  # a mixer's state after some prefill: unit-variance values
+            if self.mixer is None:
+                return None
+            st = self.mixer.empty_state(batch, dtype=dtype, device="cpu")
+            rnd = lambda t: None if t is None else torch.randn(t.shape, generator=generator).to(device=device, dtype=dtype)
+            return MixerState(rnd(st.conv), rnd(st.ssm))
         sa, sb = self.cache_shapes(batch, capacity)
         return KVCache(torch.randn(sa, generator=generator).to(device=device, dtype=dtype),
                        torch.randn(sb, generator=generator).to(device=device, dtype=dtype))
@@ -340,10 +421,16 @@ class DecoderLayer(nn.Module):
         first new token (RoPE only; the sequence is then start + m tokens long): a whole model's
         sliding-window layer caches only the last W keys, whose slots are not their positions.
         """
+        if not self.lspec.mixers:  # an MLP-only layer (Nemotron-H's "-" and "E" blocks)
+            out = x + self._mlp(self.input_norm(x))
+            return (out, None) if return_kv else out
         h = self.input_norm(x)
-        a, kv = self._attention_block(h, cache, start)
-        # Free what a real model frees (as transformers' layers do): past the attention block only
-        # the residual stream and the KV cache live on. cost.activation_bytes counts this layout.
+        if self.mixer is not None:
+            a, kv = self._mixer_block(h, cache)
+        else:
+            a, kv = self._attention_block(h, cache, start)
+        # Free what a real model frees (as transformers' layers do): past the token-mixing block only
+        # the residual stream and the KV cache (or state) live on. cost.activation_bytes counts this.
         del h
         if not return_kv:
             kv = None
@@ -351,11 +438,23 @@ class DecoderLayer(nn.Module):
             a = self.attn_out_norm(a)
         x = x + a
         del a
+        if not self.lspec.mlp:  # Nemotron-H's and Falcon-Mamba's mixer layers end here
+            return (x, kv) if return_kv else x
         y = self._mlp(self.post_attn_norm(x))
         if self.extra_norms:
             y = self.mlp_out_norm(y)
         out = x + y
         return (out, kv) if return_kv else out
+
+    def _mixer_block(self, h: torch.Tensor, state: MixerState | None) -> tuple[torch.Tensor, MixerState]:
+        """The linear-time mixer on the normed input, from ``state`` (None: a fresh sequence); with
+        ``recurrent_reference`` its float64 token-by-token recurrence instead of the chunked form."""
+        if self.recurrent_reference:
+            from lcprof.measure.mixers import RECURRENT
+
+            out, conv, ssm = RECURRENT[self.mixer_kind](self.mixer, h, state)
+            return out, MixerState(conv, ssm)
+        return self.mixer(h, state)
 
     def _attention_block(self, h: torch.Tensor, cache: KVCache | None,
                          pos: int | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -441,6 +540,8 @@ class DecoderLayer(nn.Module):
             # active experts + shared experts run as one gated MLP of their summed width.
             logits = self.router(x)  # (b, m, n_experts)
             torch.topk(logits, self.spec.moe.n_active, dim=-1)
+            if hasattr(self, "shared_gate"):  # one MLP stands for routed + shared: the gate scales it all
+                return self._dense_mlp(x).mul_(torch.sigmoid(self.shared_gate(x)))
         return self._dense_mlp(x)
 
     def _routed_moe(self, x: torch.Tensor) -> torch.Tensor:
@@ -481,5 +582,8 @@ class DecoderLayer(nn.Module):
             out.index_add_(0, rows, y * weight_of[start:start + c, None])
             start += c
         if e.n_shared:
-            out = out + self._dense_mlp(xt)
+            shared = self._dense_mlp(xt)
+            if hasattr(self, "shared_gate"):
+                shared.mul_(torch.sigmoid(self.shared_gate(xt)))
+            out = out + shared
         return out.view(b, m, h)

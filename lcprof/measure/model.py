@@ -6,11 +6,16 @@ own kind, the final norm and the LM head.
     ids (batch, m) ─ embed ─ layer 0 ─ layer 1 ─ ... ─ layer L-1 ─ RMSNorm ─ lm_head(last position) ─ logits (batch, vocab)
 
 * **Layers** come from one factory, :func:`build_layer`, keyed by the layer's *kind*
-  (:func:`layer_kind`). Today every kind is ``attention``: a :class:`lcprof.measure.layer.DecoderLayer`
-  with the layer's own attention kind (global, sliding W, chunked C), RoPE or NoPE, MLA, and dense or
-  MoE MLP. New kinds (Mamba, Mamba-2, Gated DeltaNet) plug in with :func:`register_layer_kind`; a
-  layer module of any kind answers ``layer(x, cache, start=...)`` and, when it holds state rather
-  than a KV cache, ``layer.decode_cache(batch, n, dtype=, device=, generator=)``.
+  (:func:`layer_kind`): ``attention`` (the layer's own mask -- global, sliding W, chunked C --, RoPE
+  or NoPE, MLA, dense or MoE MLP), the linear-time mixers ``mamba``, ``mamba2``, ``gated_deltanet``
+  and ``lightning`` (a pre-norm mixer block, with or without its MLP) and ``mlp`` (an MLP-only
+  block); each is a :class:`lcprof.measure.layer.DecoderLayer`. Parallel mixers in one layer
+  (Falcon-H1's ``attention+mamba2``) have no builder and are refused naming the layer. Other kinds
+  plug in with :func:`register_layer_kind`; a layer module of any kind answers
+  ``layer(x, cache, start=...)`` and, when its decode cache is not a KV cache of
+  :func:`decode_capacity` slots, ``layer.decode_cache(batch, n, dtype=, device=, generator=)``.
+  A mixer layer's decode cache is its state (constant in n: conv window + recurrent state, random
+  unit-variance values); an MLP-only layer has none. Mixer layers run the ``torch`` mixer backend.
 * **Prefill** ``model(ids)``: m tokens at positions 0..m-1; the final norm runs over every position
   (as transformers' models do) and the LM head over the last one only (what serving needs for the
   first token, and ``cost(..., lm_head=True)`` counts).
@@ -43,7 +48,7 @@ import torch
 from torch import nn
 
 from lcprof.errors import LcprofError
-from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, RMSNorm
+from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, RMSNorm, norm_eps
 from lcprof.spec import LayerSpec, ModelSpec
 
 INITS = ("seeded", "device")
@@ -55,20 +60,14 @@ INITS = ("seeded", "device")
 #: kind -> builder(spec, layer_idx, *, seed, mla_form, moe_timing, materialize) -> nn.Module
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 #: kinds whose weights ``init="device"`` may draw on the device (DecoderLayer's rule)
-_DEVICE_INIT_KINDS = {"attention"}
+_DEVICE_INIT_KINDS: set[str] = set()
 
 
 def layer_kind(spec: ModelSpec, layer_idx: int) -> str:
-    """The kind of layer ``layer_idx`` runs: ``attention`` (softmax attention of any mask, with a dense
-    or MoE MLP) until the spec names per-layer mixer kinds.
-
-    HYBRID: the spec package's ``LayerSpec.mixers`` (branch ``hybrid``: a tuple such as
-    ``("mamba2",)`` or ``("attention", "mamba2")`` for parallel mixers) names the kind here, joined
-    by ``+``; its builder (``lcprof.measure.mixers``' layers in a pre-norm block) is registered with
-    :func:`register_layer_kind`, and a state-holding layer defines ``decode_cache``.
-    """
-    mixers = tuple(getattr(spec.layers[layer_idx], "mixers", None) or ("attention",))
-    return "+".join(mixers)
+    """The kind of layer ``layer_idx`` runs: its token mixers joined by ``+`` (``attention``,
+    ``mamba2``, ``attention+mamba2`` for parallel mixers), or ``mlp`` for a layer without one."""
+    mixers = tuple(spec.layers[layer_idx].mixers)
+    return "+".join(mixers) if mixers else "mlp"
 
 
 def register_layer_kind(kind: str, builder: Callable[..., nn.Module], *, device_init: bool = False) -> None:
@@ -80,14 +79,17 @@ def register_layer_kind(kind: str, builder: Callable[..., nn.Module], *, device_
         _DEVICE_INIT_KINDS.add(kind)
 
 
-def _build_attention(spec: ModelSpec, layer_idx: int, *, seed: int, mla_form: str, moe_timing: str,
-                     materialize: bool) -> nn.Module:
+def _build_decoder_layer(spec: ModelSpec, layer_idx: int, *, seed: int, mla_form: str, moe_timing: str,
+                         materialize: bool) -> nn.Module:
     return DecoderLayer(spec, layer_idx, seed=seed, mla_form=mla_form, moe_timing=moe_timing,
                         materialize=materialize)
 
 
-register_layer_kind("attention", _build_attention)
-# HYBRID: register_layer_kind("mamba2", build_mamba2_layer) etc. where those layers live.
+register_layer_kind("attention", _build_decoder_layer, device_init=True)
+# The mixers' weights have their own seeded init (A_log, dt bias...): drawn on the CPU, never by the
+# device rule.
+for _kind in ("mamba", "mamba2", "gated_deltanet", "lightning", "mlp"):
+    register_layer_kind(_kind, _build_decoder_layer, device_init=_kind == "mlp")
 
 
 def build_layer(spec: ModelSpec, layer_idx: int, *, seed: int = 0, mla_form: str = "naive",
@@ -157,6 +159,10 @@ def layer_decode_cache(layer: nn.Module, batch: int, n: int, *, dtype: torch.dty
     """
     if hasattr(layer, "decode_cache"):
         return layer.decode_cache(batch, n, dtype=dtype, device=device, generator=generator)
+    if not layer.lspec.has_attention:  # a mixer's state (constant in n), None for an MLP-only layer
+        if torch.device(device).type == "meta":
+            return layer.empty_cache(batch, 0, dtype=dtype, device="meta")
+        return layer.random_cache(batch, 0, generator=generator, dtype=dtype, device=device)
     cap = decode_capacity(layer.lspec, n)
     if torch.device(device).type == "meta":
         sa, sb = layer.cache_shapes(batch, cap)
@@ -165,8 +171,8 @@ def layer_decode_cache(layer: nn.Module, batch: int, n: int, *, dtype: torch.dty
 
 
 def cache_nbytes(cache) -> int:
-    """Bytes of one layer's cache (a KVCache, or any object with ``nbytes``)."""
-    return int(cache.nbytes)
+    """Bytes of one layer's cache (a KVCache, a mixer state, any object with ``nbytes``; None: 0)."""
+    return 0 if cache is None else int(cache.nbytes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,7 +196,7 @@ class Model(nn.Module):
         device = torch.device(device or "cpu")
         dtype = dtype or torch.float32
         h = spec.hidden_size
-        eps = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+        eps = norm_eps(spec)
         on_device = init == "device" and materialize
         layers = []
         for i in range(spec.n_layers):
@@ -313,7 +319,8 @@ class Model(nn.Module):
         """The decode caches a prefill of ``ids[:, :n_context]`` leaves, for a step at position n_context.
 
         Runs each layer's prefill with ``return_kv`` and keeps the keys each cache holds (the last
-        ``decode_capacity - 1`` of them), then one empty slot for the new token. Attention layers only.
+        ``decode_capacity - 1`` of them), then one empty slot for the new token; a mixer layer keeps
+        the state its prefill leaves, an MLP-only layer nothing.
         """
         b = ids.shape[0]
         x = self.embed(ids[:, :n_context])
@@ -322,6 +329,9 @@ class Model(nn.Module):
             if not isinstance(layer, DecoderLayer):
                 raise LcprofError(f"prefill_caches: {type(layer).__name__} layers hold no KV cache")
             x, kv = layer(x, return_kv=True)
+            if not layer.lspec.has_attention:
+                caches.append(kv)
+                continue
             cap = decode_capacity(layer.lspec, n_context)
             cache = layer.empty_cache(b, cap)
             keep = cap - 1

@@ -17,7 +17,7 @@ import torch
 from lcprof.cost.model import activation_bytes, cost
 from lcprof.cost.ops import attention_dims, lm_head_op
 from lcprof.measure import backends as B
-from lcprof.measure.model import Model, decode_capacity, distinct_layers, kind_label, layer_decode_cache
+from lcprof.measure.model import Model, cache_nbytes, decode_capacity, distinct_layers, kind_label, layer_decode_cache
 from lcprof.measure.sweep import CUDA_WORKSPACE_BYTES
 from lcprof.measure.env import free_memory_bytes
 from lcprof.spec import ModelSpec
@@ -103,7 +103,7 @@ def _meta_sizes(cfg: _Settings, phase: str, dtype: str, n: int) -> dict:
     if phase == "decode":
         for idx in per_layer_w:
             c = layer_decode_cache(meta.layers[idx], cfg.batch, n, dtype=tdt, device="meta")
-            per_layer_c[idx] = int(c.nbytes)
+            per_layer_c[idx] = cache_nbytes(c)
     total_w = sum(p.numel() for p in meta.parameters()) * s
     head_w = total_w - sum(sum(p.numel() for p in lay.parameters()) * s for lay in meta.layers)
     total_c = meta.decode_cache_bytes(cfg.batch, n, tdt) if phase == "decode" else 0
@@ -135,6 +135,9 @@ def preflight(cfg: _Settings, p: _Point) -> None:
     layers = cfg.layers_timed()
     dense: set = set()
     for idx, _count in layers:
+        if not spec.layers[idx].has_attention:  # a mixer or MLP-only layer: no attention kernel to plan
+            p.families[idx] = "tiled"  # its activations are the same in every family
+            continue
         mask = layer_mask(spec, idx, p.phase, p.n)
         plan, why = b.plan(mask, p.phase)
         if plan is None:
@@ -145,9 +148,10 @@ def preflight(cfg: _Settings, p: _Point) -> None:
         p.families[idx] = plan.executed_family
         if _dense_mask(p.backend, plan, mask):
             dense.add(mask.effective())
-    fams = set(p.families.values())
-    row["executed_family"] = fams.pop() if len(fams) == 1 else "mixed"
-    row["kind_families"] = " ".join(f"{idx}:{p.families[idx]}" for idx, _ in layers)
+    fams = {p.families[idx] for idx, _ in layers if spec.layers[idx].has_attention}
+    row["executed_family"] = fams.pop() if len(fams) == 1 else ("mixed" if fams else "")
+    row["kind_families"] = " ".join(f"{idx}:{p.families[idx] if spec.layers[idx].has_attention else 'n/a'}"
+                                    for idx, _ in layers)
     row["layers"] = " ".join(f"{kind_label(spec, idx)}x{count}" for idx, count in layers)
     form = cfg.mla_form(p.phase)
     ex, useful = _predicted_flops(spec, p.n, p.phase, p.dtype, cfg.batch, layers, p.families, form,

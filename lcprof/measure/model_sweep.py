@@ -375,7 +375,9 @@ def _check(cfg: _Settings, subject: _Subject, p: _Point) -> tuple[bool, float | 
         for idx, _count in cfg.layers_timed():
             layer = build_layer(cfg.spec, idx, seed=cfg.seed, moe_timing=cfg.moe,
                                 mla_form=cfg.mla_form(p.phase) or "naive").to(device=cfg.dev, dtype=subject.tdt)
-            res = Checker(layer, dtype=p.dtype, phase=p.phase, batch=1).check(p.backend)
+            # a layer without attention checks its mixer (the torch backend) against the fp64 recurrence
+            res = Checker(layer, dtype=p.dtype, phase=p.phase, batch=1).check(
+                p.backend if layer.lspec.has_attention else "torch")
             del layer
             err = res.layer_rel_err if res.layer_rel_err is not None else float("inf")
             worst = max(worst, err)

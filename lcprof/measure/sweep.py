@@ -1,7 +1,11 @@
 """Sweeps that lose nothing and can be trusted on a shared machine: one layer timed across backends,
 dtypes and lengths, row by row.
 
-``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer:
+``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer, of
+any kind :class:`lcprof.measure.layer.DecoderLayer` builds: attention (attention backends), a
+linear-time mixer (mixer backends: ``torch``, ``fla``, ``mamba-ssm``; prefill from a fresh state,
+decode = one recurrent step from a state, constant in n; checked against the float64 recurrence;
+subnormals flushed on the CPU) or MLP only (``torch``):
 
 1. **validate** everything first (model, n list, backend names, dtypes, device, phase, layer): a
    user mistake raises ``LcprofError`` before anything runs or any file is touched;
@@ -38,6 +42,7 @@ so nothing is lost or doubled -- also after ``kill -9``. Without ``resume`` an e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -57,8 +62,9 @@ from lcprof.errors import LcprofError
 from lcprof.explain.fit import noise_figure
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
-from lcprof.measure.env import LoadProbe, PeakMemory, environment, free_memory_bytes, tf32_mode
-from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer
+from lcprof.measure.env import LoadProbe, PeakMemory, environment, flush_denormals, free_memory_bytes, tf32_mode
+from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, linear_mixer
+from lcprof.measure.mixer_backends import MIXER_BACKENDS, get_mixer_backend, probe_mixer_backend
 from lcprof.measure.timer import Measurement, measure
 from lcprof.results import (DONE_STATUSES, POINT_KEY, RESULT_COLUMNS, ResultsLock, ResultsWriter, point_key,  # noqa: F401
                             prepare_resume, replace_row)
@@ -116,6 +122,14 @@ def input_set_bytes(spec: ModelSpec, layer_idx: int, n: int, *, batch: int, dtyp
     x = batch * n_q * spec.hidden_size * s
     if phase == "prefill":
         return int(x)
+    lspec = spec.layers[layer_idx]
+    if not lspec.has_attention:  # a mixer's state (constant in n), or nothing for an MLP-only layer
+        kind = linear_mixer(lspec)
+        if kind is None:
+            return int(x)
+        from lcprof.cost.kinds import mixer_state_bytes
+
+        return int(x + batch * mixer_state_bytes(spec.mixer(kind), dtype))
     if spec.mla is not None:
         per_token = spec.mla.cache_dim
     else:
@@ -190,12 +204,17 @@ def validate(model, ns, backends, dtypes, device, phase, batch, layer, ranks, ml
     """Everything a user can get wrong, checked before anything runs (LcprofError)."""
     spec = load_model(model)
     ns = parse_token_list(ns)
+    if not 0 <= int(layer) < spec.n_layers:
+        raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
+    lspec = spec.layers[int(layer)]
+    if backends is None:
+        backends = default_backends(lspec)
     if isinstance(backends, str):
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     if not backends:
         raise LcprofError("no backends given; see `lcprof backends`")
     for b in backends:
-        B.get_backend(b)
+        check_backend_for_layer(spec, int(layer), b)
     if isinstance(dtypes, str):
         dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
     from lcprof.units import dtype_name
@@ -210,16 +229,39 @@ def validate(model, ns, backends, dtypes, device, phase, batch, layer, ranks, ml
         raise LcprofError(f"unknown phase {phase!r}; use prefill or decode")
     if int(batch) < 1:
         raise LcprofError(f"batch must be >= 1, got {batch}")
-    if not 0 <= int(layer) < spec.n_layers:
-        raise LcprofError(f"layer {layer} out of range 0..{spec.n_layers - 1} for {spec.name}")
     from lcprof.measure.layer import check_buildable
 
-    check_buildable(spec, spec.layers[int(layer)])  # the measured layer is attention + MLP: refuse other kinds
+    check_buildable(spec, lspec)  # refuse, naming the layer, a kind the measured layer cannot build
     if int(ranks) < 1:
         raise LcprofError(f"ranks must be >= 1, got {ranks}")
     if mla_form is not None and mla_form not in ("naive", "absorbed"):
         raise LcprofError(f"unknown MLA form {mla_form!r}; use naive or absorbed")
     return spec, ns, list(dict.fromkeys(backends)), list(dict.fromkeys(dtypes)), dev
+
+
+def default_backends(lspec) -> list[str]:
+    """``eager,sdpa`` for an attention layer; the ``torch`` mixer backend for a layer without attention."""
+    return ["eager", "sdpa"] if lspec.has_attention else ["torch"]
+
+
+def check_backend_for_layer(spec: ModelSpec, layer: int, name: str) -> None:
+    """Refuse (LcprofError) a backend that does not run this layer's kind: attention backends
+    (``lcprof.measure.backends``) for attention layers, mixer backends
+    (``lcprof.measure.mixer_backends``) for a linear-time mixer, ``torch`` for an MLP-only layer."""
+    lspec = spec.layers[layer]
+    if lspec.has_attention:
+        if name in MIXER_BACKENDS and name not in B.names():
+            raise LcprofError(f"{spec.name}: layer {layer} is {lspec.kind} (attention): {name!r} is a mixer backend; "
+                              "use an attention backend (see `lcprof backends`)")
+        B.get_backend(name)
+        return
+    kind = linear_mixer(lspec)
+    if kind is None and name != "torch":
+        raise LcprofError(f"{spec.name}: layer {layer} is MLP only: its one backend is torch, not {name!r}")
+    if kind is not None and name in B.names() and name not in MIXER_BACKENDS:
+        raise LcprofError(f"{spec.name}: layer {layer} is {lspec.kind}, not attention: {name!r} is an attention "
+                          f"backend; use a mixer backend ({', '.join(b for b, v in MIXER_BACKENDS.items() if kind in v.kinds)})")
+    get_mixer_backend(name, kind)
 
 
 @dataclass(frozen=True)
@@ -265,7 +307,7 @@ class _Settings:
                 "flush_l2": self.flush_l2, "elementwise": "unfused"}
 
 
-def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: str | None = None,
+def run_sweep(model: str | ModelSpec, ns, backends=None, dtypes="fp32", *, device: str | None = None,
               phase: str = "prefill", batch: int = 1, layer: int = 0, budget_s: float = 1.0,
               mem_cap_bytes: int | None = None, out: str | Path | None = None, resume: bool = False,
               ranks: int = 1, mla_form: str | None = None, seed: int = 0, min_reps: int = 3,
@@ -275,6 +317,9 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
     """Time one layer over (dtype, backend, n) points; see the module docstring.
 
     ``ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma lists.
+    ``layer``: any layer kind :class:`DecoderLayer` builds -- attention (attention backends, default
+    ``eager,sdpa``), a linear-time mixer (mixer backends ``torch``/``fla``/``mamba-ssm``, default
+    ``torch``; prefill from a fresh state, decode = one recurrent step from a state) or MLP only.
     ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for decode).
     ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``).
     ``moe_timing`` (MoE layers): ``dense-equivalent`` or ``routed`` (see :mod:`lcprof.measure.layer`).
@@ -308,12 +353,16 @@ def run_sweep(model: str | ModelSpec, ns, backends, dtypes="fp32", *, device: st
         if out.exists() and out.is_dir():
             raise LcprofError(f"--out {str(out)!r} is a folder; give a results file such as {str(out / 'results.csv')!r}")
         lock = ResultsLock(out).acquire()
+    # A linear-time mixer's decays reach the subnormal range on the CPU: flush them, as GPUs do
+    # (:func:`lcprof.measure.env.flush_denormals`; the process's setting is restored after).
+    denormals = flush_denormals() if linear_mixer(spec.layers[int(layer)]) else contextlib.nullcontext()
     try:
-        return _run_locked(spec, ns, backends, dtypes, dev, out, resume, say, calibration, dict(
-            phase=phase, batch=int(batch), layer=int(layer), budget_s=float(budget_s), mem_cap_bytes=mem_cap_bytes,
-            ranks=int(ranks), mla_form=mla_form, seed=int(seed), min_reps=int(min_reps), max_reps=int(max_reps),
-            flush_l2=bool(flush_l2), check=bool(check), cuda_graph=bool(cuda_graph), moe=moe_timing,
-            max_attempts=int(max_attempts)))
+        with denormals:
+            return _run_locked(spec, ns, backends, dtypes, dev, out, resume, say, calibration, dict(
+                phase=phase, batch=int(batch), layer=int(layer), budget_s=float(budget_s),
+                mem_cap_bytes=mem_cap_bytes, ranks=int(ranks), mla_form=mla_form, seed=int(seed),
+                min_reps=int(min_reps), max_reps=int(max_reps), flush_l2=bool(flush_l2), check=bool(check),
+                cuda_graph=bool(cuda_graph), moe=moe_timing, max_attempts=int(max_attempts)))
     finally:
         if lock is not None:
             lock.release()
@@ -405,12 +454,16 @@ def _preflight(cfg: _Settings, p: Point) -> None:
     """Fill the point's row with its plan, FLOPs and predicted memory; mark it skipped if it cannot run."""
     spec, dt, lspec = cfg.spec, p.dtype, cfg.spec.layers[cfg.layer]
     store = "fp32" if dt == "tf32" else dt
-    b = B.get_backend(p.backend)
+    b = B.get_backend(p.backend) if lspec.has_attention else None
     row = {c: None for c in RESULT_COLUMNS}
     row.update(cfg.env)
     row.update(cfg.key_fields(p.backend, dt, p.n))
-    row.update({"attention_kind": lspec.attn, "window": lspec.window, "reason": "", "mem_cap_bytes": cfg.mem_cap_bytes})
+    row.update({"attention_kind": lspec.attn, "window": lspec.window, "reason": "", "mem_cap_bytes": cfg.mem_cap_bytes,
+                "layer_kind": lspec.kind})
     p.row = row
+    if not lspec.has_attention:
+        _preflight_mixer(cfg, p, row, store)
+        return
     ok, why = b.probe(cfg.dev, B.torch_dtype(dt)[0])
     if not ok:
         p.pre_status, row["reason"] = "skipped", f"backend unavailable on {cfg.dev.type} {dt}: {why}"
@@ -443,6 +496,37 @@ def _preflight(cfg: _Settings, p: Point) -> None:
         "predicted_flops": float(c.flops["total"][0]), "useful_flops": float(c.useful_flops["total"][0]),
         "input_sets": sets, "predicted_mem_bytes": mem["total_bytes"],
     })
+    _apply_cap(cfg, p, row, mem)
+
+
+#: A layer without attention runs no attention kernel: its activations are counted with the tiled
+#: family's layout (which then equals every family's) and its row names no executed family.
+_NO_ATTENTION_PLAN = B.Plan("none", "tiled", stores_scores=False)
+
+
+def _preflight_mixer(cfg: _Settings, p: Point, row: dict, store: str) -> None:
+    """The pre-flight of a layer without attention (a linear-time mixer or MLP only): the mixer
+    backend's probe, FLOPs of the cost model (prefill: the chunked form; decode: one recurrent step
+    from the state), predicted memory with the state as the decode input."""
+    ok, why = probe_mixer_backend(p.backend, cfg.dev, B.torch_dtype(p.dtype)[0])
+    if not ok:
+        p.pre_status, row["reason"] = "skipped", f"mixer backend unavailable on {cfg.dev.type} {p.dtype}: {why}"
+        return
+    p.plan = _NO_ATTENTION_PLAN
+    c = cost(cfg.spec, p.n, phase=cfg.phase, batch=cfg.batch, dtype=store, family="useful", layer=cfg.layer)
+    set_bytes = input_set_bytes(cfg.spec, cfg.layer, p.n, batch=cfg.batch, dtype=store, phase=cfg.phase)
+    sets = N_INPUT_SETS if set_bytes < ROTATE_BELOW_BYTES else 1
+    mem = predict_point_memory(cfg.spec, cfg.layer, p.n, plan=p.plan, batch=cfg.batch, dtype=p.dtype,
+                               phase=cfg.phase, input_sets=sets,
+                               workspace_bytes=CUDA_WORKSPACE_BYTES if cfg.dev.type == "cuda" else 0,
+                               moe_timing=cfg.moe)
+    row.update({"mask_mode": "", "effective_mask": "", "executed_family": "",
+                "predicted_flops": float(c.flops["total"][0]), "useful_flops": float(c.useful_flops["total"][0]),
+                "input_sets": sets, "predicted_mem_bytes": mem["total_bytes"]})
+    _apply_cap(cfg, p, row, mem)
+
+
+def _apply_cap(cfg: _Settings, p: Point, row: dict, mem: dict) -> None:
     cap = cfg.mem_cap_bytes
     if cap is not None and mem["total_bytes"] > cap:
         p.pre_status = "skipped"
@@ -682,7 +766,10 @@ def _time_point(cfg: _Settings, p: Point, layer_obj: Callable[[], DecoderLayer],
     try:
         with PeakMemory(cfg.dev) as pm:
             lay = layer_obj()
-            lay.attention = functools.partial(B.get_backend(p.backend), ranks=cfg.ranks)
+            if lay.mixer is not None:
+                lay.set_mixer_backend(p.backend)
+            elif lay.lspec.has_attention:
+                lay.attention = functools.partial(B.get_backend(p.backend), ranks=cfg.ranks)
             inputs = _make_inputs(cfg, lay, p, torch_dt)
             m: Measurement = measure(lambda inp: lay(inp[0], inp[1]), inputs, device=cfg.dev,
                                      budget_s=cfg.budget_s, min_reps=cfg.min_reps, max_reps=cfg.max_reps,

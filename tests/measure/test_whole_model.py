@@ -18,9 +18,7 @@ from lcprof.measure.model import Model, decode_capacity, distinct_layers, regist
 from lcprof.measure.model_sweep import MODEL_COLUMNS, run_model_sweep
 from lcprof.spec import LayerSpec, param_counts
 
-FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope")
-# HYBRID: add the tiny Mamba / Mamba-2 / Gated DeltaNet configs here once their layer kinds are
-# registered with lcprof.measure.model.register_layer_kind.
+FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope")  # hybrids: test_hybrid_model.py
 
 
 def test_decode_capacity_hand_values():
@@ -110,8 +108,8 @@ def test_layer_kind_registry_fails_loudly(monkeypatch, spec_of):
         register_layer_kind("attention", lambda *a, **k: None)
     import lcprof.measure.model as M
 
-    monkeypatch.setattr(M, "layer_kind", lambda spec, i: "mamba2")
-    with pytest.raises(LcprofError, match="'mamba2' layer, which has no measured implementation"):
+    monkeypatch.setattr(M, "layer_kind", lambda spec, i: "attention+mamba2")  # parallel mixers: no builder
+    with pytest.raises(LcprofError, match=r"'attention\+mamba2' layer, which has no measured implementation"):
         M.build_layer(spec_of("gqa"), 0)
 
 

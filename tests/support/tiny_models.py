@@ -47,3 +47,37 @@ TINY_CONFIGS = {
 
 def tiny_spec(name: str):
     return spec_from_config(dict(TINY_CONFIGS[name]), name=f"tiny-{name}")
+
+
+#: Tiny hybrid configs (the published configs' fields, dims shrunk): every linear-time mixer kind
+#: lcprof measures, with and without an MLP, MLP-only layers and an attention layer among them.
+TINY_HYBRID_CONFIGS = {
+    # Nemotron-H: "M-*E" = Mamba-2 (no MLP), MLP only (relu2), attention (no MLP), MoE only
+    "nemotron-h": dict(model_type="nemotron_h", hidden_size=32, num_hidden_layers=4, hybrid_override_pattern="M-*-",
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                       mamba_num_heads=4, mamba_head_dim=8, ssm_state_size=6, n_groups=2, conv_kernel=4,
+                       chunk_size=5, expand=1, mamba_proj_bias=False, use_conv_bias=True, mlp_hidden_act="relu2",
+                       mlp_bias=False, attention_bias=False, layer_norm_epsilon=1e-5, rms_norm_eps=1e-5,
+                       vocab_size=1000, max_position_embeddings=8192),
+    # Qwen3-Next: Gated DeltaNet layers with a (small) MoE MLP; the attention layer is gated (refused)
+    "qwen3-next": dict(model_type="qwen3_next", hidden_size=32, num_hidden_layers=4, full_attention_interval=4,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                       linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_num_key_heads=2,
+                       linear_num_value_heads=4, linear_value_head_dim=6, moe_intermediate_size=16,
+                       shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
+                       decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True, partial_rotary_factor=0.25,
+                       rope_theta=10000.0, **_BASE),
+    # Jamba: Mamba-1 layers (dense and MoE MLP), one attention layer (NoPE)
+    "jamba": dict(model_type="jamba", hidden_size=32, num_hidden_layers=4, attn_layer_offset=2, attn_layer_period=4,
+                  expert_layer_offset=1, expert_layer_period=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=48, num_experts=4, num_experts_per_tok=2, mamba_d_conv=4, mamba_d_state=6,
+                  mamba_dt_rank=4, mamba_expand=2, mamba_conv_bias=True, mamba_proj_bias=False, **_BASE),
+    # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
+    "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                         state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,
+                         expand=2, layer_norm_epsilon=1e-5, vocab_size=1000),
+}
+
+
+def tiny_hybrid_spec(name: str):
+    return spec_from_config(dict(TINY_HYBRID_CONFIGS[name]), name=f"tiny-{name}")

@@ -1,0 +1,219 @@
+"""Whole hybrid layers (norm + linear-time mixer + MLP, MLP-only, MLP-less) built by ``DecoderLayer``
+against independent references and the cost model, on tiny configs of Nemotron-H, Qwen3-Next,
+Jamba and Falcon-Mamba (``support.tiny_models.TINY_HYBRID_CONFIGS``).
+
+What is asserted, exactly:
+
+* output: the layer (its chunked mixer) equals, in float64, the same layer whose mixer runs the
+  token-by-token recurrence of :mod:`lcprof.measure.mixers.reference` (rel. error < 1e-12),
+  prefill over several chunks and prefill-then-decode from the carried state; and Falcon-Mamba's
+  layer equals x + recurrence(rmsnorm(x)) written out here;
+* FLOPs: ``FlopCounterMode`` (mm/bmm/conv, 2 per multiply-add) == ``cost(...).flops['total']``
+  EXACTLY, for prefill and decode, except that Gated DeltaNet's triangular solve is not seen by
+  FlopCounterMode: there the difference is exactly ``mixer/solve`` = b Hv (dk + dv) sum l(l - 1),
+  hand-computed below;
+* memory: the peak of live tensor bytes (``LiveBytes``) == ``cost.activation_bytes`` to the byte,
+  fp32 and bf16, prefill, decode from a state and prefill after a prefix;
+* parameters: the layer's parameter count == the norms + mixer (``spec.params``) + MLP, by hand.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from support.tiny_models import TINY_HYBRID_CONFIGS, tiny_hybrid_spec
+from lcprof.cost.model import activation_bytes, cost
+from lcprof.errors import LcprofError
+from lcprof.measure import backends as B
+from lcprof.measure.layer import DecoderLayer, check_buildable
+from lcprof.measure.mixers import RECURRENT
+from lcprof.measure.tensor_audit import LiveBytes
+
+F64 = torch.float64
+TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _buildable():
+    out = []
+    for name in TINY_HYBRID_CONFIGS:
+        spec = tiny_hybrid_spec(name)
+        for i, lyr in enumerate(spec.layers):
+            try:
+                check_buildable(spec, lyr)
+            except LcprofError:
+                continue
+            out.append((name, i))
+    return out
+
+
+CASES = _buildable()
+MIXER_CASES = [(n, i) for n, i in CASES if not tiny_hybrid_spec(n).layers[i].has_attention
+               and tiny_hybrid_spec(n).layers[i].mixers]
+NO_ATTN_CASES = [(n, i) for n, i in CASES if not tiny_hybrid_spec(n).layers[i].has_attention]
+
+
+def test_every_kind_is_covered():
+    kinds = {tiny_hybrid_spec(n).layers[i].kind + ("+mlp" if tiny_hybrid_spec(n).layers[i].mlp else "")
+             for n, i in CASES}
+    assert {"mamba2", "mlp+mlp", "gated_deltanet+mlp", "mamba+mlp", "mamba", "global"} <= kinds, kinds
+
+
+def test_refused_kinds_say_which_layer():
+    spec = tiny_hybrid_spec("qwen3-next")  # its attention layers gate their output
+    with pytest.raises(LcprofError, match=r"layer 3 is global \(gated attention output\)"):
+        DecoderLayer(spec, 3)
+
+
+def _x(spec, b, n, seed=0, dtype=F64):
+    return torch.randn(b, n, spec.hidden_size, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _n_multi_chunk(layer) -> int:
+    chunk = getattr(layer.mixer, "chunk", None) or getattr(layer.mixer, "block", None) or 5
+    return max(int(1.5 * chunk) + 2, 14)  # a full chunk and a partial one
+
+
+@pytest.mark.parametrize("name,idx", MIXER_CASES)
+def test_layer_equals_the_fp64_recurrence(name, idx):
+    spec = tiny_hybrid_spec(name)
+    lay = DecoderLayer(spec, idx, seed=2).to(F64).eval()
+    ref = DecoderLayer(spec, idx, seed=2).to(F64).eval()
+    ref.recurrent_reference = True
+    n = _n_multi_chunk(lay)
+    x = _x(spec, 2, n)
+    with torch.no_grad():
+        got, st = lay(x, return_kv=True)
+        want, st_ref = ref(x, return_kv=True)
+    assert want.abs().max().item() > 1e-2  # a real signal
+    assert ((got - want).norm() / want.norm()).item() < 1e-12
+    assert ((st.ssm - st_ref.ssm).norm() / st_ref.ssm.norm()).item() < 1e-12
+    # prefill 7 tokens, then decode one token at a time from the carried state == the recurrence
+    with torch.no_grad():
+        y0, cur = lay(x[:, :7], return_kv=True)
+        steps = []
+        for t in range(7, 12):
+            yt, cur = lay(x[:, t:t + 1], cur, return_kv=True)
+            steps.append(yt)
+        want12 = ref(x[:, :12])
+    got12 = torch.cat([y0, *steps], 1)
+    assert ((got12 - want12).norm() / want12.norm()).item() < 1e-12
+
+
+def test_falcon_mamba_layer_is_residual_plus_mixer_of_the_normed_input():
+    # Falcon-Mamba: out = x + mixer(rmsnorm(x)), no MLP; rmsnorm(x) = x / sqrt(mean(x^2) + eps), eps 1e-5
+    spec = tiny_hybrid_spec("falcon-mamba")
+    lay = DecoderLayer(spec, 1, seed=4).to(F64)
+    x = _x(spec, 1, 9, seed=3)
+    normed = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5)
+    with torch.no_grad():
+        want = x + RECURRENT["mamba"](lay.mixer, normed)[0]
+        got = lay(x)
+    assert ((got - want).norm() / want.norm()).item() < 1e-12
+
+
+def test_nemotron_mlp_only_layer_is_relu_squared():
+    # Nemotron-H "-" layer: out = x + down(relu(up(rmsnorm(x)))^2), one norm, no token mixer
+    spec = tiny_hybrid_spec("nemotron-h")
+    lay = DecoderLayer(spec, 1, seed=1).to(F64)
+    x = _x(spec, 2, 5, seed=5)
+    normed = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5)
+    want = x + torch.relu(normed @ lay.up.weight.T).pow(2) @ lay.down.weight.T
+    with torch.no_grad():
+        assert torch.allclose(lay(x), want, rtol=1e-12, atol=1e-12)
+    assert not hasattr(lay, "post_attn_norm")  # one norm in the layer
+
+
+def test_parameters_by_hand():
+    # Jamba layer 1: 2 RMSNorms (2 x 32) + Mamba-1 (spec.params) + router (32 x 4) + one gated MLP of
+    # the dense-equivalent active width 2 x 48 (3 x 32 x 96)
+    spec = tiny_hybrid_spec("jamba")
+    m = spec.mixer("mamba")
+    assert DecoderLayer.param_count(spec, 1) == 2 * 32 + m.params + 32 * 4 + 3 * 32 * 96
+    # Nemotron-H layer 0: 1 RMSNorm + Mamba-2, no MLP; layer 1: 1 RMSNorm + up/down (2 x 32 x 48)
+    spec = tiny_hybrid_spec("nemotron-h")
+    assert DecoderLayer.param_count(spec, 0) == 32 + spec.mixer("mamba2").params
+    assert DecoderLayer.param_count(spec, 1) == 32 + 2 * 32 * 48
+    # Qwen3-Next layer 0: 2 norms + Gated DeltaNet + router (32 x 4) + shared gate (32 x 1) + gated MLP
+    # of width 2 x 16 (routed) + 16 (shared) = 48
+    spec = tiny_hybrid_spec("qwen3-next")
+    assert DecoderLayer.param_count(spec, 0) == 2 * 32 + spec.mixer("gated_deltanet").params + 32 * 4 + 32 \
+        + 3 * 32 * 48
+
+
+# ----- FLOPs ---------------------------------------------------------------------------------------
+
+def _counted(lay, x, state=None) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        lay(x, state)
+    return fc.get_total_flops()
+
+
+def _solve(c) -> float:
+    return float(np.asarray(c.flops.get("mixer/solve", 0.0)).ravel()[0])
+
+
+@pytest.mark.parametrize("name,idx", NO_ATTN_CASES)
+@pytest.mark.parametrize("n", [13, 70])
+def test_prefill_flops_equal_the_cost_model(name, idx, n):
+    spec = tiny_hybrid_spec(name)
+    lay = DecoderLayer(spec, idx).eval()
+    c = cost(spec, n, layer=idx, batch=2, dtype="fp32", family="useful")
+    assert _counted(lay, _x(spec, 2, n, dtype=torch.float32)) == int(c.flops["total"][0]) - int(_solve(c))
+
+
+@pytest.mark.parametrize("name,idx", NO_ATTN_CASES)
+def test_decode_flops_equal_the_cost_model(name, idx):
+    spec = tiny_hybrid_spec(name)
+    lay = DecoderLayer(spec, idx).eval()
+    state = lay.random_cache(2, 51, generator=torch.Generator().manual_seed(0))
+    c = cost(spec, 50, layer=idx, batch=2, dtype="fp32", phase="decode", family="useful")
+    assert _solve(c) == 0  # one recurrent step: no chunk, no solve
+    assert _counted(lay, _x(spec, 2, 1, dtype=torch.float32), state) == int(c.flops["total"][0])
+
+
+def test_deltanet_solve_is_what_flop_counter_misses_by_hand():
+    # Qwen3-Next tiny GDN: Hv = 4 value heads, dk = 8, dv = 6, batch 2, n = 70 in chunks of 64 (64, 6):
+    # the unit-lower-triangular solve is b Hv (dk + dv) sum l(l - 1) = 2 * 4 * 14 * (64*63 + 6*5)
+    spec = tiny_hybrid_spec("qwen3-next")
+    lay = DecoderLayer(spec, 0).eval()
+    c = cost(spec, 70, layer=0, batch=2, dtype="fp32")
+    assert _solve(c) == 2 * 4 * 14 * (64 * 63 + 6 * 5) == 454_944
+    assert int(c.flops["total"][0]) - _counted(lay, _x(spec, 2, 70, dtype=torch.float32)) == 454_944
+
+
+# ----- live bytes ----------------------------------------------------------------------------------
+
+def _traced_peak(lay, x, state) -> LiveBytes:
+    with torch.no_grad():
+        lay(x, state)  # the mixers' cached (l x l) masks are built once, as a model builds them once
+    gc.collect()
+    exclude = list(lay.parameters())
+    if state is not None:
+        exclude += [t for t in (state.conv, state.ssm) if t is not None]
+    with torch.no_grad(), LiveBytes(exclude=exclude) as lb:
+        lb.track(x)
+        lay(x, state)
+    return lb
+
+
+@pytest.mark.parametrize("name,idx", NO_ATTN_CASES)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("n,b,prefix", [(13, 2, 0), (70, 1, 0), (1, 2, 9), (9, 1, 4)])
+def test_activation_peak_equals_the_cost_model_to_the_byte(name, idx, dtype, n, b, prefix):
+    B.clear_mask_cache()
+    spec = tiny_hybrid_spec(name)
+    lay = DecoderLayer(spec, idx).to(TORCH[dtype]).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, n, spec.hidden_size, generator=g).to(TORCH[dtype])
+    state = None
+    if prefix and lay.mixer is not None:
+        with torch.no_grad():
+            _, state = lay(torch.randn(b, prefix, spec.hidden_size, generator=g).to(TORCH[dtype]), return_kv=True)
+    lb = _traced_peak(lay, x, state)
+    pred = activation_bytes(spec, n, prefix=prefix, batch=b, dtype=dtype, layer=idx)
+    assert int(pred[0]) == lb.peak_bytes, (lb.peak_step, lb.peak_tensors)

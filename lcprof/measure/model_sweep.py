@@ -256,8 +256,11 @@ def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str =
         if out.exists() and out.stat().st_size > 0 and not resume:
             raise LcprofError(f"{str(out)!r} exists; pass --resume to continue it, or choose another --out")
         if out.parent and not out.parent.exists():
-            say(f"creating folder {out.parent}")
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LcprofError(f"cannot create folder {str(out.parent)!r}: {exc.strerror or exc}") from None
+            say(f"created folder {out.parent}")
         lock = ResultsLock(out).acquire()
     try:
         return _run_locked(model, spec, ns, phases, impl, layer_idx, dtypes, dev, batch, budget_s, mem_cap_bytes,

@@ -345,11 +345,11 @@ def run_sweep(model: str | ModelSpec, ns, backends=None, dtypes="fp32", *, devic
     if out is not None:
         out = Path(out)
         if out.parent and not out.parent.exists():
-            say(f"creating folder {out.parent}")
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LcprofError(f"cannot create folder {str(out.parent)!r}: {exc.strerror or exc}") from None
+            say(f"created folder {out.parent}")
         if out.exists() and out.is_dir():
             raise LcprofError(f"--out {str(out)!r} is a folder; give a results file such as {str(out / 'results.csv')!r}")
         lock = ResultsLock(out).acquire()

@@ -101,3 +101,21 @@ def test_locked_sweep_raises_lcprof_error_in_process(spec_of, tmp_path):
     with ResultsLock(out):
         with pytest.raises(LcprofError, match="being written by another sweep"):
             run_sweep(spec_of("mha"), "32", "eager", "fp32", out=out, **FAST)
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
+    """--out under /proc (or through a file) fails in one line, with no progress line before it."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out, cmd in (("/proc/lcprof-test/x.csv", ["sweep", "--model", "phi3-mini-4k", "--n", "64", "--device", "cpu"]),
+                     (str(blocker / "sub" / "x.csv"),
+                      ["model-sweep", "--model", "phi3-mini-4k", "--n", "64", "--device", "cpu"])):
+        if True:
+            res = subprocess.run([sys.executable, "-m", "lcprof", *cmd, "--out", out], capture_output=True, text=True,
+                                 timeout=120)
+            assert res.returncode == 2, (cmd, res.stderr)
+            lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("lcprof: error: cannot create folder"), (cmd, lines)

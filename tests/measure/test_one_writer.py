@@ -113,9 +113,8 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
     for out, cmd in (("/proc/lcprof-test/x.csv", ["sweep", "--model", "phi3-mini-4k", "--n", "64", "--device", "cpu"]),
                      (str(blocker / "sub" / "x.csv"),
                       ["model-sweep", "--model", "phi3-mini-4k", "--n", "64", "--device", "cpu"])):
-        if True:
-            res = subprocess.run([sys.executable, "-m", "lcprof", *cmd, "--out", out], capture_output=True, text=True,
-                                 timeout=120)
-            assert res.returncode == 2, (cmd, res.stderr)
-            lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-            assert len(lines) == 1 and lines[0].startswith("lcprof: error: cannot create folder"), (cmd, lines)
+        res = subprocess.run([sys.executable, "-m", "lcprof", *cmd, "--out", out], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 2, (cmd, res.stderr)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("lcprof: error: cannot create folder"), (cmd, lines)

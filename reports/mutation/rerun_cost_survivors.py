@@ -1,6 +1,6 @@
 """Re-run the survivors of a run_cost_mutation.sh sample against the tests that own each function.
 
-    python3 reports/mutation/rerun_cost_survivors.py WORK_DIR > survivors.txt
+    python3 reports/mutation/rerun_cost_survivors.py WORK_DIR [WORKERS] > survivors.txt
 
 For every sampled mutant mutmut did not kill (survived, no covering test, timed out), runs pytest in
 WORK_DIR/mutants with MUTANT_UNDER_TEST set (mutmut 3's trampoline switch) on the test files that hold
@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 work = sys.argv[1]
 codes = {}
@@ -37,15 +38,19 @@ def tests_for(name: str) -> list[str]:
     return ["tests/foundation/"] + RING
 
 
-env = dict(os.environ, PYTHONPATH=f"{work}/mutants")
-for name in sample:
-    if codes.get(name) == 1:
-        continue
-    env["MUTANT_UNDER_TEST"] = name
+def run(name: str) -> str:
+    env = dict(os.environ, PYTHONPATH=f"{work}/mutants", MUTANT_UNDER_TEST=name)
     try:
         rc = subprocess.run(["nice", sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
                              "not gpu", *tests_for(name)], cwd=f"{work}/mutants", env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900).returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
-    print("killed" if rc == 1 else ("survived" if rc == 0 else f"exit {rc}"), name, flush=True)
+    return f"{'killed' if rc == 1 else ('survived' if rc == 0 else f'exit {rc}')} {name}"
+
+
+todo = [n for n in sample if codes.get(n) != 1]
+todo.sort(key=lambda n: tests_for(n)[0].startswith("tests/measure"))  # the cheap CPU tests first
+with ThreadPoolExecutor(max_workers=int(sys.argv[2]) if len(sys.argv) > 2 else 1) as pool:
+    for line in pool.map(run, todo):
+        print(line, flush=True)

@@ -186,3 +186,39 @@ def test_ring_accepts_dims_of_one_and_keeps_the_link_rate():
 def test_rope_table_rows_carry_n():
     t = rope_table(load_model("phi3-128k"), 131072)
     assert set(t["n"]) == {131072}
+
+
+def test_mlp_only_layer_has_one_block():
+    spec = load_model("nemotron-h-56b")  # hidden 8192; MLP-only layers: relu^2 MLP of 32768, not gated
+    lyr = next(lyr for lyr in spec.layers if not lyr.mixers)
+    n = 4
+    # one pre-norm block: unfused RMSNorm via fp32 (n (36 h + 24) + 2 h) and the residual add (3 s n h);
+    # the activation reads and writes the 32768-wide hidden (2 s n w)
+    norm = n * (8192 * 36 + 24) + 2 * 8192
+    want = norm + 3 * 2 * n * 8192 + 2 * 2 * n * 32768
+    assert float(cost(spec, n, layer=lyr).bytes["misc/elementwise"][0]) == want
+    # fused: residual add + RMSNorm 4h and the activation 2w per token
+    assert float(cost(spec, n, layer=lyr, elementwise="fused").bytes["misc/elementwise"][0]) == \
+        2 * n * (4 * 8192 + 2 * 32768)
+
+
+def test_absorbed_mla_decode_elementwise_bytes():
+    from lcprof.cost.ops import _attention_elementwise_bytes
+
+    spec = spec_from_config(mla_config(), name="tiny-mla")  # 4 heads, kv_lora 32, rope 8: cache_dim 40
+    got = float(_attention_elementwise_bytes(spec, spec.layers[0], np.asarray(1.0), np.asarray(15.0), 1.0, 2,
+                                             "absorbed"))
+    # one new token after 15, bf16: the latent's unfused RMSNorm (32 x 36 + 24 + 2 x 32 = 1240); RoPE on the
+    # 4 query heads' and the shared key's 8 rope dims (2 (10 x 32 + 16) + 2 (10 x 8 + 16) = 864); the latent +
+    # rope key into the cache (2 s 40 = 160); the absorbed concatenations, queries 2 s H (32 + 8) and keys
+    # 2 s 16 x 40 (640 + 2560); no copy of a one-token output
+    assert got == 1240 + 864 + 160 + 640 + 2560 == 5464
+
+
+def test_refusals_name_the_layer_and_the_known_backends():
+    from lcprof.cost.ops import backend_family
+
+    with pytest.raises(LcprofError, match="known: eager, flash-attn, "):
+        backend_family("nope")
+    with pytest.raises(LcprofError, match="a layer is sparse"):
+        cost(_tiny(), 8, layer=LayerSpec(attn="sparse", top_k=4))

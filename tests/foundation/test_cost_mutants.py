@@ -168,9 +168,9 @@ def test_roofline_mixer_total():
 # ----- masks, ring, RoPE table: validation and the fields a record carries -----------------------------
 
 def test_mask_messages_name_what_is_wrong():
-    with pytest.raises(LcprofError, match="global tokens"):
+    with pytest.raises(LcprofError, match=r"^mask 'longformer:window=64,global=x': global tokens 'x' is not a whole"):
         masks.parse_mask("longformer:window=64,global=x")
-    with pytest.raises(LcprofError, match="global blocks"):
+    with pytest.raises(LcprofError, match="^BigBird global blocks must be a whole number >= 0, got -1$"):
         masks.BigBird(block=64, global_blocks=-1)
     with pytest.raises(LcprofError, match="random"):
         masks.BigBird(block=64, random=1.5)

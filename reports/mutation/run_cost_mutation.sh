@@ -24,7 +24,7 @@ cat >> pyproject.toml <<'CFG'
 [tool.mutmut]
 source_paths = ["lcprof/cost/"]
 do_not_mutate = ["lcprof/cost/weights.py", "lcprof/cost/__init__.py"]
-tests_dir = ["tests/foundation/", "tests/ring/"]
+pytest_add_cli_args_test_selection = ["tests/foundation/", "tests/ring/"]
 also_copy = ["lcprof/", "tests/", "reports/h100-calibration-2026-11-22/"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not gpu",
                        "--ignore=tests/ring/test_ring_block_merge.py", "--ignore=tests/ring/test_ring_composed.py",

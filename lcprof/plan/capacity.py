@@ -9,6 +9,7 @@ A plan runs four stages on a :class:`~lcprof.plan.scenario.Deployment` and a
 2. **capacity** (:func:`capacity_stage`): blocks per request, concurrency (capped at the engine's
    max_num_seqs), what one long request displaces::
 
+       blocks(n)    = attention blocks of n tokens + state pages    (hybrids: one page per state group)
        pool         = kv_pool_blocks - shared prefix blocks          (one KV pool: one attention-DP rank)
        concurrency  = min(floor(pool / blocks_per_request), max_num_seqs)
        displacement_kv = blocks(long) / blocks(short)

@@ -323,9 +323,12 @@ def deployment_layout(dep, par: Parallel | None = None) -> KVLayout:
 
 def kv_cache_tokens(layout: KVLayout, lim, pool) -> np.ndarray:
     """The token count the engine logs for a pool of ``pool`` blocks (int64, broadcasts): vLLM
-    int(max concurrency x max_model_len) (``kv_cache_utils._report_kv_cache_config``, commit 001cabc;
-    earlier versions printed num_blocks // groups x block_size); SGLang its #tokens (pool x page);
-    none the tokens one request could hold over the attention groups after its state pages."""
+    int(max concurrency x max_model_len), as vLLM 0.24 prints it (a Qwen3.6 log, tests/plan/
+    test_hybrid.py); ``kv_cache_utils._report_kv_cache_config`` up to 0.19 and at commit 001cabc printed
+    num_blocks // len(groups) x the smallest block size instead, which differs for hybrid models
+    (vllm-project/vllm issue 40691) and agrees for one full-attention group when the block divides
+    max_model_len. SGLang its #tokens (pool x page); none the tokens one request could hold over the
+    attention groups after its state pages."""
     pool = np.asarray(pool, dtype=np.int64)
     if lim.engine == "vllm":
         need = layout.vllm_blocks_at_max_len(lim.max_model_len, lim.max_num_batched_tokens)

@@ -268,3 +268,10 @@ def test_pipeline_stages_hold_their_own_state_groups():
     assert two["kv_block_bytes_per_gpu"] == 2 * JAMBA_PAGE
     assert two["kv_pool_blocks"] == 2 * one["kv_pool_blocks"]
     assert two["kv_bytes_per_token_per_gpu"] == 2 * JAMBA_ATTN_PER_TOKEN
+
+
+def test_block_below_the_alignment_is_raised_to_it():
+    # --block-size 8 with a one-byte state: a = max(16, 8) = 16, block = max(8, 16 x cdiv(1, 16 x 4096)) = 16
+    from lcprof.plan.memory import hybrid_block_size
+
+    assert hybrid_block_size(8, 4096, 1) == 16

@@ -217,3 +217,48 @@ def test_activation_peak_equals_the_cost_model_to_the_byte(name, idx, dtype, n, 
     lb = _traced_peak(lay, x, state)
     pred = activation_bytes(spec, n, prefix=prefix, batch=b, dtype=dtype, layer=idx)
     assert int(pred[0]) == lb.peak_bytes, (lb.peak_step, lb.peak_tensors)
+
+
+# ----- property: any Mamba-2 / Gated DeltaNet dims -------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from support.tiny_models import _BASE  # noqa: E402
+from lcprof.spec import spec_from_config  # noqa: E402
+
+
+@st.composite
+def _hybrid_config(draw):
+    hidden = draw(st.sampled_from([8, 16, 24]))
+    if draw(st.booleans()):  # Nemotron-H Mamba-2 layer then an MLP-only layer
+        groups = draw(st.sampled_from([1, 2]))
+        cfg = dict(model_type="nemotron_h", hidden_size=hidden, num_hidden_layers=2, hybrid_override_pattern="M-",
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=4, intermediate_size=draw(st.integers(4, 20)),
+                   mamba_num_heads=groups * draw(st.integers(1, 3)), mamba_head_dim=draw(st.integers(1, 6)),
+                   ssm_state_size=draw(st.integers(1, 6)), n_groups=groups, conv_kernel=draw(st.integers(2, 4)),
+                   chunk_size=draw(st.integers(2, 9)), expand=1, mlp_hidden_act="relu2", vocab_size=100)
+    else:  # Qwen3-Next Gated DeltaNet with an MoE MLP
+        hk = draw(st.integers(1, 2))
+        cfg = dict(model_type="qwen3_next", hidden_size=hidden, num_hidden_layers=4, full_attention_interval=4,
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=4, intermediate_size=8,
+                   linear_conv_kernel_dim=draw(st.integers(2, 4)), linear_key_head_dim=draw(st.integers(1, 6)),
+                   linear_num_key_heads=hk, linear_num_value_heads=hk * draw(st.integers(1, 2)),
+                   linear_value_head_dim=draw(st.integers(1, 6)), moe_intermediate_size=4,
+                   shared_expert_intermediate_size=4, num_experts=3, num_experts_per_tok=2, decoder_sparse_step=1,
+                   mlp_only_layers=[], partial_rotary_factor=0.5, **_BASE)
+    return cfg
+
+
+@settings(max_examples=30, deadline=None)
+@given(cfg=_hybrid_config(), n=st.integers(1, 40), b=st.integers(1, 2), decode=st.booleans())
+def test_property_flops_of_any_hybrid_layer_equal_the_cost_model(cfg, n, b, decode):
+    # FlopCounterMode == cost - mixer/solve, for layer 0 (the mixer) and layer 1, prefill of n tokens
+    # or one decode step after n
+    spec = spec_from_config(dict(cfg), name="prop-hybrid")
+    for idx in (0, 1):
+        lay = DecoderLayer(spec, idx).eval()
+        g = torch.Generator().manual_seed(n)
+        state = lay.random_cache(b, n + 1, generator=g) if decode else None
+        x = torch.randn(b, 1 if decode else n, spec.hidden_size, generator=g)
+        c = cost(spec, n, layer=idx, batch=b, dtype="fp32", phase="decode" if decode else "prefill")
+        assert _counted(lay, x, state) == int(c.flops["total"][0]) - int(_solve(c))

@@ -90,8 +90,8 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         why.append("sparse (DSA) attention")
     if layer.has_attention and layer.dims is not None:
         why.append("per-layer attention dims")
-    if layer.has_attention and spec.attn_output_gate:
-        why.append("gated attention output")
+    if layer.has_attention and spec.attn_output_gate and spec.mla is not None:
+        why.append("gated attention output with MLA")
     if why:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"
@@ -282,6 +282,10 @@ class DecoderLayer(nn.Module):
             self.v_proj = nn.Linear(h, kvh * vhd, bias=spec.qkv_bias)
             self.o_proj = nn.Linear(H * vhd, h, bias=False)
             self.scale = 1.0 / math.sqrt(hd)
+            if spec.attn_output_gate:  # Qwen3-Next: o <- o * sigmoid(x W_gate), one gate per head element
+                # the second half of the doubled q_proj, kept as its own projection (same FLOPs and
+                # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)
+                self.q_gate = nn.Linear(h, H * hd, bias=spec.qkv_bias)
         else:
             m = spec.mla
             if m.q_lora_rank:
@@ -467,6 +471,7 @@ class DecoderLayer(nn.Module):
         start = n_k - m
         pos = start if pos is None else pos
         q = self.q_proj(h).view(b, m, H, hd)  # (b, m, heads, head_dim)
+        gate = self.q_gate(h) if hasattr(self, "q_gate") else None  # (b, m, heads * head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
@@ -479,6 +484,14 @@ class DecoderLayer(nn.Module):
             cache.b[:, start:] = v
             keys, values = cache.a, cache.b  # (b, n_k, kv_heads, *)
         o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale)  # (b, m, heads, v_head_dim)
+        if gate is not None:
+            sig = torch.sigmoid(gate)  # (b, m, heads * v_head_dim)
+            if o.is_contiguous():  # a tiled kernel's (b, m, heads, v) output: gated into a new tensor
+                og = o.view(b, m, H * vhd) * sig
+                del o, sig
+            else:  # eager's transposed output: its token-major copy gated into sigmoid(gate)'s storage
+                og = sig.mul_(o.reshape(b, m, H * vhd))
+            return self.o_proj(og), KVCache(keys, values)
         return self.o_proj(o.reshape(b, m, H * vhd)), KVCache(keys, values)
 
     def _mla_block(self, h: torch.Tensor, cache: KVCache | None,

@@ -188,3 +188,21 @@ def test_compare_predicts_linear_rows_and_says_why(linear_rows):
     r = CliRunner().invoke(main, ["compare", str(linear_rows), "--gpu", "h100-sxm"])
     assert r.exit_code == 0, r.output
     assert "linear-time layer" in r.output
+
+
+def test_the_committed_cpu_hybrid_report_holds_its_exponents():
+    # reports/cpu-hybrid-2026-12-02: the README's table is `lcprof fit` of the committed rows
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "reports" / "cpu-hybrid-2026-12-02"
+    df = read_results(root / "results.csv")
+    assert set(df["status"]) == {"ok"} and len(df) == 16
+    assert set(df["layer_kind"]) == {"mamba2", "gated_deltanet"}
+    assert (df["check_layer_rel_err"].astype(float) < 1e-5).all()
+    res = fit_results(root / "results.csv")
+    got = {(g.key["model"], g.key["phase"]): round(g.power_law.exponent, 3) for g in res.groups}
+    assert got == {("nemotron-3-nano", "prefill"): 1.024, ("nemotron-3-nano", "decode"): 0.012,
+                   ("qwen3-next-80b-a3b", "prefill"): 1.119, ("qwen3-next-80b-a3b", "decode"): 0.091}
+    readme = (root / "README.md").read_text()
+    for k in got.values():
+        assert f"**{k:.3f}**" in readme

@@ -192,7 +192,7 @@ def test_llama4_scout_chunked_kv():
 
 def test_fp8_halves_bf16_for_every_preset():
     """Every preset without a DSA indexer (whose key cache is fp8 in every KV dtype: 132 bytes per token
-    and layer, see tests/foundation/test_hybrid_kinds.py)."""
+    and layer, see tests/cost/test_hybrid_kinds.py)."""
     ns = [1000, 4096, 32768, 131072]
     for nm in list_presets():
         spec = load_model(nm)

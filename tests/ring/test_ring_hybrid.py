@@ -81,7 +81,7 @@ def test_qwen3_next_gated_deltanet_passes_its_state_sequentially():
         G * gdn["local_compute_time_max_s"] + 7 * state / NVLINK4, rel=1e-12)
     assert gdn["time_all_layers_s"] == pytest.approx(36 * gdn["sequential_time_per_layer_s"], rel=1e-12)
     # a rank's chunk costs what the kind's own cost model charges 8192 tokens (hand-checked per kind in
-    # tests/foundation/test_hybrid_kinds.py)
+    # tests/cost/test_hybrid_kinds.py)
     spec = load("qwen3-next-80b-a3b")
     gdn_layer = next(i for i, lyr in enumerate(spec.layers) if "gated_deltanet" in lyr.mixers)
     assert gdn["local_flops_max"] == pytest.approx(float(cost(spec, 8192, layer=gdn_layer).flops["mixer/total"][0]),

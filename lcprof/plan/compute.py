@@ -57,7 +57,7 @@ from typing import Callable
 
 import numpy as np
 
-from lcprof.cost.model import cost, roofline, state_bytes
+from lcprof.cost.model import TOTAL_KEYS, cost, roofline, state_bytes
 from lcprof.cost.ops import experts_touched
 from lcprof.cost.weights import op_weight_bytes_delta
 from lcprof.errors import LcprofError
@@ -177,7 +177,7 @@ def prefill_parts(spec: ModelSpec, rates: Rates, precision, n_new, prefix=0,
     parts = {"tp": 0.0, "experts": 0.0, "replicated": 0.0}
     attention = 0.0
     for name in c.flops:
-        if name in ("total", "attn/total"):
+        if name in TOTAL_KEYS:
             continue
         t = t_attn[name] if name.startswith("attn/") else t_gemm[name]
         parts[op_split(name)] = parts[op_split(name)] + np.asarray(t, dtype=np.float64)
@@ -301,7 +301,7 @@ def decode_parts(dep, context, kv=None) -> DecodeParts:
              elementwise="fused", mask=mask, state_dtype=sdt)
     flops = 0.0
     for name, f in c.flops.items():
-        if name in ("total", "attn/total"):
+        if name in TOTAL_KEYS:
             continue
         div = {"tp": par.tp, "experts": par.expert_shards, "replicated": 1}[op_split(name)]
         flops = flops + np.asarray(f, dtype=np.float64) / div

@@ -275,3 +275,22 @@ def test_block_below_the_alignment_is_raised_to_it():
     from lcprof.plan.memory import hybrid_block_size
 
     assert hybrid_block_size(8, 4096, 1) == 16
+
+
+def test_decode_flops_count_the_mixer_ops_once():
+    """A decode token costs about 2 FLOPs per active non-embedding parameter: Qwen3-Next-80B-A3B has
+    3.56e9 of them, so 7.13e9, plus its 36 Gated DeltaNet state updates (32 heads x 128 x 128, a
+    read and a write: ~3.1e6 FLOPs each, 1.1e8 in all) and a 12-layer attention over one key.
+    The planner once added the cost model's ``mixer/total`` on top of the mixer ops: 31.6% high."""
+    from lcprof.cost.model import cost
+    from lcprof.plan.compute import decode_parts
+    from lcprof.plan.scenario import build_deployment
+    from lcprof.spec import param_counts
+
+    dep = build_deployment("qwen3-next-80b-a3b", gpu="h200", calibration="datasheet")
+    flops = float(decode_parts(dep, [1]).flops_per_gpu[0])
+    pc = param_counts(dep.spec)
+    per_param = 2 * (pc["active_params"] - pc["embedding_params"])
+    assert 1.0 < flops / per_param < 1.02
+    c = cost(dep.spec, [1.0], phase="decode", dtype="bf16", family="useful", lm_head=True, elementwise="fused")
+    assert flops == pytest.approx(float(c.flops["total"][0]), rel=1e-12)

@@ -248,3 +248,13 @@ def test_crossover_at_two_tokens():
                              "intermediate_size": 1, "vocab_size": 10, "max_position_embeddings": 64},
                             name="tiny-crossover")
     assert attention_crossover_n(spec, layer=LayerSpec(mlp=False)) == 2
+
+
+def test_final_residual_step_by_hand():
+    from lcprof.cost.model import activation_steps
+
+    # llama3-8b layer 0, bf16, 64 tokens: before the final add x and x + attn live on (2 s h each), then the
+    # MLP output and the sum (2 s h more): 64 x 4 x 2 x 4096 bytes; and the RoPE cos and sin tables, live for
+    # the whole forward: 2 x 64 positions x 128 dims x 2 bytes
+    steps = activation_steps(load_model("llama3-8b"), 64, layer=0, family="tiled")
+    assert float(steps["residual"][0]) == 64 * (2 * 2 * 4096 + 2 * 2 * 4096) + 2 * 64 * 128 * 2 == 2_129_920

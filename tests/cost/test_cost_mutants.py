@@ -222,3 +222,39 @@ def test_refusals_name_the_layer_and_the_known_backends():
         backend_family("nope")
     with pytest.raises(LcprofError, match="a layer is sparse"):
         cost(_tiny(), 8, layer=LayerSpec(attn="sparse", top_k=4))
+
+
+def test_useful_flops_of_the_chunked_mixers():
+    m = load_model("minimax-m1").mixer("lightning")
+    ops = lightning.ops(m, np.array([4096.0]))
+    # 16 blocks of 256: useful Q K^T over the causal l(l+1)/2 pairs of each block, 2 H d per pair
+    assert float(_op(ops, "mixer/qk").useful_flops[0]) == 2 * 64 * 128 * 16 * (256 * 257 // 2)
+    from lcprof.cost.kinds import deltanet
+
+    g = load_model("qwen3-next-80b-a3b").mixer("gated_deltanet")  # 32 value heads, dk = dv = 128
+    ops = deltanet.ops(g, np.array([128.0]))
+    # W S and (Q o e^g) S: two products of a token's dk with the dk x dv state per value head, all useful
+    st = _op(ops, "mixer/state_read")
+    assert float(st.useful_flops[0]) == float(st.flops[0]) == 2 * 2 * 128 * 32 * 128 * 128
+
+
+def test_crossover_at_two_tokens():
+    from lcprof.cost.model import attention_crossover_n
+
+    # hidden 1, 2 heads and 1 KV head of 8, no MLP: per token the projections cost 2 x 1 x 16 x (2 + 1) = 96
+    # FLOPs; attention over n(n+1)/2 pairs costs 2 x 2 heads x 16 per pair: n = 1 -> 64 < 96, n = 2 -> 192 = 192
+    spec = spec_from_config({"model_type": "llama", "hidden_size": 1, "num_hidden_layers": 1,
+                             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+                             "intermediate_size": 1, "vocab_size": 10, "max_position_embeddings": 64},
+                            name="tiny-crossover")
+    assert attention_crossover_n(spec, layer=LayerSpec(mlp=False)) == 2
+
+
+def test_final_residual_step_by_hand():
+    from lcprof.cost.model import activation_steps
+
+    # llama3-8b layer 0, bf16, 64 tokens: before the final add x and x + attn live on (2 s h each), then the
+    # MLP output and the sum (2 s h more): 64 x 4 x 2 x 4096 bytes; and the RoPE cos and sin tables, live for
+    # the whole forward: 2 x 64 positions x 128 dims x 2 bytes
+    steps = activation_steps(load_model("llama3-8b"), 64, layer=0, family="tiled")
+    assert float(steps["residual"][0]) == 64 * (2 * 2 * 4096 + 2 * 2 * 4096) + 2 * 64 * 128 * 2 == 2_129_920

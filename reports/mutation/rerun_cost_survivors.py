@@ -6,9 +6,9 @@ For every sampled mutant mutmut did not kill (survived, no covering test, timed 
 WORK_DIR/mutants with MUTANT_UNDER_TEST set (mutmut 3's trampoline switch) on the test files that hold
 that function: the activation steps of the mixer kinds against tests/measure/test_mixers.py (LiveBytes,
 to the byte), the attention layer's activation steps against tests/measure/test_tensor_audit.py, the
-rest against tests/foundation/test_cost_mutants.py (added after the sample ran; copy it into
+rest against tests/cost/test_cost_mutants.py (added after the sample ran; copy it into
 WORK_DIR/mutants/tests/cost first) when they survived the first run's tests, else against
-tests/foundation/ and the analytic ring tests. Prints "killed NAME" or "survived NAME".
+tests/cost/ and the analytic ring tests. Prints "killed NAME" or "survived NAME".
 """
 import glob
 import json
@@ -33,9 +33,9 @@ def tests_for(name: str) -> list[str]:
         return ["tests/measure/test_mixers.py", "-k", "activation"]
     if re.search(r"model\.x_(_attention_steps|_mlp_steps|activation_steps|_attention_heads|activation_bytes)", name):
         return ["tests/measure/test_tensor_audit.py", "-k", "peak or cached_steps"]
-    if codes.get(name) == 0:  # survived tests/foundation/ and the ring tests already: the tests added since
-        return ["tests/foundation/test_cost_mutants.py"]
-    return ["tests/foundation/"] + RING
+    if codes.get(name) == 0:  # survived tests/cost/ and the ring tests already: the tests added since
+        return ["tests/cost/test_cost_mutants.py"]
+    return ["tests/cost/"] + RING
 
 
 def run(name: str) -> str:

@@ -1,6 +1,6 @@
 """Re-run mutants against argument-free test functions in one process (fast: lcprof imported once).
 
-    cd WORK_DIR/mutants && PYTHONPATH=$PWD python3 .../rerun_in_process.py NAMES_FILE tests/foundation/test_x.py ...
+    cd WORK_DIR/mutants && PYTHONPATH=$PWD python3 .../rerun_in_process.py NAMES_FILE tests/cost/test_x.py ...
 
 mutmut 3's trampoline reads MUTANT_UNDER_TEST at every call, so each mutant is switched on by setting
 it before calling the tests; a mutant is killed when any test raises. Parametrized tests and tests

@@ -7,7 +7,7 @@
 # copy's pyproject.toml, lets mutmut generate every mutant of lcprof/cost/ and lcprof/cost/kinds/
 # (weights.py -- the engine tensor list, owned and mutation-tested with the planner -- and the
 # re-exporting __init__.py of cost/ excluded), then runs the sampled ones with the CPU cost tests
-# (tests/foundation/ and the analytic ring tests; the torch ring tests are ignored) and prints one
+# (tests/cost/ and the analytic ring tests; the torch ring tests are ignored) and prints one
 # line per mutant (killed / survived). mutmut runs only the tests that reach the mutated function.
 # Needs `pip install mutmut` (3.8.1 used). About 3 s per killed mutant, 20-60 s per survivor, on 2 cores.
 set -euo pipefail
@@ -24,7 +24,7 @@ cat >> pyproject.toml <<'CFG'
 [tool.mutmut]
 source_paths = ["lcprof/cost/"]
 do_not_mutate = ["lcprof/cost/weights.py", "lcprof/cost/__init__.py"]
-pytest_add_cli_args_test_selection = ["tests/foundation/", "tests/ring/"]
+pytest_add_cli_args_test_selection = ["tests/cost/", "tests/ring/"]
 also_copy = ["lcprof/", "tests/", "reports/h100-calibration-2026-11-22/"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not gpu",
                        "--ignore=tests/ring/test_ring_block_merge.py", "--ignore=tests/ring/test_ring_composed.py",

@@ -290,8 +290,9 @@ def test_kimi_k2():
 
 
 def test_deepseek_v32_sparse_attention():
-    # DSA: every layer keeps the whole MLA cache (576 per token) and its indexer's key (128 per token)
-    kv = 61 * (512 + 64 + 128) * 2  # 85888
+    # DSA: every layer keeps the whole MLA cache (576 bf16 values per token) and its indexer's key,
+    # which vLLM stores in fp8 with one fp32 scale per 128 values whatever the KV dtype: 128 + 4 bytes
+    kv = 61 * ((512 + 64) * 2 + 128 + 4)  # 78324
     total, active, _ = _deepseek(61, 3, 7168, 128, 18432, 256, 1, 8, 2048, 129280, (1536, 512, 128, 64, 128))
     # indexer per layer: wq_b 1536 x 64*128, wk 7168 x 128, LayerNorm 2 x 128, weights_proj 7168 x 64
     indexer = 1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64
@@ -300,7 +301,7 @@ def test_deepseek_v32_sparse_attention():
 
 
 def test_glm5_sparse_attention():
-    kv = 78 * (512 + 64 + 128) * 2  # 109824
+    kv = 78 * ((512 + 64) * 2 + 128 + 4)  # 100152: MLA bf16 + the indexer's fp8 key and fp32 scale
     total, active, _ = _deepseek(78, 3, 6144, 64, 12288, 256, 1, 8, 2048, 154880, (2048, 512, 192, 64, 256))
     indexer = 2048 * 32 * 128 + 6144 * 128 + 2 * 128 + 6144 * 32
     check("zai-org--GLM-5", kv, kv, total + 78 * indexer, active + 78 * indexer)

@@ -236,11 +236,12 @@ class LightningSpec(_Mixer):
     hidden_size: int
     n_heads: int
     head_dim: int
+    block_size: int = 256  # MiniMax's ``block_size``: tokens per block of the chunked kernel
 
     kind = "lightning"
 
     def __post_init__(self) -> None:
-        _positive(self, "hidden_size", "n_heads", "head_dim")
+        _positive(self, "hidden_size", "n_heads", "head_dim", "block_size")
 
     def linears(self) -> tuple[Linear, ...]:
         h, w = self.hidden_size, self.n_heads * self.head_dim

@@ -295,3 +295,32 @@ def test_kv_of_non_attention_layers_is_zero():
     spec = load_model("qwen3-next-80b-a3b")
     assert kv_bytes(spec, 1)[0] == 12 * 2 * 2 * 256 * 2
     assert kv_bytes(load_model("falcon-mamba-7b"), [1, 1 << 20]).tolist() == [0, 0]
+
+
+def test_minimax_block_size_is_read_and_changes_the_lightning_cost(tmp_path):
+    """MiniMax's ``block_size`` (transformers' MiniMaxConfig default 256) is the lightning kernel's
+    block: intra-block pairs grow with it (about n x B / 2), so a 128-token block costs fewer FLOPs.
+    Absent, it takes transformers' default; 0 is refused naming the field."""
+    import json
+
+    from lcprof.cost.model import cost
+    from lcprof.errors import LcprofError
+    from lcprof.spec import load_model
+
+    src = Path(__file__).resolve().parents[1] / "data" / "configs" / "MiniMaxAI--MiniMax-M1" / "config.json"
+    cfg = json.loads(src.read_text())
+    assert "block_size" not in cfg
+    default = load_model(str(src))
+    assert default.lightning.block_size == 256
+    (tmp_path / "b128").mkdir()
+    (tmp_path / "b128" / "config.json").write_text(json.dumps(dict(cfg, block_size=128)))
+    small = load_model(str(tmp_path / "b128" / "config.json"))
+    assert small.lightning.block_size == 128
+    layer = next(x for x in default.layers if "lightning" in x.mixers)
+    f256 = cost(default, [65536.0], phase="prefill", dtype="bf16", family="tiled", layer=layer).flops
+    f128 = cost(small, [65536.0], phase="prefill", dtype="bf16", family="tiled", layer=layer).flops
+    assert float(f128["mixer/total"][0]) < float(f256["mixer/total"][0])
+    (tmp_path / "b0").mkdir()
+    (tmp_path / "b0" / "config.json").write_text(json.dumps(dict(cfg, block_size=0)))
+    with pytest.raises(LcprofError, match="block_size"):
+        load_model(str(tmp_path / "b0" / "config.json"))

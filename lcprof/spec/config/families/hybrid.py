@@ -229,7 +229,8 @@ def build_minimax(r: Reader, ctx: dict):
     inter = r.int("intermediate_size")
     moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=r.int("num_experts_per_tok"), n_shared=0,
                   expert_intermediate_size=inter, shared_intermediate_size=0)
-    lightning = LightningSpec(hidden_size=hidden, n_heads=heads, head_dim=hd)
+    # block_size: the lightning kernel's block (intra-block quadratic, inter-block through the state)
+    lightning = LightningSpec(hidden_size=hidden, n_heads=heads, head_dim=hd, block_size=r.int("block_size"))
     layers = [LayerSpec(moe=True) if s else LayerSpec(mixers=("lightning",), moe=True) for s in soft]
     return _spec(r, ctx, layers, [], hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
                  intermediate_size=inter, mlp_gated=True, vocab_size=r.int("vocab_size"),
@@ -324,7 +325,8 @@ _FALCON_H1 = dict(vocab_size=128000, tie_word_embeddings=False, num_key_value_he
                   projectors_bias=False, rope_theta=100000.0, rope_scaling=None, attention_bias=False,
                   mlp_bias=False)
 _MINIMAX = dict(num_key_value_heads=8, head_dim=None, tie_word_embeddings=False, sliding_window=None,
-                num_experts_per_tok=2, num_local_experts=8, rope_theta=1e6, rope_scaling=None, layer_types=None)
+                num_experts_per_tok=2, num_local_experts=8, rope_theta=1e6, rope_scaling=None, layer_types=None,
+                block_size=256)
 _MIMO = dict(num_attention_heads=64, num_key_value_heads=4, head_dim=192, v_head_dim=128,
              swa_num_attention_heads=64, swa_num_key_value_heads=8, swa_head_dim=192, swa_v_head_dim=128,
              rope_theta=10_000_000.0, swa_rope_theta=10_000.0, partial_rotary_factor=0.334, sliding_window=128,
@@ -346,7 +348,7 @@ _FALCON_H1_INERT = _MAMBA_INIT | {"lm_head_multiplier", "embedding_multiplier", 
                                   "ssm_in_multiplier", "ssm_out_multiplier", "mamba_chunk_size_comment"}
 _MINIMAX_INERT = frozenset({"layernorm_full_attention_alpha", "layernorm_full_attention_beta",
                             "layernorm_linear_attention_alpha", "layernorm_linear_attention_beta",
-                            "layernorm_mlp_alpha", "layernorm_mlp_beta", "postnorm", "block_size",
+                            "layernorm_mlp_alpha", "layernorm_mlp_beta", "postnorm",
                             "full_attn_alpha_factor", "full_attn_beta_factor", "linear_attn_alpha_factor",
                             "linear_attn_beta_factor", "mlp_alpha_factor", "mlp_beta_factor"})
 _MIMO_INERT = _ROUTING | {"layernorm_epsilon"}

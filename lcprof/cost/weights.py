@@ -220,13 +220,18 @@ def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
 
 #: Mixer projections sharded on their input (vLLM ``RowParallelLinear``); the rest split their output.
 _ROW_PARALLEL = ("out_proj", "x_proj")
+#: Mixer vectors over one head's (or the low-rank) width, whole on every rank: Gated DeltaNet's gated
+#: norm over head_v_dim, Jamba's dt/B/C RMSNorms. The others (conv taps, A, D, dt bias, Mamba-2's and
+#: lightning's norms over all heads) split with the heads.
+_REPLICATED_VECTORS = {("gated_deltanet", "norm"), ("mamba", "dt_layernorm"), ("mamba", "b_layernorm"),
+                       ("mamba", "c_layernorm")}
 
 
 def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
     """A layer's linear-time mixers (Mamba, Mamba-2, Gated DeltaNet, lightning) on one GPU, from the
     spec's own tensor lists (``lcprof.spec.mixers``): projections split ``tp`` ways (out_proj and
     x_proj on their input, the others on their output), the per-channel vectors (conv taps, A, D,
-    dt bias, norms) split ``tp`` ways with them."""
+    dt bias, norms over all heads) split ``tp`` ways with them, per-head-width norms whole."""
     from lcprof.spec.model import MIXER_FIELDS
 
     out: list[Matrix] = []
@@ -246,7 +251,8 @@ def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
                 if lin.bias:
                     out.append(Matrix(f"{kind}.{lin.name}_bias", "norm", 1, d_out))
         for k, v in mx.other_params().items():
-            out.append(Matrix(f"{kind}.{k}", "norm", 1, _div(v, tp, f"{kind} {k} size", spec)))
+            whole = (kind, k) in _REPLICATED_VECTORS
+            out.append(Matrix(f"{kind}.{k}", "norm", 1, v if whole else _div(v, tp, f"{kind} {k} size", spec)))
     return out
 
 

@@ -11,8 +11,11 @@ holds a commit hash, ``<cache>/models--<org>--<name>/snapshots/<commit>/config.j
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
+import urllib.parse
 from pathlib import Path
 
 from lcprof.errors import LcprofError
@@ -65,10 +68,36 @@ def resolve_config(model_id: str) -> Path:
     except ImportError:
         raise LcprofError(f"Hub model {model_id!r} is not in the local cache ({cache}); downloading it needs "
                           "huggingface_hub (pip install 'lcprof[hub]'), or pass the path of its config.json") from None
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    why = _unreachable(endpoint)
+    if why:  # huggingface_hub would retry for ~25 s, logging each attempt; say it once instead
+        raise LcprofError(f"Hub model {model_id!r} is not in the local cache ({cache}) and {endpoint} cannot be "
+                          f"reached ({why}): set HF_HUB_OFFLINE=1 and pass the path of its config.json, or retry "
+                          "online")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would make a multi-line error
     try:
         path = huggingface_hub.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=str(cache))
     except Exception as exc:  # network, gated, missing repo: one line, never a traceback
         kind = type(exc).__name__
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
         raise LcprofError(f"Hub model {model_id!r}: could not download config.json ({kind}: {first})") from None
+    finally:
+        hub_log.setLevel(level)
     return Path(path)
+
+
+def _unreachable(endpoint: str, timeout_s: float = 3.0) -> str:
+    """Why ``endpoint``'s host cannot be reached over TCP within ``timeout_s`` ('' when it can)."""
+    u = urllib.parse.urlsplit(endpoint)
+    host, port = u.hostname or "", u.port or (80 if u.scheme == "http" else 443)
+    if not host:
+        return f"no host in {endpoint!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return ""
+    except socket.gaierror:
+        return f"cannot resolve {host}"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or type(exc).__name__}"

@@ -86,6 +86,7 @@ def test_not_cached_while_offline_is_one_line(cache):
 
 def test_download_when_online_through_huggingface_hub(cache, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("lcprof.spec.hub._unreachable", lambda endpoint: "")  # online
     calls = []
 
     def hf_hub_download(repo_id, filename, revision=None, cache_dir=None):
@@ -102,6 +103,7 @@ def test_download_when_online_through_huggingface_hub(cache, monkeypatch):
 
 def test_download_failure_is_one_line(cache, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("lcprof.spec.hub._unreachable", lambda endpoint: "")  # the host answers, the download fails
 
     def hf_hub_download(*a, **k):
         raise ConnectionError("Failed to resolve 'huggingface.co'\nmore detail")
@@ -111,6 +113,37 @@ def test_download_failure_is_one_line(cache, monkeypatch):
     assert r.exit_code == 2
     (line,) = r.stderr.strip().splitlines()
     assert "org/missing-model" in line and "ConnectionError" in line and "more detail" not in line
+
+
+def test_an_unreachable_hub_is_one_line_at_once(cache, monkeypatch):
+    """Online by the environment but the Hub cannot be reached: one line naming why, without calling
+    huggingface_hub (which would retry for ~25 s, logging every attempt)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")
+    monkeypatch.setattr("lcprof.spec.hub._unreachable", lambda endpoint: f"cannot resolve {endpoint[8:]}")
+    called = []
+    monkeypatch.setitem(sys.modules, "huggingface_hub",
+                        types.SimpleNamespace(hf_hub_download=lambda *a, **k: called.append(a)))
+    r = run(["show", "org/missing-model"])
+    assert r.exit_code == 2 and not called
+    (line,) = r.stderr.strip().splitlines()
+    assert "https://hub.example.invalid cannot be reached (cannot resolve hub.example.invalid)" in line
+    assert "HF_HUB_OFFLINE=1" in line
+
+
+def test_reachability_probe_against_a_local_port():
+    import socket
+
+    from lcprof.spec.hub import _unreachable
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    assert _unreachable(f"http://127.0.0.1:{port}") == ""  # something listens
+    srv.close()
+    assert _unreachable(f"http://127.0.0.1:{port}").startswith(f"cannot connect to 127.0.0.1:{port}")
+    assert _unreachable("https://") == "no host in 'https://'"
 
 
 def test_without_huggingface_hub_installed(cache, monkeypatch):

@@ -53,7 +53,7 @@ def test_mamba2_gated_norm_bytes():
 def test_state_dtype_keeps_the_conv_window_in_the_model_dtype():
     m = load_model("jamba-1.5-mini").mixer("mamba")
     # conv (d_conv - 1) x d_inner = 24,576 in bf16, the SSM state 8192 x 16 = 131,072 in fp32
-    assert mamba1.state_bytes(m, "bf16", state_dtype="fp32") == 24_576 * 2 + 131_072 * 4 == 573_440
+    assert mixer_state_bytes(m, "bf16", state_dtype="fp32") == 24_576 * 2 + 131_072 * 4 == 573_440
     assert mixer_state_bytes(m, "fp32") == (24_576 + 131_072) * 4 == 622_592
     # context parallelism passes that state: the state dtype is honoured
     rec = cp.state_pass(m, 64, 2, state_dtype="fp32", peak_flops_per_s=1e15, link_bytes_per_s=1e11)
@@ -71,7 +71,7 @@ def test_mixer_state_under_tensor_parallelism():
     assert mamba2.state_elements(nem, 4) == {"conv": (16384 + 4096) // 4 * 3, "ssm": 64 * 64 * 256}
     # TP = 16 does not: the groups are replicated up to 16, one per rank
     assert mamba2.state_elements(nem, 16) == {"conv": (16384 + 2 * 16 * 256) // 16 * 3, "ssm": 16 * 64 * 256}
-    assert mamba2.state_bytes(nem) == (256 * 64 * 256 + 3 * (16384 + 4096)) * 2 == 8_511_488  # default tp = 1
+    assert mixer_state_bytes(nem) == (256 * 64 * 256 + 3 * (16384 + 4096)) * 2 == 8_511_488  # default tp = 1
 
 
 def test_model_state_bytes_follow_dtype_and_tp():

@@ -4,8 +4,8 @@ The shapes are the spec's (``lcprof.spec.mixers``: ``MambaSpec``, ``Mamba2Spec``
 ``GatedDeltaNetSpec``, ``LightningSpec`` -- their ``linears()``/``other_params()`` are the
 parameters, ``state_elements()`` the state); each kind here answers, for its spec,
 ``ops(m, n, prefix, batch=, dtype=, state_dtype=, chunk=)`` (FLOPs executed and useful, bytes;
-chunked prefill, recurrent decode), ``state_elements(m, tp)`` and ``state_bytes(m, dtype,
-state_dtype=, tp=)`` (constant in n) and ``activation_steps(m, n, ...)`` (bytes live at each step of
+chunked prefill, recurrent decode), ``state_elements(m, tp)`` (constant in n; its bytes:
+:func:`mixer_state_bytes`) and ``activation_steps(m, n, ...)`` (bytes live at each step of
 lcprof's measured layer), so that consumers ask the kind, never the model family. No torch.
 """
 
@@ -78,7 +78,11 @@ def mixer_ops(mixer, n, prefix=0, **kw):
 
 
 def mixer_state_bytes(mixer, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-    return kind_of(mixer).state_bytes(mixer, dtype, state_dtype=state_dtype, tp=tp)
+    """Bytes of a mixer's per-request state on one of ``tp`` ranks: its kind's ``state_elements``,
+    conv state in the activation dtype, the recurrent state in ``state_dtype`` (default: the same)."""
+    from lcprof.cost.kinds.common import state_bytes_of
+
+    return state_bytes_of(kind_of(mixer).state_elements(mixer, tp), dtype, state_dtype)
 
 
 def mixer_activation_steps(mixer, n, **kw):

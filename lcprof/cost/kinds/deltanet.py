@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
-                                      state_bytes_of, state_dtype_bytes)
+                                      state_dtype_bytes)
 from lcprof.units import dtype_bytes
 
 #: Tokens per chunk of the chunked delta rule (fla ``chunk_gated_delta_rule``: BT = 64).
@@ -47,10 +47,6 @@ def state_elements(m, tp: int = 1) -> dict[str, int]:
     vh = check_tp(m.num_v_heads, tp, "Gated DeltaNet value heads")
     check_tp(m.num_k_heads, tp, "Gated DeltaNet key heads")
     return {"conv": (m.conv_kernel - 1) * m.conv_dim // tp, "recurrent": vh * m.head_k_dim * m.head_v_dim}
-
-
-def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
 
 
 def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,

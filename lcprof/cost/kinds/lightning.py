@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, core_bytes, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, core_bytes, proj_ops, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
 #: Tokens per block (MiniMax-Text-01 / M1 ``block_size``; transformers' MiniMaxConfig default).
@@ -38,10 +38,6 @@ def state_elements(m, tp: int = 1) -> dict[str, int]:
     if tp == 1:
         return m.state_elements()
     return {"kv": check_tp(m.n_heads, tp, "lightning-attention heads") * m.head_dim * m.head_dim}
-
-
-def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
 
 
 def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, conv_op, core_bytes, proj_ops, state_bytes_of, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, conv_op, core_bytes, proj_ops, state_dtype_bytes
 from lcprof.units import dtype_bytes
 
 
@@ -28,10 +28,6 @@ def state_elements(m, tp: int = 1) -> dict[str, int]:
         return m.state_elements()
     di = check_tp(m.d_inner, tp, "Mamba inner channels")
     return {"conv": (m.d_conv - 1) * di, "ssm": di * m.d_state}
-
-
-def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
 
 
 def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,

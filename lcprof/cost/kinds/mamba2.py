@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
-                                      state_bytes_of, state_dtype_bytes)
+                                      state_dtype_bytes)
 from lcprof.units import dtype_bytes
 
 
@@ -75,10 +75,6 @@ def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str
     out.append(Op("mixer/norm", zero, zero, s * t * 3 * m.d_inner + (s * m.d_inner if m.norm else 0)))
     out.append(out_proj)
     return out
-
-
-def state_bytes(m, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
-    return state_bytes_of(state_elements(m, tp), dtype, state_dtype)
 
 
 def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chunk: int | None = None,

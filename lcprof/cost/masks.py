@@ -151,18 +151,8 @@ def _query_tiles(n: int, p: int, bq: int):
 def _interval_tiled(kind: str, n: int, p: int, window: int | None, bq: int, bk: int) -> float:
     """Masks whose rows allow one interval [lo(i), i] that moves right with i (global, full,
     sliding, chunked): the union over a tile's rows is [lo(first row), last row], and exactly the
-    key tiles meeting it hold an allowed pair."""
-    k_total = p + n
-    rows, pos_first, pos_last = _query_tiles(n, p, bq)
-    hi = pos_last.copy() if kind != "full" else np.full_like(pos_last, k_total - 1)
-    if kind in ("global", "full"):
-        lo = np.zeros_like(pos_first)
-    elif kind == "sliding":
-        lo = np.maximum(0, pos_first - window + 1)
-    else:  # chunked
-        lo = (pos_first // window) * window
-    cols = _tile_cols(lo // bk, hi // bk, bk, k_total)
-    return float(np.sum(rows * cols.astype(np.float64)))
+    key tiles meeting it hold an allowed pair. One point of :func:`_interval_tiled_many`."""
+    return float(_interval_tiled_many(kind, np.array([n]), np.array([p]), window, bq, bk)[0])
 
 
 #: Query tiles evaluated per vectorised batch (bounds the temporary arrays to a few tens of MB).
@@ -293,8 +283,12 @@ class Mask:
         """(kind, window) when every row allows one interval ending at the row (_interval_tiled)."""
         return None
 
-    def _tiled_one(self, n: int, p: int, bq: int, bk: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _tiled_one(self, n: int, p: int, bq: int, bk: int) -> float:
+        """Executed pairs of one point; interval masks count by their interval, the others override."""
+        if self._interval is None:  # pragma: no cover - every other mask overrides this
+            raise NotImplementedError
+        kind, window = self._interval
+        return _interval_tiled(kind, n, p, window, bq, bk)
 
     def _prefix(self, m, heads: int):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -323,9 +317,6 @@ class Full(Mask):
         heads = _positive(heads, "heads")
         return heads * _f(n) * (_f(prefix) + _f(n))
 
-    def _tiled_one(self, n, p, bq, bk):
-        return _interval_tiled("full", n, p, None, bq, bk)
-
     @property
     def _interval(self):
         return "full", None
@@ -342,9 +333,6 @@ class Causal(Mask):
 
     def _prefix(self, m, heads):
         return heads * _causal_prefix(m)
-
-    def _tiled_one(self, n, p, bq, bk):
-        return _interval_tiled("global", n, p, None, bq, bk)
 
     @property
     def _interval(self):
@@ -371,9 +359,6 @@ class Sliding(Mask):
     def kv_tokens(self, n):
         return np.minimum(_f(n), float(self.window))
 
-    def _tiled_one(self, n, p, bq, bk):
-        return _interval_tiled("sliding", n, p, self.window, bq, bk)
-
     @property
     def _interval(self):
         return "sliding", self.window
@@ -398,9 +383,6 @@ class Chunked(Mask):
 
     def kv_tokens(self, n):
         return np.minimum(_f(n), float(self.chunk))
-
-    def _tiled_one(self, n, p, bq, bk):
-        return _interval_tiled("chunked", n, p, self.chunk, bq, bk)
 
     @property
     def _interval(self):
@@ -684,9 +666,6 @@ class Infini(Mask):
 
     def kv_tokens(self, n):
         return np.minimum(_f(n), float(self.segment))
-
-    def _tiled_one(self, n, p, bq, bk):
-        return _interval_tiled("chunked", n, p, self.segment, bq, bk)
 
     @property
     def _interval(self):

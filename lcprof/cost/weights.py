@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lcprof.cost.kinds.common import check_tp
 from lcprof.cost.model import kv_heads_per_gpu
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec
@@ -168,12 +169,6 @@ class Matrix:
     count: int = 1  # identical copies on this GPU (experts)
 
 
-def _div(n: int, tp: int, what: str, spec: ModelSpec) -> int:
-    if n % tp:
-        raise LcprofError(f"TP={tp} does not divide {spec.name}'s {what} {n}")
-    return n // tp
-
-
 def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
     """One attention layer's tensors on one GPU: projections (q/k/v merged), their biases, q/k norms,
     sinks, and a sparse layer's DSA indexer (replicated: vLLM builds it from ``ReplicatedLinear``)."""
@@ -183,7 +178,7 @@ def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
     out: list[Matrix] = []
     if spec.mla is None:
         d = spec.attn_dims(layer)
-        Hr = _div(d.n_heads, tp, "attention heads", spec)
+        Hr = check_tp(d.n_heads, tp, f"attention heads of {spec.name}")
         kvh = kv_heads_per_gpu(spec, tp, d)
         q_out = Hr * d.head_dim * (2 if spec.attn_output_gate else 1)  # an output gate doubles q_proj
         qkv_out = q_out + kvh * (d.head_dim + d.v_head_dim)
@@ -199,7 +194,7 @@ def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
             out += [Matrix("q_norm", "norm", 1, Hr * d.head_dim), Matrix("k_norm", "norm", 1, kvh * d.head_dim)]
     else:
         m = spec.mla
-        Hr = _div(spec.n_heads, tp, "attention heads", spec)
+        Hr = check_tp(spec.n_heads, tp, f"attention heads of {spec.name}")
         if m.q_lora_rank:
             out += [Matrix("q_a", "attention", h, m.q_lora_rank), Matrix("q_a_norm", "norm", 1, m.q_lora_rank),
                     Matrix("q_b", "attention", m.q_lora_rank, Hr * m.qk_head_dim)]
@@ -209,7 +204,8 @@ def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
                 Matrix("kv_b", "attention", m.kv_lora_rank, Hr * (m.qk_nope_head_dim + m.v_head_dim)),
                 Matrix("o", "attention", Hr * m.v_head_dim, h)]
     if layer.sinks:
-        out.append(Matrix("sinks", "norm", 1, _div(spec.attn_dims(layer).n_heads, tp, "attention heads", spec)))
+        sinks = check_tp(spec.attn_dims(layer).n_heads, tp, f"attention heads of {spec.name}")
+        out.append(Matrix("sinks", "norm", 1, sinks))
     if layer.attn == "sparse" and spec.indexer is not None:
         out += [Matrix(f"indexer.{lin.name}", "attention", lin.d_in, lin.d_out) for lin in spec.indexer.linears()]
         for k, v in attention_other_params(spec, layer).items():
@@ -242,17 +238,19 @@ def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
         for lin in mx.linears():
             what = f"{kind} {lin.name} width"
             if lin.name in _ROW_PARALLEL:
-                out.append(Matrix(f"{kind}.{lin.name}", "mixer", _div(lin.d_in, tp, what, spec), lin.d_out))
+                d_in = check_tp(lin.d_in, tp, f"{what} of {spec.name}")
+                out.append(Matrix(f"{kind}.{lin.name}", "mixer", d_in, lin.d_out))
                 if lin.bias:
                     out.append(Matrix(f"{kind}.{lin.name}_bias", "norm", 1, lin.d_out))
             else:
-                d_out = _div(lin.d_out, tp, what, spec)
+                d_out = check_tp(lin.d_out, tp, f"{what} of {spec.name}")
                 out.append(Matrix(f"{kind}.{lin.name}", "mixer", lin.d_in, d_out))
                 if lin.bias:
                     out.append(Matrix(f"{kind}.{lin.name}_bias", "norm", 1, d_out))
         for k, v in mx.other_params().items():
             whole = (kind, k) in _REPLICATED_VECTORS
-            out.append(Matrix(f"{kind}.{k}", "norm", 1, v if whole else _div(v, tp, f"{kind} {k} size", spec)))
+            size = v if whole else check_tp(v, tp, f"{kind} {k} size of {spec.name}")
+            out.append(Matrix(f"{kind}.{k}", "norm", 1, size))
     return out
 
 
@@ -262,7 +260,7 @@ def _mlp_matrices(spec: ModelSpec, layer, sh: Sharding) -> list[Matrix]:
     h = spec.hidden_size
     gated = 2 if spec.mlp_gated else 1
     if not (layer.moe and spec.moe is not None):
-        wr = _div(spec.intermediate_size, sh.tp, "MLP width", spec)
+        wr = check_tp(spec.intermediate_size, sh.tp, f"MLP width of {spec.name}")
         out = [Matrix("gate_up", "mlp", h, gated * wr), Matrix("down", "mlp", wr, h)]
         if spec.mlp_bias:
             out += [Matrix("gate_up_bias", "norm", 1, gated * wr), Matrix("down_bias", "norm", 1, h)]
@@ -288,7 +286,7 @@ def _mlp_matrices(spec: ModelSpec, layer, sh: Sharding) -> list[Matrix]:
                 Matrix("experts_down_bias", "experts", 1, h, per)]
     if e.n_shared:
         s = e.n_shared * e.shared_intermediate_size
-        sr = _div(s, sh.tp, "shared-expert width", spec)
+        sr = check_tp(s, sh.tp, f"shared-expert width of {spec.name}")
         out += [Matrix("shared_gate_up", "shared_experts", h, gated * sr),
                 Matrix("shared_down", "shared_experts", sr, h)]
         if e.shared_gate:

@@ -38,6 +38,9 @@ _TOKEN_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)\s*$")
 
 #: Largest token count lcprof accepts (2**34 tokens); anything larger is a typo.
 MAX_TOKENS = 1 << 34
+#: Largest ring lcprof models: the ring model keeps (steps x ranks) int64 tables of G^2 entries
+#: (G = 2048: 32 MiB each). Here, not in cost/ring.py, so the CLI's option can name it without numpy.
+MAX_RING_GPUS = 2048
 
 
 def dtype_name(name: str, *, allowed: tuple[str, ...] | None = None) -> str:

@@ -20,8 +20,18 @@ from lcprof.cli.options import (COMPUTE_DTYPES, FORMAT_OPTION, KV_DTYPES, MASK_O
                                 tile_option, tp_option)
 from lcprof.errors import LcprofError, LcprofRuntimeError
 
-#: Command modules registered on the group; a module that fails to import is an error, never skipped.
-COMMAND_MODULES = ("lcprof.cli.measure", "lcprof.cli.model", "lcprof.cli.explain", "lcprof.cli.plan", "lcprof.cli.ring")
+#: Commands that live in their own modules, by name: a module is imported only when one of its commands
+#: is run or listed (`lcprof kv` never loads the planner's or the ring's CLI). A module that fails to import,
+#: or that does not define exactly these commands, is an error, never skipped (tests/cli check the map).
+LAZY_COMMANDS = {
+    "backends": "lcprof.cli.measure", "sweep": "lcprof.cli.measure",
+    "model-sweep": "lcprof.cli.model",
+    "fit": "lcprof.cli.explain", "calibrate": "lcprof.cli.explain", "compare": "lcprof.cli.explain",
+    "report": "lcprof.cli.explain",
+    "plan": "lcprof.cli.plan",
+    "ring": "lcprof.cli.ring",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(LAZY_COMMANDS.values()))
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -32,8 +42,37 @@ def _os_error_line(exc: OSError) -> str:
     return f"cannot access{where}: {reason}"
 
 
+def load_command_module(mod: str) -> dict[str, click.Command]:
+    """The commands module ``mod`` defines (its ``COMMANDS``), by name; an import failure names the module."""
+    import importlib
+
+    try:
+        m = importlib.import_module(mod)
+    except Exception as exc:
+        raise ImportError(f"lcprof: command module {mod} failed to import: {exc!r}") from exc
+    commands = getattr(m, "COMMANDS", None)
+    if not commands:
+        raise ImportError(f"lcprof: command module {mod} defines no COMMANDS")
+    return {cmd.name: cmd for cmd in commands}
+
+
 class _Group(click.Group):
-    """Turn user mistakes into one line on stderr and exit code 2."""
+    """Turn user mistakes into one line on stderr and exit code 2; load command modules on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            mod = LAZY_COMMANDS[cmd_name]
+            loaded = load_command_module(mod)
+            expected = {name for name, m in LAZY_COMMANDS.items() if m == mod}
+            if set(loaded) != expected:
+                raise ImportError(f"lcprof: command module {mod} defines {sorted(loaded)}, "
+                                  f"LAZY_COMMANDS lists {sorted(expected)}")
+            for name, cmd in loaded.items():
+                self.commands.setdefault(name, cmd)
+        return self.commands.get(cmd_name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         def show_warning(message, category, filename, lineno, file=None, line=None):
@@ -293,27 +332,3 @@ def layer(model, n, gpu, dtypes, layer_idx, tile, batch, kv_dtype, measure, back
     if measured is not None:
         click.echo()
         emit(measured, "table", "Measured vs predicted")
-
-
-def _register_commands() -> None:
-    """Commands that live in their own modules (they import torch lazily, inside the command).
-
-    A module that fails to import is a broken installation: the error propagates, naming the module.
-    """
-    import importlib
-
-    for mod in COMMAND_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except Exception as exc:
-            raise ImportError(f"lcprof: command module {mod} failed to import: {exc!r}") from exc
-        commands = getattr(m, "COMMANDS", None)
-        if not commands:
-            raise ImportError(f"lcprof: command module {mod} defines no COMMANDS")
-        for cmd in commands:
-            if cmd.name in main.commands:
-                raise ImportError(f"lcprof: command {cmd.name!r} of {mod} is already defined")
-            main.add_command(cmd)
-
-
-_register_commands()

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from lcprof.cost.ring import MAX_RING_GPUS
+from lcprof.units import MAX_RING_GPUS
 
 from lcprof.cli.options import (FORMAT_OPTION, MAX_REPEATS, DtypeName, LinkSpeed, emit, gpu_option,
                                 model_option, n_option, tile_option, timeout_option)

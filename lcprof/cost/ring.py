@@ -54,8 +54,7 @@ def _check_layout(layout: str) -> None:
 #: float64 computed from those counts, so nothing else bounds n.
 MAX_RING_TOKENS = (1 << 32) - 1
 INT64_MAX = (1 << 63) - 1
-#: Largest ring: the model keeps (steps x ranks) int64 tables of G^2 entries (G = 2048: 32 MiB each).
-MAX_RING_GPUS = 2048
+from lcprof.units import MAX_RING_GPUS  # noqa: E402  (the largest ring; defined with the other input limits)
 
 
 def _check_n_world(n: int, world: int) -> None:

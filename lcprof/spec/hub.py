@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import urllib.parse
 from pathlib import Path
 
@@ -94,6 +93,8 @@ def _unreachable(endpoint: str, timeout_s: float = 3.0) -> str:
     host, port = u.hostname or "", u.port or (80 if u.scheme == "http" else 443)
     if not host:
         return f"no host in {endpoint!r}"
+    import socket  # only when the Hub is asked (keeps `import lcprof.spec` light)
+
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return ""

@@ -654,8 +654,57 @@ def test_a_command_module_that_fails_to_import_fails_loudly():
                     raise ImportError("simulated breakage")
                 return None
         sys.meta_path.insert(0, Broken())
-        import lcprof.cli
+        from lcprof.cli import main
+        main(sys.argv[1:])
     """)
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0
-    assert "lcprof.cli.plan failed to import" in p.stderr and "simulated breakage" in p.stderr
+    # the broken module's command (and the command list, which names every command) fails, naming it
+    for args in (["plan", "--help"], ["--help"]):
+        p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0, args
+        assert "lcprof.cli.plan failed to import" in p.stderr and "simulated breakage" in p.stderr
+    # commands of other modules are not touched by it
+    p = subprocess.run([sys.executable, "-c", script, "kv", "--model", "llama3-8b", "--n", "4k"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "kv" in p.stdout.lower()
+
+
+def test_lazy_command_map_matches_each_modules_commands():
+    """LAZY_COMMANDS names exactly the commands each module defines, none shadowing an inline one."""
+    import importlib
+
+    from lcprof.cli import LAZY_COMMANDS
+
+    by_module: dict[str, set[str]] = {}
+    for name, mod in LAZY_COMMANDS.items():
+        by_module.setdefault(mod, set()).add(name)
+    for mod, names in by_module.items():
+        assert {c.name for c in importlib.import_module(mod).COMMANDS} == names, mod
+    inline = {n for n in main.commands if n not in LAZY_COMMANDS}
+    assert inline >= {"models", "gpus", "show", "kv", "flops", "rope", "diff", "layer"}
+
+
+LAZY_SCRIPT = textwrap.dedent("""
+    import io, json, sys, contextlib
+    from lcprof.cli import main
+    out, code = io.StringIO(), None
+    with contextlib.redirect_stdout(out):
+        try:
+            main(sys.argv[1:])
+        except SystemExit as exc:
+            code = exc.code
+    print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if m.startswith(("lcprof.cli.", "numpy")))}))
+""")
+
+
+@pytest.mark.parametrize("args, loaded, numpy", [
+    (["gpus"], ["lcprof.cli.options"], False),  # no numpy, no other command module
+    (["kv", "--model", "llama3-8b", "--n", "4k"], ["lcprof.cli.options"], True),
+    (["plan", "--help"], ["lcprof.cli.options", "lcprof.cli.plan"], False),
+])
+def test_a_command_loads_only_its_own_module(args, loaded, numpy):
+    p = subprocess.run([sys.executable, "-c", LAZY_SCRIPT, *args], capture_output=True, text=True, timeout=120)
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["code"] in (0, None), p.stderr
+    cli_modules = [m for m in res["loaded"] if m.startswith("lcprof.cli.")]
+    assert cli_modules == loaded
+    assert ("numpy" in res["loaded"]) == numpy

@@ -39,6 +39,11 @@ class Hardware:
     #: one rate for every n; between measured lengths the rate is interpolated in log n, outside
     #: them it is held at the nearest one.
     attention_flops_per_s_by_n: dict = field(default_factory=dict, hash=False, compare=False)
+    #: The calibration's own spread of each attention rate, {backend: {dtype: (best - worst) / best
+    #: over its rounds}} (the largest over the lengths measured); what a fit holding the rate charges.
+    attention_spread: dict = field(default_factory=dict, hash=False, compare=False)
+    #: The device a calibration measured ("cuda" or "cpu"; None for a datasheet entry).
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.hbm_bytes_per_s <= 0 or self.memory_bytes <= 0:
@@ -256,4 +261,21 @@ def load_calibration(path: str | Path) -> Hardware:
         kind="calibration",
         attention_flops_per_s=table("attention_flops_per_s", 2),
         attention_flops_per_s_by_n=by_n,
+        attention_spread=_attention_spread(e, w),
+        device=str(e["device"]) if e.get("device") in ("cuda", "cpu") else None,
     )
+
+
+def _attention_spread(e: dict, where: str) -> dict:
+    """{backend: {dtype: largest spread}} from a profile's ``method.attention`` ("b/d/n" entries)."""
+    out: dict = {}
+    for k, m in ((e.get("method") or {}).get("attention") or {}).items():
+        parts = str(k).split("/")
+        spread = m.get("spread") if isinstance(m, dict) else None
+        if len(parts) != 3 or spread is None:
+            continue
+        if not isinstance(spread, (int, float)) or not 0 <= float(spread) <= 1:
+            raise LcprofError(f"calibration {where!r}: method.attention.{k}.spread must be a number in [0, 1]")
+        per = out.setdefault(parts[0], {})
+        per[parts[1]] = max(per.get(parts[1], 0.0), float(spread))
+    return out

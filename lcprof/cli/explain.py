@@ -12,6 +12,7 @@ import shlex
 import click
 
 from lcprof.cli.options import FORMAT_OPTION
+from lcprof.errors import LcprofError
 
 RESULTS_ARG = click.argument("files", nargs=-1, required=True, metavar="FILE...")
 GPU_OPTION = click.option("--gpu", default=None, help="Predict on a GPU from the database (see data/gpus.json).")
@@ -51,16 +52,35 @@ def _note_excluded(what, count, by_status):
         click.echo(f"lcprof: {what}: left out {count} row(s) whose status is not ok ({detail})", err=True)
 
 
+def _attention_shape(text: str) -> tuple[int, int]:
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 1 << 16 for p in parts):
+        raise click.BadParameter(f"{text!r}: give two positive whole numbers, HEADS,HEAD_DIM (e.g. 32,128)",
+                                 param_hint="'--attention-shape'")
+    return int(parts[0]), int(parts[1])
+
+
 @click.command()
 @RESULTS_ARG
 @_with(RANGE_OPTIONS)
 @click.option("--points", is_flag=True, help="JSON/CSV: one record per (group, n) instead of one per group.")
+@click.option("--calibration", default=None, metavar="PROFILE.json",
+              help="A profile from `lcprof calibrate`: each group's attention rate is held at the profile's "
+                   "rate for its backend and dtype (measured on the same device kind) instead of fitted.")
 @FORMAT_OPTION
-def fit(files, min_n, max_n, target, interval, points, fmt):
+def fit(files, min_n, max_n, target, interval, points, calibration, fmt):
     """Scaling fits: power-law exponent with a 95% interval, local exponents, t = c0 + c1 n + c2 n², extrapolation."""
     from lcprof.explain.fit import fit_results, fit_table
 
-    res = fit_results(list(files), min_n=min_n, max_n=max_n, target=_target(target), interval=interval)
+    rates = None
+    if calibration is not None:
+        from lcprof.rates import resolve_rates
+
+        if str(calibration).lower().endswith((".csv", ".jsonl", ".ndjson")) or str(calibration).lower() == "datasheet":
+            raise LcprofError(f"fit --calibration takes a profile from `lcprof calibrate`, not {calibration!r} "
+                              "(rates fitted from a sweep or a datasheet would not be a measurement to hold)")
+        rates = resolve_rates(None, calibration).hardware
+    res = fit_results(list(files), min_n=min_n, max_n=max_n, target=_target(target), interval=interval, rates=rates)
     _note_excluded("fit", res.excluded_rows, res.excluded_by_status)
     if fmt != "table":
         _emit(res.points if points else res.summary, fmt)
@@ -80,14 +100,16 @@ def fit(files, min_n, max_n, target, interval, points, fmt):
 @click.option("--quick", is_flag=True, help="Smaller problems, 2 rounds, shorter budgets (a smoke test; "
               "the rates are less trustworthy).")
 @click.option("--dtype", "dtypes", default=None, help="Comma-separated dtypes (default: fp32,tf32,bf16,fp16 on "
-                                                      "CUDA; fp32,bf16,fp16 on the CPU).")
+                                                      "CUDA; fp32,bf16 on the CPU).")
 @click.option("--attention-n", default=None,
-              help="CUDA: lengths to measure each attention kernel at (e.g. 16k,64k,128k; default 16k, 4k with "
-                   "--quick); predictions interpolate between them.")
+              help="Lengths to measure each attention backend at (e.g. 16k,64k,128k; default 16k on CUDA, 4k on "
+                   "the CPU, a quarter with --quick); predictions interpolate between them.")
+@click.option("--attention-shape", default="32,128", show_default=True, metavar="HEADS,HEAD_DIM",
+              help="Query heads and head dim of the attention inputs (e.g. a model's own: phi3-128k is 32,96).")
 @FORMAT_OPTION
-def calibrate(out, device, quick, dtypes, attention_n, fmt):
-    """Measure this device's best sustained matmul FLOP/s per dtype, copy bandwidth and (CUDA) attention
-    rates over several rounds; save a profile for --calibration."""
+def calibrate(out, device, quick, dtypes, attention_n, attention_shape, fmt):
+    """Measure this device's best sustained matmul FLOP/s per dtype, copy bandwidth and attention
+    rates (CUDA kernels; eager and sdpa on the CPU) over several rounds; save a profile for --calibration."""
     from lcprof.measure.calibrate import calibrate as run_calibration  # imports torch
     from lcprof.measure.calibrate import profile_table, save_profile
     from lcprof.units import dtype_name
@@ -100,7 +122,8 @@ def calibrate(out, device, quick, dtypes, attention_n, fmt):
         from lcprof.units import parse_token_list
 
         lengths = parse_token_list(attention_n)
-    profile = run_calibration(device, quick=quick, dtypes=dt, attention_n=lengths)
+    shape = _attention_shape(attention_shape)
+    profile = run_calibration(device, quick=quick, dtypes=dt, attention_n=lengths, attention_shape=shape)
     path = save_profile(profile, out)
     _emit(profile_table(profile), fmt, f"{profile['name']}: measured ceilings" if fmt == "table" else None)
     if fmt == "table":

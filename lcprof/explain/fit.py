@@ -81,12 +81,14 @@ NEGLIGIBLE = 1e-9
 # Weighted non-negative least squares and its covariance (shared by every linear fit here)
 # ----------------------------------------------------------------------------------------------
 
-def _nnls_weighted(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """c >= 0 minimizing sum(((x c) - t) / t)²; columns scaled to unit norm for conditioning."""
+def _nnls_weighted(x: np.ndarray, t: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """c >= 0 minimizing sum(((x c + offset) - t) / t)²; columns scaled to unit norm for conditioning.
+    ``offset`` is a known part of each time (a held rate's work / rate), not fitted."""
     a = x / t[:, None]  # (points, terms): rows weighted by 1/t
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
-    c, _ = optimize.nnls(a / scale, np.ones(len(t)))
+    rhs = np.ones(len(t)) if offset is None else 1.0 - offset / t
+    c, _ = optimize.nnls(a / scale, rhs)
     c = c / scale
     # a term contributing less than NEGLIGIBLE of every measured time is round-off, not physics
     c[np.max(x * c / t[:, None], axis=0) < NEGLIGIBLE] = 0.0
@@ -105,26 +107,30 @@ class LinearFit:
     rms_rel_residual: float
     x: np.ndarray = field(repr=False)
     t: np.ndarray = field(repr=False)
+    offset: np.ndarray | None = field(default=None, repr=False)  # the known part of each time, if any
 
     @property
     def active(self) -> np.ndarray:
         return self.coef > 0
 
-    def rel_se(self, x0: np.ndarray) -> np.ndarray:
-        """Relative standard error of the fitted time at design rows x0 (delta method)."""
-        mid = x0 @ self.coef
+    def rel_se(self, x0: np.ndarray, offset0: np.ndarray | None = None) -> np.ndarray:
+        """Relative standard error of the fitted time (x0 c, plus ``offset0`` when a part is held)
+        at design rows x0 (delta method; the held part adds no variance here)."""
+        mid = x0 @ self.coef + (0.0 if offset0 is None else offset0)
         var = np.einsum("ij,jk,ik->i", x0, self.cov, x0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(np.maximum(var, 0.0)) / mid
 
 
-def fit_linear(x: np.ndarray, t: np.ndarray) -> LinearFit:
-    """Weighted NNLS of t on the columns of x (see ``_nnls_weighted``) with the coefficients'
-    covariance ``s² (AᵀA)⁻¹`` over the active terms (A = x / t, s² = Σ r² / (points - active))."""
+def fit_linear(x: np.ndarray, t: np.ndarray, offset: np.ndarray | None = None) -> LinearFit:
+    """Weighted NNLS of t (less a known ``offset``) on the columns of x (see ``_nnls_weighted``) with
+    the coefficients' covariance ``s² (AᵀA)⁻¹`` over the active terms (A = x / t, s² = Σ r² / (points -
+    active))."""
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
-    c = _nnls_weighted(x, t)
-    rel = (x @ c - t) / t
+    offset = None if offset is None else np.asarray(offset, dtype=np.float64)
+    c = _nnls_weighted(x, t, offset)
+    rel = (x @ c + (0.0 if offset is None else offset) - t) / t
     active = c > 0
     p = int(active.sum())
     dof = len(t) - p
@@ -137,22 +143,26 @@ def fit_linear(x: np.ndarray, t: np.ndarray) -> LinearFit:
         inv = np.linalg.pinv((a / scale).T @ (a / scale)) / np.outer(scale, scale)
         cov[np.ix_(active, active)] = s2 * inv
     return LinearFit(coef=c, cov=cov, dof=dof, s2=s2, rms_rel_residual=float(np.sqrt(np.mean(rel ** 2))),
-                     x=x, t=t)
+                     x=x, t=t, offset=offset)
 
 
-def _bootstrap_log_se(fit: LinearFit, x0: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def _bootstrap_log_se(fit: LinearFit, x0: np.ndarray, n_boot: int, seed: int,
+                      offset0: np.ndarray | None = None) -> np.ndarray:
     """Standard deviation of log(predicted time at x0) over a residual bootstrap: log residuals
     (centred, inflated by sqrt(m / dof)) resampled onto the fitted curve -- positive times by
-    construction -- and the NNLS refitted."""
+    construction -- and the NNLS refitted (a held part, ``fit.offset`` and ``offset0``, stays held)."""
     rng = np.random.default_rng(seed)
-    fitted = fit.x @ fit.coef
+    held = 0.0 if fit.offset is None else fit.offset
+    held0 = 0.0 if offset0 is None else offset0
+    fitted = fit.x @ fit.coef + held
     if np.any(fitted <= 0):
         return np.full(x0.shape[0], np.nan)
     res = np.log(fit.t / fitted)
     res = (res - res.mean()) * math.sqrt(len(res) / max(fit.dof, 1))
     logs = []
     for _ in range(n_boot):
-        pred = x0 @ _nnls_weighted(fit.x, fitted * np.exp(rng.choice(res, size=len(res), replace=True)))
+        pred = x0 @ _nnls_weighted(fit.x, fitted * np.exp(rng.choice(res, size=len(res), replace=True)),
+                                   fit.offset) + held0
         if np.all(pred > 0):
             logs.append(np.log(pred))
     if len(logs) < 2:
@@ -254,27 +264,29 @@ def local_exponents(n, t) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 def drift_variance(n: np.ndarray, t: np.ndarray, design: Callable[[np.ndarray], np.ndarray],
-                   min_lengths: int = 3) -> tuple[float, int]:
+                   min_lengths: int = 3, held: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, int]:
     """(τ², back-tests used): the squared log error per (log n)² that this model makes, beyond its
-    noise, when it extrapolates from the lengths up to L_j to each longer measured length L_k."""
+    noise, when it extrapolates from the lengths up to L_j to each longer measured length L_k
+    (``held``: the time of a class whose rate is held, not fitted)."""
     lengths = np.unique(n)
     num, den, used = 0.0, 0.0, 0
     for j in range(len(lengths) - 1):
         sel = n <= lengths[j]
         if len(np.unique(n[sel])) < min_lengths:
             continue
-        f = fit_linear(design(n[sel]), t[sel])
+        f = fit_linear(design(n[sel]), t[sel], None if held is None else held(n[sel]))
         p = int(f.active.sum())
         if f.dof <= 0 or len(np.unique(n[sel])) <= p:
             continue
         for k in range(j + 1, len(lengths)):
             at = n == lengths[k]
             x0 = design(lengths[k:k + 1])
-            pred = float((x0 @ f.coef)[0])
+            h0 = None if held is None else held(lengths[k:k + 1])
+            pred = float((x0 @ f.coef + (0.0 if h0 is None else h0))[0])
             if pred <= 0:
                 continue
             e = float(np.log(np.median(t[at]) / pred))
-            v = float(f.rel_se(x0)[0] ** 2 + f.s2 / at.sum())
+            v = float(f.rel_se(x0, h0)[0] ** 2 + f.s2 / at.sum())
             num += e * e - v
             den += math.log(lengths[k] / lengths[j]) ** 2
             used += 1
@@ -353,9 +365,12 @@ def decompose(n, t, level: float = DEFAULT_LEVEL) -> Decomposition:
 # ----------------------------------------------------------------------------------------------
 
 def work_by_class(spec, ns, *, phase: str, batch: int, dtype: str, family: str, layer: int,
-                  mla_form: str | None = None, elementwise: str = "unfused", tile: int = 128) -> np.ndarray:
+                  mla_form: str | None = None, elementwise: str = "unfused", tile: int = 128,
+                  attention_call: bool = False) -> np.ndarray:
     """(len(ns), 4) design: [1, matmul FLOPs, attention FLOPs, memory-bound bytes] that
-    ``lcprof.cost.cost`` counts for one layer at each n (see the module docstring)."""
+    ``lcprof.cost.cost`` counts for one layer at each n (see the module docstring). With
+    ``attention_call`` the attention's own elementwise bytes (eager's score passes) are left out of
+    the memory class: a held attention rate, calibrated on the whole attention call, prices them."""
     from lcprof.cost.model import TOTAL_KEYS, cost
 
     store = "fp32" if dtype == "tf32" else dtype
@@ -370,7 +385,8 @@ def work_by_class(spec, ns, *, phase: str, batch: int, dtype: str, family: str, 
 
     matmul = sum((arr(c.flops[k]) for k in names if not k.startswith("attn/")), zero)
     attention = sum((arr(c.flops[k]) for k in names if k.startswith("attn/")), zero)
-    memory = sum((arr(c.bytes[k]) for k in names if not np.any(arr(c.flops[k]))), zero)
+    memory = sum((arr(c.bytes[k]) for k in names
+                  if not np.any(arr(c.flops[k])) and not (attention_call and k.startswith("attn/"))), zero)
     return np.column_stack([np.ones(size), matmul, attention, memory])
 
 
@@ -387,19 +403,34 @@ class ModelFit:
     drift_var: float  # τ² per (log n)² from back-tests (before the floor)
     drift_tests: int
     level: float = DEFAULT_LEVEL
+    #: A class whose rate is held (not fitted): its time at n, ``held(n)`` = work / calibrated rate.
+    #: Its design column is zero, so its coefficient stays 0 in ``fit``; ``held_rel_sd`` is the
+    #: rate's own relative uncertainty (the calibration's spread), charged in the interval.
+    held: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    held_class: str | None = None
+    held_rate: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    held_rel_sd: float = 0.0
 
     @property
     def kind(self) -> str:
-        return "cost model" if self.classes == CLASSES else "polynomial"
+        if self.classes != CLASSES:
+            return "polynomial"
+        return "cost model" if self.held is None else f"cost model, {self.held_class} rate held"
+
+    def _held(self, n: np.ndarray) -> np.ndarray:
+        return np.zeros(n.shape) if self.held is None else np.asarray(self.held(n), dtype=np.float64)
 
     @property
     def fixed_s(self) -> float:
         return float(self.fit.coef[0])
 
     def rate(self, cls: str) -> float:
-        """Fitted rate of a class (FLOP/s or bytes/s); nan when the data did not fit it."""
+        """Fitted rate of a class (FLOP/s or bytes/s); nan when the data did not fit it. A held class
+        answers its held rate at the largest fitted n."""
         if cls not in self.classes:
             return float("nan")
+        if cls == self.held_class and self.held_rate is not None:
+            return float(np.asarray(self.held_rate(np.array([self.n_max])))[0])
         c = float(self.fit.coef[self.classes.index(cls)])
         return 1.0 / c if c > 0 else float("nan")
 
@@ -409,11 +440,15 @@ class ModelFit:
         return max(math.sqrt(self.drift_var), DRIFT_FLOOR)
 
     def predict(self, n) -> np.ndarray:
-        return self.design(np.atleast_1d(np.asarray(n, dtype=np.float64))) @ self.fit.coef
+        n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        return self.design(n) @ self.fit.coef + self._held(n)
 
     def shares(self, n) -> dict[str, np.ndarray]:
-        """Share of each class in the fitted time at n (``<class>_share``)."""
-        d = self.design(np.atleast_1d(np.asarray(n, dtype=np.float64))) * self.fit.coef
+        """Share of each class in the fitted time at n (``<class>_share``), a held class included."""
+        n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        d = self.design(n) * self.fit.coef
+        if self.held is not None:
+            d[:, self.classes.index(self.held_class)] = self._held(n)
         tot = d.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return {f"{c}_share": d[:, i] / tot for i, c in enumerate(self.classes)}
@@ -430,15 +465,19 @@ class ModelFit:
             raise LcprofError(f"unknown interval method {method!r}; use {' or '.join(INTERVAL_METHODS)}")
         n = np.atleast_1d(np.asarray(n, dtype=np.float64))
         x0 = self.design(n)
-        mid = x0 @ self.fit.coef
+        h0 = self._held(n)
+        mid = x0 @ self.fit.coef + h0
         if self.fit.dof <= 0:
             nan = np.full(n.shape, np.nan)
             return nan, nan
-        se = self.fit.rel_se(x0) if method == "delta" else _bootstrap_log_se(self.fit, x0, n_boot, seed)
+        held0 = None if self.held is None else h0
+        se = (self.fit.rel_se(x0, held0) if method == "delta"
+              else _bootstrap_log_se(self.fit, x0, n_boot, seed, held0))
         q = stats.t.ppf(0.5 + self.level / 2, self.fit.dof)
         z = stats.norm.ppf(0.5 + self.level / 2)
         far = np.log(np.maximum(n / self.n_max, 1.0))
-        half = np.sqrt((q * se) ** 2 + (z * self.drift_per_log_n * far) ** 2)
+        held_sd = self.held_rel_sd * h0 / mid  # the held rate's own uncertainty, as a share of the time
+        half = np.sqrt((q * se) ** 2 + (z * self.drift_per_log_n * far) ** 2 + (z * held_sd) ** 2)
         # A half-width beyond e^±690 (a factor 1e300) says "unbounded"; capped there so that the
         # bounds stay finite and the lower one positive instead of under/overflowing to 0 and inf.
         half = np.minimum(half, MAX_LOG_HALF_WIDTH)
@@ -446,17 +485,45 @@ class ModelFit:
 
 
 def model_fit(n, t, design: Callable[[np.ndarray], np.ndarray], classes: tuple[str, ...] = CLASSES,
-              level: float = DEFAULT_LEVEL) -> ModelFit:
-    """Fit t(n) = design(n) @ c (c >= 0) and estimate its extrapolation drift by back-tests."""
+              level: float = DEFAULT_LEVEL, *, held: "HeldRate | None" = None) -> ModelFit:
+    """Fit t(n) = design(n) @ c (c >= 0) and estimate its extrapolation drift by back-tests; with
+    ``held``, one class's rate is not fitted: its work / the held rate is a known part of each time."""
     n = np.asarray(n, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     if n.shape != t.shape or n.ndim != 1 or len(n) == 0:
         raise LcprofError("a fit needs two 1-D arrays of the same, non-zero length")
     if np.any(n <= 0) or np.any(t <= 0):
         raise LcprofError("a fit needs positive lengths and times")
-    tau2, tests = drift_variance(n, t, design)
-    return ModelFit(fit=fit_linear(design(n), t), design=design, classes=classes, n_max=float(n.max()),
-                    drift_var=tau2, drift_tests=tests, level=level)
+    if held is None:
+        tau2, tests = drift_variance(n, t, design)
+        return ModelFit(fit=fit_linear(design(n), t), design=design, classes=classes, n_max=float(n.max()),
+                        drift_var=tau2, drift_tests=tests, level=level)
+    col = classes.index(held.cls)
+
+    def rest(ns):  # the design without the held class (its column zero: NNLS leaves it at 0)
+        x = np.array(design(ns), dtype=np.float64)
+        x[:, col] = 0.0
+        return x
+
+    def held_s(ns):  # seconds of the held class at each n
+        ns = np.atleast_1d(np.asarray(ns, dtype=np.float64))
+        return np.asarray(design(ns), dtype=np.float64)[:, col] / held.rate(ns)
+
+    tau2, tests = drift_variance(n, t, rest, held=held_s)
+    return ModelFit(fit=fit_linear(rest(n), t, held_s(n)), design=rest, classes=classes, n_max=float(n.max()),
+                    drift_var=tau2, drift_tests=tests, level=level, held=held_s, held_class=held.cls,
+                    held_rate=held.rate, held_rel_sd=held.rel_sd)
+
+
+@dataclass(frozen=True)
+class HeldRate:
+    """A class rate measured elsewhere (a calibration) and held fixed in a fit: ``rate(n)`` in work
+    per second at each n, its relative uncertainty ``rel_sd``, where it came from."""
+
+    cls: str
+    rate: Callable[[np.ndarray], np.ndarray]
+    rel_sd: float
+    source: str
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,9 +652,10 @@ def _has_attention(spec, key: dict) -> bool:
     return not (0 <= layer < spec.n_layers) or spec.layers[layer].has_attention
 
 
-def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
+def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None, *, attention_call: bool = False
                  ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
-    """(design function over n for the cost-model fit of this group, or None; why not)."""
+    """(design function over n for the cost-model fit of this group, or None; why not).
+    ``attention_call``: see ``work_by_class`` (for a fit that holds the attention rate)."""
     from lcprof.spec import load_model
 
     try:
@@ -601,7 +669,7 @@ def group_design(key: dict, rows: pd.DataFrame, specs: dict | None = None
         return None, "no cost-model fit: the rows' executed attention family is unknown or mixed"
     kw = dict(phase=key.get("phase", "prefill"), batch=int(key.get("batch", 1)), dtype=str(key["dtype"]),
               family=family, layer=int(key.get("layer", 0)), mla_form=key.get("mla_form") or None,
-              elementwise=key.get("elementwise", "unfused"))
+              elementwise=key.get("elementwise", "unfused"), attention_call=attention_call)
     try:
         work_by_class(spec, np.array([128.0]), **kw)
     except LcprofError as exc:
@@ -619,8 +687,44 @@ def _kind_note(key: dict, specs: dict | None) -> str:
     return linear_time_note(spec, int(key.get("layer", 0)), key.get("phase", "prefill"))
 
 
+def held_attention(key: dict, rates, specs: dict | None = None) -> tuple[HeldRate | None, str]:
+    """(the attention rate a fit of this group holds, or None; a note saying which, or why none).
+
+    ``rates`` is a :class:`lcprof.hardware.Hardware` (a calibration) or None. The rate is held when
+    the calibration measured this group's backend in its dtype on its device kind and the layer has
+    attention; the calibration's spread over its rounds is the held rate's relative uncertainty.
+    """
+    if rates is None:
+        return None, ""
+    from lcprof.spec import load_model
+
+    backend, dtype = str(key["backend"]), str(key["dtype"])
+    try:
+        spec = (specs or {}).get(key["model"]) or load_model(key["model"])
+    except LcprofError:
+        return None, ""
+    if not _has_attention(spec, key):
+        return None, ""
+    dev = str(key.get("device") or "")
+    if rates.device is not None and dev and not dev.startswith(rates.device):
+        return None, f"attention rate fitted: the calibration measured {rates.device}, these rows {dev}"
+    if rates.attention_rate(backend, dtype, np.array([1.0])) is None:
+        return None, f"attention rate fitted: {rates.key} has no {backend} {dtype} attention rate"
+    spread = float((rates.attention_spread.get(backend) or {}).get(dtype, 0.0))
+
+    def rate(ns, _b=backend, _d=dtype):
+        return rates.attention_rate(_b, _d, ns)
+
+    by_n = (rates.attention_flops_per_s_by_n.get(backend) or {}).get(dtype) or {}
+    at = f" at n = {', '.join(str(k) for k in sorted(by_n))}" if by_n else ""
+    note = (f"attention rate held at {rates.key}'s {backend} {dtype} rate{at} "
+            f"({float(rate(np.array([float(max(by_n) if by_n else 1)]))[0]) / 1e12:.3g} TFLOP/s, "
+            f"spread {spread:.1%})")
+    return HeldRate("attention", rate, spread, rates.key), note
+
+
 def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, target_n, interval: str,
-               level: float, n_boot: int, seed: int, specs: dict | None) -> GroupFit:
+               level: float, n_boot: int, seed: int, specs: dict | None, rates=None) -> GroupFit:
     notes: list[str] = []
     per_n = rows.groupby("n")["time_s"].agg(["median", "size"]).sort_index()
     points = pd.DataFrame({"n": per_n.index.astype(np.int64), "time_s": per_n["median"].to_numpy(),
@@ -644,9 +748,12 @@ def _fit_group(key: dict, rows: pd.DataFrame, excluded: int, min_n, max_n, targe
         notes.append(kind_note)
     if distinct >= 3:
         decomp = decompose(n_fit, t_fit, level)
-        design, why = group_design(key, rows, specs)
+        held, held_note = held_attention(key, rates, specs)
+        design, why = group_design(key, rows, specs, attention_call=held is not None)
+        if held_note:
+            notes.append(held_note)
         if design is not None:
-            model = model_fit(n_fit, t_fit, design, CLASSES, level)
+            model = model_fit(n_fit, t_fit, design, CLASSES, level, held=held)
         else:
             notes.append(why + "; polynomial c0 + c1 n + c2 n² instead")
             model = model_fit(n_fit, t_fit, _poly_design, POLY_CLASSES, level)
@@ -704,13 +811,15 @@ def _as_tokens(v) -> int | None:
 
 def fit_results(results, *, min_n=None, max_n=None, target=131072, interval: str = "delta",
                 level: float = DEFAULT_LEVEL, n_boot: int = 1000, seed: int = 0,
-                specs: dict | None = None) -> FitResult:
+                specs: dict | None = None, rates=None) -> FitResult:
     """Fit every group of a results file (path, list of paths, or DataFrame).
 
     ``min_n``/``max_n`` bound the lengths used by the fits (token counts such as ``8k`` accepted);
     local exponents and residuals are reported at every ok length. ``target`` (None for none) is the
     length to extrapolate to; ``interval`` is ``delta`` or ``bootstrap``; ``specs`` maps model names
-    to ModelSpecs built in code (other names are resolved with ``load_model``).
+    to ModelSpecs built in code (other names are resolved with ``load_model``); ``rates`` (a
+    calibration's :class:`lcprof.hardware.Hardware`) holds each group's attention rate where it
+    measured the group's backend (``held_attention``).
     """
     if interval not in INTERVAL_METHODS:
         raise LcprofError(f"unknown interval method {interval!r}; use {' or '.join(INTERVAL_METHODS)}")
@@ -727,7 +836,7 @@ def fit_results(results, *, min_n=None, max_n=None, target=131072, interval: str
         key = dict(zip(GROUP_KEYS, key_vals))
         key["batch"], key["layer"] = int(key["batch"]), int(key["layer"])
         groups.append(_fit_group(key, rows, int(bad_keys.get(key_vals, 0)), min_n, max_n, target_n, interval,
-                                 level, n_boot, seed, specs))
+                                 level, n_boot, seed, specs, rates))
     return FitResult(groups=groups, excluded_rows=len(bad), excluded_by_status=excluded_summary(bad),
                      min_n=min_n, max_n=max_n, target_n=target_n, interval_method=interval)
 

@@ -361,15 +361,18 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
     """Write report.md, report.html and the PNG plots for one or more results files into ``out_dir``."""
     paths = [results] if isinstance(results, (str, Path)) else list(results)
     df = read_results(paths)
-    fit = fit_results(df, min_n=min_n, max_n=max_n, target=target, interval=interval)
     hw = None
     cmp = None
     notes: list[str] = []
+    held = None
     if gpu is not None or calibration is not None:
         from lcprof.rates import resolve_rates
 
         rates = resolve_rates(gpu, calibration)
         hw = rates.hardware
+        held = hw if rates.kind == "calibration" else None  # a measured profile's attention rates are held
+    fit = fit_results(df, min_n=min_n, max_n=max_n, target=target, interval=interval, rates=held)
+    if gpu is not None or calibration is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cmp = compare_results(df, hardware=hw)

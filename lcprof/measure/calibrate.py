@@ -15,9 +15,15 @@ one CUDA event pair per repetition and one synchronize, ``perf_counter`` on the 
   fp32 with TF32 off, ``tf32`` with it on (``env.tf32_mode``).
 * **bandwidth**: ``dst.copy_(src)`` of a large buffer (1 GiB on a GPU, 256 MiB on the CPU; a
   quarter with ``quick``), counting the bytes read **and** written (2 x size).
-* **attention** (CUDA): each tiled backend (SDPA flash, cuDNN, memory-efficient, our striped-ring
+* **attention**: on CUDA each tiled backend (SDPA flash, cuDNN, memory-efficient, our striped-ring
   kernel when it builds) on causal (1, n, 32, 128) inputs at each of ``attention_n`` (16384; 4096
-  with ``quick``); rate = the cost model's executed FLOPs (128 x 128 tiles not fully masked) / time.
+  with ``quick``); on the CPU the two backends a CPU sweep runs, ``eager`` and ``sdpa`` (fp32,
+  through the same backend functions the sweep's layer calls), at ``attention_n`` (4096; 1024 with
+  ``quick``). Rate = the cost model's executed attention FLOPs for the backend's family (tiled:
+  the 128 x 128 tiles not fully masked; eager: the whole n x n square) / the call's time -- for
+  eager that time includes its softmax and mask passes, so the rate prices the whole attention call.
+  ``lcprof fit --calibration`` holds these rates fixed (the attention work of a CPU sweep at the
+  lengths minutes allow is too small a share of the time to fit its rate).
 
 Every rate is measured in ``rounds`` rounds (5; 2 with ``quick``); a round's rate is its work over
 the sum of its repetitions' times (a *sustained* rate, not one lucky repetition); the profile keeps
@@ -47,6 +53,10 @@ ROUNDS, QUICK_ROUNDS = 5, 2
 SLOW_CALL_S = 1.0  # a GEMM call slower than this halves N
 ATTENTION_BACKENDS = (("sdpa-flash", "bf16"), ("sdpa-cudnn", "bf16"), ("sdpa-efficient", "bf16"),
                       ("sdpa-efficient", "fp32"), ("striped-ring", "bf16"))
+#: The CPU's attention backends (those bench.sh sweeps on a CPU), in fp32.
+CPU_ATTENTION_BACKENDS = (("eager", "fp32"), ("sdpa", "fp32"))
+#: Default attention lengths: CUDA (full, quick) and CPU (full, quick).
+ATTENTION_N = {"cuda": (16384, 4096), "cpu": (4096, 1024)}
 
 
 def _rounds(fn, inputs, work: float, *, device, rounds: int, budget_s: float, min_reps: int = 3,
@@ -128,16 +138,21 @@ def measure_bandwidth(*, device=None, nbytes: int | None = None, quick: bool = F
 def measure_attention(backend: str, dtype: str, *, device=None, n: int | None = None, quick: bool = False,
                       heads: int = 32, head_dim: int = 128, budget_s: float | None = None,
                       rounds: int | None = None) -> dict:
-    """Best sustained executed FLOP/s of one causal attention call of ``backend`` (CUDA).
+    """Best sustained executed FLOP/s of one causal attention call of ``backend``: on CUDA the
+    tiled kernels of ``ATTENTION_BACKENDS``, on the CPU the backends of ``CPU_ATTENTION_BACKENDS``.
 
     Raises LcprofError when the backend cannot run here (the caller records the reason).
     """
-    from lcprof.cost.masks import executed_pairs_tiled
+    from lcprof.cost.masks import executed_pairs_eager, executed_pairs_tiled
+    from lcprof.cost.ops import backend_family
 
     dev = _device(device or "cuda")
-    if dev.type != "cuda":
-        raise LcprofError("attention calibration needs CUDA")
-    n = n or (4096 if quick else 16384)
+    cuda = dev.type == "cuda"
+    if not cuda and (backend, dtype) not in CPU_ATTENTION_BACKENDS:
+        raise LcprofError(f"attention calibration of {backend} {dtype} needs CUDA "
+                          f"(on the CPU: {', '.join(f'{b} {d}' for b, d in CPU_ATTENTION_BACKENDS)})")
+    full_n, quick_n = ATTENTION_N["cuda" if cuda else "cpu"]
+    n = n or (quick_n if quick else full_n)
     budget_s = budget_s or (0.3 if quick else 1.0)
     rounds = rounds or (QUICK_ROUNDS if quick else 3)
     tdt, _ = B.torch_dtype(dtype)
@@ -145,7 +160,12 @@ def measure_attention(backend: str, dtype: str, *, device=None, n: int | None = 
     shape = (1, n, heads, head_dim)  # (batch, n, heads, head_dim)
     sets = 3 if 3 * 3 * np.prod(shape) * torch.finfo(tdt).bits // 8 < (1 << 30) else 1
     inputs = [tuple(torch.randn(shape, device=dev, generator=gen).to(tdt) for _ in range(3)) for _ in range(sets)]
-    if backend == "striped-ring":
+    if not cuda:
+        fn, mask, scale = B.get_backend(backend), B.AttnMask("global", n, n), B.softmax_scale(head_dim)
+
+        def step(qkv):
+            fn(*qkv, mask, scale)  # (batch, n, heads, head_dim) in and out, as the sweep's layer calls it
+    elif backend == "striped-ring":
         from kernels import striped_attn
 
         ok, why = striped_attn.is_available()
@@ -164,14 +184,16 @@ def measure_attention(backend: str, dtype: str, *, device=None, n: int | None = 
         def step(qkv):
             with sdpa_kernel([kind]):
                 torch.nn.functional.scaled_dot_product_attention(*qkv, is_causal=True)
-    pairs = float(np.asarray(executed_pairs_tiled("global", n, 0, None, (128, 128))))
+    family = backend_family(backend)
+    pairs = float(np.asarray(executed_pairs_eager(n) if family == "eager"
+                             else executed_pairs_tiled("global", n, 0, None, (128, 128))))
     flops = 4.0 * head_dim * heads * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
     try:
         with torch.inference_mode():
             r = _rounds(step, inputs, flops, device=dev, rounds=rounds, budget_s=budget_s, max_reps=50)
     except RuntimeError as exc:
         raise LcprofError(f"{backend} {dtype} did not run: {str(exc).splitlines()[0]}") from None
-    return {"backend": backend, "dtype": dtype, "n": n, "heads": heads, "head_dim": head_dim,
+    return {"backend": backend, "dtype": dtype, "n": n, "heads": heads, "head_dim": head_dim, "family": family,
             "executed_flops": flops, "flops_per_s": r["rate"], **r}
 
 
@@ -206,26 +228,32 @@ def _memory_bytes(dev) -> int:
 
 
 def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, key: str | None = None,
-              attention_n=None) -> dict:
-    """Measure matmul FLOP/s per dtype, copy bandwidth and (CUDA) attention rates; the profile dict."""
+              attention_n=None, attention_shape: tuple[int, int] = (32, 128)) -> dict:
+    """Measure matmul FLOP/s per dtype, copy bandwidth and attention rates (on causal inputs of
+    ``attention_shape`` = (heads, head_dim) at each of ``attention_n``); the profile dict."""
+    heads, head_dim = (int(v) for v in attention_shape)
+    if heads < 1 or head_dim < 1:
+        raise LcprofError(f"attention shape needs positive heads and head_dim, got {attention_shape!r}")
     dev = _device(device)
     cuda = dev.type == "cuda"
     wanted = tuple(dtypes) if dtypes else (GPU_DTYPES if cuda else CPU_DTYPES)
     gemms = {d: measure_matmul(d, device=dev, quick=quick) for d in wanted if cuda or d != "tf32"}
     bw = measure_bandwidth(device=dev, quick=quick)
-    lengths = [int(x) for x in attention_n] if attention_n else [4096 if quick else 16384]
+    full_n, quick_n = ATTENTION_N["cuda" if cuda else "cpu"]
+    lengths = [int(x) for x in attention_n] if attention_n else [quick_n if quick else full_n]
     by_n, attention_skipped = {}, {}
-    if cuda:
-        for backend, d in ATTENTION_BACKENDS:
-            for n in lengths:
-                try:
-                    by_n.setdefault(backend, {}).setdefault(d, {})[n] = measure_attention(backend, d, device=dev,
-                                                                                         quick=quick, n=n)
-                except LcprofError as exc:
-                    attention_skipped[f"{backend}/{d}/{n}"] = str(exc)
+    for backend, d in (ATTENTION_BACKENDS if cuda else CPU_ATTENTION_BACKENDS):
+        for n in lengths:
+            try:
+                by_n.setdefault(backend, {}).setdefault(d, {})[n] = measure_attention(backend, d, device=dev,
+                                                                                     quick=quick, n=n, heads=heads,
+                                                                                     head_dim=head_dim)
+            except LcprofError as exc:
+                attention_skipped[f"{backend}/{d}/{n}"] = str(exc)
+            if cuda:
                 torch.cuda.empty_cache()
-        by_n = {b: {d: ms for d, ms in v.items() if ms} for b, v in by_n.items()}
-        by_n = {b: v for b, v in by_n.items() if v}
+    by_n = {b: {d: ms for d, ms in v.items() if ms} for b, v in by_n.items()}
+    by_n = {b: v for b, v in by_n.items() if v}
     env = environment(dev)
     env["date_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     dev_name = env["gpu_name"] if cuda else f"{cpu_model()} ({torch.get_num_threads()} threads)"
@@ -246,7 +274,8 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
         "method": {
             "matmul": {d: {k: g[k] for k in keep} for d, g in gemms.items()},
             "bandwidth": {k: bw[k] for k in ("bytes", *keep[2:])},
-            "attention": {f"{b}/{d}/{n}": {k: m[k] for k in ("n", "heads", "head_dim", "executed_flops", *keep[2:])}
+            "attention": {f"{b}/{d}/{n}": {k: m[k] for k in ("n", "heads", "head_dim", "family", "executed_flops",
+                                                                 *keep[2:])}
                           for b, v in by_n.items() for d, ms in v.items() for n, m in ms.items()},
             "attention_skipped": attention_skipped,
             "quick": quick,

@@ -8,7 +8,8 @@ from lcprof.hardware import load_calibration
 
 def test_calibrate_quick_cpu(cli, tmp_path):
     out = tmp_path / "profiles" / "cpu.json"
-    r = cli("calibrate", "--out", out, "--device", "cpu", "--quick", "--dtype", "fp32,bf16")
+    r = cli("calibrate", "--out", out, "--device", "cpu", "--quick", "--dtype", "fp32,bf16", "--attention-n", "256",
+            "--attention-shape", "4,32")
     assert r.exit_code == 0, r.output
     hw = load_calibration(out)
     assert hw.kind == "calibration"
@@ -25,6 +26,19 @@ def test_calibrate_quick_cpu(cli, tmp_path):
     assert mm["spread"] == (max(mm["round_rates"]) - min(mm["round_rates"])) / max(mm["round_rates"])
     assert raw["method"]["timer"].startswith("lcprof.measure.timer.measure")
     assert "wrote" in r.stdout
+    # the CPU's attention backends, measured on causal (1, 256, 4 heads, 32) inputs:
+    # sdpa (tiled, 128 x 128 tiles): 3 tiles not fully masked = 3 * 128^2 pairs; 4 FLOPs per pair per dim
+    # eager: the whole 256 x 256 square, whatever the mask
+    att = raw["method"]["attention"]
+    assert set(att) == {"sdpa/fp32/256", "eager/fp32/256"}
+    assert att["sdpa/fp32/256"]["executed_flops"] == 4 * 32 * 4 * 3 * 128 * 128 == 25_165_824
+    assert att["eager/fp32/256"]["executed_flops"] == 4 * 32 * 4 * 256 * 256 == 33_554_432
+    assert att["eager/fp32/256"]["family"] == "eager" and att["sdpa/fp32/256"]["family"] == "tiled"
+    for b in ("sdpa", "eager"):
+        a = att[f"{b}/fp32/256"]
+        assert hw.attention_rate(b, "fp32", [256])[0] == max(a["round_rates"])
+        assert hw.attention_spread[b]["fp32"] == a["spread"]
+    assert hw.device == "cpu"
 
 
 def test_calibrate_rejects_tf32_on_cpu_and_bad_device(cli, tmp_path):

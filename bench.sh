@@ -4,7 +4,8 @@
 #   GPU: calibrate; sweep phi3-128k over the available backends from 128 to 131072 (fp32: eager,
 #        sdpa-math, sdpa-efficient; bf16: sdpa-flash, sdpa-cudnn, flash-attn, striped-ring); fit;
 #        compare; capacity plan; report.
-#   CPU: the same at the lengths minutes allow (128..2048), extrapolated to 131072 with an interval.
+#   CPU: the same at the lengths minutes allow (128..2048), extrapolated to 131072 with an interval;
+#        the fit holds the attention rates calibrate measured at the model's own shape.
 #
 # Output: a folder OUTSIDE the checkout, named by device and model (default
 # ~/lcprof-runs/<device>-<model>/): the raw results CSV (every row with its environment and the

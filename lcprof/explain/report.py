@@ -425,6 +425,11 @@ def build_report(results, out_dir, *, gpu: str | None = None, calibration=None, 
         lines.append(f"Predictions use {cmp.rates_label}." + (
             f" **{cmp.over_peak_rows} row(s) OVER PEAK** (see below)." if cmp.over_peak_rows else
             " No row exceeds the peak."))
+    held = [f"{group_label(g.key, words=True)} at {g.model.rate('attention') / 1e12:.3g} TFLOP/s"
+            for g in fit.groups if g.model is not None and g.model.held is not None]
+    if held:
+        lines.append("Extrapolations hold the calibration's attention rate (fitted: the other classes): "
+                     + "; ".join(held) + ".")
     if plan_path is not None:
         head = _plan_headline(plan_path)
         if head:

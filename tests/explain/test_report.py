@@ -80,3 +80,18 @@ def test_real_sweep_output_is_understood(data_dir, tmp_path):
     rep = build_report(data_dir / "phi3-cpu-sweep.csv", tmp_path / "rep", calibration=prof)
     assert len(rep.fit.groups) == 2 and len(rep.compare.rows) == 10
     assert all(p.stat().st_size > 5000 for p in rep.images.values())
+
+
+def test_report_holds_a_calibrated_attention_rate_and_says_so(data_dir, tmp_path):
+    """A CPU profile with an sdpa attention rate: the report's fit holds it for the sdpa group (its
+    attention rate is the profile's), leaves eager's fitted, and the summary names the held rate."""
+    prof = tmp_path / "cpu.json"
+    prof.write_text(json.dumps({"key": "cpu", "name": "CPU", "device": "cpu", "peak_flops_per_s": {"fp32": 1.5e11},
+                                "hbm_bytes_per_s": 3e10, "memory_bytes": 1 << 34,
+                                "attention_flops_per_s": {"sdpa": {"fp32": 2.5e10}}}))
+    rep = build_report(data_dir / "phi3-cpu-sweep.csv", tmp_path / "rep", calibration=prof)
+    by = {g.key["backend"]: g.model for g in rep.fit.groups}
+    assert by["sdpa"].kind == "cost model, attention rate held" and by["sdpa"].rate("attention") == 2.5e10
+    assert by["eager"].kind == "cost model"
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Extrapolations hold the calibration's attention rate" in md and "at 0.025 TFLOP/s" in md

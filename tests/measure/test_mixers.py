@@ -242,3 +242,16 @@ def test_activation_step_defaults_are_one_bf16_sequence(name):
     spec, m, _ = layer(name, torch.bfloat16)
     lb = traced_peak(spec, m, 13, b=1, dtype=torch.bfloat16, prefix=0)
     assert predicted_steps(mixer_activation_steps(spec, 13, chunk=cost_chunk(spec))) == measured_steps(lb)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_long_blocks_move_the_state_step_to_its_decays(dtype):
+    # blocks (chunks) longer than the state is wide: at the state update's step the per-head decays
+    # to the block's end (lightning: 2 x heads x l, one sequence; Gated DeltaNet: v_heads x l) outweigh
+    # the update itself (heads x d x d), and the step counts them
+    for name, kw in (("lightning-6", {"block": 40}), ("gdn-mha", {"chunk": 40})):
+        spec = SPECS[name]
+        m = build_mixer(spec, seed=3, **kw).to(TORCH[dtype]).eval()
+        lb = traced_peak(spec, m, 40, b=1, dtype=TORCH[dtype], prefix=0)
+        steps = mixer_activation_steps(spec, 40, dtype=dtype, chunk=40)
+        assert predicted_steps(steps) == measured_steps(lb)

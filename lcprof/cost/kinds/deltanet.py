@@ -122,7 +122,8 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     st["mixer/chunk_intra"] = np.where(chunked, loop + 2 * qk1 + 2 * v1 + 2 * ch + sq, 0.0)
     st["mixer/chunk_state_in"] = np.where(chunked, loop + 2 * qk1 + 3 * v1 + 2 * ch, 0.0)
     st["mixer/chunk_out"] = np.where(chunked, loop + qk1 + 2 * v1 + ch, 0.0)  # k, V', o written out, gam
-    st["mixer/chunk_state"] = np.where(chunked, loop + qk1 + v1 + ch + c * S_el, 0.0)
+    # k, V', gam and either the decay to the chunk's end (made first) or the state update
+    st["mixer/chunk_state"] = np.where(chunked, loop + qk1 + v1 + ch + np.maximum(ch, c * S_el), 0.0)
     st["mixer/step_kv"] = np.where(chunked, 0.0, loop + 2 * qk1 + 2 * v1)
     st["mixer/step"] = np.where(chunked, 0.0, loop + 2 * qk1 + v1 + c * S_el)
     post = X + QZ + cs + ss * S_el + s * t * vw

@@ -375,7 +375,9 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
             mixer = per_rank(spec.mixer(kind), tp)
             own = mixer_activation_steps(mixer, n_arr, batch=batch, dtype=dtype, prefix=prefix)
             x_in = b * n_arr * s * h  # the layer's input; the mixer's own steps count the normed x
-            steps.update({k: v + x_in + kept for k, v in own.items()})
+            # a step the mixer does not run for this n (decode's in a prefill, the chunk loop's
+            # in decode) is 0 and stays 0
+            steps.update({k: np.where(v > 0, v + x_in + kept, 0.0) for k, v in own.items()})
             steps.setdefault("input_norm", b * n_arr * (s * h + _norm_extra(h, s)))
         kept = kept + b * n_arr * s * h
     steps.update(_mlp_steps(spec, lyr, n_arr, b, s, tp))
@@ -443,18 +445,23 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         # scores and probabilities then meet the output of P @ V
         softmax_per_pair = s + 8 if s < 4 else 2 * s
         kv_heads, qk_dim, v_dim = _attention_heads(spec, mla_form, tp, lyr)
-        if kv_heads != H:  # K and V expanded to every query head (repeat_interleave)
-            live_n = live_n + s * b * keys * H * (qk_dim + v_dim)
+        att = live_n  # inside the backend: K and V expanded to every query head (repeat_interleave)
+        if kv_heads != H:
+            att = att + s * b * keys * H * (qk_dim + v_dim)
         pairs = b * H * n_arr * keys
         # with several sequences the batched products copy their head-major operands
         q_copy = np.where(n_arr > 1, s * b * n_arr * H * qk_dim, 0.0) if b > 1 else 0.0
         k_copy = s * b * keys * H * qk_dim if b > 1 else 0.0
         v_copy = s * b * keys * H * v_dim if b > 1 else 0.0
-        steps_n["attn/qk"] = live_n + s * pairs + q_copy + k_copy
-        steps_n["attn/softmax"] = live_n + softmax_per_pair * pairs
-        steps_n["attn/pv"] = live_n + 2 * s * pairs + b * n_arr * out + v_copy
-        # the (batch, heads, n, v) output is transposed back: one more copy before the o projection
-        steps_n["attn/o_proj"] = live_n + b * n_arr * (2 * out + s * h)
+        # the masked fill inverts the boolean (n, keys) mask: one byte per pair, after the copies are freed
+        unbounded = lyr.attn == "global" or lyr.window is None or keys <= lyr.window
+        inverted = np.where((n_arr == 1) & unbounded, 0.0, n_arr * keys)
+        steps_n["attn/qk"] = att + s * pairs + np.maximum(q_copy + k_copy, inverted)
+        steps_n["attn/softmax"] = att + softmax_per_pair * pairs
+        steps_n["attn/pv"] = att + 2 * s * pairs + b * n_arr * out + v_copy
+        # past the backend (its expanded K/V, scores and probabilities freed) the (batch, heads, n, v)
+        # output is transposed back: one more copy before the o projection, unless n = 1 (a view)
+        steps_n["attn/o_proj"] = live_n + b * n_arr * (np.where(n_arr > 1, 2.0, 1.0) * out + s * h)
     else:
         steps_n["attn/kernel"] = live_n + b * n_arr * (out + 4 * H)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + s * h)
@@ -464,6 +471,10 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         # the latent output is mapped back per head (v_unabsorb), a (heads, tokens) batched product
         # whose result is copied to token-major order for o_proj unless there is one token
         v_out = s * H * spec.mla.v_head_dim
+        # the per-head product reads the latent output head-major: eager's transposed output is
+        # copied for it when both batch and n exceed one (a view otherwise, and for a tiled kernel)
+        lat_copy = np.where(n_arr > 1, b * n_arr * out, 0.0) if (family == "eager" and b > 1) else 0.0
+        steps_n["attn/v_unabsorb"] = live_n + b * n_arr * (out + v_out) + lat_copy
         copies = np.where(b * n_arr > 1, 2.0, 1.0)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + copies * v_out + s * h)
     return steps_n

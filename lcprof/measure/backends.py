@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from lcprof.cost.ops import BACKEND_FAMILY
 from lcprof.errors import LcprofError
+from lcprof.measure.tensor_audit import mark
 
 MASK_KINDS = ("full", "global", "sliding", "chunked")
 
@@ -264,12 +265,15 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Att
     scores.mul_(scale)
     if mask.kind != "full":
         scores.masked_fill_(~cached_dense_mask(mask, q.device), float("-inf"))
+    mark("attn/qk")
     if q.dtype in LOW_PRECISION:
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     else:
         probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs, vh)  # (b, heads, n_q, v_dim)
-    return out.transpose(1, 2)  # (b, n_q, heads, v_dim)
+    mark("attn/softmax")
+    out = torch.matmul(probs, vh).transpose(1, 2)  # (b, n_q, heads, v_dim)
+    mark("attn/pv")
+    return out
 
 
 def _sdpa_supports_gqa() -> bool:

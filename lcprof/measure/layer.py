@@ -68,6 +68,7 @@ from lcprof.cost.rope import inv_freq
 from lcprof.errors import LcprofError
 from lcprof.measure.backends import AttnMask, eager_attention
 from lcprof.measure.mixers.common import MixerState
+from lcprof.measure.tensor_audit import mark
 from lcprof.spec import LayerSpec, ModelSpec
 
 MLA_FORMS = ("naive", "absorbed")
@@ -425,10 +426,17 @@ class DecoderLayer(nn.Module):
         first new token (RoPE only; the sequence is then start + m tokens long): a whole model's
         sliding-window layer caches only the last W keys, whose slots are not their positions.
         """
+        # mark(): the steps of cost.activation_steps, for LiveBytes' per-step oracle (no-ops otherwise)
         if not self.lspec.mixers:  # an MLP-only layer (Nemotron-H's "-" and "E" blocks)
-            out = x + self._mlp(self.input_norm(x))
+            hn = self.input_norm(x)
+            mark("mlp/norm")
+            y = self._mlp(hn)
+            del hn
+            out = x + y
+            mark("residual")
             return (out, None) if return_kv else out
         h = self.input_norm(x)
+        mark("input_norm" if self.mixer is not None else "attn/input_norm")
         if self.mixer is not None:
             a, kv = self._mixer_block(h, cache)
         else:
@@ -443,11 +451,17 @@ class DecoderLayer(nn.Module):
         x = x + a
         del a
         if not self.lspec.mlp:  # Nemotron-H's and Falcon-Mamba's mixer layers end here
+            mark("residual")
             return (x, kv) if return_kv else x
-        y = self._mlp(self.post_attn_norm(x))
+        hn = self.post_attn_norm(x)
+        mark("mlp/norm")
+        y = self._mlp(hn)
+        del hn
         if self.extra_norms:
             y = self.mlp_out_norm(y)
+            mark("mlp/out_norm")
         out = x + y
+        mark("residual")
         return (out, kv) if return_kv else out
 
     def _mixer_block(self, h: torch.Tensor, state: MixerState | None) -> tuple[torch.Tensor, MixerState]:
@@ -475,8 +489,13 @@ class DecoderLayer(nn.Module):
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
-        if cs is not None:
-            q, k = apply_rope(q, *cs), apply_rope(k, *cs)
+        if cs is not None:  # the projections live until both are rotated
+            q_rot = apply_rope(q, *cs)
+            mark("attn/rope_q")
+            k_rot = apply_rope(k, *cs)
+            mark("attn/rope_k")
+            q, k = q_rot, k_rot
+            del q_rot, k_rot
         if cache is None:
             keys, values = k, v
         else:
@@ -491,8 +510,13 @@ class DecoderLayer(nn.Module):
                 del o, sig
             else:  # eager's transposed output: its token-major copy gated into sigmoid(gate)'s storage
                 og = sig.mul_(o.reshape(b, m, H * vhd))
-            return self.o_proj(og), KVCache(keys, values)
-        return self.o_proj(o.reshape(b, m, H * vhd)), KVCache(keys, values)
+            mark("attn/output_gate")
+            out = self.o_proj(og)
+            mark("attn/o_proj")
+            return out, KVCache(keys, values)
+        out = self.o_proj(o.reshape(b, m, H * vhd))
+        mark("attn/o_proj")
+        return out, KVCache(keys, values)
 
     def _mla_block(self, h: torch.Tensor, cache: KVCache | None,
                    pos: int | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -504,17 +528,25 @@ class DecoderLayer(nn.Module):
         start = n_k - m
         pos = start if pos is None else pos
         if mla.q_lora_rank:
-            q = self.q_b(self.q_a_norm(self.q_a(h)))
+            qa = self.q_a_norm(self.q_a(h))
+            mark("attn/q_a_norm")
+            q = self.q_b(qa)
+            mark("attn/q_b")
+            del qa
         else:
             q = self.q_proj(h)
         q = q.view(b, m, H, nope + rope_d)  # (b, m, heads, qk_head_dim)
         q_nope, q_pe = q[..., :nope], q[..., nope:]
         ckv = self.kv_a(h)  # (b, m, kv_lora_rank + rope)
         latent = self.kv_a_norm(ckv[..., :lora])  # (b, m, kv_lora_rank)
+        mark("attn/kv_a_norm")
         k_pe = ckv[..., lora:].unsqueeze(2)  # (b, m, 1, rope)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:
-            q_pe, k_pe = apply_rope(q_pe, *cs), apply_rope(k_pe, *cs)
+            q_pe = apply_rope(q_pe, *cs)
+            mark("attn/rope_q")
+            k_pe = apply_rope(k_pe, *cs)
+            mark("attn/rope_k")
         k_pe = k_pe.squeeze(2)  # (b, m, rope)
         if cache is None:
             lat_all, kpe_all = latent, k_pe
@@ -538,7 +570,10 @@ class DecoderLayer(nn.Module):
             values = lat_all[:, :, None, :]  # (b, n_k, 1, lora)
             o_lat = self.attention(queries, keys, values, mask, self.scale)  # (b, m, heads, lora)
             o = torch.einsum("bmhc,hvc->bmhv", o_lat, w_uv)  # (b, m, heads, v): v_unabsorb
-        return self.o_proj(o.reshape(b, m, H * vd)), KVCache(lat_all, kpe_all)
+            mark("attn/v_unabsorb")
+        out = self.o_proj(o.reshape(b, m, H * vd))
+        mark("attn/o_proj")
+        return out, KVCache(lat_all, kpe_all)
 
     def _dense_mlp(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.mlp_gated:
@@ -546,6 +581,11 @@ class DecoderLayer(nn.Module):
         return self.down(self.act(self.up(x)))
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._mlp_out(x)
+        mark("mlp/act")  # the segment holds act(gate), up, their product and the down projection
+        return y
+
+    def _mlp_out(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_moe and self.moe_timing == "routed":
             return self._routed_moe(x)
         if self.is_moe:

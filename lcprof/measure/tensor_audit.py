@@ -12,6 +12,14 @@ Used as the oracle for :func:`lcprof.cost.model.activation_bytes`: the layer is 
 on the CPU and the peak is compared with the analytic count. ``peak_step`` names the op that set
 the peak, ``peak_tensors`` the storages live then.
 
+``steps`` is the per-step oracle: the measured layers call :func:`mark` after each of their
+memory-heavy steps (named as the cost model names them, ``mixer/chunk_cb``, ``attn/o_proj``, ...);
+under an active mode each mark closes a segment of the run and ``steps[name]`` is the most bytes
+live at any op since the previous mark or at the mark itself (the maximum over repeated marks of one
+name, e.g. the iterations of a chunk loop). Outside a mode ``mark`` does nothing. The segments partition the run,
+so the peak is the largest of them (what was live before the first mark or after the last one is
+in ``unmarked_bytes``).
+
     with torch.no_grad(), LiveBytes(exclude=layer.parameters()) as lb:
         lb.track(x)
         layer(x)
@@ -34,6 +42,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
+#: LiveBytes modes entered and not yet left (innermost last): the ones :func:`mark` closes segments of
+_ACTIVE: list["LiveBytes"] = []
+
+
+def mark(name: str) -> None:
+    """Close the current step segment under ``name`` in every active :class:`LiveBytes` (a no-op
+    when none is active; it runs no torch op, so it changes nothing the layer computes)."""
+    for lb in _ACTIVE:
+        lb.close_step(name)
+
+
 class LiveBytes(TorchDispatchMode):
     """Peak of live tensor storage bytes under the mode (see the module docstring)."""
 
@@ -45,6 +64,27 @@ class LiveBytes(TorchDispatchMode):
         self.peak_bytes = 0
         self.peak_step = ""
         self.peak_tensors: list[int] = []
+        self.steps: dict[str, int] = {}  # step name -> most bytes live in its segments
+        self._segment = 0  # most bytes live since the last mark
+
+    @property
+    def unmarked_bytes(self) -> int:
+        """Most bytes live since the last mark (or since the start, with no mark)."""
+        return self._segment
+
+    def close_step(self, name: str) -> None:
+        """End the segment: the most bytes live at any op since the last mark, or now."""
+        self.steps[name] = max(self.steps.get(name, 0), self._segment, self.current_bytes)
+        self._segment = 0
+
+    def __enter__(self):
+        out = super().__enter__()
+        _ACTIVE.append(self)
+        return out
+
+    def __exit__(self, *exc):
+        _ACTIVE.remove(self)
+        return super().__exit__(*exc)
 
     def track(self, t: torch.Tensor, step: str = "input") -> None:
         """Count ``t`` (made outside the mode, e.g. the input) until it is garbage."""
@@ -58,6 +98,8 @@ class LiveBytes(TorchDispatchMode):
             self.current_bytes += entry[0]
         entry[1] += 1
         weakref.finalize(t, self._release, key)
+        if self.current_bytes > self._segment:
+            self._segment = self.current_bytes
         if self.current_bytes > self.peak_bytes:
             self.peak_bytes = self.current_bytes
             self.peak_step = step

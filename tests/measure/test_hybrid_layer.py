@@ -27,12 +27,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from support.tiny_models import TINY_HYBRID_CONFIGS, tiny_hybrid_spec
-from lcprof.cost.model import activation_bytes, cost
+from lcprof.cost.model import activation_bytes, activation_steps, cost
 from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.layer import DecoderLayer, check_buildable
 from lcprof.measure.mixers import RECURRENT
-from lcprof.measure.tensor_audit import LiveBytes, MovedBytes
+from lcprof.measure.tensor_audit import LiveBytes, MovedBytes, mark
 from lcprof.spec import LayerSpec
 
 F64 = torch.float64
@@ -220,6 +220,11 @@ def test_activation_peak_equals_the_cost_model_to_the_byte(name, idx, dtype, n, 
     lb = _traced_peak(lay, x, state)
     pred = activation_bytes(spec, n, prefix=prefix, batch=b, dtype=dtype, layer=idx)
     assert int(pred[0]) == lb.peak_bytes, (lb.peak_step, lb.peak_tensors)
+    # every step, not only the peak: the marked segments of the layer's run (input norm, the mixer's
+    # own steps, the MLP, the residual) == cost.activation_steps, with the same names
+    steps = activation_steps(spec, n, prefix=prefix, batch=b, dtype=dtype, layer=idx)
+    assert {k: int(v[0]) for k, v in steps.items() if float(v[0]) != 0.0} == lb.steps
+    assert lb.unmarked_bytes == 0
 
 
 # ----- property: any Mamba-2 / Gated DeltaNet dims -------------------------------------------------
@@ -274,6 +279,7 @@ def _attention_audit(spec, idx, *, n, family, dtype, slots):
     def flash_like(q, k, v, mask, scale, **_):  # what a tiled kernel allocates: output + fp32 LSE
         out = torch.zeros(q.shape[0], q.shape[1], q.shape[2], v.shape[-1], dtype=q.dtype)
         lse = torch.zeros(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float32)
+        mark("attn/kernel")
         del lse
         return out
 
@@ -312,6 +318,8 @@ def test_gated_attention_layer_memory_and_traffic(family, dtype, n, slots):
     lb, mb = _attention_audit(spec, 3, n=n, family=family, dtype=dtype, slots=slots)
     assert int(activation_bytes(spec, n, prefix=prefix, dtype=dtype, family=family, layer=3)[0]) == lb.peak_bytes, \
         (lb.peak_step, lb.peak_tensors)
+    steps = activation_steps(spec, n, prefix=prefix, dtype=dtype, family=family, layer=3)
+    assert {k: int(v[0]) for k, v in steps.items() if float(v[0]) != 0.0} == lb.steps
     c = cost(spec, n, prefix=prefix, layer=3, family=family, dtype=dtype)
     moved = float(c.bytes["misc/elementwise"][0]) + (float(c.bytes["attn/elementwise"][0]) if family == "eager" else 0)
     # The cost model counts the attention gate's traffic (sigmoid: read + write, product: read 2 +

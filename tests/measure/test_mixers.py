@@ -9,7 +9,9 @@ the spec's parameter and state counts.
   DeltaNet's triangular solve, which FlopCounterMode does not count (checked by hand below);
 * the layer's parameters == ``spec.params``; its carried state == ``spec.state_elements()``;
 * the peak of live tensor bytes (``LiveBytes``) == ``lcprof.cost.kinds`` activation steps, to the
-  byte, in fp32 and bf16, prefill, decode and after a cached prefix.
+  byte, in fp32 and bf16, prefill, decode and after a cached prefix;
+* every step, not only the peak: the layers mark their steps (``tensor_audit.mark``) and the most
+  bytes live in each marked segment == that step of the cost model, with the same step names.
 """
 
 from __future__ import annotations
@@ -206,3 +208,50 @@ def test_activation_peaks_move_between_steps():
                 steps = mixer_activation_steps(spec, n, dtype=dtype, chunk=cost_chunk(spec))
                 seen.add(max(steps, key=lambda k: float(steps[k][0])))
     assert len(seen) >= 6, seen
+
+
+def measured_steps(lb) -> dict[str, int]:
+    """The layer's marked segments; the cost model's steps of this case are compared with them."""
+    assert lb.unmarked_bytes == 0  # nothing is allocated after the last mark
+    assert max(lb.steps.values()) == lb.peak_bytes  # the segments cover the whole call
+    return lb.steps
+
+
+def predicted_steps(steps) -> dict[str, int]:
+    """The cost model's steps that run in this case (decode's steps are 0 for a prefill and the
+    chunk loop's for decode: the layer does not reach them)."""
+    return {k: int(v[0]) for k, v in steps.items() if float(v[0]) != 0.0}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("n,b,prefix", [(1, 1, 4), (3, 2, 0), (13, 2, 4), (40, 1, 0)])
+def test_every_activation_step_matches_its_segment_of_the_layer(name, dtype, n, b, prefix):
+    # the peak of each marked segment of the layer's run (e.g. mixer/chunk_cb: one chunk's x, B, C,
+    # decays and C B^T, the largest over the chunks) == the cost model's bytes at that step, to the
+    # byte; the names agree both ways (a renamed or missing step fails)
+    spec, m, _ = layer(name, TORCH[dtype])
+    lb = traced_peak(spec, m, n, b=b, dtype=TORCH[dtype], prefix=prefix)
+    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, chunk=cost_chunk(spec))
+    assert predicted_steps(steps) == measured_steps(lb)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_activation_step_defaults_are_one_bf16_sequence(name):
+    # without batch, dtype or prefix the steps are those of one fresh sequence in bf16
+    spec, m, _ = layer(name, torch.bfloat16)
+    lb = traced_peak(spec, m, 13, b=1, dtype=torch.bfloat16, prefix=0)
+    assert predicted_steps(mixer_activation_steps(spec, 13, chunk=cost_chunk(spec))) == measured_steps(lb)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_long_blocks_move_the_state_step_to_its_decays(dtype):
+    # blocks (chunks) longer than the state is wide: at the state update's step the per-head decays
+    # to the block's end (lightning: 2 x heads x l, one sequence; Gated DeltaNet: v_heads x l) outweigh
+    # the update itself (heads x d x d), and the step counts them
+    for name, kw in (("lightning-6", {"block": 40}), ("gdn-mha", {"chunk": 40})):
+        spec = SPECS[name]
+        m = build_mixer(spec, seed=3, **kw).to(TORCH[dtype]).eval()
+        lb = traced_peak(spec, m, 40, b=1, dtype=TORCH[dtype], prefix=0)
+        steps = mixer_activation_steps(spec, 40, dtype=dtype, chunk=40)
+        assert predicted_steps(steps) == measured_steps(lb)

@@ -8,6 +8,10 @@
 The tiled family is a stand-in kernel that allocates exactly what a flash kernel returns (the
 output in (batch, n, heads, v) order and an fp32 log-sum-exp), so the counts cover the layer's own
 tensors and ops; eager runs for real. Agreement is to the byte.
+
+Every step too, not only the peak: the layer and the backends mark the steps of
+``cost.activation_steps`` (``tensor_audit.mark``); the most bytes live in each marked segment equal
+that step, and the step names agree both ways.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from support.tiny_models import TINY_CONFIGS, tiny_spec
 from lcprof.cost.model import activation_bytes, activation_steps, cost
 from lcprof.measure import backends as B
 from lcprof.measure.layer import DecoderLayer
-from lcprof.measure.tensor_audit import LiveBytes, MovedBytes
+from lcprof.measure.tensor_audit import LiveBytes, MovedBytes, mark
 from lcprof.spec import load_model
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -32,6 +36,7 @@ def flash_like(q, k, v, mask, scale, **_):
     b, m, heads, _ = q.shape
     out = torch.zeros(b, m, heads, v.shape[-1], dtype=q.dtype)
     lse = torch.zeros(b, heads, m, dtype=torch.float32)
+    mark("attn/kernel")  # the per-step oracle's step, as the eager backend marks its own
     del lse
     return out
 
@@ -116,6 +121,34 @@ def test_presets_peak_and_step(model, layer):
     top = max(steps, key=lambda k: float(steps[k][0]))
     assert int(steps[top][0]) == lb.peak_bytes
     assert top == "mlp/act" and lb.peak_step == "aten.mul.Tensor"  # act(gate) * up
+
+
+def assert_steps_match(spec, lb, n, **kw):
+    """Each step of the cost model that runs (non-zero) == the peak of the layer's segment of that
+    name; no segment without a step. Nothing is allocated after the last mark."""
+    steps = activation_steps(spec, n, **kw)
+    predicted = {k: int(v[0]) for k, v in steps.items() if float(v[0]) != 0.0}
+    assert lb.unmarked_bytes == 0 and max(lb.steps.values()) == lb.peak_bytes
+    assert predicted == lb.steps, kw
+
+
+@pytest.mark.parametrize("name,layer,dtype,family", CASES)
+def test_every_prefill_step_matches_the_layer_to_the_byte(name, layer, dtype, family):
+    spec = tiny_spec(name)
+    lb = traced_peak(spec, layer, n=64, family=family, dtype=dtype)
+    assert_steps_match(spec, lb, 64, dtype=dtype, family=family, layer=layer)
+
+
+@pytest.mark.parametrize("name", list(TINY_CONFIGS))
+@pytest.mark.parametrize("family", ["tiled", "eager"])
+@pytest.mark.parametrize("m,slots,batch", [(1, 64, 1), (16, 64, 1), (1, 40, 3), (8, 40, 3)])
+def test_every_cached_step_matches_the_layer_to_the_byte(name, family, m, slots, batch):
+    # decode and a chunk after a cached prefix, one sequence and three (eager's batched products
+    # copy their operands, the expanded K/V of GQA and MQA-form MLA span the batch)
+    spec = tiny_spec(name)
+    for form in (("naive", "absorbed") if spec.mla is not None else ("naive",)):
+        lb = traced_peak(spec, 0, n=m, family=family, dtype="fp32", batch=batch, cache_slots=slots, form=form)
+        assert_steps_match(spec, lb, m, batch=batch, prefix=slots - m, dtype="fp32", family=family, mla_form=form)
 
 
 # ----- bytes moved by elementwise ops -----------------------------------------------------------

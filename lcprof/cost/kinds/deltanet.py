@@ -106,7 +106,9 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     st: dict[str, np.ndarray] = {"mixer/in_proj": X + QZ, "mixer/in_proj_ba": X + QZ + BA,
                                  "mixer/conv": X + QZ + BA + s * b * cd * (n + K - 1) + cs + cout}
     base0 = X + QZ + BA + cout + cs
-    st["mixer/gates"] = base0 + 3 * c * t * Hv + (c * Hv if low else 0.0)
+    # beta, then softplus(a + dt_bias) with its input (and, fp16/bf16, dt_bias's float32 copy),
+    # then -exp(A_log) (exp and its negation) times it: the larger of the two moments
+    st["mixer/gates"] = base0 + 2 * c * t * Hv + np.maximum(c * t * Hv + (c * Hv if low else 0.0), 2 * c * Hv)
     loop = base0 + 2 * c * t * Hv + c * S_el + s * t * vw
     l = np.minimum(n, float(chunk or CHUNK))
     qk1, v1, ch, sq = c * b * Hv * l * dk, c * b * Hv * l * dv, c * b * Hv * l, c * b * Hv * l * l
@@ -119,7 +121,9 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     st["mixer/chunk_qk"] = np.where(chunked, loop + 2 * qk1 + v1 + 2 * ch + 2 * sq, 0.0)
     st["mixer/chunk_intra"] = np.where(chunked, loop + 2 * qk1 + 2 * v1 + 2 * ch + sq, 0.0)
     st["mixer/chunk_state_in"] = np.where(chunked, loop + 2 * qk1 + 3 * v1 + 2 * ch, 0.0)
-    st["mixer/chunk_state"] = np.where(chunked, loop + qk1 + v1 + ch + c * S_el, 0.0)
+    st["mixer/chunk_out"] = np.where(chunked, loop + qk1 + 2 * v1 + ch, 0.0)  # k, V', o written out, gam
+    # k, V', gam and either the decay to the chunk's end (made first) or the state update
+    st["mixer/chunk_state"] = np.where(chunked, loop + qk1 + v1 + ch + np.maximum(ch, c * S_el), 0.0)
     st["mixer/step_kv"] = np.where(chunked, 0.0, loop + 2 * qk1 + 2 * v1)
     st["mixer/step"] = np.where(chunked, 0.0, loop + 2 * qk1 + v1 + c * S_el)
     post = X + QZ + cs + ss * S_el + s * t * vw

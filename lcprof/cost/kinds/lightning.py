@@ -96,7 +96,10 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     st["mixer/chunk_qk"] = np.where(chunked, loop + 3 * qd + c * l + c * H * l * l + sqb, 0.0)
     st["mixer/chunk_intra"] = np.where(chunked, loop + 4 * qd + c * l + sqb, 0.0)
     st["mixer/chunk_state_in"] = np.where(chunked, loop + 5 * qd + c * l, 0.0)
-    st["mixer/chunk_state"] = np.where(chunked, loop + 2 * qd + c * l + c * S_el, 0.0)
+    st["mixer/chunk_out"] = np.where(chunked, loop + 3 * qd + c * l, 0.0)  # k, v, the block's output written out
+    # k, v, the positions and either the decays lambda^(l-1-s) per head (made first: the exponent
+    # and its exp, heads x l each) or the state update
+    st["mixer/chunk_state"] = np.where(chunked, loop + 2 * qd + c * l + np.maximum(c * S_el, 2 * c * H * l), 0.0)
     st["mixer/step"] = np.where(chunked, 0.0, loop + 3 * qd + c * S_el)
     st["mixer/step_out"] = np.where(chunked, 0.0, loop + 4 * qd)
     tw = t * w

@@ -69,7 +69,8 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
                      state_dtype: str | None = None) -> dict[str, np.ndarray]:
     """Bytes live at each memory-heavy step of lcprof's measured Mamba layer
     (``lcprof.measure.mixers.mamba1``) over n new tokens: the input, in_proj's output, the conv
-    window and output, x_proj (which copies its transposed input), Jamba's dt/B/C norms, dt, A, the
+    window and output, x_proj (a batched product over the transposed conv output: no copy of it),
+    Jamba's dt/B/C norms, dt, A, the
     state and the output buffer; one token's decay and outer-product update inside the scan; then
     the gate and out_proj. Weights and the carried-in state are not counted. Arrays over n."""
     s = dtype_bytes(dtype)
@@ -87,7 +88,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
                                  "mixer/conv": X + XZ + s * b * di * (n + K - 1) + cs + s * t * di}
     base0 = X + XZ + s * t * di + cs
     dbc = s * t * (R + 2 * N)
-    st["mixer/x_proj"] = base0 + s * t * di + dbc
+    st["mixer/x_proj"] = base0 + dbc
     normed = 0.0
     if m.bcdt_norm != "none":
         for i, width in enumerate((R, N, N)):

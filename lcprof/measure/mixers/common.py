@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lcprof.measure.tensor_audit import mark
+
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -85,6 +87,7 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     del prev
     new_state = window[..., m:].clone()  # (b, channels, k - 1)
     out = F.conv1d(window, weight, bias, groups=ch)  # (b, channels, m)
+    mark("mixer/conv")
     del window
     return F.silu(out, inplace=True), new_state
 
@@ -110,16 +113,22 @@ def gated_rmsnorm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, groups
     h = y.to(cd)  # a copy for fp16/bf16; y itself otherwise
     if not norm_first:
         gz = F.silu(z.to(cd))
+        mark("mixer/norm_gate")
         h = h * gz
+        mark("mixer/norm_gated")
         del gz
     shape = h.shape
     hg = h.view(*shape[:-1], groups, shape[-1] // groups)
     var = hg.pow(2).mean(-1, keepdim=True)
+    mark("mixer/norm_square")
     hg = hg * torch.rsqrt(var + eps)
+    mark("mixer/norm_scale")
     del var, h
     wv = weight.view(groups, -1) if weight.numel() == shape[-1] else weight.view(1, -1)
     out = (wv * hg.to(dt)).view(shape)
+    mark("mixer/norm_weight")
     del hg
     if norm_first:
         out = out * F.silu(z)
+        mark("mixer/norm_gate")
     return out

@@ -27,6 +27,7 @@ from lcprof.cost.kinds.deltanet import CHUNK
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
+from lcprof.measure.tensor_audit import mark
 
 
 def _l2norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -88,13 +89,16 @@ class GatedDeltaNetMixer(nn.Module):
         Hv, dk, dv = d.num_v_heads, d.head_k_dim, d.head_v_dim
         vw = d.value_dim
         qkvz = self.in_proj_qkvz(x)  # (b, m, 2 Hk dk + 2 Hv dv)
+        mark("mixer/in_proj")
         ba = self.in_proj_ba(x)  # (b, m, 2 Hv)
+        mark("mixer/in_proj_ba")
         conv, conv_state = causal_conv(qkvz[..., :d.conv_dim], self.conv_weight, None,
                                        None if state is None else state.conv)
         qkv = conv.transpose(1, 2)  # (b, m, conv_dim) view
         sc = core_dtype(x.dtype)
         beta = torch.sigmoid(ba[..., :Hv].to(sc))  # (b, m, Hv)
         g = F.softplus(ba[..., Hv:].to(sc) + self.dt_bias.to(sc)).mul_(-torch.exp(self.A_log.to(sc)))  # log decay
+        mark("mixer/gates")
         S = torch.zeros(b, Hv, dk, dv, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, Hv, dk, dv), sc)
         o = torch.empty(b, m, Hv, dv, dtype=x.dtype, device=x.device)
         if self.backend == "fla":
@@ -104,11 +108,14 @@ class GatedDeltaNetMixer(nn.Module):
             step(qkv, beta, g, S, o)
         del qkv, conv, beta, g, ba
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
+        mark("mixer/state_out")
         del S
         z = qkvz[..., d.conv_dim:]  # (b, m, Hv dv) view
         y = gated_rmsnorm(o.view(b, m, vw), z, self.norm_weight, Hv, self.eps, norm_first=True)
         del o, z, qkvz
-        return self.out_proj(y), new_state
+        out = self.out_proj(y)
+        mark("mixer/out_proj")
+        return out, new_state
 
     def _fla(self, qkv, beta, g, S, o) -> torch.Tensor:
         """The core on fla's kernels: q, k repeated to the value heads, normalized in the kernel."""
@@ -145,6 +152,7 @@ class GatedDeltaNetMixer(nn.Module):
             return _l2norm(out.view(b, Hv, l, dk), self.eps)
 
         q, k = keyside(0), keyside(kw)
+        mark("mixer/chunk_l2norm")
         q.mul_(1.0 / math.sqrt(dk))
         v = gather(qkv[:, t0:t1, 2 * kw:].reshape(b, l, Hv, dv).permute(0, 2, 1, 3), (b, Hv, l, dv), sc)
         return q, k, v
@@ -157,10 +165,12 @@ class GatedDeltaNetMixer(nn.Module):
         S.mul_(g[:, 0].exp()[..., None, None])
         kv = k @ S  # (b, Hv, 1, dv): S^T k, 2 b Hv dk dv
         delta = v.sub_(kv).mul_(beta[:, 0, :, None, None])
+        mark("mixer/step_kv")
         del kv
         S.add_(k.transpose(-1, -2) @ delta)  # rank-1 update: 2 b Hv dk dv
         del delta, k
         o[:, 0] = (q @ S).view(b, Hv, dv)  # S^T q: 2 b Hv dk dv
+        mark("mixer/step")  # the update's segment holds the read-out too (less)
 
     def _chunks(self, qkv, beta, g, S, o) -> None:
         d = self.spec
@@ -177,26 +187,35 @@ class GatedDeltaNetMixer(nn.Module):
             decay.masked_fill_(self._tril(l, decay.device, strict=False), float("-inf")).exp_()
             A = k @ k.transpose(-1, -2)  # K K^T: 2 b Hv l^2 dk
             A.mul_(decay).mul_(bh[..., None]).masked_fill_(self._tril(l, A.device, strict=True), 0.0)
+            mark("mixer/chunk_kk")
             eg = gam.exp()  # (b, Hv, l)
             rhs = torch.empty(b, Hv, l, dv + dk, dtype=sc, device=qkv.device)
             torch.mul(v, bh[..., None], out=rhs[..., :dv])
             torch.mul(k, (bh * eg)[..., None], out=rhs[..., dv:])
+            mark("mixer/chunk_rhs")
             del v
             uw = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)  # (I + A)^-1 rhs
+            mark("mixer/chunk_solve")
             del A, rhs
             vp = uw[..., :dv] - uw[..., dv:] @ S  # V' = U - W S: 2 b Hv l dk dv
+            mark("mixer/chunk_vprime")
             del uw
             qk = q @ k.transpose(-1, -2)  # Q K^T: 2 b Hv l^2 dk
             qk.mul_(decay)
+            mark("mixer/chunk_qk")
             del decay
             oc = qk @ vp  # 2 b Hv l^2 dv
+            mark("mixer/chunk_intra")
             del qk
             oc.add_(q.mul_(eg[..., None]) @ S)  # (Q o e^gam) S: 2 b Hv l dk dv
+            mark("mixer/chunk_state_in")
             del q, eg
             o[:, t0:t1] = oc.transpose(1, 2)
+            mark("mixer/chunk_out")
             del oc
             last = gam[..., -1:]  # (b, Hv, 1)
             kd = k.mul_((last - gam).exp_()[..., None])  # K o e^(gam_l - gam), in place
             S.mul_(last.exp()[..., None]).add_(kd.transpose(-1, -2) @ vp)  # 2 b Hv l dk dv
+            mark("mixer/chunk_state")
             del kd, k, vp, gam, last, bh
 

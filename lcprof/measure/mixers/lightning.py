@@ -23,6 +23,7 @@ from torch import nn
 from lcprof.cost.kinds.lightning import BLOCK
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import MixerState, core_dtype, fill_linear_weights, gather, materialize
+from lcprof.measure.tensor_audit import mark
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
@@ -79,6 +80,7 @@ class LightningAttention(nn.Module):
         H, hd = d.n_heads, d.head_dim
         w = H * hd
         qkv = F.silu(self.qkv_proj(x), inplace=True)  # (b, m, 3 H d)
+        mark("mixer/qkv")
         sc = core_dtype(x.dtype)
         logl = -torch.tensor(self.slopes, dtype=sc, device=x.device)  # log lambda per head (H,)
         S = torch.zeros(b, H, hd, hd, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, hd, hd), sc)
@@ -94,35 +96,52 @@ class LightningAttention(nn.Module):
             q, k, v = head(0), head(1), head(2)
             if l == 1 and m == 1:  # decode: KV <- lambda KV + k^T v; o = q KV
                 S.mul_(logl.exp()[:, None, None]).add_(k.transpose(-1, -2) @ v)  # 2 b H d^2
+                mark("mixer/step")
                 o[:, t0:t1] = (q @ S).transpose(1, 2)  # 2 b H d^2
+                mark("mixer/step_out")
                 del q, k, v
                 continue
             pos = torch.arange(l, dtype=sc, device=x.device)
             diff = pos[:, None] - pos[None, :]  # t - s
             dec = (diff * logl[:, None, None]).masked_fill_(self._upper(l, x.device), float("-inf")).exp_()  # (H, l, l)
+            mark("mixer/chunk_decay")
             del diff
             qk = q @ k.transpose(-1, -2)  # 2 b H l^2 d
             qk.mul_(dec)
+            mark("mixer/chunk_qk")
             del dec
             oc = qk @ v  # 2 b H l^2 d
+            mark("mixer/chunk_intra")
             del qk
             qd = q.mul_(((pos + 1)[None, :] * logl[:, None]).exp()[..., None])  # Q o lambda^(t+1)
             oc.add_(qd @ S)  # 2 b H l d^2
+            mark("mixer/chunk_state_in")
             del qd, q
             o[:, t0:t1] = oc.transpose(1, 2)
+            mark("mixer/chunk_out")
             del oc
             kd = k.mul_(((l - 1 - pos)[None, :] * logl[:, None]).exp()[..., None])  # K o lambda^(l-1-s)
             S.mul_((l * logl).exp()[:, None, None]).add_(kd.transpose(-1, -2) @ v)  # 2 b H l d^2
+            mark("mixer/chunk_state")
             del kd, k, v, pos
         del qkv, logl
         new_state = MixerState(None, S.to(state_dtype or x.dtype))
+        mark("mixer/state_out")
         del S
         ov = o.view(b, m, w)
         of = ov.to(sc)
         var = of.pow(2).mean(-1, keepdim=True)
-        normed = (of * torch.rsqrt(var + self.eps)).to(x.dtype)
-        del of, var, ov, o
+        mark("mixer/norm_square")
+        scaled = of * torch.rsqrt(var + self.eps)
+        mark("mixer/norm_scale")
+        normed = scaled.to(x.dtype)
+        mark("mixer/norm_cast")
+        del scaled, of, var, ov, o
         y = self.norm_weight * normed
+        mark("mixer/norm_weight")
         del normed
         y = y * torch.sigmoid(self.output_gate(x))
-        return self.out_proj(y), new_state
+        mark("mixer/gate")
+        out = self.out_proj(y)
+        mark("mixer/out_proj")
+        return out, new_state

@@ -21,6 +21,7 @@ from torch import nn
 from lcprof.errors import LcprofError
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import MixerState, causal_conv, core_dtype, fill_linear_weights, gather, materialize
+from lcprof.measure.tensor_audit import mark
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -104,9 +105,11 @@ class Mamba1Mixer(nn.Module):
             dtt = dt[:, t]  # (b, di)
             xt = xs[:, t].to(sc)  # (b, di)
             S.mul_(torch.exp(dtt[..., None] * A))
+            mark("mixer/scan_decay")
             S.add_((dtt * xt)[..., None] @ Bm[:, t, None, :].to(sc))  # outer product: 2 b di N
             yt = (S @ Cm[:, t, :, None].to(sc))[..., 0]  # read-out: 2 b di N
             y[:, t] = yt.addcmul_(xt, Dv)
+            mark("mixer/scan_update")  # the update's segment holds the read-out too (less)
             del dtt, xt, yt  # not alive into the next token's step
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
@@ -115,18 +118,26 @@ class Mamba1Mixer(nn.Module):
         b, m, _ = x.shape
         di, N, R = d.d_inner, d.d_state, d.dt_rank
         xz = self.in_proj(x)  # (b, m, 2 di)
+        mark("mixer/in_proj")
         conv, conv_state = causal_conv(xz[..., :di], self.conv_weight, self.conv_bias,
                                        None if state is None else state.conv)
         xs = conv.transpose(1, 2)  # (b, m, di) view
         dbc = self.x_proj(xs)  # (b, m, R + 2N)
+        mark("mixer/x_proj")
         dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
         if d.bcdt_norm != "none":
             w = (lambda nm: getattr(self, nm)) if d.bcdt_norm == "weighted" else (lambda nm: None)
-            dt_low, Bm, Cm = (_rms(dt_low, w("dt_norm"), self.eps), _rms(Bm, w("b_norm"), self.eps),
-                              _rms(Cm, w("c_norm"), self.eps))
+            normed = []
+            for i, (src, nm) in enumerate(((dt_low, "dt_norm"), (Bm, "b_norm"), (Cm, "c_norm"))):
+                normed.append(_rms(src, w(nm), self.eps))
+                mark(f"mixer/bcdt_norm{i}")
+            dt_low, Bm, Cm = normed
+            del normed, src
         sc = core_dtype(x.dtype)
         dt = F.softplus(self.dt_proj(dt_low).to(sc))  # (b, m, di)
+        mark("mixer/dt")
         A = -torch.exp(self.A_log.to(sc))  # (di, N)
+        mark("mixer/A")
         Dv = self.D.to(sc)
         S = torch.zeros(b, di, N, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, di, N), sc)
         y = torch.empty(b, m, di, dtype=x.dtype, device=x.device)
@@ -136,7 +147,11 @@ class Mamba1Mixer(nn.Module):
             self._scan(xs, dt, A, Bm, Cm, Dv, S, y)
         del dt, dbc, dt_low, Bm, Cm, conv, xs, A, Dv
         new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
+        mark("mixer/state_out")
         del S
         out = y * F.silu(xz[..., di:])
+        mark("mixer/gate")
         del y, xz
-        return self.out_proj(out), new_state
+        out = self.out_proj(out)
+        mark("mixer/out_proj")
+        return out, new_state

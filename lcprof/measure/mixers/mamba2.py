@@ -24,6 +24,7 @@ from torch import nn
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
                                           gather, materialize)
+from lcprof.measure.tensor_audit import mark
 
 
 class Mamba2Mixer(nn.Module):
@@ -81,6 +82,7 @@ class Mamba2Mixer(nn.Module):
         b, m, _ = x.shape
         H, P, N, G, di = d.n_heads, d.head_dim, d.d_state, d.n_groups, d.d_inner
         zxbcdt = self.in_proj(x)  # (b, m, 2 di + 2 G N + H)
+        mark("mixer/in_proj")
         z = zxbcdt[..., :di]
         conv, conv_state = causal_conv(zxbcdt[..., di:di + d.conv_dim], self.conv_weight, self.conv_bias,
                                        None if state is None else state.conv)
@@ -88,6 +90,7 @@ class Mamba2Mixer(nn.Module):
         sc = core_dtype(x.dtype)
         A = -torch.exp(self.A_log.to(sc))  # (H,)
         dt = F.softplus(zxbcdt[..., di + d.conv_dim:].to(sc) + self.dt_bias.to(sc))  # (b, m, H)
+        mark("mixer/dt")
         Dv = self.D.to(sc)
         S = torch.zeros(b, H, P, N, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, P, N), sc)
         y = torch.empty(b, m, H, P, dtype=x.dtype, device=x.device)
@@ -100,14 +103,18 @@ class Mamba2Mixer(nn.Module):
         del xbc, conv, dt, A, Dv
         out_dtype = state_dtype or x.dtype
         new_state = MixerState(conv_state, S.to(out_dtype))
+        mark("mixer/state_out")
         del S
         yv = y.view(b, m, di)
         if d.norm:
             g = gated_rmsnorm(yv, z, self.norm_weight, G, self.eps, norm_first=d.norm_before_gate)
         else:
             g = yv * F.silu(z)
+            mark("mixer/gate")
         del y, yv, z, zxbcdt
-        return self.out_proj(g), new_state
+        out = self.out_proj(g)
+        mark("mixer/out_proj")
+        return out, new_state
 
     def _mamba_ssm(self, xbc, dt, A, Dv, S, y) -> torch.Tensor:
         """The core on mamba_ssm's kernels (SSD chunk scan; selective_state_update for decode)."""
@@ -145,6 +152,7 @@ class Mamba2Mixer(nn.Module):
         yh = S.view(b, G, hg * P, N) @ Cg  # (b, G, hg P, 1): 2 b H P N
         yh = yh.view(b, H, P).addcmul_(xh, Dv[:, None])
         y[:, 0] = yh
+        mark("mixer/step")  # the update's segment holds the read-out too (less)
 
     def _chunks(self, xbc, dt, A, Dv, S, y) -> None:
         d = self.spec
@@ -164,15 +172,18 @@ class Mamba2Mixer(nn.Module):
             L = acum[..., :, None] - acum[..., None, :]  # (b, H, l, l)
             L.masked_fill_(self._upper(l, L.device), float("-inf")).exp_().mul_(dth[..., None, :])
             cb = Cg @ Bg.transpose(-1, -2)  # (b, G, l, l): 2 b G l^2 N
+            mark("mixer/chunk_cb")
             L.view(b, G, hg, l, l).mul_(cb[:, :, None])
             del cb
             yc = L @ xh  # (b, H, l, P): 2 b H l^2 P
+            mark("mixer/chunk_intra")
             del L
             # the carried state's contribution: exp(acum_t) (C_t . S)
             yo = Cg @ S.view(b, G, hg * P, N).transpose(-1, -2)  # (b, G, l, hg P): 2 b H l P N
             ea = acum.exp()
             yo.view(b, G, l, hg, P).mul_(ea.view(b, G, hg, l).transpose(2, 3)[..., None])
             yc.view(b, G, hg, l, P).add_(yo.view(b, G, l, hg, P).transpose(2, 3))
+            mark("mixer/chunk_state_in")
             del yo, ea
             yc.addcmul_(xh, Dv[:, None, None])
             y[:, t0:t1] = yc.transpose(1, 2)
@@ -182,8 +193,10 @@ class Mamba2Mixer(nn.Module):
             w = (last - acum).exp_().mul_(dth)  # decay to the chunk's end, times dt
             xw = torch.empty(b, H, P, l, dtype=sc, device=xh.device)
             torch.mul(xh.transpose(-1, -2), w[..., None, :], out=xw)  # (b, H, P, l)
+            mark("mixer/chunk_decay")
             del w, xh
             st = xw.view(b, G, hg * P, l) @ Bg  # (b, G, hg P, N): 2 b H P l N
             del xw
             S.mul_(last.exp()[..., None]).add_(st.view(b, H, P, N))
+            mark("mixer/chunk_state")
             del st, Bg, Cg, acum, last, dth

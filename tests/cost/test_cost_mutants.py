@@ -258,3 +258,31 @@ def test_final_residual_step_by_hand():
     # the whole forward: 2 x 64 positions x 128 dims x 2 bytes
     steps = activation_steps(load_model("llama3-8b"), 64, layer=0, family="tiled")
     assert float(steps["residual"][0]) == 64 * (2 * 2 * 4096 + 2 * 2 * 4096) + 2 * 64 * 128 * 2 == 2_129_920
+
+
+def test_a_layer_with_its_own_attention_dims_costs_as_if_they_were_the_models():
+    """A layer's activation steps depend only on that layer's attention shape: MiMo-V2-Flash's sliding
+    layer given MHA dims of its own (64 query and 64 K/V heads, model-level 4 K/V heads) has, step for
+    step, the activation bytes of the same layer in a model whose every layer is that MHA shape. (An
+    MHA layer's eager attention expands no K/V per query head; reading the model's 4 K/V heads for it
+    would add that expansion.)"""
+    import dataclasses
+
+    from lcprof.cost.model import activation_steps
+    from lcprof.spec import load_model
+    from lcprof.spec.model import AttnDims
+
+    base = load_model("mimo-v2-flash")
+    mha = AttnDims(64, 64, 192, 128)
+    idx = next(i for i, lyr in enumerate(base.layers) if lyr.attn == "sliding")
+    own = dataclasses.replace(base, layers=tuple(dataclasses.replace(lyr, dims=mha) if i == idx else lyr
+                                                 for i, lyr in enumerate(base.layers)))
+    model_wide = dataclasses.replace(base, n_kv_heads=64, layers=tuple(
+        dataclasses.replace(lyr, dims=None) if lyr.has_attention else lyr for lyr in base.layers))
+    assert own.attn_dims(idx) == model_wide.attn_dims(idx) == mha and own.n_kv_heads == 4
+    for family in ("eager", "tiled"):
+        a = activation_steps(own, [1, 96, 300], dtype="bf16", family=family, layer=idx, batch=2)
+        b = activation_steps(model_wide, [1, 96, 300], dtype="bf16", family=family, layer=idx, batch=2)
+        assert set(a) == set(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{family} {k}")

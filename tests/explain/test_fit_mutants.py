@@ -149,34 +149,103 @@ def test_fit_results_bootstrap_is_reproducible_from_its_seed():
     assert a.extrapolation["target_time_hi_s"] == b.extrapolation["target_time_hi_s"] == hi[0]
 
 
-def test_drift_variance_is_the_method_of_moments_over_back_tests():
-    """One rate (design [n]) fitted to t = n^2: every back-test from the lengths up to L_j misses
-    each longer L_k. Written out from the docstring: c = S1 / S2 with S1 = sum(n/t), S2 = sum((n/t)^2)
-    (weighted least squares, one column), s^2 = sum(r^2) / (m - 1), Var(c) = s^2 / S2;
-    tau^2 = max(0, sum(e^2 - v)) / sum(log^2(L_k / L_j)), e = log(t_k / (c L_k)),
-    v = L_k^2 Var(c) / (c L_k)^2 + s^2 / (rows at L_k)."""
-    lengths = np.array([1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
-    n = lengths
-    t = n ** 2
+def _drift_by_hand(n, t):
+    """The docstring's back-tests for one rate (design [n]), written out: from the rows up to each
+    L_j (at least 3 lengths), c = S1 / S2 with S1 = sum(n/t), S2 = sum((n/t)^2) (weighted least
+    squares, one column), s^2 = sum(r^2) / (rows - 1), Var(c) = s^2 / S2; for each longer L_k,
+    e = log(median t at L_k / (c L_k)), v = L_k^2 Var(c) / (c L_k)^2 + s^2 / (rows at L_k);
+    tau^2 = max(0, sum(e^2 - v)) / sum(log^2(L_k / L_j))."""
+    lengths = np.unique(n)
     num = den = 0.0
     used = 0
-    for j in range(2, len(lengths) - 1):  # at least 3 lengths in each back-test
-        nn, tt = n[:j + 1], t[:j + 1]
-        w = nn / tt
+    for j in range(2, len(lengths) - 1):
+        sel = n <= lengths[j]
+        w = n[sel] / t[sel]
         c = w.sum() / (w ** 2).sum()
-        s2 = float(np.sum((c * w - 1) ** 2)) / (len(nn) - 1)
+        s2 = float(np.sum((c * w - 1) ** 2)) / (sel.sum() - 1)
         var_c = s2 / (w ** 2).sum()
         for k in range(j + 1, len(lengths)):
+            at = n == lengths[k]
             pred = c * lengths[k]
-            e = math.log(lengths[k] ** 2 / pred)
-            v = lengths[k] ** 2 * var_c / pred ** 2 + s2
+            e = math.log(float(np.median(t[at])) / pred)
+            v = lengths[k] ** 2 * var_c / pred ** 2 + s2 / at.sum()
             num += e * e - v
             den += math.log(lengths[k] / lengths[j]) ** 2
             used += 1
-    tau2, tests = drift_variance(n, t, lambda ns: np.asarray(ns, dtype=float)[:, None])
+    return max(0.0, num) / den, used
+
+
+def _one_rate(ns):
+    return np.asarray(ns, dtype=float)[:, None]
+
+
+def test_drift_variance_is_the_method_of_moments_over_back_tests():
+    """One rate fitted to t = n^2: every back-test from the lengths up to L_j misses each longer L_k."""
+    n = np.array([1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
+    tau2, tests = drift_variance(n, n ** 2, _one_rate)
+    want, used = _drift_by_hand(n, n ** 2)
     assert tests == used == 6
-    assert tau2 == pytest.approx(max(0.0, num) / den, rel=1e-9)
-    assert tau2 > 0
+    assert tau2 == pytest.approx(want, rel=1e-9) and tau2 > 0
+    # two rows per length (5% apart): the noise term divides s^2 by the rows at L_k
+    n2 = np.repeat(n, 2)
+    t2 = n2 ** 2 * np.tile([0.95, 1.05], len(n))
+    tau2, tests = drift_variance(n2, t2, _one_rate)
+    want, used = _drift_by_hand(n2, t2)
+    assert tests == used == 6
+    assert tau2 == pytest.approx(want, rel=1e-9) and tau2 > 0
+
+
+def test_bootstrap_interval_is_the_residual_bootstrap_written_out():
+    """One rate fitted to noisy t = 1e-6 n: the bootstrap of the docstring written out (log residuals
+    centred and inflated by sqrt(m / dof), resampled onto the fitted curve with the seeded generator,
+    the rate refitted in closed form); at the largest n (no drift term) the interval is
+    mid * exp(+-q * sd(log predictions)). The default seed is 0."""
+    n = N
+    t = 1e-6 * n * NOISY
+    f = model_fit(n, t, _one_rate)
+    w = n / t
+    c = w.sum() / (w ** 2).sum()
+    fitted = c * n
+    res = np.log(t / fitted)
+    res = (res - res.mean()) * math.sqrt(len(n) / (len(n) - 1))
+    rng = np.random.default_rng(0)
+    logs = []
+    for _ in range(200):
+        wb = n / (fitted * np.exp(rng.choice(res, size=len(n), replace=True)))
+        logs.append(math.log(wb.sum() / (wb ** 2).sum() * n[-1]))
+    half = stats.t.ppf(0.975, len(n) - 1) * np.std(logs, ddof=1)
+    lo, hi = f.interval(n[-1], "bootstrap", n_boot=200)
+    assert lo[0] == pytest.approx(c * n[-1] * math.exp(-half), rel=1e-9)
+    assert hi[0] == pytest.approx(c * n[-1] * math.exp(half), rel=1e-9)
+
+
+def test_decomposition_bootstrap_is_reproducible_from_its_seed():
+    d = decompose(N, (_poly(N) @ np.array([0.02, 1.6e-4, 1.5e-8])) * NOISY)
+    a = d.interval(131072, "bootstrap", n_boot=30, seed=5)
+    b = d.interval(131072, "bootstrap", n_boot=30, seed=5)
+    assert a[0][0] == b[0][0] and a[1][0] == b[1][0]
+    assert d.interval(131072, "bootstrap", n_boot=30, seed=6)[0][0] != a[0][0]
+
+
+def test_without_degrees_of_freedom_the_intervals_are_nan_one_per_target():
+    """3 lengths, 3 active terms: an exact fit with no dof; every interval is nan, shaped as the targets."""
+    n = N[:3]
+    t = _poly(n) @ np.array([0.02, 1.6e-4, 1.5e-8])
+    targets = np.array([1e4, 1e5])
+    d = decompose(n, t)
+    f = model_fit(n, t, _poly)
+    assert d.dof == 0 and f.fit.dof == 0
+    for lo, hi in (d.interval(targets), f.interval(targets), f.interval(targets, "bootstrap", n_boot=20)):
+        assert lo.shape == hi.shape == (2,) and np.all(np.isnan(lo)) and np.all(np.isnan(hi))
+
+
+def test_a_model_that_counts_no_work_has_a_nan_bootstrap_interval_per_target():
+    """A design of zeros (no work at any n): nothing to fit, fitted times 0; the bootstrap gives up
+    with one nan per target (two targets here, three design columns)."""
+    f = model_fit(N, np.ones(len(N)), lambda ns: np.zeros((len(np.atleast_1d(ns)), 3)))
+    assert np.all(f.fit.coef == 0)
+    lo, hi = f.interval(np.array([1e4, 1e5]), "bootstrap", n_boot=20)
+    assert lo.shape == hi.shape == (2,) and np.all(np.isnan(lo)) and np.all(np.isnan(hi))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +273,18 @@ def test_non_positive_lengths_are_refused_with_the_reason(bad_n):
 def test_one_distinct_length_is_no_power_law():
     with pytest.raises(LcprofError, match="a power law needs at least two distinct lengths"):
         power_law_fit([512, 512, 512], [1.0, 1.1, 0.9])
+
+
+@pytest.mark.parametrize("n,t", [([128, 256, 512], [1.0, 0.0, 2.0]), ([128, 256, 512], [1.0, -1.0, 2.0]),
+                                 ([0, 256, 512], [1.0, 1.5, 2.0])])
+def test_power_law_refuses_non_positive_lengths_and_times(n, t):
+    with pytest.raises(LcprofError, match="power_law_fit needs positive lengths and times"):
+        power_law_fit(n, t)
+
+
+def test_power_law_refuses_arrays_of_different_lengths():
+    with pytest.raises(LcprofError, match="power_law_fit needs two 1-D arrays of the same length"):
+        power_law_fit([128, 256], [1.0, 2.0, 3.0])
 
 
 # ----------------------------------------------------------------------------------------------

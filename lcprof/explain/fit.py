@@ -476,7 +476,10 @@ class ModelFit:
         q = stats.t.ppf(0.5 + self.level / 2, self.fit.dof)
         z = stats.norm.ppf(0.5 + self.level / 2)
         far = np.log(np.maximum(n / self.n_max, 1.0))
-        held_sd = self.held_rel_sd * h0 / mid  # the held rate's own uncertainty, as a share of the time
+        held_sd = 0.0  # the held rate's own uncertainty, as a share of the time
+        if self.held is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                held_sd = self.held_rel_sd * h0 / mid
         half = np.sqrt((q * se) ** 2 + (z * self.drift_per_log_n * far) ** 2 + (z * held_sd) ** 2)
         # A half-width beyond e^±690 (a factor 1e300) says "unbounded"; capped there so that the
         # bounds stay finite and the lower one positive instead of under/overflowing to 0 and inf.

@@ -112,6 +112,14 @@ def norm_eps(spec: ModelSpec) -> float:
     return 1e-6
 
 
+def mixer_eps(spec: ModelSpec) -> float:
+    """The epsilon of a linear mixer's own norms (Mamba-1's dt/B/C norms, Mamba-2's and Gated
+    DeltaNet's gated output norms): the model's, except Falcon-Mamba's ``mixer_rms_eps`` (1e-6)."""
+    if spec.model_type == "falcon_mamba" or "mixer_rms_eps" in spec.config:
+        return float(spec.config.get("mixer_rms_eps") or 1e-6)
+    return norm_eps(spec)
+
+
 def linear_mixer(layer: LayerSpec) -> str | None:
     """The layer's linear-time mixer kind (``mamba2``, ...), or None (attention or MLP only)."""
     kinds = [m for m in layer.mixers if m != "attention"]
@@ -119,6 +127,19 @@ def linear_mixer(layer: LayerSpec) -> str | None:
 
 
 MOE_TIMINGS = ("dense-equivalent", "routed")
+
+#: transformers' default ``norm_topk_prob`` where it is not True (configuration_<type>.py; Jamba's router
+#: has no such field and never renormalizes -- modeling_jamba.py's JambaTopKRouter)
+_NORM_TOPK_DEFAULT = {"jamba": False, "qwen2_moe": False, "qwen3_moe": False, "deepseek_v2": False}
+
+
+def norm_topk(spec: ModelSpec) -> bool:
+    """Whether a routed MoE renormalizes its top-k weights: the config's ``norm_topk_prob``, else the
+    model type's default (True unless :data:`_NORM_TOPK_DEFAULT` says otherwise)."""
+    if spec.model_type == "jamba":
+        return False
+    v = spec.config.get("norm_topk_prob")
+    return _NORM_TOPK_DEFAULT.get(spec.model_type, True) if v is None else bool(v)
 
 
 @dataclass
@@ -224,8 +245,9 @@ class DecoderLayer(nn.Module):
         if self.mixer_kind is not None:
             from lcprof.measure.mixers import build_mixer
 
+            # the mixer's own norms (Mamba-1's dt/B/C norms, the gated output norms) use the model's epsilon
             self.mixer = build_mixer(spec.mixer(self.mixer_kind), seed=int(seed) * 1009 + layer_idx,
-                                     backend=mixer_backend, materialize_weights=materialize)
+                                     backend=mixer_backend, materialize_weights=materialize, eps=mixer_eps(spec))
             if materialize:
                 self.mixer.requires_grad_(False)
 
@@ -286,6 +308,9 @@ class DecoderLayer(nn.Module):
                 # the second half of the doubled q_proj, kept as its own projection (same FLOPs and
                 # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)
                 self.q_gate = nn.Linear(h, H * hd, bias=spec.qkv_bias)
+            if spec.qk_norm == "head":  # Qwen3, Qwen3-Next: one RMSNorm(head_dim) on every q and k head, before RoPE
+                self.q_norm = RMSNorm(hd, eps)
+                self.k_norm = RMSNorm(hd, eps)
         else:
             m = spec.mla
             if m.q_lora_rank:
@@ -318,7 +343,7 @@ class DecoderLayer(nn.Module):
             self.experts_down = nn.Parameter(torch.empty(e.n_experts, h, e.expert_intermediate_size))
             width = e.n_shared * e.shared_intermediate_size  # the dense MLP below holds the shared experts
             cfg = spec.config
-            self.norm_topk = bool(cfg.get("norm_topk_prob", True))
+            self.norm_topk = norm_topk(spec)
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
             self.sigmoid_scores = str(cfg.get("scoring_func", "softmax")).lower() == "sigmoid"
         if width:
@@ -474,6 +499,8 @@ class DecoderLayer(nn.Module):
         gate = self.q_gate(h) if hasattr(self, "q_gate") else None  # (b, m, heads * head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
+        if hasattr(self, "q_norm"):  # per-head RMSNorm of q and k (qk_norm "head"), before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:
             q, k = apply_rope(q, *cs), apply_rope(k, *cs)

@@ -424,6 +424,8 @@ class HFModel:
         for mod in self.hf.modules():  # see the module docstring: Mamba-2's dt is not clamped below
             if isinstance(getattr(mod, "time_step_limit", None), tuple):
                 mod.time_step_limit = (0.0, float("inf"))
+        if dtype == torch.float64 and hasattr(self.hf, "set_experts_implementation"):
+            self.hf.set_experts_implementation("eager")  # torch's grouped_mm has no float64
         self.attn_implementation = "eager"
         self.set_attn_implementation(attn_implementation)
 
@@ -497,7 +499,13 @@ class HFModel:
     @torch.no_grad()
     def decode_cache(self, batch: int, n: int, *, generator: torch.Generator | None = None):
         """transformers' DynamicCache holding n random tokens per layer (unit variance, like a prefill of
-        random tokens), filled through its own ``update``."""
+        random tokens), filled through its own ``update``. Attention-only models: a mixer layer's
+        state (conv window + recurrent state) is not filled this way, and is refused."""
+        mixers = sorted({m for lyr in self.spec.layers for m in lyr.mixers if m != "attention"})
+        if mixers:
+            raise LcprofError(f"--impl transformers: decode from a random cache is mapped for attention-only models; "
+                              f"{self.spec.name} has {'/'.join(mixers)} layers (its whole-model decode agrees after a "
+                              "prefill: agree_model)")
         cache = self._new_cache()
         for i, (sk, sv) in sorted(self.cache_shapes().items()):
             k = torch.randn((batch, sk[1], n, sk[3]), generator=generator).to(device=self.device, dtype=self.dtype)

@@ -10,7 +10,24 @@ agreement checks (:func:`agree_model`, :func:`agree_layer`) then confirm in numb
 
 Mapped model types (``SUPPORTED``): llama, mistral (sliding window), qwen2 (q/k/v bias, windowed
 layers), phi3 (fused qkv and gate_up, LongRoPE), mixtral (routed MoE; transformers 5's fused expert
-tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts). Config fields
+tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts), qwen3 (per-head
+q/k RMSNorm), and the hybrids:
+
+* qwen3_next -- Gated DeltaNet layers (``linear_attn``: in_proj_qkvz and in_proj_ba grouped per key
+  head, :func:`_deltanet_map`), gated attention (one q_proj holding each head's query rows then its
+  gate rows; q/k norms), MoE with a shared expert and its sigmoid gate; every RMSNorm but the
+  DeltaNet's gated one is stored one-centred (``x * (1 + w)``: transformers' weight is lcprof's - 1);
+* jamba -- Mamba-1 (``mamba``: lcprof's layouts, dt/B/C norms), NoPE attention, ``feed_forward``
+  dense or routed (``router`` + ``experts``; top-k weights not renormalized);
+* nemotron_h -- one ``norm`` + ``mixer`` block per layer: Mamba-2 (z | xBC | dt, grouped gated norm),
+  NoPE attention, ReLU^2 MLP; its MoE block (``E``) is refused. transformers 5.2x clamps Mamba-2's
+  dt from below at ``time_step_min`` (an init bound, 1e-3) in prefill only, not in its decode step;
+  the reference Mamba-2 (mamba_ssm's ``dt_limit=(0, inf)``) and NVIDIA's own modeling code do not,
+  nor does lcprof: the comparison sets the limit to (0, inf) (left in, the two differ by 6e-5 in
+  prefill and 6e-4 in decode on the tiny config).
+
+Decode from a random cache (:meth:`HFModel.decode_cache`, the sweep's transformers decode timing)
+covers attention-only models; the hybrids' whole-model decode is compared after a prefill. Config fields
 set for the comparison, each cost-neutral and each a place where lcprof's layer is simpler:
 DeepSeek-V3's ``rope_interleave`` False (the interleaved RoPE layout is a permutation of the
 weights), ``n_group = topk_group = 1`` (lcprof does not model group-limited routing) and a zero
@@ -21,8 +38,10 @@ comparison follows lcprof and the difference is the spec loader's to fix); ``pad
 when outside the vocabulary.
 
 Not mapped, because lcprof's layer computes something else: Gemma 2 (attention-logit and final-logit
-softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), Qwen 3 (RMSNorm of q and k per
-head), and every type not listed.
+softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), MiniMax (its decoder layer adds the
+attention and MLP outputs to the *normed* input -- ``residual = input_layernorm(x)``, MiniMax-Text-01's
+``postnorm`` -- where lcprof's layer is pre-norm; its lightning mixer alone agrees), Falcon-H1
+(parallel mixers: no lcprof layer), and every type not listed.
 
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind

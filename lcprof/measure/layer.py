@@ -20,7 +20,9 @@
   ``rope.rotary_dim`` dims of each head with the frequencies and attention factor of
   :func:`lcprof.cost.rope.inv_freq` (one source of truth; the factor multiplies cos and sin, as
   transformers does), then a backend from :mod:`lcprof.measure.backends`. The mask is the layer's
-  kind: causal, sliding window W or chunk C (see ``backends.AttnMask``).
+  kind: causal, sliding window W or chunk C (see ``backends.AttnMask``). ``qk_norm`` "head" (Qwen3,
+  Qwen3-Next) normalizes every q and k head with its own RMSNorm(head_dim) before RoPE; "full" and
+  "l2" (MiniMax-M2, Llama 4) are not modelled by this layer.
 * **MLA** (DeepSeek): ``mla_form='naive'`` decompresses every cached latent to per-head K and V
   (``kv_b``) and attends with qk_head_dim / v_head_dim; ``mla_form='absorbed'`` folds the
   up-projections into the query (``q_absorb``) and the output (``v_unabsorb``) and attends in
@@ -246,8 +248,14 @@ class DecoderLayer(nn.Module):
             from lcprof.measure.mixers import build_mixer
 
             # the mixer's own norms (Mamba-1's dt/B/C norms, the gated output norms) use the model's epsilon
+            kw: dict = {"eps": mixer_eps(spec)}
+            if self.mixer_kind == "lightning":
+                # MiniMax: the slopes scaled per layer by 1 - i / (L - 1) (+1e-5 twice, as its modeling
+                # code writes it); the output norm is MiniMaxRMSNorm's default 1e-6, not the config's
+                L = spec.n_layers
+                kw = {"eps": 1e-6, "decay_scale": 1 - layer_idx / (L - 1 + 1e-5) + 1e-5}
             self.mixer = build_mixer(spec.mixer(self.mixer_kind), seed=int(seed) * 1009 + layer_idx,
-                                     backend=mixer_backend, materialize_weights=materialize, eps=mixer_eps(spec))
+                                     backend=mixer_backend, materialize_weights=materialize, **kw)
             if materialize:
                 self.mixer.requires_grad_(False)
 

@@ -201,3 +201,32 @@ def test_sweep_times_both_and_pairs_them(tmp_path):
 def test_transformers_refuses_dense_equivalent_moe():
     with pytest.raises(LcprofError, match="routes MoE tokens"):
         run_model_sweep(hf_spec("mixtral"), "16", impl="transformers", moe_timing="dense-equivalent")
+
+
+def test_minimax_lightning_mixer_matches_transformers():
+    """MiniMax's lightning attention alone (its decoder layer, which adds the outputs to the normed
+    input, is not mapped): lcprof's mixer of layer 1 of 4 -- slopes scaled by 1 - 1/3 (+1e-5), output
+    norm eps 1e-6 whatever the config's -- against transformers' MiniMaxLightningAttention with the
+    same weights, float64, 40 tokens in blocks of 16."""
+    from transformers import AutoConfig
+    from transformers.models.minimax.modeling_minimax import MiniMaxLightningAttention
+
+    from lcprof.measure.check import rel_error
+    from lcprof.measure.layer import DecoderLayer
+
+    cfg = dict(model_type="minimax", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+               layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+               block_size=16, rope_theta=10000.0, **dict(_BASE, rms_norm_eps=1e-5))
+    spec = spec_from_config(dict(cfg), name="hf-minimax")
+    ours = DecoderLayer(spec, 1).to(torch.float64).mixer
+    hf_cfg = AutoConfig.for_model("minimax", **{k: v for k, v in cfg.items() if k != "model_type"})
+    theirs = MiniMaxLightningAttention(hf_cfg, 1).to(torch.float64)
+    with torch.no_grad():
+        for name in ("qkv_proj", "output_gate", "out_proj"):
+            getattr(theirs, name).weight.copy_(getattr(ours, name).weight)
+        theirs.norm.weight.copy_(ours.norm_weight)
+        x = torch.randn(2, 40, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        mine = ours(x)[0]
+        # transformers runs the output norm in float32: ~6e-8 off; slopes unscaled or eps 1e-5 are >= 1e-5 off
+        assert rel_error(theirs(x, position_embeddings=None, attention_mask=None)[0], mine) < 1e-6

@@ -389,8 +389,8 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     """The attention block's steps (see :func:`activation_steps`). Eager adds the scores and their
     softmax over heads x n x (prefix + n) pairs (K/V repeated per query head for GQA, softmax in fp32
     for fp16/bf16); tiled kernels add the fp32 log-sum-exp. An output gate (Qwen3-Next) keeps its
-    half of q_proj through the block and multiplies sigmoid(gate) into the output (modelled: the
-    measured layer has no gate)."""
+    half of q_proj through the block and multiplies sigmoid(gate) into the output. Per-head q/k
+    RMSNorms (``qk_norm`` "head": Qwen3, Qwen3-Next) run unfused on q, then k, before RoPE."""
     dims = spec.attn_dims(lyr)
     if dims.n_heads % tp:
         raise LcprofError(f"TP={tp} does not divide {spec.name}'s {dims.n_heads} heads")
@@ -404,6 +404,9 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     if spec.mla is None:
         d, vd, kvh = dims.head_dim, dims.v_head_dim, kv_heads_per_gpu(spec, tp, dims)
         qkv = base + gate + s * (H * d + kvh * d + kvh * vd)
+        if spec.qk_norm == "head":  # per-head RMSNorms of q, then k (the normed q alive with the old one)
+            steps["attn/q_norm"] = qkv + _norm_extra(H * d, s)
+            steps["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
             steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)

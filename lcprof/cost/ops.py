@@ -475,8 +475,8 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
 
 def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
                                  mla_form: str | None) -> np.ndarray:
-    """RoPE on q and k, the new K/V copied into the cache, MLA's norms and concatenations, and
-    an output gate's sigmoid and product."""
+    """RoPE on q and k, the new K/V copied into the cache, per-head q/k RMSNorms (``qk_norm``
+    "head"), MLA's norms and concatenations, and an output gate's sigmoid and product."""
     t = b * n
     keys = b * (prefix + n)
     cached = np.asarray(prefix) > 0
@@ -490,6 +490,8 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
             total = total + _rope_bytes(d.n_heads, d.head_dim, r, t, n, s) \
                 + _rope_bytes(d.n_kv_heads, d.head_dim, r, t, n, s)
         total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
+        if spec.qk_norm == "head":  # Qwen3 / Qwen3-Next: an RMSNorm over each q head and each k head
+            total = total + _norm_bytes(d.head_dim, t * d.n_heads, s) + _norm_bytes(d.head_dim, t * d.n_kv_heads, s)
         if spec.attn_output_gate:  # sigmoid(gate) (read, write) and o * it (read 2, write 1)
             total = total + 5 * s * t * d.n_heads * d.v_head_dim
         return total

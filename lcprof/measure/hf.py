@@ -10,7 +10,24 @@ agreement checks (:func:`agree_model`, :func:`agree_layer`) then confirm in numb
 
 Mapped model types (``SUPPORTED``): llama, mistral (sliding window), qwen2 (q/k/v bias, windowed
 layers), phi3 (fused qkv and gate_up, LongRoPE), mixtral (routed MoE; transformers 5's fused expert
-tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts). Config fields
+tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts), qwen3 (per-head
+q/k RMSNorm), and the hybrids:
+
+* qwen3_next -- Gated DeltaNet layers (``linear_attn``: in_proj_qkvz and in_proj_ba grouped per key
+  head, :func:`_deltanet_map`), gated attention (one q_proj holding each head's query rows then its
+  gate rows; q/k norms), MoE with a shared expert and its sigmoid gate; every RMSNorm but the
+  DeltaNet's gated one is stored one-centred (``x * (1 + w)``: transformers' weight is lcprof's - 1);
+* jamba -- Mamba-1 (``mamba``: lcprof's layouts, dt/B/C norms), NoPE attention, ``feed_forward``
+  dense or routed (``router`` + ``experts``; top-k weights not renormalized);
+* nemotron_h -- one ``norm`` + ``mixer`` block per layer: Mamba-2 (z | xBC | dt, grouped gated norm),
+  NoPE attention, ReLU^2 MLP; its MoE block (``E``) is refused. transformers 5.2x clamps Mamba-2's
+  dt from below at ``time_step_min`` (an init bound, 1e-3) in prefill only, not in its decode step;
+  the reference Mamba-2 (mamba_ssm's ``dt_limit=(0, inf)``) and NVIDIA's own modeling code do not,
+  nor does lcprof: the comparison sets the limit to (0, inf) (left in, the two differ by 6e-5 in
+  prefill and 6e-4 in decode on the tiny config).
+
+Decode from a random cache (:meth:`HFModel.decode_cache`, the sweep's transformers decode timing)
+covers attention-only models; the hybrids' whole-model decode is compared after a prefill. Config fields
 set for the comparison, each cost-neutral and each a place where lcprof's layer is simpler:
 DeepSeek-V3's ``rope_interleave`` False (the interleaved RoPE layout is a permutation of the
 weights), ``n_group = topk_group = 1`` (lcprof does not model group-limited routing) and a zero
@@ -21,8 +38,10 @@ comparison follows lcprof and the difference is the spec loader's to fix); ``pad
 when outside the vocabulary.
 
 Not mapped, because lcprof's layer computes something else: Gemma 2 (attention-logit and final-logit
-softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), Qwen 3 (RMSNorm of q and k per
-head), and every type not listed.
+softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), MiniMax (its decoder layer adds the
+attention and MLP outputs to the *normed* input -- ``residual = input_layernorm(x)``, MiniMax-Text-01's
+``postnorm`` -- where lcprof's layer is pre-norm; its lightning mixer alone agrees), Falcon-H1
+(parallel mixers: no lcprof layer), and every type not listed.
 
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind
@@ -42,11 +61,14 @@ from typing import Any
 import torch
 
 from lcprof.errors import LcprofError
-from lcprof.measure.layer import DecoderLayer
+from lcprof.measure.layer import DecoderLayer, norm_eps, norm_topk
 from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
-SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3")
+SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
+             "nemotron_h")
+#: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
+ONE_CENTRED_NORMS = ("qwen3_next",)
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
 #: transformers' attention implementation -> the lcprof backend of the same kind (results' ``backend``)
 BACKEND_OF = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash-attn"}
@@ -105,10 +127,13 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
                            if k not in ("model_type", "architectures", "auto_map", "transformers_version",
                                         "torch_dtype", "dtype", "_name_or_path")}
     cfg["num_hidden_layers"] = spec.n_layers
-    if isinstance(cfg.get("layer_types"), list):
-        cfg["layer_types"] = cfg["layer_types"][:spec.n_layers]
+    for key in ("layer_types", "layers_block_type", "hybrid_override_pattern"):  # a prefix of the schedule
+        if isinstance(cfg.get(key), (list, str)):
+            cfg[key] = cfg[key][:spec.n_layers]
     cfg["tie_word_embeddings"] = spec.tie_embeddings
-    cfg["rms_norm_eps"] = float(spec.config.get("rms_norm_eps", spec.config.get("layer_norm_eps", 1e-6)))
+    cfg["rms_norm_eps"] = norm_eps(spec)
+    if spec.model_type == "nemotron_h":
+        cfg["layer_norm_epsilon"] = norm_eps(spec)
     cfg["hidden_act"] = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu")
     if spec.mla is None and spec.model_type != "phi3":
         cfg["head_dim"] = spec.head_dim
@@ -119,8 +144,8 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
         cfg["pad_token_id"] = None
     elif "pad_token_id" not in cfg:
         cfg["pad_token_id"] = None  # Phi-3's default (32000) is outside a small vocabulary
-    if spec.moe is not None:
-        cfg["norm_topk_prob"] = bool(spec.config.get("norm_topk_prob", True))
+    if spec.moe is not None and spec.model_type != "jamba":  # Jamba's router never renormalizes
+        cfg["norm_topk_prob"] = norm_topk(spec)
     if spec.model_type == "deepseek_v3":
         cfg.update(rope_interleave=False, n_group=1, topk_group=1)
     c = AutoConfig.for_model(spec.model_type, **cfg)
@@ -139,9 +164,47 @@ def _cat(*ts: torch.Tensor) -> torch.Tensor:
 def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
     """transformers parameter name -> lcprof tensor for layer i (layouts chosen by the names present)."""
     p = f"model.layers.{i}."
-    out = {p + "input_layernorm.weight": layer.input_norm.weight,
-           p + "post_attention_layernorm.weight": layer.post_attn_norm.weight}
-    a = p + "self_attn."
+    if spec.model_type == "nemotron_h":
+        return _nemotron_layer_map(spec, p, layer, names)
+    if spec.model_type == "jamba":
+        return _jamba_layer_map(spec, p, layer, names)
+    out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
+           p + "post_attention_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight)}
+    if layer.mixer_kind == "gated_deltanet":
+        out.update(_deltanet_map(p + "linear_attn.", layer.mixer))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
+    if layer.mixer is not None:
+        raise LcprofError(f"--impl transformers: {spec.name} layer {i} is a {layer.mixer_kind} layer, which has no "
+                          f"transformers mapping for model_type {spec.model_type!r}")
+    out.update(_attention_map(spec, p + "self_attn.", layer, names))
+    out.update(_mlp_map(spec, p, layer, names))
+    return out
+
+
+def _norm_w(spec: ModelSpec, w: torch.Tensor) -> torch.Tensor:
+    """An RMSNorm weight as transformers stores it for the model type (one-centred: w - 1)."""
+    return w.detach() - 1.0 if spec.model_type in ONE_CENTRED_NORMS else w
+
+
+def _attention_map(spec: ModelSpec, a: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    if hasattr(layer, "q_norm"):  # Qwen3 / Qwen3-Next: per-head q and k RMSNorms
+        out[a + "q_norm.weight"] = _norm_w(spec, layer.q_norm.weight)
+        out[a + "k_norm.weight"] = _norm_w(spec, layer.k_norm.weight)
+    if hasattr(layer, "q_gate"):  # Qwen3-Next: one q_proj, each head's query rows then its gate rows
+        H, hd = spec.n_heads, spec.head_dim
+        out[a + "q_proj.weight"] = torch.cat((layer.q_proj.weight.detach().view(H, hd, -1),
+                                              layer.q_gate.weight.detach().view(H, hd, -1)), dim=1).reshape(2 * H * hd, -1)
+        if layer.q_proj.bias is not None:
+            out[a + "q_proj.bias"] = torch.cat((layer.q_proj.bias.detach().view(H, hd),
+                                                layer.q_gate.bias.detach().view(H, hd)), dim=1).reshape(-1)
+        for nm in ("k_proj", "v_proj", "o_proj"):
+            mod = getattr(layer, nm)
+            out[a + nm + ".weight"] = mod.weight
+            if mod.bias is not None:
+                out[a + nm + ".bias"] = mod.bias
+        return out
     if spec.mla is not None:
         if spec.mla.q_lora_rank:
             out.update({a + "q_a_proj.weight": layer.q_a.weight, a + "q_a_layernorm.weight": layer.q_a_norm.weight,
@@ -160,7 +223,94 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
             out[a + nm + ".weight"] = mod.weight
             if mod.bias is not None:
                 out[a + nm + ".bias"] = mod.bias
-    out.update(_mlp_map(spec, p, layer, names))
+    return out
+
+
+def _deltanet_map(g: str, mx) -> dict[str, torch.Tensor]:
+    """Qwen3-Next's Gated DeltaNet: in_proj_qkvz and in_proj_ba grouped by key head (per key head h:
+    q_h, k_h, then the values and gates of its r = Hv / Hk value heads; b then a of those heads);
+    lcprof's are q | k | v | z and b | a, each over all heads. The conv (q | k | v channels), dt_bias,
+    A_log (per value head) and the gated norm's weight are the same tensors."""
+    d = mx.spec
+    Hk, r, dk, dv = d.num_k_heads, d.num_v_heads // d.num_k_heads, d.head_k_dim, d.head_v_dim
+    w = mx.in_proj_qkvz.weight.detach()
+    kw, vw = Hk * dk, d.num_v_heads * dv
+    q, k, v, z = w[:kw], w[kw:2 * kw], w[2 * kw:2 * kw + vw], w[2 * kw + vw:]
+    qkvz = torch.cat((q.view(Hk, dk, -1), k.view(Hk, dk, -1), v.view(Hk, r * dv, -1), z.view(Hk, r * dv, -1)),
+                     dim=1).reshape(w.shape)
+    ba_w = mx.in_proj_ba.weight.detach()
+    bw, aw = ba_w[:d.num_v_heads], ba_w[d.num_v_heads:]
+    ba = torch.cat((bw.view(Hk, r, -1), aw.view(Hk, r, -1)), dim=1).reshape(ba_w.shape)
+    return {g + "in_proj_qkvz.weight": qkvz, g + "in_proj_ba.weight": ba, g + "conv1d.weight": mx.conv_weight,
+            g + "dt_bias": mx.dt_bias, g + "A_log": mx.A_log, g + "norm.weight": mx.norm_weight,
+            g + "out_proj.weight": mx.out_proj.weight}
+
+
+def _linear(prefix: str, lin) -> dict[str, torch.Tensor]:
+    out = {prefix + ".weight": lin.weight}
+    if lin.bias is not None:
+        out[prefix + ".bias"] = lin.bias
+    return out
+
+
+def _mamba1_map(g: str, mx) -> dict[str, torch.Tensor]:
+    """Jamba's Mamba-1 mixer: the same tensors and layouts as lcprof's (in_proj x then z, conv1d
+    (d_inner, 1, K), x_proj dt | B | C, dt_proj with its bias, A_log (d_inner, N), D, the dt/B/C norms)."""
+    out = {g + "conv1d.weight": mx.conv_weight, g + "A_log": mx.A_log, g + "D": mx.D}
+    if mx.conv_bias is not None:
+        out[g + "conv1d.bias"] = mx.conv_bias
+    for nm in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+        out.update(_linear(g + nm, getattr(mx, nm)))
+    if hasattr(mx, "dt_norm"):
+        out.update({g + "dt_layernorm.weight": mx.dt_norm, g + "b_layernorm.weight": mx.b_norm,
+                    g + "c_layernorm.weight": mx.c_norm})
+    return out
+
+
+def _mamba2_map(g: str, mx) -> dict[str, torch.Tensor]:
+    """Nemotron-H's Mamba-2 mixer: in_proj z | xBC | dt, conv1d over xBC (conv_dim, 1, K), dt_bias,
+    A_log and D per head, the grouped gated norm's weight: lcprof's layouts."""
+    out = {g + "conv1d.weight": mx.conv_weight, g + "dt_bias": mx.dt_bias, g + "A_log": mx.A_log, g + "D": mx.D}
+    if mx.conv_bias is not None:
+        out[g + "conv1d.bias"] = mx.conv_bias
+    if mx.norm_weight is not None:
+        out[g + "norm.weight"] = mx.norm_weight
+    out.update(_linear(g + "in_proj", mx.in_proj))
+    out.update(_linear(g + "out_proj", mx.out_proj))
+    return out
+
+
+def _jamba_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    """Jamba: ``mamba`` or ``self_attn``, then ``feed_forward`` (dense, or ``router`` + ``experts``);
+    its norms are ``input_layernorm`` and ``pre_ff_layernorm``."""
+    out = {p + "input_layernorm.weight": layer.input_norm.weight, p + "pre_ff_layernorm.weight": layer.post_attn_norm.weight}
+    if layer.mixer_kind == "mamba":
+        out.update(_mamba1_map(p + "mamba.", layer.mixer))
+    else:
+        out.update(_attention_map(spec, p + "self_attn.", layer, names))
+    f = p + "feed_forward."
+    if not layer.is_moe:
+        out.update(_dense_mlp_map(f, layer, names))
+        return out
+    if layer.moe_timing != "routed":
+        raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
+    out.update({f + "router.weight": layer.router.weight, f + "experts.gate_up_proj": layer.experts_gate_up,
+                f + "experts.down_proj": layer.experts_down})
+    return out
+
+
+def _nemotron_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    """Nemotron-H: one block per layer, ``norm`` then ``mixer`` (Mamba-2, attention or the ReLU^2 MLP)."""
+    out = {p + "norm.weight": layer.input_norm.weight}
+    m = p + "mixer."
+    if layer.mixer_kind == "mamba2":
+        out.update(_mamba2_map(m, layer.mixer))
+    elif layer.lspec.has_attention:
+        out.update(_attention_map(spec, m, layer, names))
+    elif layer.is_moe:
+        raise LcprofError(f"--impl transformers: {spec.name}: Nemotron-H's MoE blocks ('E') are not mapped")
+    else:
+        out.update({m + "up_proj.weight": layer.up.weight, m + "down_proj.weight": layer.down.weight})
     return out
 
 
@@ -196,14 +346,20 @@ def _mlp_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> d
                 out.update({f"{moe}experts.{x}.gate_proj.weight": gate, f"{moe}experts.{x}.up_proj.weight": up,
                             f"{moe}experts.{x}.down_proj.weight": layer.experts_down[x]})
     if e.n_shared:
-        out.update(_dense_mlp_map(moe + "shared_experts.", layer, names))
+        shared = moe + ("shared_expert." if moe + "shared_expert.up_proj.weight" in names else "shared_experts.")
+        out.update(_dense_mlp_map(shared, layer, names))
+        if hasattr(layer, "shared_gate"):  # Qwen2-MoE / Qwen3-Next: sigmoid(x W) scales the shared expert
+            out[moe + "shared_expert_gate.weight"] = layer.shared_gate.weight
     return out
 
 
 def weight_map(model: Model, names: set[str]) -> dict[str, torch.Tensor]:
     """Every transformers parameter name -> the lcprof tensor it receives."""
     spec = model.spec
-    out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    embed, norm = {"nemotron_h": ("model.embeddings.weight", "model.norm_f.weight"),
+                   "jamba": ("model.embed_tokens.weight", "model.final_layernorm.weight")}.get(
+        spec.model_type, ("model.embed_tokens.weight", "model.norm.weight"))
+    out = {embed: model.embed.weight, norm: _norm_w(spec, model.norm.weight)}
     if not spec.tie_embeddings:
         out["lm_head.weight"] = model.lm_head.weight
     for i, layer in enumerate(model.layers):
@@ -284,6 +440,11 @@ class HFModel:
         self.config = hf_config(model.spec, "eager")
         self.hf = _from_config(self.config, dtype, device).eval()
         copy_weights(model, self.hf)
+        for mod in self.hf.modules():  # see the module docstring: Mamba-2's dt is not clamped below
+            if isinstance(getattr(mod, "time_step_limit", None), tuple):
+                mod.time_step_limit = (0.0, float("inf"))
+        if dtype == torch.float64 and hasattr(self.hf, "set_experts_implementation"):
+            self.hf.set_experts_implementation("eager")  # torch's grouped_mm has no float64
         self.attn_implementation = "eager"
         self.set_attn_implementation(attn_implementation)
 
@@ -357,7 +518,13 @@ class HFModel:
     @torch.no_grad()
     def decode_cache(self, batch: int, n: int, *, generator: torch.Generator | None = None):
         """transformers' DynamicCache holding n random tokens per layer (unit variance, like a prefill of
-        random tokens), filled through its own ``update``."""
+        random tokens), filled through its own ``update``. Attention-only models: a mixer layer's
+        state (conv window + recurrent state) is not filled this way, and is refused."""
+        mixers = sorted({m for lyr in self.spec.layers for m in lyr.mixers if m != "attention"})
+        if mixers:
+            raise LcprofError(f"--impl transformers: decode from a random cache is mapped for attention-only models; "
+                              f"{self.spec.name} has {'/'.join(mixers)} layers (its whole-model decode agrees after a "
+                              "prefill: agree_model)")
         cache = self._new_cache()
         for i, (sk, sv) in sorted(self.cache_shapes().items()):
             k = torch.randn((batch, sk[1], n, sk[3]), generator=generator).to(device=self.device, dtype=self.dtype)

@@ -20,7 +20,9 @@
   ``rope.rotary_dim`` dims of each head with the frequencies and attention factor of
   :func:`lcprof.cost.rope.inv_freq` (one source of truth; the factor multiplies cos and sin, as
   transformers does), then a backend from :mod:`lcprof.measure.backends`. The mask is the layer's
-  kind: causal, sliding window W or chunk C (see ``backends.AttnMask``).
+  kind: causal, sliding window W or chunk C (see ``backends.AttnMask``). ``qk_norm`` "head" (Qwen3,
+  Qwen3-Next) normalizes every q and k head with its own RMSNorm(head_dim) before RoPE; "full" and
+  "l2" (MiniMax-M2, Llama 4) are not modelled by this layer.
 * **MLA** (DeepSeek): ``mla_form='naive'`` decompresses every cached latent to per-head K and V
   (``kv_b``) and attends with qk_head_dim / v_head_dim; ``mla_form='absorbed'`` folds the
   up-projections into the query (``q_absorb``) and the output (``v_unabsorb``) and attends in
@@ -113,6 +115,14 @@ def norm_eps(spec: ModelSpec) -> float:
     return 1e-6
 
 
+def mixer_eps(spec: ModelSpec) -> float:
+    """The epsilon of a linear mixer's own norms (Mamba-1's dt/B/C norms, Mamba-2's and Gated
+    DeltaNet's gated output norms): the model's, except Falcon-Mamba's ``mixer_rms_eps`` (1e-6)."""
+    if spec.model_type == "falcon_mamba" or "mixer_rms_eps" in spec.config:
+        return float(spec.config.get("mixer_rms_eps") or 1e-6)
+    return norm_eps(spec)
+
+
 def linear_mixer(layer: LayerSpec) -> str | None:
     """The layer's linear-time mixer kind (``mamba2``, ...), or None (attention or MLP only)."""
     kinds = [m for m in layer.mixers if m != "attention"]
@@ -120,6 +130,19 @@ def linear_mixer(layer: LayerSpec) -> str | None:
 
 
 MOE_TIMINGS = ("dense-equivalent", "routed")
+
+#: transformers' default ``norm_topk_prob`` where it is not True (configuration_<type>.py; Jamba's router
+#: has no such field and never renormalizes -- modeling_jamba.py's JambaTopKRouter)
+_NORM_TOPK_DEFAULT = {"jamba": False, "qwen2_moe": False, "qwen3_moe": False, "deepseek_v2": False}
+
+
+def norm_topk(spec: ModelSpec) -> bool:
+    """Whether a routed MoE renormalizes its top-k weights: the config's ``norm_topk_prob``, else the
+    model type's default (True unless :data:`_NORM_TOPK_DEFAULT` says otherwise)."""
+    if spec.model_type == "jamba":
+        return False
+    v = spec.config.get("norm_topk_prob")
+    return _NORM_TOPK_DEFAULT.get(spec.model_type, True) if v is None else bool(v)
 
 
 @dataclass
@@ -225,8 +248,15 @@ class DecoderLayer(nn.Module):
         if self.mixer_kind is not None:
             from lcprof.measure.mixers import build_mixer
 
+            # the mixer's own norms (Mamba-1's dt/B/C norms, the gated output norms) use the model's epsilon
+            kw: dict = {"eps": mixer_eps(spec)}
+            if self.mixer_kind == "lightning":
+                # MiniMax: the slopes scaled per layer by 1 - i / (L - 1) (+1e-5 twice, as its modeling
+                # code writes it); the output norm is MiniMaxRMSNorm's default 1e-6, not the config's
+                L = spec.n_layers
+                kw = {"eps": 1e-6, "decay_scale": 1 - layer_idx / (L - 1 + 1e-5) + 1e-5}
             self.mixer = build_mixer(spec.mixer(self.mixer_kind), seed=int(seed) * 1009 + layer_idx,
-                                     backend=mixer_backend, materialize_weights=materialize)
+                                     backend=mixer_backend, materialize_weights=materialize, **kw)
             if materialize:
                 self.mixer.requires_grad_(False)
 
@@ -287,6 +317,9 @@ class DecoderLayer(nn.Module):
                 # the second half of the doubled q_proj, kept as its own projection (same FLOPs and
                 # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)
                 self.q_gate = nn.Linear(h, H * hd, bias=spec.qkv_bias)
+            if spec.qk_norm == "head":  # Qwen3, Qwen3-Next: one RMSNorm(head_dim) on every q and k head, before RoPE
+                self.q_norm = RMSNorm(hd, eps)
+                self.k_norm = RMSNorm(hd, eps)
         else:
             m = spec.mla
             if m.q_lora_rank:
@@ -319,7 +352,7 @@ class DecoderLayer(nn.Module):
             self.experts_down = nn.Parameter(torch.empty(e.n_experts, h, e.expert_intermediate_size))
             width = e.n_shared * e.shared_intermediate_size  # the dense MLP below holds the shared experts
             cfg = spec.config
-            self.norm_topk = bool(cfg.get("norm_topk_prob", True))
+            self.norm_topk = norm_topk(spec)
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
             self.sigmoid_scores = str(cfg.get("scoring_func", "softmax")).lower() == "sigmoid"
         if width:
@@ -488,6 +521,8 @@ class DecoderLayer(nn.Module):
         gate = self.q_gate(h) if hasattr(self, "q_gate") else None  # (b, m, heads * head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
+        if hasattr(self, "q_norm"):  # per-head RMSNorm of q and k (qk_norm "head"), before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:  # the projections live until both are rotated
             q_rot = apply_rope(q, *cs)

@@ -130,6 +130,21 @@ def test_output_gate_elementwise_bytes():
     assert d == 3 * 2 * n * 16 * 256
 
 
+def test_qk_norm_elementwise_bytes():
+    # Qwen3-Next's attention: an unfused RMSNorm over each of 16 q heads and 2 k heads of 256, bf16.
+    # Per element: fp32 copy up (read 2, write 4), square (read 4, write 4), the mean (read 4), the scale
+    # (read 4, write 4), copy down (read 4, write 2), times the weight (read 2, write 2) = 36 B; per row
+    # of 256: the mean written, + eps and rsqrt (read, write), read by the scale (4 x 6 = 24 B); each
+    # norm's weight read once (2 x 256).
+    spec = load_model("qwen3-next-80b-a3b")
+    att = next(i for i, lyr in enumerate(spec.layers) if lyr.has_attention)
+    plain = dataclasses.replace(spec, qk_norm="none")
+    n = 32
+    d = (float(cost(spec, n, layer=att).bytes["misc/elementwise"][0])
+         - float(cost(plain, n, layer=att).bytes["misc/elementwise"][0]))
+    assert d == n * (16 + 2) * (256 * 36 + 24) + 2 * (2 * 256) == 5_323_264
+
+
 def test_fused_mla_elementwise_bytes():
     spec = spec_from_config(mla_config(), name="tiny-mla")  # 64 wide, 4 heads, kv_lora 32, rope 8, MLP 128
     n = 8

@@ -44,7 +44,35 @@ HF_TINY = {
                         num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=16,
                         first_k_dense_replace=1, scoring_func="sigmoid", norm_topk_prob=True,
                         routed_scaling_factor=2.5, n_group=1, topk_group=1, rope_theta=10000.0, **_BASE),
+    # dense with a per-head RMSNorm of q and k before RoPE
+    "qwen3": dict(model_type="qwen3", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=16, intermediate_size=96, rope_theta=10000.0, **_BASE),
+    # The hybrids' epsilons differ from the mixers' own defaults (Mamba-1 1e-6, Mamba-2 1e-5, Gated
+    # DeltaNet 1e-6), so a mixer norm that ignored the config's would show.
+    # Qwen3-Next: Gated DeltaNet x 3 (2 key heads, 4 value heads) then gated attention with q/k norms and
+    # partial RoPE; MoE with a gated shared expert on layers 1 and 3 (decoder_sparse_step 2), dense on 0, 2
+    "qwen3_next": dict(model_type="qwen3_next", hidden_size=32, num_hidden_layers=4, full_attention_interval=4,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                       linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_num_key_heads=2,
+                       linear_num_value_heads=4, linear_value_head_dim=6, moe_intermediate_size=16,
+                       shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
+                       decoder_sparse_step=2, mlp_only_layers=[], norm_topk_prob=True, partial_rotary_factor=0.5,
+                       rope_theta=10000.0, **dict(_BASE, rms_norm_eps=1e-5)),
+    # Jamba: Mamba-1 (dense MLP), Mamba-1 (MoE), attention (NoPE, dense), Mamba-1 (MoE); top-k not renormalized
+    "jamba": dict(model_type="jamba", hidden_size=32, num_hidden_layers=4, attn_layer_offset=2, attn_layer_period=4,
+                  expert_layer_offset=1, expert_layer_period=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=48, num_experts=4, num_experts_per_tok=2, mamba_d_conv=4, mamba_d_state=6,
+                  mamba_dt_rank=4, mamba_expand=2, mamba_conv_bias=True, mamba_proj_bias=False,
+                  **dict(_BASE, rms_norm_eps=1e-5)),
+    # Nemotron-H "M-*-": Mamba-2 (2 groups, chunks of 5), ReLU^2 MLP, attention (NoPE), MLP; one norm per block
+    "nemotron_h": dict(model_type="nemotron_h", hidden_size=32, num_hidden_layers=4, hybrid_override_pattern="M-*-",
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                       mamba_num_heads=4, mamba_head_dim=8, ssm_state_size=6, n_groups=2, conv_kernel=4,
+                       chunk_size=5, mamba_proj_bias=False, use_conv_bias=True, mlp_hidden_act="relu2",
+                       mlp_bias=False, attention_bias=False, layer_norm_epsilon=1e-4, vocab_size=256,
+                       max_position_embeddings=8192),
 }
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h")
 
 
 def hf_spec(name: str):
@@ -55,12 +83,22 @@ def test_every_mapped_type_has_a_tiny_config():
     assert set(HF_TINY) == set(SUPPORTED)
 
 
-@pytest.mark.parametrize("name,impl", [(nm, "sdpa") for nm in sorted(HF_TINY)]
+@pytest.mark.parametrize("name,impl", [(nm, "sdpa") for nm in sorted(HF_TINY) if nm not in HYBRIDS]
                          + [("llama", "eager"), ("mistral", "eager"), ("deepseek_v3", "eager")])
 def test_layer_matches(name, impl):
     """Layer 1 (the MoE layer of deepseek_v3): both implementations within fp32 tolerance of the float64
     lcprof layer, each within 2x the other's error, and 1e-5 of each other."""
     r = agree_layer(hf_spec(name), 1, 48, dtype="fp32", attn_implementation=impl)
+    assert r["ok"], r["reason"]
+    assert r["transformers_rel_err"] < 1e-5 and r["lcprof_rel_err"] < 1e-5 and r["hf_vs_lcprof"] < 1e-5
+
+
+@pytest.mark.parametrize("name,layer", [(nm, i) for nm in HYBRIDS for i in range(4)])
+def test_hybrid_layer_matches(name, layer):
+    """Every layer of each hybrid (Gated DeltaNet, Mamba-1, Mamba-2, gated attention, NoPE attention,
+    MLP-only, dense and MoE MLPs), 70 tokens (past Gated DeltaNet's 64-token chunk and 14 of
+    Nemotron-H's 5-token chunks), both within fp32 tolerance and 1e-5 of each other."""
+    r = agree_layer(hf_spec(name), layer, 70, dtype="fp32", attn_implementation="sdpa")
     assert r["ok"], r["reason"]
     assert r["transformers_rel_err"] < 1e-5 and r["lcprof_rel_err"] < 1e-5 and r["hf_vs_lcprof"] < 1e-5
 
@@ -91,6 +129,27 @@ def test_float64_says_the_math_is_the_same():
         assert rel_error(theirs(ids), ours(ids)) < 1e-6
 
 
+@pytest.mark.parametrize("name", HYBRIDS + ("qwen3",))
+def test_hybrids_in_float64(name):
+    """Both models in float64, lcprof with the reference attention, 2 sequences: prefill of 40 and one
+    decode step after each implementation's own prefill (transformers' cache holds the conv windows and
+    recurrent states). transformers keeps its norms and its Gated DeltaNet core in float32, so the two
+    differ by ~1e-7, not 1e-15; any difference of formula found here was >= 6e-5 (module docstring)."""
+    from lcprof.measure.check import reference_attention, rel_error
+
+    spec = hf_spec(name)
+    moe = "routed" if spec.moe is not None else "dense-equivalent"
+    ours = Model(spec, dtype=torch.float64, moe_timing=moe).eval()
+    ours.set_attention(reference_attention)
+    theirs = HFModel(ours, "eager", dtype=torch.float64)
+    ids = torch.randint(0, 256, (2, 41), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert rel_error(theirs(ids[:, :40]), ours(ids[:, :40])) < 2e-6
+        step_theirs = theirs(ids[:, 40:], theirs.prefill_cache(ids[:, :40]))
+        step_ours = ours(ids[:, 40:], ours.prefill_caches(ids, 40), start=40)
+        assert rel_error(step_theirs, step_ours) < 2e-6
+
+
 def test_bf16_within_twice_the_other():
     r = agree_model(hf_spec("llama"), 48, dtype="bf16", attn_implementation="sdpa")
     assert r["ok"], r["reason"]
@@ -98,19 +157,24 @@ def test_bf16_within_twice_the_other():
 
 
 def test_unmodelled_parameters_and_types_are_refused():
-    qwen3 = dict(HF_TINY["qwen2"], model_type="qwen3", head_dim=8)
-    spec = spec_from_config(qwen3, name="hf-qwen3")
-    with pytest.raises(LcprofError, match="model_type 'qwen3'.*not mapped"):
-        hf_config(spec)
-    import lcprof.measure.hf as H
+    gemma2 = dict(HF_TINY["qwen2"], model_type="gemma2", head_dim=8)
+    with pytest.raises(LcprofError, match="model_type 'gemma2'.*not mapped"):
+        hf_config(spec_from_config(gemma2, name="hf-gemma2"))
+    # Qwen3 with attention_bias: transformers' o_proj has a bias, lcprof's layer has none
+    biased = spec_from_config(dict(HF_TINY["qwen3"], attention_bias=True), name="hf-qwen3-bias")
+    with pytest.raises(LcprofError, match="parameters lcprof's layer does not model: .*o_proj.bias"):
+        HFModel(Model(biased), "eager")
+    # Nemotron-H's MoE block ("E") is not mapped: one line naming it
+    moe = dict(HF_TINY["nemotron_h"], hybrid_override_pattern="M-*E", n_routed_experts=4, num_experts_per_tok=2,
+               n_shared_experts=1, moe_intermediate_size=16, moe_shared_expert_intermediate_size=16)
+    with pytest.raises(LcprofError, match="MoE blocks .'E'. are not mapped"):
+        HFModel(Model(spec_from_config(moe, name="hf-nemotron-moe"), moe_timing="routed"), "eager")
 
-    old = H.SUPPORTED
-    try:
-        H.SUPPORTED = old + ("qwen3",)
-        with pytest.raises(LcprofError, match="parameters lcprof's layer does not model: .*q_norm"):
-            HFModel(Model(spec), "eager")
-    finally:
-        H.SUPPORTED = old
+
+def test_hybrid_decode_from_a_random_cache_is_refused():
+    theirs = HFModel(Model(hf_spec("jamba"), moe_timing="routed"), "sdpa")
+    with pytest.raises(LcprofError, match="attention-only models; .* has mamba layers"):
+        theirs.decode_cache(1, 16)
 
 
 def test_sweep_times_both_and_pairs_them(tmp_path):
@@ -137,3 +201,32 @@ def test_sweep_times_both_and_pairs_them(tmp_path):
 def test_transformers_refuses_dense_equivalent_moe():
     with pytest.raises(LcprofError, match="routes MoE tokens"):
         run_model_sweep(hf_spec("mixtral"), "16", impl="transformers", moe_timing="dense-equivalent")
+
+
+def test_minimax_lightning_mixer_matches_transformers():
+    """MiniMax's lightning attention alone (its decoder layer, which adds the outputs to the normed
+    input, is not mapped): lcprof's mixer of layer 1 of 4 -- slopes scaled by 1 - 1/3 (+1e-5), output
+    norm eps 1e-6 whatever the config's -- against transformers' MiniMaxLightningAttention with the
+    same weights, float64, 40 tokens in blocks of 16."""
+    from transformers import AutoConfig
+    from transformers.models.minimax.modeling_minimax import MiniMaxLightningAttention
+
+    from lcprof.measure.check import rel_error
+    from lcprof.measure.layer import DecoderLayer
+
+    cfg = dict(model_type="minimax", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+               layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+               block_size=16, rope_theta=10000.0, **dict(_BASE, rms_norm_eps=1e-5))
+    spec = spec_from_config(dict(cfg), name="hf-minimax")
+    ours = DecoderLayer(spec, 1).to(torch.float64).mixer
+    hf_cfg = AutoConfig.for_model("minimax", **{k: v for k, v in cfg.items() if k != "model_type"})
+    theirs = MiniMaxLightningAttention(hf_cfg, 1).to(torch.float64)
+    with torch.no_grad():
+        for name in ("qkv_proj", "output_gate", "out_proj"):
+            getattr(theirs, name).weight.copy_(getattr(ours, name).weight)
+        theirs.norm.weight.copy_(ours.norm_weight)
+        x = torch.randn(2, 40, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        mine = ours(x)[0]
+        # transformers runs the output norm in float32: ~6e-8 off; slopes unscaled or eps 1e-5 are >= 1e-5 off
+        assert rel_error(theirs(x, position_embeddings=None, attention_mask=None)[0], mine) < 1e-6

@@ -30,7 +30,12 @@ from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, f
 from lcprof.measure.tensor_audit import mark
 
 
-def _l2norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+#: the epsilon of q's and k's L2 norms: fla's ``l2norm`` and transformers' fallback fix it at 1e-6
+#: (the gated output norm uses the model's rms_norm_eps)
+L2_EPS = 1e-6
+
+
+def _l2norm(x: torch.Tensor, eps: float = L2_EPS) -> torch.Tensor:
     """x / sqrt(sum(x^2) + eps) over the last dim, in place (fla's l2norm: rsqrt of sum + eps)."""
     return x.mul_(torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps))
 
@@ -149,7 +154,7 @@ class GatedDeltaNetMixer(nn.Module):
             src = qkv[:, t0:t1, lo:lo + kw].reshape(b, l, Hk, dk).permute(0, 2, 1, 3)[:, :, None]
             out = torch.empty(b, Hk, r, l, dk, dtype=sc, device=qkv.device)
             out.copy_(src.expand(b, Hk, r, l, dk))
-            return _l2norm(out.view(b, Hv, l, dk), self.eps)
+            return _l2norm(out.view(b, Hv, l, dk))
 
         q, k = keyside(0), keyside(kw)
         mark("mixer/chunk_l2norm")

@@ -82,8 +82,8 @@ def deltanet_recurrent(mixer, x, state=None):
         q = qkv[:, t, :kw].reshape(b, Hk, dk)
         k = qkv[:, t, kw:2 * kw].reshape(b, Hk, dk)
         v = qkv[:, t, 2 * kw:].reshape(b, Hv, dv)
-        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + mixer.eps) / math.sqrt(dk)
-        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + mixer.eps)
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + 1e-6) / math.sqrt(dk)  # fla's fixed L2 epsilon
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + 1e-6)
         beta = torch.sigmoid(ba[:, t, :Hv])
         g = -torch.exp(mixer.A_log) * F.softplus(ba[:, t, Hv:] + mixer.dt_bias)
         o = torch.empty(b, Hv, dv, dtype=x.dtype)

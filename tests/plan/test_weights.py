@@ -228,3 +228,59 @@ def test_nemotron_h_mamba2_in_proj_by_hand():
     assert (mats["mamba2.in_proj"].d_in, mats["mamba2.in_proj"].d_out) == (8192, 16384 + 16384 + 4096 + 256)
     assert (mats["mamba2.out_proj"].d_in, mats["mamba2.out_proj"].d_out) == (16384, 8192)
     assert "qkv" not in mats and "gate_up" not in mats  # a Mamba-2 layer has no attention and no MLP
+
+
+def test_layernorm_and_biases_pythia_160m_published_count():
+    """GPT-NeoX with LayerNorm (weight + bias), qkv/dense/MLP biases, untied embeddings: Pythia-160M's
+    published 162,322,944 parameters, counted by hand from its config (h 768, 12 layers, 4h MLP,
+    vocab 50304):
+      embed_in + embed_out   2 * 50304 * 768                     = 77,266,944
+      per layer: 2 LayerNorms 4 * 768 = 3,072; qkv 768*2304 + 2304 = 1,771,776; dense 768*768 + 768
+        = 590,592; MLP 768*3072 + 3072 = 2,362,368 and 3072*768 + 768 = 2,360,064 -> 7,087,872, x12
+                                                             = 85,054,464
+      final LayerNorm 2 * 768                                = 1,536"""
+    from lcprof.spec import spec_from_config
+
+    cfg = dict(model_type="gpt_neox", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+               intermediate_size=3072, vocab_size=50304, max_position_embeddings=2048, rotary_pct=0.25,
+               rotary_emb_base=10000, hidden_act="gelu", layer_norm_eps=1e-5, tie_word_embeddings=False,
+               use_parallel_residual=True, attention_bias=True)
+    spec = spec_from_config(cfg, name="pythia-160m")
+    assert spec.norm_bias and spec.mlp_bias
+    assert total_params(spec) == 77_266_944 + 12 * 7_087_872 + 1_536 == 162_322_944
+    mats = {m.name: m for m in layer_matrices(spec, 0, Sharding())}
+    assert (mats["gate_up_bias"].d_out, mats["down_bias"].d_out) == (3072, 768)
+    assert mats["norm0"].d_out == mats["norm1"].d_out == 2 * 768
+
+
+def test_yarn_cache_is_original_positions_times_factor():
+    """YaRN's cos/sin cache spans original x factor positions, not max_position_embeddings: a Qwen3
+    config with max_position_embeddings 40960 and YaRN factor 4 over 32768 -> 131,072 positions."""
+    from lcprof.spec import spec_from_config
+
+    cfg = dict(model_type="qwen3", hidden_size=1024, num_hidden_layers=2, num_attention_heads=16,
+               num_key_value_heads=8, head_dim=128, intermediate_size=3072, vocab_size=151936,
+               max_position_embeddings=40960, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True,
+               rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768})
+    assert rope_cache_positions(spec_from_config(cfg, name="q")) == 32768 * 4 == 131_072
+
+
+def test_a_one_column_matrix_has_bytes():
+    """Qwen3-Next's shared-expert gate is (h x 1): 2048 bf16 weights = 4,096 bytes, in every format
+    (a router-class vector is never quantized)."""
+    for fmt in ("bf16", "fp8", "int4"):
+        assert WEIGHT_FORMATS[fmt].matrix_bytes(2048, 1, "router") == 2 * 2048
+    gate = [m for m in layer_matrices(load_model("qwen3-next-80b-a3b"), 0, Sharding()) if m.name == "shared_expert_gate"]
+    assert [(g.d_in, g.d_out) for g in gate] == [(2048, 1)]
+
+
+def test_sparse_layers_read_the_indexers_weights():
+    """DeepSeek-V3.2's sparse layers read the lightning indexer's three projections (published config:
+    index_n_heads 64, index_head_dim 128, q_lora_rank 1536, hidden 7168): wq_b 1536 -> 64 * 128,
+    wk 7168 -> 128, weights_proj 7168 -> 64."""
+    spec = load_model("deepseek-v3.2")
+    sparse = next(lyr for lyr in spec.layers if lyr.attn == "sparse")
+    ops = op_matrices(spec, sparse)
+    got = {k: [(m.d_in, m.d_out) for m in v] for k, v in ops.items() if k.startswith("attn/indexer_")}
+    assert got == {"attn/indexer_wq_b": [(1536, 8192)], "attn/indexer_wk": [(7168, 128)],
+                   "attn/indexer_weights_proj": [(7168, 64)]}

@@ -29,14 +29,14 @@ def _cal(backend="sdpa", rate=R_ATT, spread=0.10, device="cpu") -> Hardware:
                     attention_spread={backend: {"fp32": spread}}, device=device)
 
 
-def _times(spec, family, ns=N):
+def _times(spec, family, ns=N, r_att=R_ATT):
     x = work_by_class(spec, ns, family=family, attention_call=True, **KW)
     # t = fixed + matmul / R_mm + attention / R_att + bytes / R_mem (attention's own bytes priced by R_att)
-    return FIXED + x[:, 1] / R_MM + x[:, 2] / R_ATT + x[:, 3] / R_MEM
+    return FIXED + x[:, 1] / R_MM + x[:, 2] / r_att + x[:, 3] / R_MEM
 
 
-def _rows(spec, backend, family, wiggle=None):
-    t = _times(spec, family)
+def _rows(spec, backend, family, wiggle=None, r_att=R_ATT):
+    t = _times(spec, family, r_att=r_att)
     if wiggle is not None:
         t = t * wiggle
     return pd.DataFrame({"model": "phi3-128k", "backend": backend, "dtype": "fp32", "device": "cpu", "batch": 1,
@@ -180,3 +180,122 @@ def test_fit_cli_calibration_refuses_results_and_datasheet(tmp_path):
         assert "Traceback" not in r.output
     r = CliRunner().invoke(main, ["calibrate", "--out", str(tmp_path / "c.json"), "--attention-shape", "32"])
     assert r.exit_code == 2 and "HEADS,HEAD_DIM" in r.output
+
+
+# ----- what the mutation run of the held fit found untested ----------------------------------------
+
+def _noisy(spec, r_att=R_ATT):
+    wiggle = np.array([1.04, 0.97, 1.02, 0.96, 1.03])
+    return _rows(spec, "sdpa", "tiled", wiggle, r_att=r_att)
+
+
+SLOW_ATT = 2e9  # an attention rate 20x lower: the held seconds are ~70% of the time at 2048
+
+
+def test_exact_times_show_no_drift_when_the_back_tests_hold_the_rate():
+    """Times made exactly from the counted work: every back-test (fit up to L_j, predict L_k) holding the
+    same rate predicts exactly, so the drift estimate is 0 -- back-tests that forgot the held part would
+    fit the attention seconds into the other classes and miss."""
+    spec = load_model("phi3-128k")
+    g = fit_results(_rows(spec, "sdpa", "tiled"), target=131072, rates=_cal()).groups[0]
+    assert g.model.drift_tests > 0
+    assert g.model.drift_var < 1e-12
+
+
+def test_delta_interval_is_the_closed_form_with_the_held_part_in_the_time():
+    """Noisy times, target inside the range: log half-width = sqrt((q se)^2 + (z spread share)^2) where
+    se = sqrt(x0' Cov x0) / (x0 c + held seconds) -- the held seconds are part of the time se is
+    relative to -- q the t quantile of the fit's dof, z the normal one."""
+    spec = load_model("phi3-128k")
+    g = fit_results(_noisy(spec), target=2048, rates=_cal(spread=0.10)).groups[0]
+    m = g.model
+    x0 = m.design(np.array([2048.0]))
+    held = float(m.held(np.array([2048.0]))[0])
+    mid = float((x0 @ m.fit.coef)[0]) + held
+    se = math.sqrt(float(x0[0] @ m.fit.cov @ x0[0])) / mid
+    q, z = stats.t.ppf(0.975, m.fit.dof), stats.norm.ppf(0.975)
+    want = math.sqrt((q * se) ** 2 + (z * 0.10 * held / mid) ** 2)
+    got = math.log(g.extrapolation["target_time_hi_s"] / g.extrapolation["target_time_s"])
+    assert got == pytest.approx(want, rel=1e-9)
+    assert g.extrapolation["target_time_s"] == pytest.approx(mid, rel=1e-12)
+
+
+def test_bootstrap_refits_around_the_held_part():
+    """Held seconds ~70% of the time, 4% noise: the residual bootstrap (each resample refitted with the
+    held seconds held) gives the delta method's width within 15% at the largest measured n (a linear
+    fit, so the two agree up to the bootstrap's own ~4% noise at 300 resamples). Refitting without the
+    held part folds the attention into the other classes, whose fit then varies ~40% less."""
+    spec = load_model("phi3-128k")
+    rows = _noisy(spec, SLOW_ATT)
+    cal = _cal(rate=SLOW_ATT, spread=0.0)
+    g = fit_results(rows, target=2048, rates=cal).groups[0]
+    assert g.model.shares(2048)["attention_share"][0] == pytest.approx(0.70, abs=0.05)
+    b = fit_results(rows, target=2048, rates=cal, interval="bootstrap", n_boot=300).groups[0].extrapolation
+    half_d = math.log(g.extrapolation["target_time_hi_s"] / g.extrapolation["target_time_s"])
+    half_b = math.log(b["target_time_hi_s"] / b["target_time_s"])
+    assert half_b / half_d == pytest.approx(1.0, abs=0.15)
+
+
+def test_held_drift_is_the_back_tests_excess_error_per_log_length_squared():
+    """The drift of a held fit, by the docstring's method of moments written out here: for each fit of
+    the lengths up to L_j (at least 3 lengths, more than its active terms) and each longer L_k, the log
+    error e of the prediction (held seconds included) and its noise v = se^2 + s^2 (se relative to the
+    whole predicted time, held seconds included); tau^2 = max(0, sum(e^2 - v)) / sum(log^2(L_k / L_j))."""
+    from lcprof.explain.fit import fit_linear
+
+    spec = load_model("phi3-128k")
+    # noise plus a slow-down growing with n (a rate that drifts), so that the back-tests miss
+    rows = _rows(spec, "sdpa", "tiled", np.array([1.01, 0.99, 1.03, 1.10, 1.25]), r_att=SLOW_ATT)
+    g = fit_results(rows, target=None, rates=_cal(rate=SLOW_ATT, spread=0.0)).groups[0]
+    design = g.model.design
+    held = lambda ns: g.model.held(np.asarray(ns, dtype=float))  # noqa: E731
+    t = rows["time_s"].to_numpy(float)
+    num = den = 0.0
+    used = 0
+    for j in range(len(N) - 1):
+        if j + 1 < 3:
+            continue
+        f = fit_linear(design(N[:j + 1]), t[:j + 1], held(N[:j + 1]))
+        if f.dof <= 0 or j + 1 <= int(np.sum(f.coef > 0)):
+            continue
+        for k in range(j + 1, len(N)):
+            x0 = design(N[k:k + 1])
+            pred = float((x0 @ f.coef)[0] + held(N[k:k + 1])[0])
+            se2 = float(x0[0] @ f.cov @ x0[0]) / pred ** 2
+            e = math.log(t[k] / pred)
+            num += e * e - (se2 + f.s2)
+            den += math.log(N[k] / N[j]) ** 2
+            used += 1
+    assert used == g.model.drift_tests > 0
+    assert g.model.drift_var == pytest.approx(max(0.0, num) / den, rel=1e-9, abs=1e-15)
+    assert g.model.drift_var > 0  # these times do not extrapolate within their noise
+
+
+def test_interval_over_several_targets_is_each_targets_own():
+    """The interval of [a, b] equals the intervals of a and of b taken one by one (delta and bootstrap)."""
+    spec = load_model("phi3-128k")
+    m = fit_results(_noisy(spec), target=None, rates=_cal()).groups[0].model
+    both = np.array([1024.0, 65536.0])
+    for method in ("delta", "bootstrap"):
+        lo, hi = m.interval(both, method, n_boot=200, seed=3)
+        for i, n in enumerate(both):
+            lo1, hi1 = m.interval(np.array([n]), method, n_boot=200, seed=3)
+            assert (lo[i], hi[i]) == pytest.approx((lo1[0], hi1[0]), rel=1e-12), (method, n)
+
+
+def test_model_fit_refuses_a_zero_time_and_unequal_arrays():
+    design = lambda ns: np.column_stack([np.ones_like(np.asarray(ns, dtype=float)), ns])  # noqa: E731
+    with pytest.raises(Exception, match="a fit needs positive lengths and times"):
+        model_fit(np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 2.0]), design, ("fixed", "matmul"))
+    with pytest.raises(Exception, match="a fit needs two 1-D arrays of the same, non-zero length"):
+        model_fit(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0]), design, ("fixed", "matmul"))
+
+
+def test_tf32_rows_get_the_cost_model_fit_on_fp32_storage():
+    """A tf32 sweep is priced as fp32 storage (tf32 only changes the GEMM rate): its group gets the
+    cost-model fit, with the fp32 design, not the polynomial fallback."""
+    spec = load_model("phi3-128k")
+    rows = _rows(spec, "sdpa", "tiled").assign(dtype="tf32")
+    g = fit_results(rows, target=131072).groups[0]
+    assert g.model.kind == "cost model"
+    np.testing.assert_array_equal(g.model.design(N), work_by_class(spec, N, family="tiled", **KW))

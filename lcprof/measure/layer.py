@@ -522,7 +522,12 @@ class DecoderLayer(nn.Module):
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
         if hasattr(self, "q_norm"):  # per-head RMSNorm of q and k (qk_norm "head"), before RoPE
-            q, k = self.q_norm(q), self.k_norm(k)
+            qn = self.q_norm(q)
+            mark("attn/q_norm")
+            kn = self.k_norm(k)  # the normed q lives with the projections
+            mark("attn/k_norm")
+            q, k = qn, kn
+            del qn, kn
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:  # the projections live until both are rotated
             q_rot = apply_rope(q, *cs)

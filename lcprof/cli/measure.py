@@ -76,12 +76,14 @@ def sweep(model, n, backend_list, dtypes, device, phase, batch, layer_idx, budge
         raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
     cap = parse_bytes(mem_cap)
     from lcprof.measure.sweep import run_sweep  # imports torch
+    from lcprof.measure.execution import Execution, SweepWorkload
     from lcprof.render import render
 
-    df = run_sweep(model, n, backend_list, dtypes, device=device, phase=phase, batch=batch, layer=layer_idx,
-                   budget_s=budget_s, mem_cap_bytes=cap, out=out, resume=resume, ranks=ranks, mla_form=mla_form,
-                   seed=seed, min_reps=min_reps, max_reps=max_reps, flush_l2=flush_l2, cuda_graph=cuda_graph,
-                   moe_timing=moe_timing, max_attempts=max_attempts, calibration=calibration, progress=True)
+    work = SweepWorkload(model, n, backend_list, dtypes, phase=phase, batch=batch, layer=layer_idx, ranks=ranks,
+                         mla_form=mla_form, moe_timing=moe_timing)
+    how = Execution(budget_s=budget_s, mem_cap_bytes=cap, seed=seed, min_reps=min_reps, max_reps=max_reps,
+                    flush_l2=flush_l2, cuda_graph=cuda_graph, max_attempts=max_attempts)
+    df = run_sweep(work, how, device=device, out=out, resume=resume, calibration=calibration, progress=True)
     if fmt == "table":
         df = df[[c for c in _SUMMARY if c in df.columns]]
     click.echo(render(df, fmt))

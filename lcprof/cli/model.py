@@ -51,12 +51,14 @@ def model_sweep(model, n, phases, impl, target, backend_list, dtypes, device, ba
         raise LcprofError(f"--max-reps ({max_reps}) must be >= --min-reps ({min_reps})")
     cap = parse_bytes(mem_cap)
     from lcprof.measure.model_sweep import run_model_sweep  # imports torch
+    from lcprof.measure.execution import Execution, ModelWorkload
     from lcprof.render import render
 
-    df = run_model_sweep(model, n, phases=phases, impl=impl, backends=backend_list, dtypes=dtypes, device=device,
-                         target=target, batch=batch, budget_s=budget_s, mem_cap_bytes=cap, out=out, resume=resume,
-                         seed=seed, min_reps=min_reps, max_reps=max_reps, cuda_graph=cuda_graph,
-                         moe_timing=moe_timing, check=not no_check, allow_scaled=not no_scale, progress=True)
+    work = ModelWorkload(model, n, phases=phases, impl=impl, backends=backend_list, dtypes=dtypes, target=target,
+                         batch=batch, moe_timing=moe_timing, allow_scaled=not no_scale)
+    how = Execution(budget_s=budget_s, mem_cap_bytes=cap, seed=seed, min_reps=min_reps, max_reps=max_reps,
+                    cuda_graph=cuda_graph, check=not no_check)
+    df = run_model_sweep(work, how, device=device, out=out, resume=resume, progress=True)
     if fmt == "table":
         df = df[[c for c in _SUMMARY if c in df.columns]]
     click.echo(render(df, fmt))

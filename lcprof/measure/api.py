@@ -14,6 +14,7 @@ import pandas as pd
 from lcprof.cost.model import cost, roofline
 from lcprof.hardware import get_gpu
 from lcprof.measure import backends as B
+from lcprof.measure.execution import Execution, SweepWorkload
 from lcprof.measure.sweep import run_sweep
 from lcprof.spec import load_model
 from lcprof.units import parse_token_list
@@ -45,8 +46,9 @@ def measure_layer_vs_predicted(model, n, *, backend: str = "sdpa", dtypes=("fp32
     """
     spec = load_model(model)
     ns = parse_token_list(n)
-    df = run_sweep(spec, ns, [backend], list(dtypes), device=device, phase=phase, batch=batch, layer=layer,
-                   ranks=ranks, budget_s=budget_s, mla_form=mla_form, moe_timing=moe_timing)
+    work = SweepWorkload(spec, ns, [backend], list(dtypes), phase=phase, batch=batch, layer=layer, ranks=ranks,
+                         mla_form=mla_form, moe_timing=moe_timing)
+    df = run_sweep(work, Execution(budget_s=budget_s), device=device)
     dev = B.resolve_device(device)
     hw = get_gpu(gpu) if dev.type == "cuda" else None
     pred, ratio, note = [], [], []

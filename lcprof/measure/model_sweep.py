@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 
 from lcprof.errors import LcprofError
+from lcprof.measure.execution import Execution, ModelWorkload
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, is_oom
 from lcprof.measure.env import environment, tf32_mode
@@ -199,21 +200,30 @@ class _Point:
 # The sweep
 # ----------------------------------------------------------------------------------------------
 
-def run_model_sweep(model: str | ModelSpec, ns, *, phases="prefill", impl: str = "lcprof", backends="sdpa",
-                    dtypes="fp32", device: str | None = None, target: str = "model", batch: int = 1,
-                    budget_s: float = 1.0, mem_cap_bytes: int | None = None, out: str | Path | None = None,
-                    resume: bool = False, seed: int = 0, min_reps: int = 3, max_reps: int = 100,
-                    cuda_graph: bool = False, moe_timing: str | None = None, check: bool = True,
-                    init: str | None = None, allow_scaled: bool = True,
+def run_model_sweep(workload: ModelWorkload, execution: Execution = Execution(), *, device: str | None = None,
+                    out: str | Path | None = None, resume: bool = False,
                     progress: bool | Callable[[str], None] = False) -> pd.DataFrame:
-    """Time a whole model (or one layer) over (dtype, phase, backend, n) points; see the module docstring.
+    """Time a whole model (or one layer) over the (dtype, phase, backend, n) points of ``workload``,
+    each as ``execution`` says; see the module docstring.
 
     ``impl``: ``lcprof`` or ``transformers`` (backends then name its attention implementations:
     eager, sdpa, flash-attn = flash_attention_2). ``moe_timing``: lcprof's MoE layers
     (dense-equivalent by default); transformers routes, so it gets ``routed``. ``init``: ``seeded``
-    (CPU default) or ``device`` (CUDA default; see :mod:`lcprof.measure.model`).
+    (CPU default) or ``device`` (CUDA default; see :mod:`lcprof.measure.model`). ``execution``'s
+    ``flush_l2`` and ``max_attempts`` are the layer sweep's: a whole-model sweep refuses them.
     Returns the rows of this sweep's points (read back from ``out`` when given).
     """
+    if not isinstance(workload, ModelWorkload):
+        raise LcprofError(f"run_model_sweep needs a ModelWorkload, got {type(workload).__name__}")
+    if not isinstance(execution, Execution):
+        raise LcprofError(f"run_model_sweep needs an Execution, got {type(execution).__name__}")
+    if execution.flush_l2 or execution.max_attempts != Execution().max_attempts:
+        raise LcprofError("a whole-model sweep has no L2 flushing and no re-measuring of suspect points")
+    w, x = workload, execution
+    model, ns, phases, impl, backends, dtypes = w.model, w.ns, w.phases, w.impl, w.backends, w.dtypes
+    target, batch, moe_timing, init, allow_scaled = w.target, w.batch, w.moe_timing, w.init, w.allow_scaled
+    budget_s, mem_cap_bytes, seed, min_reps, max_reps = x.budget_s, x.mem_cap_bytes, x.seed, x.min_reps, x.max_reps
+    cuda_graph, check = x.cuda_graph, x.check
     spec = load_model(model)
     ns = parse_token_list(ns)
     phases = _list(phases)

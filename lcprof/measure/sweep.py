@@ -1,8 +1,8 @@
 """Sweeps that lose nothing and can be trusted on a shared machine: one layer timed across backends,
 dtypes and lengths, row by row.
 
-``run_sweep(model, ns, backends, dtypes, ...)`` runs every (dtype, backend, n) point of one layer, of
-any kind :class:`lcprof.measure.layer.DecoderLayer` builds: attention (attention backends), a
+``run_sweep(SweepWorkload(model, ns, backends, dtypes, ...), Execution(...))`` (what is measured,
+and how: :mod:`lcprof.measure.execution`) runs every (dtype, backend, n) point of one layer, of any kind :class:`lcprof.measure.layer.DecoderLayer` builds: attention (attention backends), a
 linear-time mixer (mixer backends: ``torch``, ``fla``, ``mamba-ssm``; prefill from a fresh state,
 decode = one recurrent step from a state, constant in n; checked against the float64 recurrence;
 subnormals flushed on the CPU) or MLP only (``torch``):
@@ -59,6 +59,7 @@ import torch
 from lcprof.cost.model import activation_bytes, cost
 from lcprof.cost.ops import attention_dims
 from lcprof.errors import LcprofError
+from lcprof.measure.execution import Execution, SweepWorkload
 from lcprof.explain.fit import noise_figure
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
@@ -307,38 +308,39 @@ class _Settings:
                 "flush_l2": self.flush_l2, "elementwise": "unfused"}
 
 
-def run_sweep(model: str | ModelSpec, ns, backends=None, dtypes="fp32", *, device: str | None = None,
-              phase: str = "prefill", batch: int = 1, layer: int = 0, budget_s: float = 1.0,
-              mem_cap_bytes: int | None = None, out: str | Path | None = None, resume: bool = False,
-              ranks: int = 1, mla_form: str | None = None, seed: int = 0, min_reps: int = 3,
-              max_reps: int = 100, flush_l2: bool = False, check: bool = True, cuda_graph: bool = False,
-              moe_timing: str = "dense-equivalent", max_attempts: int = 3, calibration=None,
+def run_sweep(workload: SweepWorkload, execution: Execution = Execution(), *, device: str | None = None,
+              out: str | Path | None = None, resume: bool = False, calibration=None,
               progress: bool | Callable[[str], None] = False) -> pd.DataFrame:
-    """Time one layer over (dtype, backend, n) points; see the module docstring.
+    """Time one layer over the (dtype, backend, n) points of ``workload``, each as ``execution``
+    says; see the module docstring.
 
-    ``ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma lists.
-    ``layer``: any layer kind :class:`DecoderLayer` builds -- attention (attention backends, default
-    ``eager,sdpa``), a linear-time mixer (mixer backends ``torch``/``fla``/``mamba-ssm``, default
-    ``torch``; prefill from a fresh state, decode = one recurrent step from a state) or MLP only.
-    ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for decode).
-    ``cuda_graph`` (CUDA only): time CUDA-graph replays of each call (see ``timer.measure``).
-    ``moe_timing`` (MoE layers): ``dense-equivalent`` or ``routed`` (see :mod:`lcprof.measure.layer`).
-    ``seed`` seeds the weights, the inputs and the timing order. ``max_attempts``: timings of a
-    suspect point at most (1: never re-measure). ``calibration`` (a profile or results file, see
-    :func:`lcprof.rates.resolve_rates`): rates for the expected duration said before the sweep.
-    Returns the rows of this sweep's points (read back from ``out`` when given, so resumed rows are
-    included), one per point.
+    ``workload.ns``: token counts (``"128..2048"``, a list); ``backends``/``dtypes``: names or comma
+    lists. ``layer``: any layer kind :class:`DecoderLayer` builds -- attention (attention backends,
+    default ``eager,sdpa``), a linear-time mixer (mixer backends ``torch``/``fla``/``mamba-ssm``,
+    default ``torch``; prefill from a fresh state, decode = one recurrent step from a state) or MLP
+    only. ``mla_form`` (MLA models): ``naive`` (default for prefill) or ``absorbed`` (default for
+    decode). ``moe_timing`` (MoE layers): ``dense-equivalent`` or ``routed`` (see
+    :mod:`lcprof.measure.layer`). ``execution.cuda_graph`` (CUDA only): time CUDA-graph replays of
+    each call (see ``timer.measure``); ``execution.seed`` seeds the weights, the inputs and the timing
+    order; ``execution.max_attempts``: timings of a suspect point at most (1: never re-measure).
+    ``calibration`` (a profile or results file, see :func:`lcprof.rates.resolve_rates`): rates for the
+    expected duration said before the sweep. Returns the rows of this sweep's points (read back from
+    ``out`` when given, so resumed rows are included), one per point.
     """
+    if not isinstance(workload, SweepWorkload):
+        raise LcprofError(f"run_sweep needs a SweepWorkload, got {type(workload).__name__}")
+    if not isinstance(execution, Execution):
+        raise LcprofError(f"run_sweep needs an Execution, got {type(execution).__name__}")
+    w, x = workload, execution
+    model, ns, backends, dtypes, phase, batch, layer = w.model, w.ns, w.backends, w.dtypes, w.phase, w.batch, w.layer
+    ranks, mla_form, moe_timing = w.ranks, w.mla_form, w.moe_timing
+    budget_s, cuda_graph, max_attempts = x.budget_s, x.cuda_graph, x.max_attempts
     spec, ns, backends, dtypes, dev = validate(model, ns, backends, dtypes, device, phase, batch, layer,
                                                ranks, mla_form)
     if cuda_graph and dev.type != "cuda":
         raise LcprofError(f"--cuda-graph needs a CUDA device; this sweep runs on {dev}")
     if moe_timing not in MOE_TIMINGS:
         raise LcprofError(f"unknown MoE timing {moe_timing!r}; use {' or '.join(MOE_TIMINGS)}")
-    if not (math.isfinite(float(budget_s)) and float(budget_s) >= 0):
-        raise LcprofError(f"budget must be a finite number of seconds >= 0, got {budget_s}")
-    if int(max_attempts) < 1:
-        raise LcprofError(f"max attempts must be >= 1, got {max_attempts}")
     mla_form = (mla_form or ("absorbed" if phase == "decode" else "naive")) if spec.mla is not None else None
     say = _progress_fn(progress)
     lock = None
@@ -360,9 +362,10 @@ def run_sweep(model: str | ModelSpec, ns, backends=None, dtypes="fp32", *, devic
         with denormals:
             return _run_locked(spec, ns, backends, dtypes, dev, out, resume, say, calibration, dict(
                 phase=phase, batch=int(batch), layer=int(layer), budget_s=float(budget_s),
-                mem_cap_bytes=mem_cap_bytes, ranks=int(ranks), mla_form=mla_form, seed=int(seed),
-                min_reps=int(min_reps), max_reps=int(max_reps), flush_l2=bool(flush_l2), check=bool(check),
-                cuda_graph=bool(cuda_graph), moe=moe_timing, max_attempts=int(max_attempts)))
+                mem_cap_bytes=x.mem_cap_bytes, ranks=int(ranks), mla_form=mla_form, seed=int(x.seed),
+                min_reps=int(x.min_reps), max_reps=int(x.max_reps), flush_l2=bool(x.flush_l2),
+                check=bool(x.check), cuda_graph=bool(cuda_graph), moe=moe_timing,
+                max_attempts=int(max_attempts)))
     finally:
         if lock is not None:
             lock.release()

@@ -41,9 +41,9 @@ def test_decode_on_device_equals_longer_prefill(cfg):
 
 def test_decode_sweep_uses_cuda_graphs(tmp_path):
     from lcprof.measure.model_sweep import run_model_sweep
+    from lcprof.measure.execution import Execution, ModelWorkload
 
-    df = run_model_sweep(_spec(SMALL, "gpu-small"), "4k", phases="decode", backends="sdpa", dtypes="bf16",
-                         device="cuda", cuda_graph=True, budget_s=0.2, out=tmp_path / "d.csv")
+    df = run_model_sweep(ModelWorkload(_spec(SMALL, "gpu-small"), "4k", phases="decode", backends="sdpa", dtypes="bf16"), Execution(cuda_graph=True, budget_s=0.2), device="cuda", out=tmp_path / "d.csv")
     assert df["status"][0] == "ok", df["reason"][0]
     assert df["clock"][0] == "cuda_graph"
 
@@ -53,8 +53,7 @@ def test_prefill_memory_preflight_against_the_measured_peak(tmp_path):
     torch.cuda.max_memory_allocated of the whole-model prefill."""
     from lcprof.measure.model_sweep import run_model_sweep
 
-    df = run_model_sweep(_spec(SMALL, "gpu-small"), "8k,16k", phases="prefill", backends="sdpa", dtypes="bf16",
-                         device="cuda", budget_s=0.2, out=tmp_path / "p.csv")
+    df = run_model_sweep(ModelWorkload(_spec(SMALL, "gpu-small"), "8k,16k", phases="prefill", backends="sdpa", dtypes="bf16"), Execution(budget_s=0.2), device="cuda", out=tmp_path / "p.csv")
     assert (df["status"] == "ok").all(), df["reason"].tolist()
     ratio = df["peak_mem_bytes"] / df["predicted_mem_bytes"]
     assert ((ratio > 0.8) & (ratio < 1.25)).all(), ratio.tolist()

@@ -15,6 +15,7 @@ from lcprof.measure.check import TOLERANCE, Checker  # noqa: E402
 from lcprof.measure.layer import DecoderLayer  # noqa: E402
 from lcprof.measure.mixer_backends import probe_mixer_backend  # noqa: E402
 from lcprof.measure.sweep import run_sweep  # noqa: E402
+from lcprof.measure.execution import Execution, SweepWorkload  # noqa: E402
 from lcprof.spec import load_model  # noqa: E402
 
 # (preset, layer, mixer backend): Qwen3-Next's Gated DeltaNet (+ MoE MLP), Nemotron-3-Nano's Mamba-2,
@@ -40,8 +41,7 @@ def test_layer_on_each_backend_against_the_fp64_recurrence(model, layer, backend
 
 
 def test_sweep_rows_on_the_device(tmp_path):
-    df = run_sweep("qwen3-next-80b-a3b", "1k,2k", "torch,fla", "bf16", device="cuda", layer=0,
-                   budget_s=0.05, min_reps=2, max_reps=5, out=tmp_path / "r.csv")
+    df = run_sweep(SweepWorkload("qwen3-next-80b-a3b", "1k,2k", "torch,fla", "bf16", layer=0), Execution(budget_s=0.05, min_reps=2, max_reps=5), device="cuda", out=tmp_path / "r.csv")
     assert set(df["status"]) <= {"ok", "skipped"}
     assert (df[df["backend"] == "torch"]["status"] == "ok").all()
     assert df[df["status"] == "skipped"]["reason"].str.startswith("mixer backend unavailable").all()

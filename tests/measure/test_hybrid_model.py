@@ -21,6 +21,7 @@ from lcprof.measure.backends import eager_attention
 from lcprof.measure.check import TOLERANCE, reference_attention, rel_error
 from lcprof.measure.model import Model, layer_kind
 from lcprof.measure.model_sweep import run_model_sweep
+from lcprof.measure.execution import Execution, ModelWorkload
 from lcprof.spec import LayerSpec, param_counts
 
 HYBRIDS = ("nemotron-h", "jamba", "falcon-mamba", "qwen3-next")
@@ -93,8 +94,9 @@ def test_a_refused_layer_is_named(tmp_path):
 def test_model_sweep_end_to_end_and_resume(name, tmp_path):
     spec = tiny_hybrid_spec(name)
     out = tmp_path / "m.csv"
-    kw = dict(phases="prefill,decode", backends="sdpa", device="cpu", budget_s=0.005, min_reps=2, max_reps=2, out=out)
-    df = run_model_sweep(spec, "16,32", **kw)
+    work = ModelWorkload(spec, "16,32", phases="prefill,decode", backends="sdpa")
+    fast = Execution(budget_s=0.005, min_reps=2, max_reps=2)
+    df = run_model_sweep(work, fast, device="cpu", out=out)
     assert (df["status"] == "ok").all(), df[["phase", "n", "reason"]]
     assert (df["scope"] == "model").all() and (df["time_s"] > 0).all()
     assert (df["check_rel_err"] < TOLERANCE["fp32"]).all()  # every distinct kind against its fp64 reference
@@ -104,7 +106,7 @@ def test_model_sweep_end_to_end_and_resume(name, tmp_path):
         c = cost(spec, int(r["n"]), dtype="fp32", family=fam, lm_head=True)
         assert r["predicted_flops"] == pytest.approx(float(c.flops["total"][0]), rel=1e-12)
     said = []
-    again = run_model_sweep(spec, "16,32", resume=True, progress=said.append, **kw)
+    again = run_model_sweep(work, fast, device="cpu", out=out, resume=True, progress=said.append)
     assert len(again) == 4 and any("4 of 4" in s for s in said)
     assert len(open(out).read().splitlines()) == 5  # header + 4 rows: nothing measured twice
 

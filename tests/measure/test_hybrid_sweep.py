@@ -20,10 +20,11 @@ from lcprof.explain.fit import fit_results
 from lcprof.explain.compare import compare_results
 from lcprof.measure.mixers.mamba2 import Mamba2Mixer
 from lcprof.measure.sweep import run_sweep
+from lcprof.measure.execution import Execution, SweepWorkload
 from lcprof.results import RESULT_COLUMNS, ResultsLock, ResultsLocked, point_key, read_results
 from lcprof.spec import load_model
 
-FAST = dict(device="cpu", budget_s=0.005, min_reps=2, max_reps=2, max_attempts=1)
+FAST = Execution(budget_s=0.005, min_reps=2, max_reps=2, max_attempts=1)  # with device="cpu" in every call
 NS = "16,32,64"
 
 
@@ -41,8 +42,8 @@ def hybrid_config(tmp_path):
 def test_mamba2_layer_rows_resume_and_key(hybrid_config, tmp_path):
     cfg, out = hybrid_config("nemotron-h"), tmp_path / "r.csv"
     said = []
-    run_sweep(cfg, NS, None, "fp32", layer=0, out=out, progress=said.append, **FAST)  # default backend: torch
-    run_sweep(cfg, NS, "torch", "fp32", layer=0, phase="decode", out=out, resume=True, progress=said.append, **FAST)
+    run_sweep(SweepWorkload(cfg, NS, None, "fp32", layer=0), FAST, out=out, progress=said.append, device="cpu")  # default backend: torch
+    run_sweep(SweepWorkload(cfg, NS, "torch", "fp32", layer=0, phase="decode"), FAST, out=out, resume=True, progress=said.append, device="cpu")
     header = open(out).readline().strip().split(",")
     assert tuple(header) == RESULT_COLUMNS  # the one schema, written by lcprof.results
     df = read_results(out)
@@ -60,7 +61,7 @@ def test_mamba2_layer_rows_resume_and_key(hybrid_config, tmp_path):
     # resume: every point is done, nothing is measured or written again
     before = open(out).read()
     said.clear()
-    run_sweep(cfg, NS, "torch", "fp32", layer=0, out=out, resume=True, progress=said.append, **FAST)
+    run_sweep(SweepWorkload(cfg, NS, "torch", "fp32", layer=0), FAST, out=out, resume=True, progress=said.append, device="cpu")
     assert open(out).read() == before
     assert any("3 of 3 points already done" in s for s in said)
     # the point key tells the layers and phases apart
@@ -69,7 +70,7 @@ def test_mamba2_layer_rows_resume_and_key(hybrid_config, tmp_path):
 
 def test_unavailable_mixer_backend_is_skipped_with_its_reason_and_is_another_point(hybrid_config, tmp_path):
     cfg, out = hybrid_config("qwen3-next"), tmp_path / "r.csv"
-    df = run_sweep(cfg, "16,32", "torch,fla", "fp32", layer=0, out=out, **FAST)
+    df = run_sweep(SweepWorkload(cfg, "16,32", "torch,fla", "fp32", layer=0), FAST, out=out, device="cpu")
     fla = df[df["backend"] == "fla"]
     assert set(fla["status"]) == {"skipped"}
     assert all(r.startswith("mixer backend unavailable on cpu fp32:") for r in fla["reason"])
@@ -80,7 +81,7 @@ def test_unavailable_mixer_backend_is_skipped_with_its_reason_and_is_another_poi
 
 
 def test_mlp_only_layer_is_measured_too(hybrid_config, tmp_path):
-    df = run_sweep(hybrid_config("nemotron-h"), "16,32", None, "fp32", layer=1, out=tmp_path / "r.csv", **FAST)
+    df = run_sweep(SweepWorkload(hybrid_config("nemotron-h"), "16,32", None, "fp32", layer=1), FAST, out=tmp_path / "r.csv", device="cpu")
     assert set(df["status"]) == {"ok"} and set(df["layer_kind"]) == {"mlp"}
 
 
@@ -92,7 +93,7 @@ def test_a_wrong_mixer_is_caught_before_timing(hybrid_config, tmp_path, monkeypa
         return y * 1.01, st
 
     monkeypatch.setattr(Mamba2Mixer, "forward", off_by_one_percent)
-    df = run_sweep(hybrid_config("nemotron-h"), "16", "torch", "fp32", layer=0, out=tmp_path / "r.csv", **FAST)
+    df = run_sweep(SweepWorkload(hybrid_config("nemotron-h"), "16", "torch", "fp32", layer=0), FAST, out=tmp_path / "r.csv", device="cpu")
     assert list(df["status"]) == ["error"]
     assert "mismatch vs float64 recurrence" in df["reason"].iloc[0]
     assert pd.isna(df["time_s"].iloc[0])  # not timed
@@ -107,7 +108,7 @@ def test_a_wrong_mixer_is_caught_before_timing(hybrid_config, tmp_path, monkeypa
 def test_a_backend_of_the_wrong_kind_is_refused(hybrid_config, tmp_path, layer, backends, match):
     out = tmp_path / "r.csv"
     with pytest.raises(LcprofError, match=match):
-        run_sweep(hybrid_config("nemotron-h"), "16", backends, "fp32", layer=layer, out=out, **FAST)
+        run_sweep(SweepWorkload(hybrid_config("nemotron-h"), "16", backends, "fp32", layer=layer), FAST, out=out, device="cpu")
     assert not out.exists()
 
 
@@ -115,7 +116,7 @@ def test_the_lock_holds_for_hybrid_sweeps(hybrid_config, tmp_path):
     out = tmp_path / "r.csv"
     with ResultsLock(out):
         with pytest.raises(ResultsLocked, match="being written by another sweep"):
-            run_sweep(hybrid_config("nemotron-h"), "16", None, "fp32", layer=0, out=out, **FAST)
+            run_sweep(SweepWorkload(hybrid_config("nemotron-h"), "16", None, "fp32", layer=0), FAST, out=out, device="cpu")
 
 
 def test_cli_sweep_on_a_mixer_layer(hybrid_config, tmp_path):

@@ -143,9 +143,9 @@ def test_sweep_records_that_auto_sdpa_ran_math(tmp_path):
     # deepseek-v2-lite's MLA (q/k 192, v 128) on the CPU: SDPA falls back to math, which stores the
     # scores; the row says so and its memory prediction is eager's
     from lcprof.measure.sweep import run_sweep
+    from lcprof.measure.execution import Execution, SweepWorkload
 
-    df = run_sweep("deepseek-v2-lite", "128", "sdpa", "fp32", device="cpu", budget_s=0.01, min_reps=1,
-                   mem_cap_bytes=1 << 40, check=False)
+    df = run_sweep(SweepWorkload("deepseek-v2-lite", "128", "sdpa", "fp32"), Execution(budget_s=0.01, min_reps=1, mem_cap_bytes=1 << 40, check=False), device="cpu")
     row = df.iloc[0]
     assert row["status"] == "ok" and row["executed_family"] == "eager"
     from lcprof.cost.model import cost

@@ -17,6 +17,7 @@ from lcprof.measure import backends as B
 from lcprof.measure.check import TOLERANCE, Checker, reference_attention, rel_error
 from lcprof.measure.layer import DecoderLayer
 from lcprof.measure.sweep import run_sweep
+from lcprof.measure.execution import Execution, SweepWorkload
 from lcprof.measure.timer import measure
 from lcprof.spec import load_model
 
@@ -80,7 +81,7 @@ def test_layer_matches_reference_on_cuda(name, dtype_name):
 
 def test_short_sweep_runs_on_cuda(tmp_path):
     out = tmp_path / "gpu.csv"
-    df = run_sweep("phi3-128k", "128..512", "sdpa,eager", "bf16", device="cuda", budget_s=0.05, out=out)
+    df = run_sweep(SweepWorkload("phi3-128k", "128..512", "sdpa,eager", "bf16"), Execution(budget_s=0.05), device="cuda", out=out)
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(df) == 6
@@ -90,7 +91,7 @@ def test_short_sweep_runs_on_cuda(tmp_path):
 
 
 def test_decode_sweep_runs_on_cuda():
-    df = run_sweep("llama3-8b", "1k,4k", "sdpa,eager", "bf16", device="cuda", phase="decode", budget_s=0.05)
+    df = run_sweep(SweepWorkload("llama3-8b", "1k,4k", "sdpa,eager", "bf16", phase="decode"), Execution(budget_s=0.05), device="cuda")
     assert set(df["status"]) == {"ok"}
 
 
@@ -116,8 +117,7 @@ def test_cuda_graph_decode_replays_the_same_step_without_host_overhead():
 
 def test_decode_sweep_with_cuda_graphs(tmp_path):
     out = tmp_path / "dec.csv"
-    df = run_sweep("llama3-8b", "1k,4k", "sdpa", "bf16", device="cuda", phase="decode", budget_s=0.05,
-                   out=out, cuda_graph=True)
+    df = run_sweep(SweepWorkload("llama3-8b", "1k,4k", "sdpa", "bf16", phase="decode"), Execution(budget_s=0.05, cuda_graph=True), device="cuda", out=out)
     assert set(df["status"]) == {"ok"} and set(df["clock"]) == {"cuda_graph"}
 
 
@@ -145,7 +145,7 @@ def test_layer_measure_puts_the_roofline_next_to_the_measurement():
 
 
 def test_tf32_sweep_passes_its_tolerance():
-    df = run_sweep("phi3-128k", "1024", "sdpa-efficient,eager", "tf32", device="cuda", budget_s=0.05)
+    df = run_sweep(SweepWorkload("phi3-128k", "1024", "sdpa-efficient,eager", "tf32"), Execution(budget_s=0.05), device="cuda")
     assert set(df["status"]) == {"ok"}, df[["backend", "status", "reason"]]
     assert (df["check_layer_rel_err"] <= 3e-3).all()
     assert not torch.backends.cuda.matmul.allow_tf32  # restored after the sweep

@@ -3,6 +3,7 @@ recorded and the sweep goes on; resume completes without duplicates."""
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 
 import pytest
@@ -11,8 +12,9 @@ import torch
 from lcprof.errors import LcprofError
 from lcprof.measure import backends as B
 from lcprof.measure.sweep import KEY_COLUMNS, RESULT_COLUMNS, read_done, run_sweep
+from lcprof.measure.execution import Execution, SweepWorkload
 
-FAST = dict(device="cpu", budget_s=0.01, min_reps=2, max_reps=5)
+FAST = Execution(budget_s=0.01, min_reps=2, max_reps=5)  # with device="cpu" in every call
 
 
 def read_rows(path):
@@ -51,7 +53,7 @@ def fake_backends():
 
 def test_rows_are_written_with_the_schema_and_never_rounded(spec_of, tmp_path):
     out = tmp_path / "r.csv"
-    df = run_sweep(spec_of("gqa"), "32,64", "eager,sdpa", "fp32", out=out, **FAST)
+    df = run_sweep(SweepWorkload(spec_of("gqa"), "32,64", "eager,sdpa", "fp32"), FAST, out=out, device="cpu")
     rows = read_rows(out)
     assert list(rows[0]) == list(RESULT_COLUMNS)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
@@ -75,7 +77,7 @@ def test_rows_are_written_with_the_schema_and_never_rounded(spec_of, tmp_path):
 def test_mem_cap_skips_points_predicted_not_to_fit(spec_of, tmp_path):
     """eager's scores grow as n^2: under a cap it is skipped at the larger n while sdpa still runs."""
     out = tmp_path / "r.csv"
-    run_sweep(spec_of("gqa"), "64,1024", "eager,sdpa", "fp32", out=out, mem_cap_bytes=4_000_000, **FAST)
+    run_sweep(SweepWorkload(spec_of("gqa"), "64,1024", "eager,sdpa", "fp32"), dataclasses.replace(FAST, mem_cap_bytes=4_000_000), out=out, device="cpu")
     rows = {(r["backend"], r["n"]): r for r in read_rows(out)}
     assert rows[("eager", "64")]["status"] == "ok"
     assert rows[("eager", "1024")]["status"] == "skipped"
@@ -86,7 +88,7 @@ def test_mem_cap_skips_points_predicted_not_to_fit(spec_of, tmp_path):
 
 def test_oom_error_and_mismatch_are_recorded_and_the_sweep_goes_on(spec_of, tmp_path, fake_backends):
     out = tmp_path / "r.csv"
-    df = run_sweep(spec_of("mha"), "64,128", ["fake-oom", "fake-boom", "fake-wrong", "sdpa"], "fp32", out=out, **FAST)
+    df = run_sweep(SweepWorkload(spec_of("mha"), "64,128", ["fake-oom", "fake-boom", "fake-wrong", "sdpa"], "fp32"), FAST, out=out, device="cpu")
     rows = {(r["backend"], r["n"]): r for r in read_rows(out)}
     assert rows[("fake-oom", "64")]["status"] == "ok"
     assert rows[("fake-oom", "128")]["status"] == "oom"
@@ -105,12 +107,12 @@ def test_oom_error_and_mismatch_are_recorded_and_the_sweep_goes_on(spec_of, tmp_
 def test_resume_skips_done_rows_reruns_errors_and_never_duplicates(spec_of, tmp_path, fake_backends):
     out = tmp_path / "r.csv"
     spec = spec_of("mha")
-    run_sweep(spec, "32", "eager,fake-wrong", "fp32", out=out, **FAST)
+    run_sweep(SweepWorkload(spec, "32", "eager,fake-wrong", "fp32"), FAST, out=out, device="cpu")
     first = read_rows(out)
     assert {r["backend"]: r["status"] for r in first} == {"eager": "ok", "fake-wrong": "error"}
     with pytest.raises(LcprofError, match="exists; pass --resume"):
-        run_sweep(spec, "32,64", "eager", "fp32", out=out, **FAST)
-    df = run_sweep(spec, "32,64", "eager,fake-wrong", "fp32", out=out, resume=True, **FAST)
+        run_sweep(SweepWorkload(spec, "32,64", "eager", "fp32"), FAST, out=out, device="cpu")
+    df = run_sweep(SweepWorkload(spec, "32,64", "eager,fake-wrong", "fp32"), FAST, out=out, resume=True, device="cpu")
     rows = read_rows(out)
     keys = [tuple(r[c] for c in KEY_COLUMNS) for r in rows]
     assert len(keys) == len(set(keys)) == 4
@@ -123,7 +125,7 @@ def test_resume_skips_done_rows_reruns_errors_and_never_duplicates(spec_of, tmp_
 def test_resume_drops_a_torn_last_line_and_refuses_foreign_files(spec_of, tmp_path):
     out = tmp_path / "r.csv"
     spec = spec_of("mha")
-    run_sweep(spec, "32", "eager", "fp32", out=out, **FAST)
+    run_sweep(SweepWorkload(spec, "32", "eager", "fp32"), FAST, out=out, device="cpu")
     text = out.read_text()
     out.write_text(text + text.splitlines()[1][:25])  # a kill mid-line
     assert len(read_done(out)) == 1
@@ -131,12 +133,12 @@ def test_resume_drops_a_torn_last_line_and_refuses_foreign_files(spec_of, tmp_pa
     foreign = tmp_path / "foreign.csv"
     foreign.write_text("model,n,time_s\nx,1,2\n")
     with pytest.raises(LcprofError, match="cannot resume"):
-        run_sweep(spec, "32", "eager", "fp32", out=foreign, resume=True, **FAST)
+        run_sweep(SweepWorkload(spec, "32", "eager", "fp32"), FAST, out=foreign, resume=True, device="cpu")
 
 
 def test_decode_phase_rows(spec_of, tmp_path):
     out = tmp_path / "d.csv"
-    df = run_sweep(spec_of("sliding"), "16,64", "eager,sdpa,striped-ring", "fp32", phase="decode", out=out, **FAST)
+    df = run_sweep(SweepWorkload(spec_of("sliding"), "16,64", "eager,sdpa,striped-ring", "fp32", phase="decode"), FAST, out=out, device="cpu")
     rows = {(r["backend"], r["n"]): r for r in read_rows(out)}
     assert {r["phase"] for r in rows.values()} == {"decode"}
     assert rows[("eager", "64")]["status"] == "ok"
@@ -158,7 +160,8 @@ def test_bad_input_raises_before_anything_runs(spec_of, tmp_path):
         (dict(ns="abc"), "malformed token"),
         (dict(layer=9), "out of range"),
     ]:
-        args = dict(model=spec, ns="32", backends="eager", dtypes="fp32", device="cpu", out=out) | kwargs
+        device = kwargs.pop("device", "cpu")
+        work = dict(model=spec, ns="32", backends="eager", dtypes="fp32") | kwargs
         with pytest.raises(LcprofError, match=match):
-            run_sweep(**args)
+            run_sweep(SweepWorkload(**work), FAST, device=device, out=out)
     assert not out.exists()

@@ -18,6 +18,7 @@ from lcprof.measure import backends as B
 from lcprof.measure.check import Checker
 from lcprof.measure.layer import DecoderLayer
 from lcprof.measure.sweep import run_sweep
+from lcprof.measure.execution import Execution, SweepWorkload
 
 
 def per_token_reference(layer: DecoderLayer, x: torch.Tensor) -> torch.Tensor:
@@ -113,9 +114,8 @@ def test_routed_layer_passes_the_correctness_check(spec_of, dtype):
 def test_sweep_keeps_routed_and_dense_rows_apart(spec_of, tiny_config_path, tmp_path):
     cfg = tiny_config_path("moe")
     out = tmp_path / "moe.csv"
-    run_sweep(str(cfg), "16,32", "sdpa", "fp32", device="cpu", budget_s=0.01, out=out, min_reps=1)
-    df = run_sweep(str(cfg), "16,32", "sdpa", "fp32", device="cpu", budget_s=0.01, out=out, min_reps=1,
-                   resume=True, moe_timing="routed")
+    run_sweep(SweepWorkload(str(cfg), "16,32", "sdpa", "fp32"), Execution(budget_s=0.01, min_reps=1), device="cpu", out=out)
+    df = run_sweep(SweepWorkload(str(cfg), "16,32", "sdpa", "fp32", moe_timing="routed"), Execution(budget_s=0.01, min_reps=1), device="cpu", out=out, resume=True)
     assert list(df["moe_timing"]) == ["routed", "routed"] and set(df["status"]) == {"ok"}
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))

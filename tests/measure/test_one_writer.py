@@ -15,10 +15,11 @@ import pytest
 
 from lcprof.errors import LcprofError
 from lcprof.measure.sweep import run_sweep
+from lcprof.measure.execution import Execution, SweepWorkload
 from lcprof.results import ResultsLock, ResultsLocked, lock_path, point_key
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAST = dict(device="cpu", budget_s=0.01, min_reps=2, max_reps=3)
+FAST = Execution(budget_s=0.01, min_reps=2, max_reps=3)  # with device="cpu" in every call
 
 HOLDER = """
 import sys, time
@@ -74,15 +75,15 @@ def test_lock_file_names_holder_and_is_emptied_on_release(tmp_path):
 def test_resume_with_another_mla_form_measures_the_new_point(spec_of, tmp_path):
     spec = spec_of("mla")
     out = tmp_path / "mla.csv"
-    run_sweep(spec, "32", "eager", "fp32", out=out, mla_form="naive", **FAST)
-    df = run_sweep(spec, "32", "eager", "fp32", out=out, mla_form="absorbed", resume=True, **FAST)
+    run_sweep(SweepWorkload(spec, "32", "eager", "fp32", mla_form="naive"), FAST, out=out, device="cpu")
+    df = run_sweep(SweepWorkload(spec, "32", "eager", "fp32", mla_form="absorbed"), FAST, out=out, resume=True, device="cpu")
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["mla_form"] for r in rows) == ["absorbed", "naive"]
     assert all(r["status"] == "ok" for r in rows)
     assert list(df["mla_form"]) == ["absorbed"]  # this sweep's point, measured, not the naive row
     # and resuming the same form again measures nothing new
-    run_sweep(spec, "32", "eager", "fp32", out=out, mla_form="absorbed", resume=True, **FAST)
+    run_sweep(SweepWorkload(spec, "32", "eager", "fp32", mla_form="absorbed"), FAST, out=out, resume=True, device="cpu")
     with open(out, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2
 
@@ -100,7 +101,7 @@ def test_locked_sweep_raises_lcprof_error_in_process(spec_of, tmp_path):
     out = tmp_path / "r.csv"
     with ResultsLock(out):
         with pytest.raises(LcprofError, match="being written by another sweep"):
-            run_sweep(spec_of("mha"), "32", "eager", "fp32", out=out, **FAST)
+            run_sweep(SweepWorkload(spec_of("mha"), "32", "eager", "fp32"), FAST, out=out, device="cpu")
 
 
 def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):

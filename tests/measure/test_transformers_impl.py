@@ -13,6 +13,7 @@ from lcprof.errors import LcprofError  # noqa: E402
 from lcprof.measure.hf import SUPPORTED, HFModel, agree_layer, agree_model, hf_config  # noqa: E402
 from lcprof.measure.model import Model  # noqa: E402
 from lcprof.measure.model_sweep import run_model_sweep  # noqa: E402
+from lcprof.measure.execution import Execution, ModelWorkload  # noqa: E402
 from lcprof.spec import spec_from_config  # noqa: E402
 
 _BASE = dict(vocab_size=256, max_position_embeddings=8192, rms_norm_eps=1e-6)
@@ -185,8 +186,7 @@ def test_sweep_times_both_and_pairs_them(tmp_path):
     frames = []
     for impl in ("lcprof", "transformers"):
         for target in ("model", "layer:1"):
-            df = run_model_sweep(spec, "32", phases="prefill,decode", impl=impl, target=target, backends="sdpa",
-                                 budget_s=0.01, min_reps=2, out=tmp_path / f"{impl}-{target}.csv")
+            df = run_model_sweep(ModelWorkload(spec, "32", phases="prefill,decode", impl=impl, target=target, backends="sdpa"), Execution(budget_s=0.01, min_reps=2), out=tmp_path / f"{impl}-{target}.csv")
             assert (df["status"] == "ok").all(), df["reason"].tolist()
             assert (df["check_rel_err"] < 1e-4).all()
             frames.append(df)
@@ -200,7 +200,7 @@ def test_sweep_times_both_and_pairs_them(tmp_path):
 
 def test_transformers_refuses_dense_equivalent_moe():
     with pytest.raises(LcprofError, match="routes MoE tokens"):
-        run_model_sweep(hf_spec("mixtral"), "16", impl="transformers", moe_timing="dense-equivalent")
+        run_model_sweep(ModelWorkload(hf_spec("mixtral"), "16", impl="transformers", moe_timing="dense-equivalent"))
 
 
 def test_minimax_lightning_mixer_matches_transformers():

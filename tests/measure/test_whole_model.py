@@ -16,6 +16,7 @@ from lcprof.errors import LcprofError
 from lcprof.measure.check import TOLERANCE, reference_attention, rel_error
 from lcprof.measure.model import Model, decode_capacity, distinct_layers, register_layer_kind
 from lcprof.measure.model_sweep import MODEL_COLUMNS, run_model_sweep
+from lcprof.measure.execution import Execution, ModelWorkload
 from lcprof.spec import LayerSpec, param_counts
 
 FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope")  # hybrids: test_hybrid_model.py
@@ -123,8 +124,7 @@ def test_every_family_end_to_end(name, backends, spec_of, tmp_path):
     """Prefill and decode of the whole model: every point ok, checked, written."""
     spec = spec_of(name)
     out = tmp_path / "m.csv"
-    df = run_model_sweep(spec, "32,64", phases="prefill,decode", backends=backends, budget_s=0.01,
-                         min_reps=2, max_reps=3, out=out)
+    df = run_model_sweep(ModelWorkload(spec, "32,64", phases="prefill,decode", backends=backends), Execution(budget_s=0.01, min_reps=2, max_reps=3), out=out)
     assert len(df) == 4
     assert (df["status"] == "ok").all(), df[["backend", "phase", "n", "reason"]]
     assert (df["time_s"] > 0).all() and (df["scope"] == "model").all()
@@ -142,17 +142,16 @@ def test_every_family_end_to_end(name, backends, spec_of, tmp_path):
 def test_resume_runs_only_what_is_missing(spec_of, tmp_path):
     spec = spec_of("gqa")
     out = tmp_path / "m.csv"
-    run_model_sweep(spec, "16", phases="prefill", backends="sdpa", budget_s=0.01, min_reps=2, out=out)
+    run_model_sweep(ModelWorkload(spec, "16", phases="prefill", backends="sdpa"), Execution(budget_s=0.01, min_reps=2), out=out)
     with pytest.raises(LcprofError, match="exists; pass --resume"):
-        run_model_sweep(spec, "16", phases="prefill", backends="sdpa", out=out)
+        run_model_sweep(ModelWorkload(spec, "16", phases="prefill", backends="sdpa"), out=out)
     msgs = []
-    df = run_model_sweep(spec, "16,32", phases="prefill", backends="sdpa", budget_s=0.01, min_reps=2, out=out,
-                         resume=True, progress=msgs.append)
+    df = run_model_sweep(ModelWorkload(spec, "16,32", phases="prefill", backends="sdpa"), Execution(budget_s=0.01, min_reps=2), out=out, resume=True, progress=msgs.append)
     assert "1 of 2 points already done" in msgs[0]
     assert sorted(df["n"]) == [16, 32] and len(_rows(out)) == 2
     # one implementation and target per file: layer 0's rows would share the model rows' point keys
     with pytest.raises(LcprofError, match="holds lcprof model rows and this sweep is lcprof layer:0"):
-        run_model_sweep(spec, "16", phases="prefill", backends="sdpa", target="layer", out=out, resume=True)
+        run_model_sweep(ModelWorkload(spec, "16", phases="prefill", backends="sdpa", target="layer"), out=out, resume=True)
 
 
 def test_a_model_that_does_not_fit_is_timed_kind_by_kind(spec_of, tmp_path):
@@ -160,10 +159,9 @@ def test_a_model_that_does_not_fit_is_timed_kind_by_kind(spec_of, tmp_path):
     are timed and summed by the schedule (tiny-sliding: one sliding and one global layer)."""
     spec = spec_of("sliding")
     for phase in ("prefill", "decode"):
-        full = run_model_sweep(spec, "64", phases=phase, backends="sdpa", budget_s=0.01, min_reps=2, check=False)
+        full = run_model_sweep(ModelWorkload(spec, "64", phases=phase, backends="sdpa"), Execution(budget_s=0.01, min_reps=2, check=False))
         need = int(full["predicted_mem_bytes"][0])
-        df = run_model_sweep(spec, "64", phases=phase, backends="sdpa", budget_s=0.01, min_reps=2,
-                             mem_cap_bytes=need - 1, out=tmp_path / f"{phase}.csv")
+        df = run_model_sweep(ModelWorkload(spec, "64", phases=phase, backends="sdpa"), Execution(budget_s=0.01, min_reps=2, mem_cap_bytes=need - 1), out=tmp_path / f"{phase}.csv")
         assert df["scope"][0] == "kinds-scaled" and df["status"][0] == "ok", df["reason"][0]
         assert df["predicted_mem_bytes"][0] < need
         r = df.iloc[0]
@@ -172,7 +170,7 @@ def test_a_model_that_does_not_fit_is_timed_kind_by_kind(spec_of, tmp_path):
         total = sum(int(lab.rsplit("x", 1)[1]) * float(t) for lab, t in parts)
         assert r["time_s"] == pytest.approx(total, rel=1e-12)
         assert "timed one layer of each kind" in r["reason"]
-    tiny = run_model_sweep(spec, "64", phases="prefill", backends="sdpa", mem_cap_bytes=1000, check=False)
+    tiny = run_model_sweep(ModelWorkload(spec, "64", phases="prefill", backends="sdpa"), Execution(mem_cap_bytes=1000, check=False))
     assert tiny["status"][0] == "skipped" and "one layer of each kind needs" in tiny["reason"][0]
 
 
@@ -189,7 +187,7 @@ def test_bad_input_is_refused_before_anything_runs(spec_of, tmp_path):
                         (dict(phases="generate"), "unknown phase"), (dict(impl="vllm"), "unknown implementation"),
                         (dict(backends="nope"), "unknown backend"), (dict(dtypes="tf32"), "needs a CUDA device")):
         with pytest.raises(LcprofError, match=msg):
-            run_model_sweep(spec, "16", out=tmp_path / "never.csv", **kwargs)
+            run_model_sweep(ModelWorkload(spec, "16", **kwargs), out=tmp_path / "never.csv")
     assert not (tmp_path / "never.csv").exists()
 
 

@@ -8,6 +8,7 @@ Registered by ``lcprof.cli`` through ``COMMANDS``. Thin: each parses, calls one 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import click
 
@@ -106,12 +107,15 @@ def fit(files, min_n, max_n, target, interval, points, calibration, fmt):
                    "the CPU, a quarter with --quick); predictions interpolate between them.")
 @click.option("--attention-shape", default="32,128", show_default=True, metavar="HEADS,HEAD_DIM",
               help="Query heads and head dim of the attention inputs (e.g. a model's own: phi3-128k is 32,96).")
+@click.option("--keep-best", is_flag=True,
+              help="If --out holds a profile of this device, keep each rate's best of it and this measurement "
+                   "(a shared machine only slows a measurement down; the profile lists every calibration merged).")
 @FORMAT_OPTION
-def calibrate(out, device, quick, dtypes, attention_n, attention_shape, fmt):
+def calibrate(out, device, quick, dtypes, attention_n, attention_shape, keep_best, fmt):
     """Measure this device's best sustained matmul FLOP/s per dtype, copy bandwidth and attention
     rates (CUDA kernels; eager and sdpa on the CPU) over several rounds; save a profile for --calibration."""
     from lcprof.measure.calibrate import calibrate as run_calibration  # imports torch
-    from lcprof.measure.calibrate import profile_table, save_profile
+    from lcprof.measure.calibrate import merge_best, profile_table, save_profile
     from lcprof.units import dtype_name
 
     dt = None
@@ -123,7 +127,19 @@ def calibrate(out, device, quick, dtypes, attention_n, attention_shape, fmt):
 
         lengths = parse_token_list(attention_n)
     shape = _attention_shape(attention_shape)
+    old = None
+    if keep_best and Path(out).is_file():
+        import json
+
+        try:
+            old = json.loads(Path(out).read_text())
+        except (OSError, ValueError) as exc:
+            raise LcprofError(f"--keep-best: cannot read the profile {str(out)!r}: {exc}") from None
+        if not isinstance(old, dict) or old.get("kind") != "calibration":
+            raise LcprofError(f"--keep-best: {str(out)!r} is not a profile written by `lcprof calibrate`")
     profile = run_calibration(device, quick=quick, dtypes=dt, attention_n=lengths, attention_shape=shape)
+    if old is not None:
+        profile = merge_best(old, profile)
     path = save_profile(profile, out)
     _emit(profile_table(profile), fmt, f"{profile['name']}: measured ceilings" if fmt == "table" else None)
     if fmt == "table":

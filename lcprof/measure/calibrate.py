@@ -287,6 +287,53 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
     }
 
 
+def merge_best(old: dict, new: dict) -> dict:
+    """One profile from two calibrations of the same device: each rate the higher of the two (a
+    shared machine can only slow a measurement down, so the faster one is nearer the ceiling), with
+    the method entry (size, repetitions, rounds, spread) of the calibration it came from and when.
+
+    ``old`` and ``new`` must describe the same device (``device``, ``name``); the environment and
+    key are the newer one's; ``method.sessions`` lists every calibration merged, oldest first."""
+    if (old.get("device"), old.get("name")) != (new.get("device"), new.get("name")):
+        raise LcprofError(f"--keep-best: the existing profile is of {old.get('name')!r} ({old.get('device')}), "
+                          f"this device is {new.get('name')!r} ({new.get('device')}); choose another --out")
+    when_old = (old.get("environment") or {}).get("date_utc")
+    when_new = (new.get("environment") or {}).get("date_utc")
+    om = old.get("method") or {}
+    out = json.loads(json.dumps(new))  # a deep copy
+    m = out["method"]
+
+    def stamp(entry, when):
+        return dict(entry, measured_utc=entry.get("measured_utc", when))
+
+    for d in list(m.get("matmul") or {}):
+        m["matmul"][d] = stamp(m["matmul"][d], when_new)
+    for d, rate in (old.get("peak_flops_per_s") or {}).items():
+        if rate > out["peak_flops_per_s"].get(d, 0.0):
+            out["peak_flops_per_s"][d] = rate
+            m["matmul"][d] = stamp(om["matmul"][d], when_old)
+    m["bandwidth"] = stamp(m["bandwidth"], when_new)
+    if old.get("hbm_bytes_per_s", 0.0) > out["hbm_bytes_per_s"]:
+        out["hbm_bytes_per_s"] = old["hbm_bytes_per_s"]
+        m["bandwidth"] = stamp(om["bandwidth"], when_old)
+    m["attention"] = {k: stamp(v, when_new) for k, v in (m.get("attention") or {}).items()}
+    by_n = out.setdefault("attention_flops_per_s_by_n", {})
+    for b, per in (old.get("attention_flops_per_s_by_n") or {}).items():
+        for d, rates in per.items():
+            for n, rate in rates.items():
+                if rate > by_n.get(b, {}).get(d, {}).get(n, 0.0):
+                    by_n.setdefault(b, {}).setdefault(d, {})[n] = rate
+                    m["attention"][f"{b}/{d}/{n}"] = stamp(om["attention"][f"{b}/{d}/{n}"], when_old)
+    # the single rate per backend and dtype is the first length's, as calibrate() writes it
+    out["attention_flops_per_s"] = {b: {d: rates[min(rates, key=int)] for d, rates in per.items()}
+                                    for b, per in by_n.items()}
+    m["attention_skipped"] = {k: v for k, v in (m.get("attention_skipped") or {}).items() if k not in m["attention"]}
+    m["sessions"] = [*(om.get("sessions") or [when_old]), when_new]
+    m["statistic"] = ("best sustained rate over rounds and over the calibrations merged (--keep-best): "
+                      "work x repetitions / summed repetition time")
+    return out
+
+
 def save_profile(profile: dict, path) -> Path:
     """Write a profile JSON (creating parent folders); ``load_calibration(path)`` reads it back."""
     p = Path(path)

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from lcprof.errors import LcprofError
 
 from lcprof.hardware import load_calibration
 
@@ -46,3 +49,55 @@ def test_calibrate_rejects_tf32_on_cpu_and_bad_device(cli, tmp_path):
     assert r.exit_code == 2 and "unknown device" in r.stderr
     r = cli("calibrate", "--out", tmp_path / "p.json", "--dtype", "int3")
     assert r.exit_code == 2 and "unknown dtype" in r.stderr
+
+
+def _profile(when, mm, bw, att, spread=0.1, device="cpu", name="CPU (calibrated)"):
+    return {"key": "calibrated-cpu", "name": name, "kind": "calibration", "device": device,
+            "peak_flops_per_s": {"fp32": mm}, "hbm_bytes_per_s": bw, "memory_bytes": 1 << 34,
+            "attention_flops_per_s": {"sdpa": {"fp32": att[1024]}},
+            "attention_flops_per_s_by_n": {"sdpa": {"fp32": {str(n): r for n, r in att.items()}}},
+            "method": {"matmul": {"fp32": {"size": 2048, "spread": spread}}, "bandwidth": {"bytes": 1, "spread": spread},
+                       "attention": {f"sdpa/fp32/{n}": {"n": n, "spread": spread} for n in att},
+                       "attention_skipped": {}},
+            "environment": {"date_utc": when}}
+
+
+def test_keep_best_takes_each_rates_best_with_its_own_method_entry():
+    from lcprof.measure.calibrate import merge_best
+
+    old = _profile("2026-12-02T07:00:00Z", mm=1.3e11, bw=1.7e10, att={1024: 8e10, 4096: 7e10}, spread=0.4)
+    new = _profile("2026-12-02T07:30:00Z", mm=1.0e11, bw=2.1e10, att={1024: 7e10, 4096: 9e10}, spread=0.05)
+    m = merge_best(old, new)
+    assert m["peak_flops_per_s"] == {"fp32": 1.3e11} and m["hbm_bytes_per_s"] == 2.1e10
+    assert m["method"]["matmul"]["fp32"] == {"size": 2048, "spread": 0.4, "measured_utc": "2026-12-02T07:00:00Z"}
+    assert m["method"]["bandwidth"]["measured_utc"] == "2026-12-02T07:30:00Z"
+    assert m["attention_flops_per_s_by_n"] == {"sdpa": {"fp32": {"1024": 8e10, "4096": 9e10}}}
+    assert m["attention_flops_per_s"] == {"sdpa": {"fp32": 8e10}}  # the first length's
+    assert m["method"]["attention"]["sdpa/fp32/1024"]["measured_utc"] == "2026-12-02T07:00:00Z"
+    assert m["method"]["attention"]["sdpa/fp32/4096"]["measured_utc"] == "2026-12-02T07:30:00Z"
+    assert m["method"]["sessions"] == ["2026-12-02T07:00:00Z", "2026-12-02T07:30:00Z"]
+    again = merge_best(m, _profile("2026-12-02T08:00:00Z", mm=1.1e11, bw=1e10, att={1024: 1e10, 4096: 1e10}))
+    assert again["method"]["sessions"][-1] == "2026-12-02T08:00:00Z" and len(again["method"]["sessions"]) == 3
+    assert again["peak_flops_per_s"]["fp32"] == 1.3e11
+    assert again["method"]["matmul"]["fp32"]["measured_utc"] == "2026-12-02T07:00:00Z"  # kept from the first
+    with pytest.raises(LcprofError, match="the existing profile is of 'GPU'"):
+        merge_best(_profile("t", 1, 1, {1024: 1}, device="cuda", name="GPU"), new)
+
+
+def test_keep_best_cli_merges_into_the_existing_profile(cli, tmp_path):
+    out = tmp_path / "cpu.json"
+    args = ("calibrate", "--out", out, "--device", "cpu", "--quick", "--dtype", "fp32", "--attention-n", "256",
+            "--attention-shape", "2,16")
+    assert cli(*args).exit_code == 0
+    first = json.loads(out.read_text())
+    first["peak_flops_per_s"]["fp32"] = 1e20  # a rate this CPU cannot reach: kept
+    out.write_text(json.dumps(first))
+    r = cli(*args, "--keep-best")
+    assert r.exit_code == 0, r.output
+    merged = json.loads(out.read_text())
+    assert merged["peak_flops_per_s"]["fp32"] == 1e20
+    assert len(merged["method"]["sessions"]) == 2
+    assert merged["hbm_bytes_per_s"] >= first["hbm_bytes_per_s"]
+    out.write_text("[]")
+    r = cli(*args, "--keep-best")
+    assert r.exit_code == 2 and "is not a profile written by `lcprof calibrate`" in r.stderr

@@ -336,3 +336,16 @@ def test_gated_attention_flops_equal_the_cost_model():
     c = cost(spec, 40, layer=3, batch=2, dtype="fp32", family="eager")
     assert "proj/q" in c.flops  # counted doubled: q and its gate
     assert _counted(lay, _x(spec, 2, 40, dtype=torch.float32)) == int(c.flops["total"][0])
+
+
+@pytest.mark.parametrize("name, kind", [("llama4-scout", "'l2'"), ("minimax-m2.5", "'full'")])
+def test_q_k_norms_the_layer_does_not_build_are_refused(name, kind):
+    """MiniMax-M2's q/k RMSNorm over all heads and Llama 4's L2 norm are not the per-head RMSNorm the
+    measured layer has: refused in one line, never timed without them."""
+    from lcprof.measure.layer import check_buildable
+    from lcprof.spec import load_model
+
+    spec = load_model(name)
+    lyr = next(x for x in spec.layers if x.has_attention)
+    with pytest.raises(LcprofError, match=f"q/k norm {kind}"):
+        check_buildable(spec, lyr)

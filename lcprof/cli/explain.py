@@ -115,7 +115,7 @@ def calibrate(out, device, quick, dtypes, attention_n, attention_shape, keep_bes
     """Measure this device's best sustained matmul FLOP/s per dtype, copy bandwidth and attention
     rates (CUDA kernels; eager and sdpa on the CPU) over several rounds; save a profile for --calibration."""
     from lcprof.measure.calibrate import calibrate as run_calibration  # imports torch
-    from lcprof.measure.calibrate import merge_best, profile_table, save_profile
+    from lcprof.measure.calibrate import merge_best, profile_table, read_profile, save_profile
     from lcprof.units import dtype_name
 
     dt = None
@@ -127,16 +127,7 @@ def calibrate(out, device, quick, dtypes, attention_n, attention_shape, keep_bes
 
         lengths = parse_token_list(attention_n)
     shape = _attention_shape(attention_shape)
-    old = None
-    if keep_best and Path(out).is_file():
-        import json
-
-        try:
-            old = json.loads(Path(out).read_text())
-        except (OSError, ValueError) as exc:
-            raise LcprofError(f"--keep-best: cannot read the profile {str(out)!r}: {exc}") from None
-        if not isinstance(old, dict) or old.get("kind") != "calibration":
-            raise LcprofError(f"--keep-best: {str(out)!r} is not a profile written by `lcprof calibrate`")
+    old = read_profile(out) if keep_best and Path(out).is_file() else None
     profile = run_calibration(device, quick=quick, dtypes=dt, attention_n=lengths, attention_shape=shape)
     if old is not None:
         profile = merge_best(old, profile)

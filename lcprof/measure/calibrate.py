@@ -287,6 +287,17 @@ def calibrate(device: str | None = None, *, quick: bool = False, dtypes=None, ke
     }
 
 
+def read_profile(path) -> dict:
+    """The raw JSON of a profile ``lcprof calibrate`` wrote (for ``--keep-best``); one-line errors."""
+    try:
+        prof = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LcprofError(f"--keep-best: cannot read the profile {str(path)!r}: {exc}") from None
+    if not isinstance(prof, dict) or prof.get("kind") != "calibration":
+        raise LcprofError(f"--keep-best: {str(path)!r} is not a profile written by `lcprof calibrate`")
+    return prof
+
+
 def merge_best(old: dict, new: dict) -> dict:
     """One profile from two calibrations of the same device: each rate the higher of the two (a
     shared machine can only slow a measurement down, so the faster one is nearer the ceiling), with

@@ -306,6 +306,15 @@ def _norm_extra(width: int, s: int) -> int:
     return width * (2 * s + (8 if s < 4 else 0))
 
 
+def _l2_norm_extra(width: int, s: int) -> int:
+    """Transient bytes per token of transformers' ``Llama4TextL2Norm`` over ``width`` (input excluded).
+    It computes in fp32: any other dtype is copied (4 B) and squared (4 B, freed after the mean) or
+    scaled (4 B) beside the copy, then cast back beside the scaled result (4 + s), so the most live is
+    max(8, 4 + s) per element (8 for fp16/bf16, 12 for fp64); in fp32 there is no copy and the square,
+    then the scaled result, is the only one alive (4)."""
+    return width * (4 if s == 4 else max(8, 4 + s))
+
+
 def _rope_extra(width_heads: int, dim: int, rot: int, s: int) -> int:
     """Transient bytes per token of RoPE on ``width_heads`` heads of ``dim`` with ``rot`` rotated.
 
@@ -389,8 +398,11 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     """The attention block's steps (see :func:`activation_steps`). Eager adds the scores and their
     softmax over heads x n x (prefix + n) pairs (K/V repeated per query head for GQA, softmax in fp32
     for fp16/bf16); tiled kernels add the fp32 log-sum-exp. An output gate (Qwen3-Next) keeps its
-    half of q_proj through the block and multiplies sigmoid(gate) into the output. Per-head q/k
-    RMSNorms (``qk_norm`` "head": Qwen3, Qwen3-Next) run unfused on q, then k, before RoPE."""
+    half of q_proj through the block and multiplies sigmoid(gate) into the output. The q/k RMSNorms
+    (``qk_norm`` "head": Qwen3, Qwen3-Next; "full": MiniMax-M2) run unfused on q, then k, before RoPE;
+    Llama 4's L2 norm (``qk_norm`` "l2", RoPE layers only) after it; its NoPE layers multiply q by
+    their temperature (``attn_temperature_tuning``): the product, promoted to fp32, beside q, then the
+    cast back beside the product."""
     dims = spec.attn_dims(lyr)
     if dims.n_heads % tp:
         raise LcprofError(f"TP={tp} does not divide {spec.name}'s {dims.n_heads} heads")
@@ -404,12 +416,19 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     if spec.mla is None:
         d, vd, kvh = dims.head_dim, dims.v_head_dim, kv_heads_per_gpu(spec, tp, dims)
         qkv = base + gate + s * (H * d + kvh * d + kvh * vd)
-        if spec.qk_norm == "head":  # per-head RMSNorms of q, then k (the normed q alive with the old one)
+        qk_norm = spec.qk_norm_at(lyr)
+        if qk_norm in ("head", "full"):  # RMSNorms of q, then k (the normed q alive with the old one); the
+            # same bytes per element whether each head is a row (Qwen3) or all of q is (MiniMax-M2)
             steps["attn/q_norm"] = qkv + _norm_extra(H * d, s)
             steps["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
             steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)
+        if qk_norm == "l2":  # Llama 4: after RoPE, a weightless L2 norm of q, then of k
+            steps["attn/q_norm"] = qkv + _l2_norm_extra(H * d, s)
+            steps["attn/k_norm"] = qkv + s * H * d + _l2_norm_extra(kvh * d, s)
+        if spec.query_temperature_at(lyr):  # Llama 4's NoPE layers: q x temperature, in fp32, then cast back
+            steps["attn/q_temperature"] = qkv + H * d * ((4 + s) if s < 4 else s)
         live = qkv  # rotated q and k replace the projections
         out = s * H * vd
     else:

@@ -381,7 +381,8 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
                              mask=None) -> np.ndarray:
     """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
     the residual, write both: 4h each; twice per block for Gemma 2's extra norms), rotary in place
-    on q and k (read + write), new K/V written into the paged cache (read + write), SiLU-and-mul
+    on q and k (read + write), the q and k norms of ``qk_norm`` (read + write each: vLLM's ``RMSNorm``
+    on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written into the paged cache (read + write), SiLU-and-mul
     (read gate and up, write their product) -- or the plain activation (read, write) -- and MLA's
     latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
     (Falcon-H1) add their outputs (read 2, write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
@@ -401,6 +402,10 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
             if rope:
                 total += 2 * (d.n_heads + d.n_kv_heads) * d.head_dim
             total += 2 * d.n_kv_heads * (d.head_dim + d.v_head_dim)
+            if spec.qk_norm_at(layer) != "none":  # the q norm and the k norm: one kernel each, read + write
+                total += 2 * (d.n_heads + d.n_kv_heads) * d.head_dim
+            if spec.query_temperature_at(layer):  # Llama 4's NoPE layers: q times its temperature, in place
+                total += 2 * d.n_heads * d.head_dim
             if spec.attn_output_gate:  # sigmoid(gate) * o: read 2, write 1
                 total += 3 * d.n_heads * d.v_head_dim
         else:
@@ -434,6 +439,26 @@ def _norm_bytes(width: int, tokens, s: int) -> np.ndarray:
     f = 4 if s < 4 else s
     per_elem = 5 * f + 2 * s + (2 * (s + f) if s < 4 else 0)  # pow 2f, mean f, scale 2f, weight 2s, copies
     return tokens * (width * per_elem + 6 * f) + s * width  # + mean out, eps add, rsqrt (per token); weight
+
+
+def _l2_norm_bytes(width: int, rows, s: int) -> np.ndarray:
+    """transformers' ``Llama4TextL2Norm`` over ``rows`` rows of ``width``: always in fp32 (``x.float()``
+    copies any other dtype, fp64 down), square (read 4, write 4), mean (read 4), x * rsqrt (read 4,
+    write 4), cast back (``type_as``); per row the mean written, + eps and rsqrt (read, write each),
+    read by the product (6 x 4 B). No weight."""
+    copies = 2 * (s + 4) if s != 4 else 0
+    return rows * (width * (20 + copies) + 24)
+
+
+def _temperature_bytes(width: int, tokens, positions, s: int) -> np.ndarray:
+    """Llama 4's attention temperature on a NoPE layer, as transformers runs it: the temperature of each
+    of ``positions`` positions from an int64 arange (written 8 B, offset by the cached length: read 8,
+    write 8), cast to fp32 (read 8, write 4), then + 1, / floor_scale, floor, log1p, x attn_scale, + 1
+    (read 4, write 4 each); q (``width`` per token) times it, promoted to at least fp32 (read s, write
+    f, the temperature read once per token, 4 B) and, for fp16/bf16, cast back (read f, write s)."""
+    f = 4 if s < 4 else s
+    per_elem = s + f + (f + s if s < 4 else 0)
+    return tokens * (width * per_elem + 4) + positions * (8 + 16 + 12 + 6 * 8)
 
 
 def _rope_bytes(heads: int, dim: int, rot: int, tokens, positions, s: int) -> np.ndarray:
@@ -475,8 +500,9 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
 
 def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
                                  mla_form: str | None) -> np.ndarray:
-    """RoPE on q and k, the new K/V copied into the cache, per-head q/k RMSNorms (``qk_norm``
-    "head"), MLA's norms and concatenations, and an output gate's sigmoid and product."""
+    """RoPE on q and k, the new K/V copied into the cache, the q/k norms (``qk_norm``: per head, over
+    all heads, or Llama 4's weightless L2 norm on its RoPE layers), MLA's norms and concatenations,
+    Llama 4's query temperature on its NoPE layers, and an output gate's sigmoid and product."""
     t = b * n
     keys = b * (prefix + n)
     cached = np.asarray(prefix) > 0
@@ -490,8 +516,15 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
             total = total + _rope_bytes(d.n_heads, d.head_dim, r, t, n, s) \
                 + _rope_bytes(d.n_kv_heads, d.head_dim, r, t, n, s)
         total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
-        if spec.qk_norm == "head":  # Qwen3 / Qwen3-Next: an RMSNorm over each q head and each k head
+        qk_norm = spec.qk_norm_at(layer)
+        if qk_norm == "head":  # Qwen3 / Qwen3-Next: an RMSNorm over each q head and each k head
             total = total + _norm_bytes(d.head_dim, t * d.n_heads, s) + _norm_bytes(d.head_dim, t * d.n_kv_heads, s)
+        elif qk_norm == "full":  # MiniMax-M2: one RMSNorm over all of q, one over all of k
+            total = total + _norm_bytes(d.n_heads * d.head_dim, t, s) + _norm_bytes(d.n_kv_heads * d.head_dim, t, s)
+        elif qk_norm == "l2":  # Llama 4's RoPE layers: a weightless norm over each head
+            total = total + _l2_norm_bytes(d.head_dim, t * d.n_heads, s) + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)
+        if spec.query_temperature_at(layer):
+            total = total + _temperature_bytes(d.n_heads * d.head_dim, t, n, s)
         if spec.attn_output_gate:  # sigmoid(gate) (read, write) and o * it (read 2, write 1)
             total = total + 5 * s * t * d.n_heads * d.v_head_dim
         return total

@@ -80,7 +80,7 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
     """Refuse, in one line naming the layer, what this block cannot build: parallel token mixers
     (Falcon-H1's attention + Mamba-2 side by side), sparse (DSA) attention, per-layer attention dims,
     a gated attention output with MLA, a q/k norm other than per-head RMSNorm (MiniMax-M2's over all
-    heads, Llama 4's L2), a mixer kind without a measured layer. Every other layer kind builds:
+    heads, Llama 4's L2), Llama 4's query temperature, a mixer kind without a measured layer. Every other layer kind builds:
     attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet, lightning), or none (an
     MLP-only layer), each with or without its MLP."""
     from lcprof.measure.mixers import MIXERS
@@ -96,8 +96,10 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         why.append("per-layer attention dims")
     if layer.has_attention and spec.attn_output_gate and spec.mla is not None:
         why.append("gated attention output with MLA")
-    if layer.has_attention and spec.qk_norm not in ("none", "head"):
+    if spec.qk_norm_at(layer) not in ("none", "head"):
         why.append(f"q/k norm {spec.qk_norm!r} (the measured layer has the per-head RMSNorm only)")
+    if spec.query_temperature_at(layer):
+        why.append("Llama 4's query temperature (the measured layer has none)")
     if why:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"

@@ -5,9 +5,13 @@ What the remaining variants cost (fields of ``ModelSpec``):
 * ``qk_norm`` -- ``"head"``: one RMSNorm weight of head_dim shared by all heads, on q and on k
   (Qwen3, Gemma 3, Qwen3-Next): 2 x head_dim parameters per layer; ``"full"``: RMSNorm over the
   whole q and k widths (MiniMax-M2): (n_heads + n_kv_heads) x head_dim; ``"l2"``: L2 norm without
-  weights (Llama 4): no parameters. Each is an elementwise pass over q and k.
+  weights (Llama 4, on its RoPE layers only): no parameters. Each is an elementwise pass over q and k
+  (``ModelSpec.qk_norm_at`` says which a layer runs).
 * ``attn_output_gate`` -- a sigmoid gate on the attention output computed from the input
   (Qwen3-Next, Qwen3.5): q_proj is twice as wide (n_heads x head_dim more outputs).
+* ``attn_temperature_tuning`` -- Llama 4's NoPE layers multiply q by a temperature that grows with the
+  position, log1p(floor((pos + 1) / floor_scale)) x attn_scale + 1: no parameters, one elementwise pass
+  over q (in fp32 for fp16/bf16 in transformers, then cast back), and a few over the positions.
 * ``LayerSpec.sinks`` -- one learned logit per head appended to each query's scores (gpt-oss):
   n_heads parameters per layer and one more softmax column per query.
 * ``attn_logit_softcap`` -- Gemma 2's tanh soft-capping of the scores, c * tanh(s / c): three

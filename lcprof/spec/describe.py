@@ -39,6 +39,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "rotary_dim": spec.rope.rotary_dim if spec.rope else None,
         "qk_norm": spec.qk_norm,
         "attn_output_gate": spec.attn_output_gate,
+        "attn_temperature_tuning": spec.attn_temperature_tuning,
         "attention_sinks_layers": sum(1 for lyr in spec.layers if lyr.sinks),
     }
     for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):

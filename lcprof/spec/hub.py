@@ -11,7 +11,6 @@ holds a commit hash, ``<cache>/models--<org>--<name>/snapshots/<commit>/config.j
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import urllib.parse
@@ -73,6 +72,8 @@ def resolve_config(model_id: str) -> Path:
         raise LcprofError(f"Hub model {model_id!r} is not in the local cache ({cache}) and {endpoint} cannot be "
                           f"reached ({why}): set HF_HUB_OFFLINE=1 and pass the path of its config.json, or retry "
                           "online")
+    import logging  # only on the download path: it costs ~10 ms of every command's start
+
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its retry warnings would make a multi-line error

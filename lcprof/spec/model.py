@@ -60,6 +60,7 @@ class ModelSpec:
     o_bias: bool = False
     qk_norm: str = "none"
     attn_output_gate: bool = False
+    attn_temperature_tuning: bool = False  # Llama 4: NoPE layers scale q by a per-position temperature
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
     query_pre_attn_scalar: float | None = None
@@ -140,6 +141,21 @@ class ModelSpec:
         if lyr.dims is not None:
             return lyr.dims
         return AttnDims(self.n_heads, self.n_kv_heads, self.head_dim, self.v_head_dim)
+
+    def qk_norm_at(self, layer: int | LayerSpec) -> str:
+        """The q/k norm ``layer`` runs (see :mod:`lcprof.spec.attention`): ``qk_norm``, or "none" on a layer
+        without attention and, for the L2 norm, on a NoPE layer (Llama 4 norms q and k on its RoPE
+        layers only: transformers' ``Llama4TextAttention``, ``use_qk_norm and use_rope``)."""
+        lyr = self.layer(layer)
+        if not lyr.has_attention or (self.qk_norm == "l2" and not lyr.rope):
+            return "none"
+        return self.qk_norm
+
+    def query_temperature_at(self, layer: int | LayerSpec) -> bool:
+        """Whether ``layer`` scales its queries by Llama 4's per-position attention temperature
+        (``attn_temperature_tuning``: on the NoPE layers only)."""
+        lyr = self.layer(layer)
+        return self.attn_temperature_tuning and lyr.has_attention and not lyr.rope
 
     def mixer(self, kind: str):
         """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``lightning``)."""

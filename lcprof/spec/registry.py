@@ -8,7 +8,6 @@ duplicate names and say what names exist.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -100,6 +99,8 @@ def _load(name_or_path: str, allow_unknown: bool) -> ModelSpec:
         return _from_file(cfg_path, f"{name_or_path} ({cfg_path})", name_or_path.partition("@")[0], allow_unknown)
     if "/" in name_or_path:
         return _from_file(p, str(name_or_path), p.stem, allow_unknown)
+    import difflib  # only for an unknown name: kept off every command's start
+
     close = difflib.get_close_matches(key, list(index), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise LcprofError(

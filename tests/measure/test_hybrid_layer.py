@@ -349,3 +349,15 @@ def test_q_k_norms_the_layer_does_not_build_are_refused(name, kind):
     lyr = next(x for x in spec.layers if x.has_attention)
     with pytest.raises(LcprofError, match=f"q/k norm {kind}"):
         check_buildable(spec, lyr)
+
+
+def test_llama4_query_temperature_is_refused_on_nope_layers_only():
+    """Maverick has no q/k norm, but its NoPE layers scale q by a temperature the measured layer lacks."""
+    from lcprof.measure.layer import check_buildable
+    from lcprof.spec import load_model
+
+    spec = load_model("llama4-maverick")
+    assert not spec.layers[3].rope and spec.layers[0].rope
+    with pytest.raises(LcprofError, match="layer 3 .*query temperature"):
+        check_buildable(spec, spec.layers[3])
+    check_buildable(spec, spec.layers[0])

@@ -269,12 +269,17 @@ def build_llama4(r: Reader, ctx: dict):
                   expert_intermediate_size=inter, shared_intermediate_size=inter)
     dense = r.int("intermediate_size_mlp")
     bias = r.bool("attention_bias")
-    r.touch("attn_temperature_tuning", "floor_scale", "attn_scale", "for_llm_compressor")
-    notes = ["NoPE layers scale their queries by attention temperature tuning (elementwise, no parameters)."]
+    r.touch("floor_scale", "attn_scale", "for_llm_compressor")  # the temperature's constants: no cost
+    # Meta's published configs say 4 (an int); transformers tests its truth, so a bool or a count >= 0
+    tt = r.raw("attn_temperature_tuning")
+    temperature = tt if isinstance(tt, bool) else r.as_int("attn_temperature_tuning", tt, min=0) > 0
+    notes = ["NoPE layers scale their queries by attention temperature tuning (elementwise, no parameters)."
+             ] if temperature else []
     return finish(r, ctx, kinds=kinds, moe_flags=flags, rope_flags=[bool(x) for x in nrl], hidden=hidden,
                   heads=heads, kv=kv, hd=hd, inter=dense, vocab=r.int("vocab_size"), max_pos=max_pos,
                   tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias,
-                  o_bias=bias, qk_norm="l2" if r.bool("use_qk_norm") else "none", notes=notes)
+                  o_bias=bias, qk_norm="l2" if r.bool("use_qk_norm") else "none", attn_temperature_tuning=temperature,
+                  notes=notes)
 
 
 def build_gpt_oss(r: Reader, ctx: dict):
@@ -363,7 +368,7 @@ _LLAMA4 = dict(max_position_embeddings=4096 * 32, num_key_value_heads=8, head_di
                rope_scaling=None, attention_chunk_size=8192, use_qk_norm=True, num_experts_per_tok=1,
                num_local_experts=16, moe_layers=None, interleave_moe_layer_step=1, no_rope_layers=None,
                no_rope_layer_interval=4, intermediate_size_mlp=16384, attention_bias=False,
-               tie_word_embeddings=False, layer_types=None)
+               tie_word_embeddings=False, layer_types=None, attn_temperature_tuning=True)
 _GPT_OSS = dict(num_key_value_heads=8, head_dim=64, rope_theta=150000.0, rope_scaling=None, sliding_window=128,
                 attention_bias=True, num_experts_per_tok=4, num_local_experts=128, tie_word_embeddings=False,
                 layer_types=None)

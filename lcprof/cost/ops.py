@@ -31,6 +31,7 @@ import numpy as np
 from lcprof.cost import masks
 from lcprof.errors import LcprofError
 from lcprof.spec import LayerSpec, ModelSpec
+from lcprof.spec.layers import ACTIVATION_PASSES
 from lcprof.units import dtype_bytes
 
 FAMILIES = ("useful", "eager", "tiled")
@@ -382,9 +383,10 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
     the residual, write both: 4h each; twice per block for Gemma 2's extra norms), rotary in place
     on q and k (read + write), the q and k norms of ``qk_norm`` (read + write each: vLLM's ``RMSNorm``
-    on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written into the paged cache (read + write), SiLU-and-mul
-    (read gate and up, write their product) -- or the plain activation (read, write) -- and MLA's
-    latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
+    on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written
+    into the paged cache (read + write), SiLU-and-mul (read gate and up, write their product) -- or
+    the plain activation, one kernel whatever it is (read, write) -- a shared expert's sigmoid gate
+    (read its logit and output, write the output), and MLA's latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
     (Falcon-H1) add their outputs (read 2, write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
     Falcon) run ``nn.LayerNorm`` and the residual add apart:
     read + write for the norm, read 2 + write 1 for the add, 5h per block
@@ -415,7 +417,9 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
             total += 2 * m.kv_lora_rank + 2 * m.cache_dim + (2 * m.q_lora_rank if m.q_lora_rank else 0)
     if layer.mlp:
         width = spec.mlp_width(layer)
-        total += 3 * width if _mlp_gated(spec, layer) else 2 * width
+        total += 3 * width if _mlp_gated(spec, layer) else 2 * width  # one kernel, whatever the activation
+        if layer.moe and spec.moe is not None and spec.moe.shared_gate:
+            total += 2 * h + 1  # sigmoid(logit) x the shared expert's output: read h + 1, write h
     return np.broadcast_arrays(s * t * total, np.asarray(prefix, dtype=np.float64))[0]  # shaped like the other ops
 
 
@@ -494,7 +498,12 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
         if layer.moe and spec.moe is not None:
             e = spec.moe
             total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
-        total = total + s * t * spec.mlp_width(layer) * (5 if _mlp_gated(spec, layer) else 2)  # act (+ times up)
+        passes = ACTIVATION_PASSES[spec.mlp_activation]  # read + write each (relu2: relu, then the square)
+        total = total + s * t * spec.mlp_width(layer) * (2 * passes + (3 if _mlp_gated(spec, layer) else 0))  # act
+        # (+ times up: read 2, write 1)
+        if layer.moe and spec.moe is not None and spec.moe.shared_gate:
+            total = total + s * t * (2 * h + 3)  # sigmoid of the shared gate's logit (read, write), times the
+            # shared expert's output in place (read h + 1, write h)
     return total
 
 

@@ -201,9 +201,8 @@ _ACTS = {
 
 
 def _activation(spec: ModelSpec):
-    cfg = spec.config
-    name = str(cfg.get("mlp_hidden_act") or cfg.get("hidden_act") or cfg.get("hidden_activation") or "silu").lower()
-    return _ACTS.get(name, F.silu)
+    """The MLP's activation as the spec names it (``ModelSpec.mlp_activation``, read from the config)."""
+    return _ACTS[spec.mlp_activation]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,12 @@ ATTN_KINDS = ("global", "sliding", "chunked", "sparse", "none")
 #: are linear in n and hold a constant state per request (see ``lcprof.spec.mixers``).
 MIXER_KINDS = ("attention", "mamba", "mamba2", "gated_deltanet", "lightning")
 
+#: MLP activations by transformers' name, and the elementwise passes each makes over its input unfused
+#: (one op, as lcprof's measured layer runs it; Nemotron-H's squared ReLU is relu, then the square).
+#: A config naming any other activation is refused: its passes are not known.
+ACTIVATION_PASSES = {"silu": 1, "swish": 1, "gelu": 1, "gelu_pytorch_tanh": 1, "gelu_new": 1, "gelu_fast": 1,
+                     "relu": 1, "relu2": 2}
+
 
 class AttnDims(NamedTuple):
     """A layer's attention shapes: query heads, KV heads, query/key head dim, value head dim."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from lcprof.errors import LcprofError
 from lcprof.spec.attention import QK_NORMS, MLASpec
+from lcprof.spec.layers import ACTIVATION_PASSES
 from lcprof.spec.layers import AttnDims, LayerSpec
 from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, LightningSpec, Mamba2Spec, MambaSpec
 from lcprof.spec.moe import MoESpec
@@ -60,6 +61,7 @@ class ModelSpec:
     o_bias: bool = False
     qk_norm: str = "none"
     attn_output_gate: bool = False
+    mlp_activation: str = "silu"  # the MLP's activation, by transformers' name (see ACTIVATION_PASSES)
     attn_temperature_tuning: bool = False  # Llama 4: NoPE layers scale q by a per-position temperature
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
@@ -103,6 +105,9 @@ class ModelSpec:
             raise LcprofError(f"{where}: MoE layers but no MoE spec")
         if self.mla is not None and self.mla.qk_head_dim != self.head_dim:
             raise LcprofError(f"{where}: MLA head dims disagree with head_dim")
+        if self.mlp_activation not in ACTIVATION_PASSES:
+            raise LcprofError(f"{where}: MLP activation {self.mlp_activation!r} is not one lcprof counts "
+                              f"(known: {', '.join(ACTIVATION_PASSES)})")
         if self.qk_norm not in QK_NORMS:
             raise LcprofError(f"{where}: qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
         for i, layer in enumerate(self.layers):

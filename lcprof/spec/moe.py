@@ -36,6 +36,8 @@ class MoESpec:
             raise LcprofError("MoE shared experts must be >= 0 and expert size positive")
         if self.n_shared and self.shared_intermediate_size <= 0:
             raise LcprofError("MoE shared expert size must be positive")
+        if self.shared_gate and not self.n_shared:
+            raise LcprofError("MoE shared-expert gate without a shared expert")
 
     @property
     def active_width(self) -> int:

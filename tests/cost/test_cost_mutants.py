@@ -208,9 +208,9 @@ def test_mlp_only_layer_has_one_block():
     lyr = next(lyr for lyr in spec.layers if not lyr.mixers)
     n = 4
     # one pre-norm block: unfused RMSNorm via fp32 (n (36 h + 24) + 2 h) and the residual add (3 s n h);
-    # the activation reads and writes the 32768-wide hidden (2 s n w)
+    # the squared ReLU reads and writes the 32768-wide hidden twice, relu then the square (4 s n w)
     norm = n * (8192 * 36 + 24) + 2 * 8192
-    want = norm + 3 * 2 * n * 8192 + 2 * 2 * n * 32768
+    want = norm + 3 * 2 * n * 8192 + 4 * 2 * n * 32768
     assert float(cost(spec, n, layer=lyr).bytes["misc/elementwise"][0]) == want
     # fused: residual add + RMSNorm 4h and the activation 2w per token
     assert float(cost(spec, n, layer=lyr, elementwise="fused").bytes["misc/elementwise"][0]) == \

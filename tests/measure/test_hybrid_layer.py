@@ -19,6 +19,7 @@ What is asserted, exactly:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import numpy as np
@@ -322,12 +323,16 @@ def test_gated_attention_layer_memory_and_traffic(family, dtype, n, slots):
     assert {k: int(v[0]) for k, v in steps.items() if float(v[0]) != 0.0} == lb.steps
     c = cost(spec, n, prefix=prefix, layer=3, family=family, dtype=dtype)
     moved = float(c.bytes["misc/elementwise"][0]) + (float(c.bytes["attn/elementwise"][0]) if family == "eager" else 0)
-    # The cost model counts the attention gate's traffic (sigmoid: read + write, product: read 2 +
-    # write 1, 5 x tokens x heads x v_dim elements) but not the shared expert's gate: sigmoid of one
-    # logit per token (read 1, write 1) and the scaling of the MLP output in place (read h + 1, write
-    # h): n (2 h + 3) elements. That gap is stated here, exactly, until cost/ops.py counts it.
+    # to the byte: the attention gate's traffic (sigmoid: read + write, product: read 2 + write 1,
+    # 5 x tokens x heads x v_dim elements) and the shared expert's gate (sigmoid of one logit per token,
+    # read 1 + write 1, and the MLP output scaled in place, read h + 1 + write h: n (2 h + 3) elements)
+    assert mb.total_bytes == int(moved)
+    # without the shared gate's elementwise charge the count would be short by exactly that
     s = 4 if dtype == "fp32" else 2
-    assert mb.total_bytes - int(moved) == n * (2 * spec.hidden_size + 3) * s
+    ungated = dataclasses.replace(spec, moe=dataclasses.replace(spec.moe, shared_gate=False))
+    c0 = cost(ungated, n, prefix=prefix, layer=3, family=family, dtype=dtype)
+    assert float(c.bytes["misc/elementwise"][0]) - float(c0.bytes["misc/elementwise"][0]) == \
+        n * (2 * spec.hidden_size + 3) * s
 
 
 def test_gated_attention_flops_equal_the_cost_model():

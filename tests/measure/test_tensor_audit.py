@@ -228,3 +228,27 @@ def test_phi3_elementwise_traffic_is_seven_times_the_old_guess():
     weights = 2 * 2 * h  # the two norm weights, read once per call
     assert mb.total_bytes == 128 * (per_token + tables) + weights
     assert predicted_moved(spec, 0, n=128, family="tiled", dtype="bf16") == mb.total_bytes
+
+
+def _mlp_only_layers():
+    from support.tiny_models import TINY_HYBRID_CONFIGS, tiny_hybrid_spec
+
+    return [(name, i) for name in TINY_HYBRID_CONFIGS for i, lyr in enumerate(tiny_hybrid_spec(name).layers)
+            if not lyr.mixers and lyr.mlp]
+
+
+@pytest.mark.parametrize("name,layer", _mlp_only_layers())
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("m,slots", [(16, None), (1, 64)])
+def test_hybrid_mlp_only_layer_traffic_matches_to_the_byte(name, layer, dtype, m, slots):
+    # Nemotron-H's MLP-only blocks: the norm, the residual add and the squared ReLU, whose square is a
+    # second pass over up(x) (read + write) that the cost model once left out
+    from support.tiny_models import tiny_hybrid_spec
+
+    spec = tiny_hybrid_spec(name)
+    assert spec.mlp_activation == "relu2"
+    prefix = 0 if slots is None else slots - m
+    mb = moved_bytes(spec, layer, n=m, family="tiled", dtype=dtype, cache_slots=slots)
+    assert predicted_moved(spec, layer, n=m, family="tiled", dtype=dtype, prefix=prefix) == mb.total_bytes, mb.by_op
+    s = 4 if dtype == "fp32" else 2
+    assert mb.by_op["pow_"] == 2 * s * m * spec.intermediate_size  # the square, in place: read + write

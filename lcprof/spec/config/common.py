@@ -7,7 +7,7 @@ from typing import Any
 
 from lcprof.errors import LcprofError
 from lcprof.spec.config.reader import Reader
-from lcprof.spec.layers import LayerSpec
+from lcprof.spec.layers import ACTIVATION_PASSES, LayerSpec
 from lcprof.spec.model import ModelSpec
 from lcprof.spec.rope import RopeSpec
 
@@ -199,10 +199,33 @@ def widen_windows(layers: list[LayerSpec], max_pos: int) -> tuple[list[LayerSpec
     return out, (f"Window {max(wide)} >= max_position_embeddings {max_pos}: those layers are counted as global.")
 
 
+#: The config keys that name the MLP's activation, the first one given wins: Nemotron-H's
+#: ``mlp_hidden_act`` (its ``hidden_act``-less configs), Gemma's ``hidden_activation``, everyone's
+#: ``hidden_act``; absent, transformers' default for the model_type.
+ACTIVATION_KEYS = ("mlp_hidden_act", "hidden_activation", "hidden_act")
+_DEFAULT_ACTIVATION = {"nemotron_h": "relu2", "gemma2": "gelu_pytorch_tanh", "gemma3_text": "gelu_pytorch_tanh",
+                       "gpt_neox": "gelu", "falcon": "gelu"}
+
+
+def mlp_activation(r: Reader) -> str:
+    """The MLP's activation (see ``ACTIVATION_PASSES``); one it does not know is refused naming the field."""
+    r.touch(*ACTIVATION_KEYS)  # the ones after the first given are not what the MLP runs
+    for key in ACTIVATION_KEYS:
+        v = r.cfg.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str) or v.lower() not in ACTIVATION_PASSES:
+            raise r.fail(key, "an MLP activation whose elementwise passes lcprof counts ("
+                         + ", ".join(ACTIVATION_PASSES) + ")", v)
+        return v.lower()
+    return _DEFAULT_ACTIVATION.get(r.model_type, "silu")
+
+
 def make_spec(r: Reader, *, name: str, meta: dict, layers: list[LayerSpec], notes: list[str],
               **fields: Any) -> ModelSpec:
     """The ModelSpec, with the preset's metadata, the family's notes and the windows widened."""
     max_pos = fields["max_position_embeddings"]
+    fields.setdefault("mlp_activation", mlp_activation(r))
     layers, wide_note = widen_windows(list(layers), max_pos)
     all_notes = [meta.get("notes", "")] + notes + [wide_note]
     try:

@@ -40,7 +40,7 @@ GLOBAL_INERT = frozenset({
     "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
     "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
     "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "tf_legacy_loss",
-    "use_bfloat16", "pruned_heads", "hidden_act", "hidden_activation", "num_logits_to_keep",
+    "use_bfloat16", "pruned_heads", "num_logits_to_keep",
     "logits_to_keep", "use_mamba_kernels", "residual_in_fp32", "rescale_prenorm_residual",
     "mlp_only_layers_comment", "_lcprof",
 })

@@ -337,7 +337,7 @@ _MIMO = dict(num_attention_heads=64, num_key_value_heads=4, head_dim=192, v_head
 
 _MAMBA_INIT = frozenset({"time_step_min", "time_step_max", "time_step_floor", "time_step_limit", "time_step_rank",
                          "time_step_init_scheme", "time_step_scale", "use_mambapy", "mamba_hidden_act",
-                         "mlp_hidden_act", "expand", "mamba_proj_bias", "mamba_chunk_size_comment"})
+                         "expand", "mamba_proj_bias", "mamba_chunk_size_comment"})
 _ROUTING = frozenset({"n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "topk_method",
                       "scoring_func", "moe_shared_expert_overlap"})
 _NEMOTRON_INERT = _MAMBA_INIT | _ROUTING | {"mtp_layers_block_type", "mtp_hybrid_override_pattern",

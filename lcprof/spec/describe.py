@@ -26,6 +26,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "head_dim": spec.head_dim,
         "v_head_dim": spec.v_head_dim,
         "mlp": ("gated" if spec.mlp_gated else "plain"),
+        "mlp_activation": spec.mlp_activation,
         "intermediate_size": spec.intermediate_size,
         "vocab_size": spec.vocab_size,
         "tie_embeddings": spec.tie_embeddings,

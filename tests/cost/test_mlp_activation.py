@@ -79,3 +79,10 @@ def test_shared_expert_gate_bytes_by_hand():
 def test_nemotron_h_without_the_field_takes_transformers_default():
     cfg = {k: v for k, v in TINY_HYBRID_CONFIGS["nemotron-h"].items() if k != "mlp_hidden_act"}
     assert spec_from_config(cfg, name="t").mlp_activation == "relu2"  # NemotronHConfig's mlp_hidden_act
+
+
+def test_show_names_the_activation():
+    from lcprof.spec import describe
+
+    assert describe(load_model("nemotron-h-56b"))["mlp_activation"] == "relu2"
+    assert describe(load_model("gemma3-27b"))["mlp_activation"] == "gelu_pytorch_tanh"

@@ -386,8 +386,9 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written
     into the paged cache (read + write), SiLU-and-mul (read gate and up, write their product) -- or
     the plain activation, one kernel whatever it is (read, write) -- a shared expert's sigmoid gate
-    (read its logit and output, write the output), and MLA's latent norm. Linear mixers carry their own traffic in their ``mixer/*`` ops; parallel mixers
-    (Falcon-H1) add their outputs (read 2, write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
+    (read its logit and output, write the output), and MLA's latent norm. Linear mixers carry their
+    own traffic in their ``mixer/*`` ops; parallel mixers (Falcon-H1) add their outputs (read 2,
+    write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
     Falcon) run ``nn.LayerNorm`` and the residual add apart:
     read + write for the norm, read 2 + write 1 for the add, 5h per block
     (vllm/model_executor/models/gpt_neox.py @ 002800f08142, ``GPTNeoXLayer``: ``nn.LayerNorm``)."""
@@ -531,7 +532,8 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
         elif qk_norm == "full":  # MiniMax-M2: one RMSNorm over all of q, one over all of k
             total = total + _norm_bytes(d.n_heads * d.head_dim, t, s) + _norm_bytes(d.n_kv_heads * d.head_dim, t, s)
         elif qk_norm == "l2":  # Llama 4's RoPE layers: a weightless norm over each head
-            total = total + _l2_norm_bytes(d.head_dim, t * d.n_heads, s) + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)
+            total = total + _l2_norm_bytes(d.head_dim, t * d.n_heads, s) \
+                + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)
         if spec.query_temperature_at(layer):
             total = total + _temperature_bytes(d.n_heads * d.head_dim, t, n, s)
         if spec.attn_output_gate:  # sigmoid(gate) (read, write) and o * it (read 2, write 1)

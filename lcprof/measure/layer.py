@@ -80,9 +80,9 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
     """Refuse, in one line naming the layer, what this block cannot build: parallel token mixers
     (Falcon-H1's attention + Mamba-2 side by side), sparse (DSA) attention, per-layer attention dims,
     a gated attention output with MLA, a q/k norm other than per-head RMSNorm (MiniMax-M2's over all
-    heads, Llama 4's L2), Llama 4's query temperature, a mixer kind without a measured layer. Every other layer kind builds:
-    attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet, lightning), or none (an
-    MLP-only layer), each with or without its MLP."""
+    heads, Llama 4's L2), Llama 4's query temperature, a mixer kind without a measured layer. Every
+    other layer kind builds: attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet,
+    lightning), or none (an MLP-only layer), each with or without its MLP."""
     from lcprof.measure.mixers import MIXERS
 
     why = []

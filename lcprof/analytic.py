@@ -408,6 +408,12 @@ _CONFIG_EFFECTS = {
     "intermediate_size": "MLP FLOPs and weights",
     "vocab_size": "embedding/lm_head weights",
     "torch_dtype": "the checkpoint's dtype (lcprof takes dtypes from its options)",
+    "use_qk_norm": "q/k norms: elementwise bytes over q and k",
+    "qk_norm_type": "q/k norm per head or over all heads: elementwise bytes over q and k",
+    "attn_temperature_tuning": "NoPE layers' query temperature: elementwise bytes over q",
+    "hidden_act": "MLP activation: its elementwise passes",
+    "hidden_activation": "MLP activation: its elementwise passes",
+    "mlp_hidden_act": "MLP activation: its elementwise passes",
 }
 
 _DIFF_FIELDS = [
@@ -475,6 +481,10 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     if ra and rb and ra.type == rb.type == "longrope" and (ra.long_factor != rb.long_factor):
         add("spec", "rope.long_factor", f"{len(ra.long_factor)} values", f"{len(rb.long_factor)} values (differ)",
             "per-pair stretch beyond the original context")
+    add("spec", "qk_norm", a.qk_norm, b.qk_norm, "elementwise bytes over q and k (Llama 4's L2: RoPE layers only)")
+    add("spec", "attn_temperature_tuning", a.attn_temperature_tuning, b.attn_temperature_tuning,
+        "NoPE layers' query temperature: elementwise bytes over q")
+    add("spec", "mlp_activation", a.mlp_activation, b.mlp_activation, "MLP elementwise passes (relu2: two)")
     add("spec", "mla", a.mla, b.mla, "latent KV cache")
     add("spec", "moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
     # cost consequences at a reference length

@@ -325,6 +325,23 @@ def test_diff_lists_raw_config_fields_first():
     assert table.stdout.index("sliding_window") < table.stdout.index("kv_bytes_per_token_bf16")
 
 
+def test_diff_names_the_elementwise_fields(tmp_path):
+    # the q/k norm, Llama 4's query temperature and the MLP activation change elementwise bytes: a
+    # config that flips them shows the raw field with its effect, then the derived spec row
+    text = {**json.loads((MODELS_DIR / "llama4-scout.json").read_text())["text_config"], "model_type": "llama4_text"}
+    a, b = tmp_path / "a" / "config.json", tmp_path / "b" / "config.json"
+    for path, cfg in ((a, text), (b, {**text, "use_qk_norm": False, "attn_temperature_tuning": False,
+                                      "hidden_act": "gelu"})):
+        path.parent.mkdir()
+        path.write_text(json.dumps(cfg))
+    recs = run_json(["diff", str(a), str(b)])
+    spec = {r["field"]: r for r in recs if r["section"] == "spec"}
+    raw = {r["field"]: r for r in recs if r["section"] == "config"}
+    assert {"qk_norm", "attn_temperature_tuning", "mlp_activation"} <= set(spec)
+    assert sorted(v for k, v in spec["qk_norm"].items() if k not in ("section", "field", "effect")) == ["l2", "none"]
+    assert "elementwise" in raw["attn_temperature_tuning"]["effect"] and "activation" in raw["hidden_act"]["effect"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Real processes
 # ------------------------------------------------------------------------------------------------

@@ -499,12 +499,11 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
         if layer.moe and spec.moe is not None:
             e = spec.moe
             total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
+            if e.shared_gate:  # sigmoid of the shared gate's logit (read, write), times the shared expert's
+                total = total + s * t * (2 * h + 3)  # output in place (read h + 1, write h)
         passes = ACTIVATION_PASSES[spec.mlp_activation]  # read + write each (relu2: relu, then the square)
         total = total + s * t * spec.mlp_width(layer) * (2 * passes + (3 if _mlp_gated(spec, layer) else 0))  # act
         # (+ times up: read 2, write 1)
-        if layer.moe and spec.moe is not None and spec.moe.shared_gate:
-            total = total + s * t * (2 * h + 3)  # sigmoid of the shared gate's logit (read, write), times the
-            # shared expert's output in place (read h + 1, write h)
     return total
 
 

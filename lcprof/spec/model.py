@@ -15,8 +15,7 @@ from typing import Any
 
 from lcprof.errors import LcprofError
 from lcprof.spec.attention import QK_NORMS, MLASpec
-from lcprof.spec.layers import ACTIVATION_PASSES
-from lcprof.spec.layers import AttnDims, LayerSpec
+from lcprof.spec.layers import ACTIVATION_PASSES, AttnDims, LayerSpec
 from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, LightningSpec, Mamba2Spec, MambaSpec
 from lcprof.spec.moe import MoESpec
 from lcprof.spec.rope import RopeSpec

@@ -86,3 +86,11 @@ def test_show_names_the_activation():
 
     assert describe(load_model("nemotron-h-56b"))["mlp_activation"] == "relu2"
     assert describe(load_model("gemma3-27b"))["mlp_activation"] == "gelu_pytorch_tanh"
+
+
+def test_the_measured_layer_builds_every_activation_the_cost_model_counts():
+    pytest.importorskip("torch")
+    from lcprof.measure.layer import _ACTS
+    from lcprof.spec.layers import ACTIVATION_PASSES
+
+    assert set(_ACTS) == set(ACTIVATION_PASSES)

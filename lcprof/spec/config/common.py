@@ -225,7 +225,7 @@ def make_spec(r: Reader, *, name: str, meta: dict, layers: list[LayerSpec], note
               **fields: Any) -> ModelSpec:
     """The ModelSpec, with the preset's metadata, the family's notes and the windows widened."""
     max_pos = fields["max_position_embeddings"]
-    fields.setdefault("mlp_activation", mlp_activation(r))
+    fields["mlp_activation"] = mlp_activation(r)
     layers, wide_note = widen_windows(list(layers), max_pos)
     all_notes = [meta.get("notes", "")] + notes + [wide_note]
     try:

@@ -414,6 +414,14 @@ _CONFIG_EFFECTS = {
     "hidden_act": "MLP activation: its elementwise passes",
     "hidden_activation": "MLP activation: its elementwise passes",
     "mlp_hidden_act": "MLP activation: its elementwise passes",
+    "swiglu_limit": "gpt-oss's clamped SwiGLU bound (a value: no FLOP or byte change)",
+    "attn_logit_softcapping": "eager attention: three more passes over the scores; SDPA cannot run it",
+    "final_logit_softcapping": "three passes over the logits",
+    "postnorm": "MiniMax: residual taken after the norm (live bytes of the residual adds)",
+    **{f"layernorm_{b}_{ab}": "MiniMax residual factor: residual x alpha + output x beta (7h per block)"
+       for b in ("full_attention", "linear_attention", "mlp") for ab in ("alpha", "beta")},
+    **{f"{b}_{ab}_factor": "MiniMax residual factor: residual x alpha + output x beta (7h per block)"
+       for b in ("full_attn", "linear_attn", "mlp") for ab in ("alpha", "beta")},
 }
 
 _DIFF_FIELDS = [
@@ -484,7 +492,12 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     add("spec", "qk_norm", a.qk_norm, b.qk_norm, "elementwise bytes over q and k (Llama 4's L2: RoPE layers only)")
     add("spec", "attn_temperature_tuning", a.attn_temperature_tuning, b.attn_temperature_tuning,
         "NoPE layers' query temperature: elementwise bytes over q")
-    add("spec", "mlp_activation", a.mlp_activation, b.mlp_activation, "MLP elementwise passes (relu2: two)")
+    add("spec", "mlp_activation", a.mlp_activation, b.mlp_activation,
+        "MLP elementwise passes (relu2: two; gpt-oss's clamped SwiGLU: 16 elements moved per width element)")
+    add("spec", "post_norm_residual", a.post_norm_residual, b.post_norm_residual,
+        "residual taken after the norm (live bytes of the residual adds)")
+    add("spec", "residual_factors", a.residual_factors, b.residual_factors,
+        "residual x alpha + output x beta: 7h elementwise per block instead of 3h")
     add("spec", "mla", a.mla, b.mla, "latent KV cache")
     add("spec", "moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
     # cost consequences at a reference length

@@ -17,6 +17,7 @@ from lcprof.cost.ops import (DEFAULT_TILE, FAMILIES, Op, attention_dims, check_p
 from lcprof.errors import LcprofError
 from lcprof.hardware import Hardware
 from lcprof.spec import LayerSpec, ModelSpec, param_counts
+from lcprof.spec.layers import activation_live
 from lcprof.units import dtype_bytes, dtype_name
 
 PHASES = ("prefill", "decode")
@@ -296,13 +297,19 @@ def weight_bytes(spec: ModelSpec, dtype: str = "bf16", tp: int = 1) -> int:
     return int(round(s * (split / tp + kv_per_gpu + norms)))
 
 
-def _norm_extra(width: int, s: int) -> int:
+def _norm_extra(width: int, s: int, one_centred: bool = False, rows: int = 1) -> int:
     """Transient bytes per token of an unfused RMSNorm over ``width`` (input excluded).
 
     transformers' RMSNorm computes in float32: a low-precision input is copied up (4 B), squared
     (4 B, freed after the mean), scaled (4 B), cast back (s) and multiplied by the weight (s):
     peak 4 + 4 + s + s per element; in fp32/fp64 the input is used as is: scaled + output = 2s.
+    ``one_centred`` (Gemma's order): the copy is freed once scaled, the scaled x once times the
+    weight (in fp32), that product once cast back: never more than two of them, so for fp16/bf16 the
+    peak is the copy and its square with the mean (4 B per row of ``width``: ``rows`` per token),
+    8 B per element + 4 per row; otherwise the scaled x and its product, 2s.
     """
+    if one_centred:
+        return width * 8 + 4 * rows if s < 4 else width * 2 * s
     return width * (2 * s + (8 if s < 4 else 0))
 
 
@@ -387,7 +394,7 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
             # a step the mixer does not run for this n (decode's in a prefill, the chunk loop's
             # in decode) is 0 and stays 0
             steps.update({k: np.where(v > 0, v + x_in + kept, 0.0) for k, v in own.items()})
-            steps.setdefault("input_norm", b * n_arr * (s * h + _norm_extra(h, s)))
+            steps.setdefault("input_norm", b * n_arr * (s * h + _norm_extra(h, s, spec.norm_one_centred)))
         kept = kept + b * n_arr * s * h
     steps.update(_mlp_steps(spec, lyr, n_arr, b, s, tp))
     return {k: v + resident for k, v in steps.items()}
@@ -410,7 +417,7 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     rope = spec.rope if (spec.rope is not None and lyr.rope) else None
     rot = rope.rotary_dim if rope is not None else 0
     x_in = s * h
-    steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s)}
+    steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s, spec.norm_one_centred)}
     base = x_in + s * h  # + the normed x
     gate = s * H * dims.head_dim if (spec.attn_output_gate and spec.mla is None) else 0
     if spec.mla is None:
@@ -419,8 +426,10 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         qk_norm = spec.qk_norm_at(lyr)
         if qk_norm in ("head", "full"):  # RMSNorms of q, then k (the normed q alive with the old one); the
             # same bytes per element whether each head is a row (Qwen3) or all of q is (MiniMax-M2)
-            steps["attn/q_norm"] = qkv + _norm_extra(H * d, s)
-            steps["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s)
+            per_head = qk_norm == "head"  # one row per head (Qwen3, Gemma 3) or one per token (MiniMax-M2)
+            steps["attn/q_norm"] = qkv + _norm_extra(H * d, s, spec.norm_one_centred, H if per_head else 1)
+            steps["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s, spec.norm_one_centred,
+                                                                  kvh if per_head else 1)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
             steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)
@@ -479,8 +488,11 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         unbounded = lyr.attn == "global" or lyr.window is None or keys <= lyr.window
         inverted = np.where((n_arr == 1) & unbounded, 0.0, n_arr * keys)
         steps_n["attn/qk"] = att + s * pairs + np.maximum(q_copy + k_copy, inverted)
-        steps_n["attn/softmax"] = att + softmax_per_pair * pairs
-        steps_n["attn/pv"] = att + 2 * s * pairs + b * n_arr * out + v_copy
+        # gpt-oss's sinks: the softmax runs over one more column per query (scores and sink
+        # logits concatenated into a new tensor that replaces the scores); P @ V reads a view of it
+        sunk = pairs + (b * H * n_arr if lyr.sinks else 0.0)
+        steps_n["attn/softmax"] = att + softmax_per_pair * sunk
+        steps_n["attn/pv"] = att + 2 * s * sunk + b * n_arr * out + v_copy
         # past the backend (its expanded K/V, scores and probabilities freed) the (batch, heads, n, v)
         # output is transposed back: one more copy before the o projection, unless n = 1 (a view)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (np.where(n_arr > 1, 2.0, 1.0) * out + s * h)
@@ -522,16 +534,26 @@ def _mlp_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, b: float, s: float, tp: i
     holds only x before its MLP; one without an MLP ends at x + mix."""
     h = spec.hidden_size
     resid = s * h * (2 if lyr.mixers else 1)
+    post = 1 if spec.post_norm_residual else 0
+    scaled = 2 if spec.residual_factors is not None else 0  # residual x alpha and output x beta
+    # the token-mixing block's residual add: the input x, the block's output, the sum, (post-norm) the
+    # normed input it is added to, (MiniMax) the two products -- a step of its own before the MLP
+    mix_add = b * n_arr * s * h * (3 + post + scaled)
     if not lyr.mlp:
-        return {"residual": b * n_arr * (s * h + 2 * s * h)} if lyr.mixers else {}
+        return {"residual": mix_add} if lyr.mixers else {}
     width = spec.mlp_width(lyr) / tp
     router = s * spec.moe.n_experts if (lyr.moe and spec.moe is not None) else 0
     gated = spec.moe.gated if (lyr.moe and spec.moe is not None) else spec.mlp_gated
-    steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s)),
-             "mlp/act": b * n_arr * (resid + s * h + router + (3 if gated else 2) * s * width)}
+    oc = spec.norm_one_centred
+    steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s, oc)),
+             "mlp/act": b * n_arr * (resid + s * h + router + activation_live(spec.mlp_activation, gated) * s * width)}
     if spec.norms_per_layer >= 4:  # Gemma 2 normalizes the MLP output before the residual add
-        steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s))
-    steps["residual"] = b * n_arr * (resid + 2 * s * h)
+        steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s, oc))
+    if lyr.mixers and (post or scaled):
+        steps["mix/residual"] = mix_add
+    # the MLP's residual add: x and x + mix, its output and the sum, (post-norm) the normed input,
+    # (MiniMax) the two products
+    steps["residual"] = b * n_arr * (resid + s * h * (2 + post + scaled))
     return steps
 
 

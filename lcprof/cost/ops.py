@@ -31,7 +31,7 @@ import numpy as np
 from lcprof.cost import masks
 from lcprof.errors import LcprofError
 from lcprof.spec import LayerSpec, ModelSpec
-from lcprof.spec.layers import ACTIVATION_PASSES
+from lcprof.spec.layers import activation_moves
 from lcprof.units import dtype_bytes
 
 FAMILIES = ("useful", "eager", "tiled")
@@ -388,13 +388,20 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     the plain activation, one kernel whatever it is (read, write) -- a shared expert's sigmoid gate
     (read its logit and output, write the output), and MLA's latent norm. Linear mixers carry their
     own traffic in their ``mixer/*`` ops; parallel mixers (Falcon-H1) add their outputs (read 2,
-    write 1). LayerNorm models (``norm_bias``: GPT-NeoX,
+    write 1). MiniMax's residuals (``residual_factors``) run vLLM's RMSNorm without a residual (read,
+    write), then residual x alpha + output x beta in three torch ops (read + write h twice, read 2h +
+    write h): 9h per block (vllm/model_executor/models/minimax_text_01.py @ 01c91c00e45c,
+    ``MiniMaxText01DecoderLayer.forward``). LayerNorm models (``norm_bias``: GPT-NeoX,
     Falcon) run ``nn.LayerNorm`` and the residual add apart:
     read + write for the norm, read 2 + write 1 for the add, 5h per block
     (vllm/model_executor/models/gpt_neox.py @ 002800f08142, ``GPTNeoXLayer``: ``nn.LayerNorm``)."""
     t = b * n
     h = spec.hidden_size
     per_block = 5 * h if spec.norm_bias else 4 * h
+    if spec.residual_factors is not None:  # MiniMax: RMSNorm alone (2h), then residual x alpha + out x beta (7h)
+        per_block = 9 * h
+    elif spec.post_norm_residual:  # the residual is the normed input: the norm (2h) and the add (3h) apart
+        per_block = 5 * h
     total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
     if len(layer.mixers) > 1:
         total += 3 * h * (len(layer.mixers) - 1)
@@ -438,11 +445,14 @@ def _mlp_gated(spec: ModelSpec, layer: LayerSpec) -> bool:
 # operand (the RoPE tables, a norm weight) is read once per op. Checked to the byte against the
 # measured layer's ops by lcprof.measure.tensor_audit.MovedBytes (tests/measure/test_tensor_audit.py).
 
-def _norm_bytes(width: int, tokens, s: int) -> np.ndarray:
+def _norm_bytes(width: int, tokens, s: int, one_centred: bool = False) -> np.ndarray:
     """Unfused RMSNorm over ``width``: in fp32 for fp16/bf16 (copy up, square, mean, +eps, rsqrt,
-    scale, copy down, times the weight); in the input's dtype otherwise (no copies)."""
+    scale, copy down, times the weight); in the input's dtype otherwise (no copies). ``one_centred``
+    (Gemma, Qwen3-Next, Qwen3.5: ``ModelSpec.norm_one_centred``): the weight product runs in fp32
+    before the copy down (read f, write f instead of read s, write s)."""
     f = 4 if s < 4 else s
-    per_elem = 5 * f + 2 * s + (2 * (s + f) if s < 4 else 0)  # pow 2f, mean f, scale 2f, weight 2s, copies
+    weight = 2 * f if one_centred else 2 * s
+    per_elem = 5 * f + weight + (2 * (s + f) if s < 4 else 0)  # pow 2f, mean f, scale 2f, weight, copies
     return tokens * (width * per_elem + 6 * f) + s * width  # + mean out, eps add, rsqrt (per token); weight
 
 
@@ -487,8 +497,10 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
     # LayerNorm models (norm_bias: GPT-NeoX, Falcon) too are charged the unfused RMSNorm: lcprof's
     # measured layer runs one for every model and the tensor audit holds this count to it to the byte
     # (transformers' nn.LayerNorm would move n (2 s h + 8) + 2 s h in one kernel).
-    norm = _norm_bytes(h, t, s)
-    total = blocks * (norm + 3 * s * t * h)  # a norm and a residual add per block
+    norm = _norm_bytes(h, t, s, spec.norm_one_centred)
+    # a norm and a residual add per block (MiniMax's residual x alpha + output x beta: two products and
+    # the add, read + write h each and read 2h + write h: 7h)
+    total = blocks * (norm + (7 if spec.residual_factors is not None else 3) * s * t * h)
     if spec.norms_per_layer >= 4:
         total = total + blocks * norm  # Gemma 2: after attention and after the MLP too
     if len(layer.mixers) > 1:
@@ -501,9 +513,9 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
             total = total + t * (s * e.n_experts + (s + 8) * e.n_active)  # top-k over the router logits
             if e.shared_gate:  # sigmoid of the shared gate's logit (read, write), times the shared expert's
                 total = total + s * t * (2 * h + 3)  # output in place (read h + 1, write h)
-        passes = ACTIVATION_PASSES[spec.mlp_activation]  # read + write each (relu2: relu, then the square)
-        total = total + s * t * spec.mlp_width(layer) * (2 * passes + (3 if _mlp_gated(spec, layer) else 0))  # act
-        # (+ times up: read 2, write 1)
+        # the activation's passes, read + write each (relu2: relu, then the square), + times up (read 2,
+        # write 1) when gated; gpt-oss's clamped SwiGLU its own 16 (spec.layers.GATED_COMBINES)
+        total = total + s * t * spec.mlp_width(layer) * activation_moves(spec.mlp_activation, _mlp_gated(spec, layer))
     return total
 
 
@@ -527,9 +539,11 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
         total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
         qk_norm = spec.qk_norm_at(layer)
         if qk_norm == "head":  # Qwen3 / Qwen3-Next: an RMSNorm over each q head and each k head
-            total = total + _norm_bytes(d.head_dim, t * d.n_heads, s) + _norm_bytes(d.head_dim, t * d.n_kv_heads, s)
+            oc = spec.norm_one_centred
+            total = total + _norm_bytes(d.head_dim, t * d.n_heads, s, oc) + _norm_bytes(d.head_dim, t * d.n_kv_heads, s, oc)
         elif qk_norm == "full":  # MiniMax-M2: one RMSNorm over all of q, one over all of k
-            total = total + _norm_bytes(d.n_heads * d.head_dim, t, s) + _norm_bytes(d.n_kv_heads * d.head_dim, t, s)
+            oc = spec.norm_one_centred
+            total = total + _norm_bytes(d.n_heads * d.head_dim, t, s, oc) + _norm_bytes(d.n_kv_heads * d.head_dim, t, s, oc)
         elif qk_norm == "l2":  # Llama 4's RoPE layers: a weightless norm over each head
             total = total + _l2_norm_bytes(d.head_dim, t * d.n_heads, s) \
                 + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)
@@ -576,8 +590,10 @@ def attention_dims(spec: ModelSpec, mla_form: str | None = None,
 def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int, pairs,
                            causal: bool, mla_form: str | None, mask=None) -> np.ndarray:
     """transformers' eager attention between its two matmuls: K/V repeated per query head (GQA),
-    scores scaled in place, masked in place (the mask inverted first), softmax (through fp32 for
-    fp16/bf16), and the output transposed back to token-major order. ``pairs`` per head."""
+    scores scaled in place, soft-capped in place (Gemma 2's ``attn_logit_softcap``: three passes),
+    masked in place (the mask inverted first), a sink logit column appended (``LayerSpec.sinks``:
+    gpt-oss), softmax (through fp32 for fp16/bf16), and the output transposed back to token-major
+    order. ``pairs`` per head."""
     H = spec.attn_dims(layer).n_heads
     n = np.asarray(n, dtype=np.float64)
     keys = prefix + n
@@ -593,8 +609,16 @@ def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: floa
     else:  # the seed papers' masks and top-k always need their mask
         unbounded = np.zeros_like(keys, dtype=bool)
     masked = np.where((n == 1) & unbounded, 0.0, 1.0 if causal else 0.0)
-    total = P * (2 * s + softmax) + masked * (2 * s * P + 3 * n * keys)  # scale; softmax; the mask
-    # (inverted: read + write; read by masked_fill, which reads and writes the scores)
+    total = P * 2 * s + masked * (2 * s * P + 3 * n * keys)  # scale; the mask (inverted: read +
+    # write; read by masked_fill, which reads and writes the scores)
+    if spec.attn_logit_softcap:  # Gemma 2: / c, tanh, * c -- three passes in place (read + write each)
+        total = total + 6 * s * P
+    if layer.sinks:  # gpt-oss: the scores and a column of sink logits concatenated into a new tensor
+        # (read the scores and the column, write both), the softmax over that one more column
+        sunk = P + b * H * n
+        total = total + 2 * s * sunk + softmax * sunk
+    else:
+        total = total + softmax * P
     absorbed = spec.mla is not None and (mla_form or "naive") == "absorbed"
     kv_heads, qk, v = attention_dims(spec, mla_form, layer)
     out = 0 if absorbed else v  # absorbed: v_unabsorb's einsum takes the transposed view
@@ -610,8 +634,15 @@ def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: floa
 
 
 def lm_head_op(spec: ModelSpec, tokens, dtype: str = "bf16") -> Op:
-    """The vocabulary projection for ``tokens`` positions (prefill needs only the last one)."""
-    return _linear("lm_head", tokens, spec.hidden_size, spec.vocab_size, dtype_bytes(dtype))
+    """The vocabulary projection for ``tokens`` positions (prefill needs only the last one); with
+    Gemma 2's ``final_logit_softcap`` the logits then pass / c, tanh, * c (read + write each: 6
+    vocabulary-wide passes of the logits' bytes per position)."""
+    s = dtype_bytes(dtype)
+    op = _linear("lm_head", tokens, spec.hidden_size, spec.vocab_size, s)
+    if not spec.final_logit_softcap:
+        return op
+    return Op(op.name, op.flops, op.useful_flops, op.bytes + 6 * s * np.asarray(tokens, dtype=np.float64)
+              * spec.vocab_size)
 
 
 def group_layers(spec: ModelSpec) -> list[tuple[LayerSpec, int]]:

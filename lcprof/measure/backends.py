@@ -53,6 +53,9 @@ from lcprof.errors import LcprofError
 from lcprof.measure.tensor_audit import mark
 
 MASK_KINDS = ("full", "global", "sliding", "chunked")
+#: What a layer may apply to its scores besides the scale and the mask (the keyword a backend
+#: takes -> words): Gemma 2's tanh soft-capping, gpt-oss's per-head sink logit.
+SCORE_OPS = {"softcap": "logit soft-capping", "sinks": "sink logits"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,16 +163,22 @@ class Backend:
     explicit_masks: bool = True
     decode: bool = True
     description: str = ""
+    score_ops: tuple[str, ...] = ()  # what it applies to the scores besides scale and mask (SCORE_OPS)
 
     @property
     def family(self) -> str:
         """Cost-model family when every mask runs natively (``lcprof.cost.ops.BACKEND_FAMILY``)."""
         return BACKEND_FAMILY.get(self.name, "tiled")
 
-    def plan(self, mask: AttnMask, phase: str = "prefill") -> tuple[Plan | None, str]:
-        """(plan, reason): how this backend runs ``mask``; (None, why not) if it cannot."""
+    def plan(self, mask: AttnMask, phase: str = "prefill", needs: tuple[str, ...] = ()) -> tuple[Plan | None, str]:
+        """(plan, reason): how this backend runs ``mask``; (None, why not) if it cannot. ``needs``:
+        the layer's score ops (:func:`score_ops`) the backend must apply."""
         if phase == "decode" and not self.decode:
             return None, f"{self.name} has no decode step (query length 1 against a cache)"
+        missing = [op for op in needs if op not in self.score_ops]
+        if missing:
+            return None, (f"{self.name} cannot apply the layer's {' and '.join(SCORE_OPS[op] for op in missing)}"
+                          f" (backends that do: {', '.join(n for n, b in _REGISTRY.items() if set(needs) <= set(b.score_ops)) or 'none'})")
         m = mask.effective()
         scores = self.family == "eager"  # eager and SDPA's math kernel materialize the scores
         if m.kind == "full":
@@ -183,6 +192,10 @@ class Backend:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask,
                  scale: float, **options) -> torch.Tensor:
+        missing = [op for op in SCORE_OPS if options.get(op) is not None and op not in self.score_ops]
+        if missing:  # never time attention without what the layer's scores need
+            raise LcprofError(f"attention backend {self.name} cannot apply "
+                              f"{' and '.join(SCORE_OPS[op] for op in missing)}")
         return self.fn(q, k, v, mask.effective(), scale, **options)
 
     def probe(self, device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str]:
@@ -247,12 +260,19 @@ def _one_line(exc: BaseException) -> str:
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, scale: float,
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, scale: float, *,
+                    softcap: float | None = None, sinks: torch.Tensor | None = None,
                     **_: object) -> torch.Tensor:
     """Explicit QK^T -> mask -> softmax -> PV, materializing the (batch, heads, n_q, n_k) scores.
 
     GQA by ``repeat_interleave`` of K and V. Softmax runs in float32 for fp16/bf16 inputs (as
     transformers' eager attention does), then the probabilities are cast back.
+
+    ``softcap`` (Gemma 2's ``attn_logit_softcapping``): the scaled scores become c * tanh(s / c),
+    three passes in place before the mask, as transformers' Gemma 2 eager attention runs them.
+    ``sinks`` (gpt-oss, one logit per query head): a column of the head's sink logit is appended
+    to every query's scores (a new scores tensor, as transformers' gpt-oss eager attention
+    concatenates them), the softmax runs over it, and P @ V reads the probabilities without it.
     """
     heads, kv_heads = q.shape[2], k.shape[2]
     if heads != kv_heads:
@@ -263,14 +283,21 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Att
     vh = v.transpose(1, 2)  # (b, heads, n_k, v_dim)
     scores = torch.matmul(qh, kh.transpose(-1, -2))  # (b, heads, n_q, n_k)
     scores.mul_(scale)
+    if softcap is not None:
+        scores.div_(softcap).tanh_().mul_(softcap)
     if mask.kind != "full":
         scores.masked_fill_(~cached_dense_mask(mask, q.device), float("-inf"))
     mark("attn/qk")
+    if sinks is not None:  # (heads,) -> one more column per query; the old scores are freed
+        b, _, n_q, _ = scores.shape
+        scores = torch.cat((scores, sinks.view(1, heads, 1, 1).expand(b, heads, n_q, 1)), dim=-1)
     if q.dtype in LOW_PRECISION:
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     else:
         probs = torch.softmax(scores, dim=-1)
     mark("attn/softmax")
+    if sinks is not None:
+        probs = probs[..., :-1]  # a view: the sink's probability is dropped, its mass stays out of P @ V
     out = torch.matmul(probs, vh).transpose(1, 2)  # (b, n_q, heads, v_dim)
     mark("attn/pv")
     return out
@@ -511,6 +538,7 @@ def _probe_any(fn: AttnFn) -> Callable[[torch.device, torch.dtype], tuple[bool, 
 def _register_builtins() -> None:
     all_masks = MASK_KINDS
     register(Backend("eager", eager_attention, _probe_any(eager_attention), native_masks=all_masks,
+                     score_ops=tuple(SCORE_OPS),
                      description="explicit QK^T, mask, softmax, PV; scores materialized"))
     register(Backend("sdpa", _make_sdpa(None), _probe_any(_make_sdpa(None)),
                      description="torch SDPA, PyTorch picks the kernel"))

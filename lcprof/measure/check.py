@@ -51,22 +51,32 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(o - r) / denom) if denom > 0 else float(torch.linalg.vector_norm(o))
 
 
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, scale: float,
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, scale: float, *,
+                        softcap: float | None = None, sinks: torch.Tensor | None = None,
                         **_: object) -> torch.Tensor:
     """float64 attention, written independently of the backends: GQA by head index, no expansion.
 
     q (b, n_q, heads, d), k (b, n_k, kv_heads, d), v (b, n_k, kv_heads, dv) -> (b, n_q, heads, dv),
-    computed in float64 and returned in float64.
+    computed in float64 and returned in float64. ``softcap`` c: scores c * tanh(scores / c).
+    ``sinks`` (heads,): the sink logit s_h joins each query's softmax without a value, which scales
+    the plain attention output by sum_j e^{x_j} / (sum_j e^{x_j} + e^{s_h}) = sigmoid(lse - s_h)
+    (the closed form, not the concatenation the eager backend runs).
     """
     b, n_q, heads, d = q.shape
     kv_heads, dv = k.shape[2], v.shape[3]
     g = heads // kv_heads
     qg = q.to(torch.float64).reshape(b, n_q, kv_heads, g, d)  # head h -> (h // g, h % g)
     scores = torch.einsum("bqkgd,bjkd->bkgqj", qg, k.to(torch.float64)) * scale  # (b, kvh, g, n_q, n_k)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     allowed = mask.dense(q.device)  # (n_q, n_k)
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = torch.einsum("bkgqj,bjkd->bqkgd", probs, v.to(torch.float64))  # (b, n_q, kvh, g, dv)
+    if sinks is not None:
+        lse = torch.logsumexp(scores, dim=-1)  # (b, kvh, g, n_q)
+        keep = torch.sigmoid(lse - sinks.to(torch.float64).view(1, kv_heads, g, 1))
+        out = out * keep.permute(0, 3, 1, 2)[..., None]  # (b, n_q, kvh, g, 1)
     return out.reshape(b, n_q, heads, dv)
 
 
@@ -127,6 +137,14 @@ class Checker:
             self._attn_inputs = (to(q), to(k), to(v), self.layer.mask_for(n_q, n_k), sh["scale"])
         return self._attn_inputs
 
+    def score_options(self, heads: int) -> dict:
+        """The layer's score ops (soft-capping, sink logits) for the check's ``heads`` query heads
+        (the check keeps at most two K/V heads: the first ``heads`` sinks)."""
+        opts = self.layer.score_options()
+        if "sinks" in opts:
+            opts["sinks"] = opts["sinks"].detach()[:heads]
+        return opts
+
     def layer_inputs(self):
         if self._layer_inputs is None:
             g = self._gen(2)
@@ -184,9 +202,10 @@ class Checker:
         if not self.has_attention:  # ``attention`` is a mixer backend's name: the whole layer only
             return None, rel_error(self._run_layer(self.layer, attention), self.reference_layer_output())
         q, k, v, mask, scale = self.attention_inputs()
+        opts = self.score_options(q.shape[2])
         with torch.inference_mode():
-            a_out = attention(q, k, v, mask, scale)
-            a_ref = reference_attention(q, k, v, mask, scale)
+            a_out = attention(q, k, v, mask, scale, **opts)
+            a_ref = reference_attention(q, k, v, mask, scale, **opts)
         attn_err = rel_error(a_out, a_ref)
         out = self._run_layer(self.layer, attention)
         routed = getattr(self.layer, "moe_timing", "n/a") == "routed"

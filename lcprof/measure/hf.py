@@ -37,11 +37,17 @@ transformers' default for the model type differs from lcprof's -- Mixtral's rope
 comparison follows lcprof and the difference is the spec loader's to fix); ``pad_token_id`` None
 when outside the vocabulary.
 
-Not mapped, because lcprof's layer computes something else: Gemma 2 (attention-logit and final-logit
-softcapping, embeddings scaled by sqrt(hidden), norms by 1 + w), MiniMax (its decoder layer adds the
-attention and MLP outputs to the *normed* input -- ``residual = input_layernorm(x)``, MiniMax-Text-01's
-``postnorm`` -- where lcprof's layer is pre-norm; its lightning mixer alone agrees), Falcon-H1
-(parallel mixers: no lcprof layer), and every type not listed.
+* minimax -- lightning attention (``self_attn``: qkv_proj, output_gate, out_proj and its norm) and
+  softmax attention, every MLP routed (``mlp.gate``, ``mlp.experts``); each block adds its output to
+  its *normed* input, residual x alpha + output x beta (``ModelSpec.post_norm_residual``,
+  ``residual_factors``). transformers counts a decode step's position from its cache's first layer,
+  a lightning layer that holds no keys (position 0, whatever the context): the step is given its
+  position (``HFModel(..., start=n)``). transformers' MiniMax rotates the whole head_dim whatever
+  ``partial_rotary_factor`` says, so the comparison's config sets none.
+
+Not mapped, because lcprof's layer computes something else: Gemma 2 (embeddings scaled by
+sqrt(hidden), norms by 1 + w; lcprof's layer does run its soft-capping), Falcon-H1 (parallel mixers:
+no lcprof layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
 
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind
@@ -66,7 +72,7 @@ from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
-             "nemotron_h")
+             "nemotron_h", "minimax")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next",)
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -172,6 +178,12 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
            p + "post_attention_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight)}
     if layer.mixer_kind == "gated_deltanet":
         out.update(_deltanet_map(p + "linear_attn.", layer.mixer))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
+    if layer.mixer_kind == "lightning" and spec.model_type == "minimax":  # MiniMaxLightningAttention
+        mx, a = layer.mixer, p + "self_attn."
+        out.update({a + "qkv_proj.weight": mx.qkv_proj.weight, a + "output_gate.weight": mx.output_gate.weight,
+                    a + "out_proj.weight": mx.out_proj.weight, a + "norm.weight": mx.norm_weight})
         out.update(_mlp_map(spec, p, layer, names))
         return out
     if layer.mixer is not None:
@@ -471,18 +483,22 @@ class HFModel:
 
         return "cache" if "cache" in inspect.signature(type(self.hf.model).forward).parameters else "past_key_values"
 
-    def _call(self, ids: torch.Tensor, cache=None):
+    def _call(self, ids: torch.Tensor, cache=None, start: int | None = None):
         kwargs: dict = {"input_ids": ids, "use_cache": cache is not None}
         if cache is not None:
             kwargs[self._cache_kwarg] = cache
+        if start is not None:  # the new tokens' positions, not the cache's count of its first layer's keys
+            kwargs["position_ids"] = (torch.arange(ids.shape[1], device=ids.device) + int(start)).unsqueeze(0)
         try:
             return self.hf(**kwargs, logits_to_keep=1)
         except TypeError:  # transformers 4.4x
             return self.hf(**kwargs, num_logits_to_keep=1)
 
-    def __call__(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
-        """Logits of the last position (batch, vocab): prefill, or one step appended to ``cache``."""
-        return self._call(ids, cache).logits[:, -1, :]
+    def __call__(self, ids: torch.Tensor, cache=None, start: int | None = None) -> torch.Tensor:
+        """Logits of the last position (batch, vocab): prefill, or one step appended to ``cache``.
+        ``start``: the position of the first of ``ids`` (transformers counts the tokens its cache's
+        first layer holds, which for MiniMax -- a lightning layer first, holding no keys -- is 0)."""
+        return self._call(ids, cache, start).logits[:, -1, :]
 
     def prefill_cache(self, ids: torch.Tensor):
         """transformers' own cache after a prefill of ``ids`` (its default DynamicCache)."""
@@ -641,7 +657,7 @@ def agree_model(spec: ModelSpec, n: int, *, dtype: str = "fp32", attn_implementa
         caches = ours.prefill_caches(ids, n)
         ours.set_mla_form(form)
         o = ours(ids[:, n:], caches, start=n)
-        t = theirs(ids[:, n:], theirs.prefill_cache(ids[:, :n]))
+        t = theirs(ids[:, n:], theirs.prefill_cache(ids[:, :n]), start=n)
     e_lc, e_hf = _rel(o, r), _rel(t, r)
     ok, why = _verdict(e_lc, e_hf, dtype)
     return {"ok": ok, "reason": why, "lcprof_rel_err": e_lc, "transformers_rel_err": e_hf,

@@ -57,6 +57,7 @@ the m new tokens sit at positions L - m .. L - 1 and are written into the last m
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ from lcprof.measure.backends import AttnMask, eager_attention
 from lcprof.measure.mixers.common import MixerState
 from lcprof.measure.tensor_audit import mark
 from lcprof.spec import LayerSpec, ModelSpec
+from lcprof.spec.layers import GATED_COMBINES
 
 MLA_FORMS = ("naive", "absorbed")
 
@@ -105,6 +107,15 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         where = f"layer {idx}" if idx is not None else "a layer"
         raise LcprofError(f"{spec.name}: {where} is {layer.kind} ({'; '.join(why)}): lcprof's measured "
                           "decoder layer does not build this kind")
+
+
+def score_ops(spec: ModelSpec, layer: LayerSpec) -> tuple[str, ...]:
+    """What this layer's attention applies to its scores besides scale and mask, as
+    ``backends.SCORE_OPS`` names them: ``softcap`` (Gemma 2's ``attn_logit_softcapping``), ``sinks``
+    (gpt-oss's per-head sink logit). A backend that cannot apply one is not timed for the layer."""
+    if not layer.has_attention:
+        return ()
+    return (("softcap",) if spec.attn_logit_softcap else ()) + (("sinks",) if layer.sinks else ())
 
 
 #: Config keys of the norms' epsilon, in the order transformers' configs use them (Falcon-Mamba and
@@ -175,17 +186,29 @@ class KVCache:
 
 
 class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * weight, computed in float32 for fp16/bf16 (as transformers does)."""
+    """x * rsqrt(mean(x^2) + eps) * weight, computed in float32 for fp16/bf16 (as transformers does).
 
-    def __init__(self, dim: int, eps: float) -> None:
+    Llama's order (default): the normed x cast back, then times the weight in the input's dtype.
+    ``one_centred`` (Gemma, Qwen3-Next, Qwen3.5: ``ModelSpec.norm_one_centred``): the weight product
+    in float32 and the cast last, freeing each intermediate as transformers' ``Gemma2RMSNorm`` does;
+    the weight is the multiplier itself (transformers stores it less one and adds the 1 back per call,
+    a width-sized op this layer folds into the stored weight)."""
+
+    def __init__(self, dim: int, eps: float, one_centred: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.one_centred = one_centred
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * y.to(x.dtype)
+        if not self.one_centred:
+            return self.weight * y.to(x.dtype)
+        del xf
+        z = y * self.weight  # a low-precision weight is promoted inside the product: no copy of it
+        del y
+        return z.to(x.dtype)
 
 
 _ACTS = {
@@ -201,8 +224,29 @@ _ACTS = {
 
 
 def _activation(spec: ModelSpec):
-    """The MLP's activation as the spec names it (``ModelSpec.mlp_activation``, read from the config)."""
+    """The MLP's activation as the spec names it (``ModelSpec.mlp_activation``, read from the config);
+    for a gated combine (:data:`lcprof.spec.layers.GATED_COMBINES`) a function of (gate, up)."""
+    if spec.mlp_activation == "swiglu_oai":
+        return functools.partial(_swiglu_oai, limit=float(spec.config.get("swiglu_limit") or 7.0),
+                                 alpha=float(spec.config.get("swiglu_alpha") or 1.702))
     return _ACTS[spec.mlp_activation]
+
+
+def _residual_add(res: torch.Tensor, out: torch.Tensor, factors: tuple[float, float] | None) -> torch.Tensor:
+    """res + out, or MiniMax's res * alpha + out * beta (three ops, as its decoder layer runs them)."""
+    if factors is None:
+        return res + out
+    alpha, beta = factors
+    return res * alpha + out * beta
+
+
+def _swiglu_oai(gate: torch.Tensor, up: torch.Tensor, *, limit: float, alpha: float) -> torch.Tensor:
+    """gpt-oss's clamped SwiGLU, op by op as transformers' ``GptOssExperts._apply_gate`` runs it:
+    (clamp(up, -L, L) + 1) * g * sigmoid(alpha g), g = clamp(gate, max=L)."""
+    g = gate.clamp(max=limit)
+    u = up.clamp(min=-limit, max=limit)
+    glu = g * torch.sigmoid(g * alpha)
+    return (u + 1) * glu
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +302,8 @@ class DecoderLayer(nn.Module):
                 # MiniMax: the slopes scaled per layer by 1 - i / (L - 1) (+1e-5 twice, as its modeling
                 # code writes it); the output norm is MiniMaxRMSNorm's default 1e-6, not the config's
                 L = spec.n_layers
-                kw = {"eps": 1e-6, "decay_scale": 1 - layer_idx / (L - 1 + 1e-5) + 1e-5}
+                kw = {"eps": 1e-6, "decay_scale": 1 - layer_idx / (L - 1 + 1e-5) + 1e-5,
+                      "block": spec.lightning.block_size}  # the config's block, as the cost model counts it
             self.mixer = build_mixer(spec.mixer(self.mixer_kind), seed=int(seed) * 1009 + layer_idx,
                                      backend=mixer_backend, materialize_weights=materialize, **kw)
             if materialize:
@@ -297,16 +342,23 @@ class DecoderLayer(nn.Module):
         h, H = spec.hidden_size, spec.n_heads
         eps = norm_eps(spec)
         self.act = _activation(spec)
+        # MiniMax's residuals (ModelSpec.post_norm_residual, residual_factors): added to the normed
+        # input, and as residual x alpha + output x beta
+        self.post_norm = spec.post_norm_residual
+        factors = spec.residual_factors_at(layer_idx)
+        self.mix_factors, self.mlp_factors = factors if factors is not None else (None, None)
+        self.gated_combine = spec.mlp_activation in GATED_COMBINES  # act(gate, up), not act(gate) * up
         lyr = self.lspec
         # one norm before each block: the token mixer's (input_norm) and the MLP's (post_attn_norm;
         # an MLP-only layer's single norm is input_norm)
-        self.input_norm = RMSNorm(h, eps)
+        oc = spec.norm_one_centred
+        self.input_norm = RMSNorm(h, eps, oc)
         if lyr.mixers and lyr.mlp:
-            self.post_attn_norm = RMSNorm(h, eps)
+            self.post_attn_norm = RMSNorm(h, eps, oc)
         self.extra_norms = spec.norms_per_layer >= 4  # Gemma 2: norms after attention and MLP too
         if self.extra_norms:
-            self.attn_out_norm = RMSNorm(h, eps)
-            self.mlp_out_norm = RMSNorm(h, eps)
+            self.attn_out_norm = RMSNorm(h, eps, oc)
+            self.mlp_out_norm = RMSNorm(h, eps, oc)
 
         if not lyr.has_attention:
             self.scale = None
@@ -322,8 +374,8 @@ class DecoderLayer(nn.Module):
                 # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)
                 self.q_gate = nn.Linear(h, H * hd, bias=spec.qkv_bias)
             if spec.qk_norm == "head":  # Qwen3, Qwen3-Next: one RMSNorm(head_dim) on every q and k head, before RoPE
-                self.q_norm = RMSNorm(hd, eps)
-                self.k_norm = RMSNorm(hd, eps)
+                self.q_norm = RMSNorm(hd, eps, oc)
+                self.k_norm = RMSNorm(hd, eps, oc)
         else:
             m = spec.mla
             if m.q_lora_rank:
@@ -342,6 +394,10 @@ class DecoderLayer(nn.Module):
                 # DeepSeek: the softmax scale carries YaRN's mscale(all_dim) squared.
                 self.scale *= _yarn_mscale(r.factor, r.mscale_all_dim) ** 2
 
+        # the score ops (score_ops): Gemma 2's soft-capping, gpt-oss's sink logit per head
+        self.softcap = spec.attn_logit_softcap if lyr.has_attention else None
+        if lyr.has_attention and lyr.sinks:
+            self.sinks = nn.Parameter(torch.empty(H))
         if self.is_moe:
             self.router = nn.Linear(h, spec.moe.n_experts, bias=False)
             if spec.moe.n_shared and spec.moe.shared_gate:  # Qwen2-MoE / Qwen3-Next: sigmoid(x W) scales the shared expert
@@ -374,12 +430,23 @@ class DecoderLayer(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif name == "sinks":  # logits of the order of the scores'
+                p.copy_(torch.randn(p.shape, generator=g))
             else:  # norm weights
                 p.fill_(1.0)
 
     @property
     def param_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def score_options(self) -> dict:
+        """The attention backend's keywords for this layer's score ops (none for most layers)."""
+        opts: dict = {}
+        if self.softcap:
+            opts["softcap"] = self.softcap
+        if hasattr(self, "sinks"):
+            opts["sinks"] = self.sinks
+        return opts
 
     # ----- shapes seen by the attention backend -----------------------------------------------
     def attention_shapes(self) -> dict:
@@ -480,24 +547,29 @@ class DecoderLayer(nn.Module):
             a, kv = self._attention_block(h, cache, start)
         # Free what a real model frees (as transformers' layers do): past the token-mixing block only
         # the residual stream and the KV cache (or state) live on. cost.activation_bytes counts this.
+        res = h if self.post_norm else x  # MiniMax adds the block's output to its normed input
         del h
         if not return_kv:
             kv = None
         if self.extra_norms:
             a = self.attn_out_norm(a)
-        x = x + a
-        del a
+        x = _residual_add(res, a, self.mix_factors)
+        del a, res
+        if self.lspec.mlp and (self.post_norm or self.mix_factors is not None):
+            mark("mix/residual")  # cost.activation_steps' step of its own (a plain add peaks in the norm's)
         if not self.lspec.mlp:  # Nemotron-H's and Falcon-Mamba's mixer layers end here
             mark("residual")
             return (x, kv) if return_kv else x
         hn = self.post_attn_norm(x)
         mark("mlp/norm")
         y = self._mlp(hn)
+        res = hn if self.post_norm else x
         del hn
         if self.extra_norms:
             y = self.mlp_out_norm(y)
             mark("mlp/out_norm")
-        out = x + y
+        out = _residual_add(res, y, self.mlp_factors)
+        del res
         mark("residual")
         return (out, kv) if return_kv else out
 
@@ -546,7 +618,7 @@ class DecoderLayer(nn.Module):
             cache.a[:, start:] = k
             cache.b[:, start:] = v
             keys, values = cache.a, cache.b  # (b, n_k, kv_heads, *)
-        o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale)  # (b, m, heads, v_head_dim)
+        o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale, **self.score_options())  # (b, m, heads, v_head_dim)
         if gate is not None:
             sig = torch.sigmoid(gate)  # (b, m, heads * v_head_dim)
             if o.is_contiguous():  # a tiled kernel's (b, m, heads, v) output: gated into a new tensor
@@ -604,7 +676,7 @@ class DecoderLayer(nn.Module):
             k_nope, v = kv[..., :nope], kv[..., nope:]  # (b, n_k, heads, nope), (b, n_k, heads, v)
             keys = torch.cat((k_nope, kpe_all[:, :, None, :].expand(b, n_k, H, rope_d)), dim=-1)
             queries = torch.cat((q_nope, q_pe), dim=-1)  # (b, m, heads, qk_head_dim)
-            o = self.attention(queries, keys, v, mask, self.scale)  # (b, m, heads, v)
+            o = self.attention(queries, keys, v, mask, self.scale, **self.score_options())  # (b, m, heads, v)
         else:
             w = self.kv_b.weight.view(H, nope + vd, lora)  # (heads, nope + v, lora)
             w_uk, w_uv = w[:, :nope, :], w[:, nope:, :]  # (heads, nope, lora), (heads, v, lora)
@@ -612,7 +684,7 @@ class DecoderLayer(nn.Module):
             queries = torch.cat((q_lat, q_pe), dim=-1)  # (b, m, heads, lora + rope)
             keys = torch.cat((lat_all, kpe_all), dim=-1)[:, :, None, :]  # (b, n_k, 1, lora + rope)
             values = lat_all[:, :, None, :]  # (b, n_k, 1, lora)
-            o_lat = self.attention(queries, keys, values, mask, self.scale)  # (b, m, heads, lora)
+            o_lat = self.attention(queries, keys, values, mask, self.scale, **self.score_options())  # (b, m, heads, lora)
             o = torch.einsum("bmhc,hvc->bmhv", o_lat, w_uv)  # (b, m, heads, v): v_unabsorb
             mark("attn/v_unabsorb")
         out = self.o_proj(o.reshape(b, m, H * vd))
@@ -620,6 +692,8 @@ class DecoderLayer(nn.Module):
         return out, KVCache(lat_all, kpe_all)
 
     def _dense_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.mlp_gated and self.gated_combine:
+            return self.down(self.act(self.gate(x), self.up(x)))
         if self.spec.mlp_gated:
             return self.down(self.act(self.gate(x)) * self.up(x))
         return self.down(self.act(self.up(x)))
@@ -672,7 +746,7 @@ class DecoderLayer(nn.Module):
             gu = xe @ self.experts_gate_up[ex].t()  # (c, 2I) or (c, I)
             if self.spec.mlp_gated:
                 gate, up = gu.chunk(2, dim=-1)
-                y = self.act(gate) * up
+                y = self.act(gate, up) if self.gated_combine else self.act(gate) * up
             else:
                 y = self.act(gu)
             y = y @ self.experts_down[ex].t()  # (c, h)

@@ -5,6 +5,8 @@ own kind, the final norm and the LM head.
 
     ids (batch, m) ─ embed ─ layer 0 ─ layer 1 ─ ... ─ layer L-1 ─ RMSNorm ─ lm_head(last position) ─ logits (batch, vocab)
 
+(Gemma 2's final-logit soft-capping, c tanh(logits / c), after the LM head.)
+
 * **Layers** come from one factory, :func:`build_layer`, keyed by the layer's *kind*
   (:func:`layer_kind`): ``attention`` (the layer's own mask -- global, sliding W, chunked C --, RoPE
   or NoPE, MLA, dense or MoE MLP), the linear-time mixers ``mamba``, ``mamba2``, ``gated_deltanet``
@@ -206,7 +208,7 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(layers)
         with torch.device("meta"):
             self.embed = nn.Embedding(spec.vocab_size, h)
-            self.norm = RMSNorm(h, eps)
+            self.norm = RMSNorm(h, eps, spec.norm_one_centred)
             self.lm_head = nn.Linear(h, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -312,7 +314,11 @@ class Model(nn.Module):
     def forward(self, ids: torch.Tensor, caches: list | None = None, *, start: int | None = None) -> torch.Tensor:
         """Logits of the last position (batch, vocab): a prefill (no caches) or a cached step at ``start``."""
         h = self.hidden(ids, caches, start=start)
-        return self.lm_head(h[:, -1, :])  # (batch, vocab)
+        logits = self.lm_head(h[:, -1, :])  # (batch, vocab)
+        c = self.spec.final_logit_softcap
+        if c:  # Gemma 2: c * tanh(logits / c), three passes (cost.ops.lm_head_op counts them)
+            logits = logits.div_(c).tanh_().mul_(c)
+        return logits
 
     @torch.no_grad()
     def prefill_caches(self, ids: torch.Tensor, n_context: int) -> list:

@@ -20,6 +20,7 @@ from lcprof.measure import backends as B
 from lcprof.measure.model import Model, cache_nbytes, decode_capacity, distinct_layers, kind_label, layer_decode_cache
 from lcprof.measure.sweep import CUDA_WORKSPACE_BYTES
 from lcprof.measure.env import free_memory_bytes
+from lcprof.measure.layer import score_ops
 from lcprof.spec import ModelSpec
 from lcprof.units import dtype_bytes, fmt_bytes
 
@@ -139,7 +140,7 @@ def preflight(cfg: _Settings, p: _Point) -> None:
             p.families[idx] = "tiled"  # its activations are the same in every family
             continue
         mask = layer_mask(spec, idx, p.phase, p.n)
-        plan, why = b.plan(mask, p.phase)
+        plan, why = b.plan(mask, p.phase, score_ops(spec, spec.layers[idx]))
         if plan is None:
             p.pre_status, row["reason"] = "skipped", f"layer {idx} ({kind_label(spec, idx)}): {why}"
             return

@@ -154,7 +154,7 @@ def _head_module(cfg: _Settings, tdt):
     h, v = cfg.spec.hidden_size, cfg.spec.vocab_size
     emb = torch.randn(v, h, generator=g).to(device=cfg.dev, dtype=tdt)
     head = emb if cfg.spec.tie_embeddings else (torch.randn(v, h, generator=g) / h ** 0.5).to(device=cfg.dev, dtype=tdt)
-    norm = RMSNorm(h, eps).to(device=cfg.dev, dtype=tdt)
+    norm = RMSNorm(h, eps, cfg.spec.norm_one_centred).to(device=cfg.dev, dtype=tdt)
 
     def run(ids):
         x = torch.nn.functional.embedding(ids, emb)

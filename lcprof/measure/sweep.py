@@ -64,7 +64,7 @@ from lcprof.explain.fit import noise_figure
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, CheckResult, is_oom
 from lcprof.measure.env import LoadProbe, PeakMemory, environment, flush_denormals, free_memory_bytes, tf32_mode
-from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, linear_mixer
+from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, linear_mixer, score_ops
 from lcprof.measure.mixer_backends import MIXER_BACKENDS, get_mixer_backend, probe_mixer_backend
 from lcprof.measure.timer import Measurement, measure
 from lcprof.results import (DONE_STATUSES, POINT_KEY, RESULT_COLUMNS, ResultsLock, ResultsWriter, point_key,  # noqa: F401
@@ -473,7 +473,7 @@ def _preflight(cfg: _Settings, p: Point) -> None:
         return
     n_q, n_k = _work(cfg.phase, p.n)
     mask = _mask_for(spec, cfg.layer, n_q, n_k)
-    plan, why = b.plan(mask, cfg.phase)
+    plan, why = b.plan(mask, cfg.phase, score_ops(spec, lspec))
     if plan is None:
         p.pre_status, row["reason"] = "skipped", why
         return

@@ -46,6 +46,11 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
     for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
         if getattr(spec, nm) is not None:
             rec[nm] = getattr(spec, nm)
+    if spec.post_norm_residual or spec.residual_factors is not None:  # MiniMax
+        rec["post_norm_residual"] = spec.post_norm_residual
+        if spec.residual_factors is not None:
+            rec["residual_factors"] = " ".join(f"{nm} {a:g}/{b:g}" for nm, (a, b) in
+                                               zip(("attention", "linear", "mlp"), spec.residual_factors))
     if spec.mla:
         rec.update({f"mla_{k}": v for k, v in dataclasses.asdict(spec.mla).items()})
     if spec.moe:

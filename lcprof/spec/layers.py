@@ -44,6 +44,32 @@ MIXER_KINDS = ("attention", "mamba", "mamba2", "gated_deltanet", "lightning")
 ACTIVATION_PASSES = {"silu": 1, "swish": 1, "gelu": 1, "gelu_pytorch_tanh": 1, "gelu_new": 1, "gelu_fast": 1,
                      "relu": 1, "relu2": 2}
 
+#: Gated activations that combine gate and up their own way instead of act(gate) * up: name ->
+#: (elements the unfused ops read + write per MLP-width element, width-sized tensors live at their
+#: peak beside the projections' inputs). gpt-oss's clamped SwiGLU (transformers' ``GptOssExperts.
+#: _apply_gate``): g = gate.clamp(max=L) (read, write: 2), u = up.clamp(-L, L) (2), g * alpha (2),
+#: its sigmoid (2), g * sigmoid (read 2, write 1: 3), u + 1 (2), (u + 1) * glu (3) = 16; live at the
+#: last product: gate, up, g, u, glu, u + 1 and the product = 7 (act(gate) * up: 3).
+GATED_COMBINES = {"swiglu_oai": (16, 7)}
+#: Every activation the cost model counts.
+ACTIVATIONS = tuple(ACTIVATION_PASSES) + tuple(GATED_COMBINES)
+
+
+def activation_moves(name: str, gated: bool) -> int:
+    """Elements the MLP's unfused activation reads and writes per width element: 2 per pass (read +
+    write), + 3 for the product with up when gated (read 2, write 1); a gated combine its own count."""
+    if name in GATED_COMBINES:
+        return GATED_COMBINES[name][0]
+    return 2 * ACTIVATION_PASSES[name] + (3 if gated else 0)
+
+
+def activation_live(name: str, gated: bool) -> int:
+    """Width-sized tensors the MLP's activation holds at its peak: act(gate), up and their product (3),
+    act(up) and up (2), or a gated combine's own count."""
+    if name in GATED_COMBINES:
+        return GATED_COMBINES[name][1]
+    return 3 if gated else 2
+
 
 class AttnDims(NamedTuple):
     """A layer's attention shapes: query heads, KV heads, query/key head dim, value head dim."""

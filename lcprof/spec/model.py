@@ -15,7 +15,7 @@ from typing import Any
 
 from lcprof.errors import LcprofError
 from lcprof.spec.attention import QK_NORMS, MLASpec
-from lcprof.spec.layers import ACTIVATION_PASSES, AttnDims, LayerSpec
+from lcprof.spec.layers import ACTIVATIONS, GATED_COMBINES, AttnDims, LayerSpec
 from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, LightningSpec, Mamba2Spec, MambaSpec
 from lcprof.spec.moe import MoESpec
 from lcprof.spec.rope import RopeSpec
@@ -60,14 +60,23 @@ class ModelSpec:
     o_bias: bool = False
     qk_norm: str = "none"
     attn_output_gate: bool = False
-    mlp_activation: str = "silu"  # the MLP's activation, by transformers' name (see ACTIVATION_PASSES)
+    mlp_activation: str = "silu"  # the MLP's activation, by transformers' name (see spec.layers.ACTIVATIONS)
     attn_temperature_tuning: bool = False  # Llama 4: NoPE layers scale q by a per-position temperature
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
     query_pre_attn_scalar: float | None = None
     # ---- MLP and norms --------------------------------------------------------------------------
     mlp_bias: bool = False
+    # MiniMax's residuals: ``post_norm_residual`` -- each block adds its output to its *normed* input
+    # (MiniMax-Text-01's ``postnorm``; transformers' MiniMaxDecoderLayer always); ``residual_factors``
+    # -- the residual add is residual x alpha + output x beta, three unfused ops whatever the values,
+    # ((alpha, beta) of softmax-attention blocks, of linear-attention blocks, of MLP blocks)
+    post_norm_residual: bool = False
+    residual_factors: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
     norm_bias: bool = False  # LayerNorm with a bias (GPT-NeoX, Falcon) instead of RMSNorm
+    # transformers' Gemma / Qwen3-Next / Qwen3.5 RMSNorm: x * rsqrt(...) times (1 + w) in float32, the cast
+    # last (Llama's: cast, then times w in the input's dtype): 4 B more per element in fp16/bf16
+    norm_one_centred: bool = False
     # ---- linear-time mixers and the sparse-attention indexer (lcprof.spec.mixers) --------------
     mamba: MambaSpec | None = None
     mamba2: Mamba2Spec | None = None
@@ -104,9 +113,14 @@ class ModelSpec:
             raise LcprofError(f"{where}: MoE layers but no MoE spec")
         if self.mla is not None and self.mla.qk_head_dim != self.head_dim:
             raise LcprofError(f"{where}: MLA head dims disagree with head_dim")
-        if self.mlp_activation not in ACTIVATION_PASSES:
+        if self.mlp_activation not in ACTIVATIONS:
             raise LcprofError(f"{where}: MLP activation {self.mlp_activation!r} is not one lcprof counts "
-                              f"(known: {', '.join(ACTIVATION_PASSES)})")
+                              f"(known: {', '.join(ACTIVATIONS)})")
+        plain = [i for i, layer in enumerate(self.layers) if layer.mlp and not (
+            self.moe.gated if (layer.moe and self.moe is not None) else self.mlp_gated)]
+        if self.mlp_activation in GATED_COMBINES and plain:
+            raise LcprofError(f"{where}: MLP activation {self.mlp_activation!r} combines a gate and up: layer "
+                              f"{plain[0]}'s MLP is not gated")
         if self.qk_norm not in QK_NORMS:
             raise LcprofError(f"{where}: qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
         for i, layer in enumerate(self.layers):
@@ -154,6 +168,15 @@ class ModelSpec:
         if not lyr.has_attention or (self.qk_norm == "l2" and not lyr.rope):
             return "none"
         return self.qk_norm
+
+    def residual_factors_at(self, layer: int | LayerSpec) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """(alpha, beta) of ``layer``'s token-mixing block's residual add and of its MLP block's, or
+        None when the model adds plainly (see ``residual_factors``)."""
+        if self.residual_factors is None:
+            return None
+        lyr = self.layer(layer)
+        full, linear, mlp = self.residual_factors
+        return (full if lyr.has_attention else linear), mlp
 
     def query_temperature_at(self, layer: int | LayerSpec) -> bool:
         """Whether ``layer`` scales its queries by Llama 4's per-position attention temperature

@@ -94,3 +94,59 @@ def test_the_measured_layer_builds_every_activation_the_cost_model_counts():
     from lcprof.spec.layers import ACTIVATION_PASSES
 
     assert set(_ACTS) == set(ACTIVATION_PASSES)
+
+
+# ----- gpt-oss's clamped SwiGLU --------------------------------------------------------------------
+
+def test_gpt_oss_runs_its_clamped_swiglu_not_hidden_act():
+    # its config says hidden_act "silu", but GptOssExperts._apply_gate clamps gate and up first
+    for name in ("gpt-oss-20b", "gpt-oss-120b"):
+        assert load_model(name).mlp_activation == "swiglu_oai"
+    cfg = json.loads((CONFIGS / "openai--gpt-oss-20b" / "config.json").read_text())
+    with pytest.raises(LcprofError, match="swiglu_limit"):
+        spec_from_config({**cfg, "swiglu_limit": "seven"}, name="t")
+    with pytest.raises(LcprofError, match="swiglu_oai.*layer 0's MLP is not gated"):
+        dataclasses.replace(load_model("llama3-8b"), mlp_activation="swiglu_oai", mlp_gated=False)
+
+
+def test_swiglu_oai_elementwise_bytes_by_hand():
+    # gpt-oss-20b, bf16, n tokens: the active experts' summed width is 4 x 2880 = 11520. Clamp gate,
+    # clamp up, x alpha, sigmoid (read + write each: 8), g x sigmoid (read 2, write 1: 3), up + 1 (2),
+    # the product (3) = 16 elements per width element, against SiLU-and-mul's 2 + 3 = 5.
+    spec = load_model("gpt-oss-20b")
+    n = 8
+    as_silu = dataclasses.replace(spec, mlp_activation="silu")
+
+    def ew(sp, **kw):
+        return float(cost(sp, n, layer=1, **kw).bytes["misc/elementwise"][0])
+    assert ew(spec) - ew(as_silu) == n * 11520 * 2 * (16 - 5)
+    assert ew(spec, elementwise="fused") == ew(as_silu, elementwise="fused")  # vLLM: one kernel, read 2 write 1
+
+
+def test_swiglu_oai_live_bytes_by_hand():
+    from lcprof.cost.model import activation_steps
+
+    # the mlp/act step holds x, x + attention (2 h), the normed x (h), the router logits (32 experts)
+    # and 7 width-sized tensors (gate, up, g, u, glu, u + 1, the product): bf16, one token
+    spec = load_model("gpt-oss-20b")
+    step = activation_steps(spec, 1, dtype="bf16", layer=1)["mlp/act"][0]
+    assert int(step) == 2 * (3 * 2880 + 32 + 7 * 11520) + 2 * 64 * 2  # + the RoPE cos/sin of one position
+
+
+def test_swiglu_oai_matches_transformers():
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    from lcprof.measure.layer import _activation
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    cfg = tr.GptOssConfig(hidden_size=8, intermediate_size=6, num_local_experts=2, swiglu_limit=1.5)
+    experts = GptOssExperts(cfg)
+    g = torch.Generator().manual_seed(0)
+    gate, up = 3 * torch.randn(5, 6, generator=g, dtype=torch.float64), 3 * torch.randn(5, 6, generator=g, dtype=torch.float64)
+    assert float(gate.max()) > 1.5 and float(up.min()) < -1.5  # both clamps bite
+    inter = torch.stack((gate, up), dim=-1).reshape(5, 12)  # transformers interleaves gate and up columns
+    theirs = experts._apply_gate(inter)
+    spec = spec_from_config({**json.loads((CONFIGS / "openai--gpt-oss-20b" / "config.json").read_text()),
+                             "swiglu_limit": 1.5}, name="t")
+    ours = _activation(spec)(gate, up)
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=0)

@@ -11,7 +11,7 @@ from lcprof.cost.model import kv_bytes_per_token_by_layer
 from lcprof.cost.rope import inv_freq
 from lcprof.measure import backends as B
 from lcprof.measure.check import Checker, reference_attention, rel_error
-from lcprof.measure.layer import DecoderLayer
+from lcprof.measure.layer import DecoderLayer, score_ops
 
 CPU_BACKENDS = ["eager", "sdpa", "sdpa-math", "sdpa-flash", "striped-ring"]
 
@@ -19,7 +19,8 @@ CPU_BACKENDS = ["eager", "sdpa", "sdpa-math", "sdpa-flash", "striped-ring"]
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("name,layer_idx,mla_form", [
     ("gqa", 0, "naive"), ("sliding", 0, "naive"), ("chunked", 0, "naive"), ("moe", 0, "naive"),
-    ("mla", 1, "naive"), ("mla", 1, "absorbed"), ("longrope", 0, "naive")])
+    ("mla", 1, "naive"), ("mla", 1, "absorbed"), ("longrope", 0, "naive"), ("softcap", 0, "naive"),
+    ("softcap", 1, "naive"), ("sinks", 0, "naive"), ("sinks", 1, "naive")])
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_layer_matches_float64_reference_for_every_cpu_backend(spec_of, name, layer_idx, mla_form, dtype, phase):
     spec = spec_of(name)
@@ -29,13 +30,13 @@ def test_layer_matches_float64_reference_for_every_cpu_backend(spec_of, name, la
     for bname in CPU_BACKENDS:
         backend = B.get_backend(bname)
         q, k, v, mask, _ = checker.attention_inputs()
-        plan, _ = backend.plan(mask, phase)
+        plan, _ = backend.plan(mask, phase, score_ops(spec, spec.layers[layer_idx]))
         if plan is None or (bname in ("sdpa-flash", "striped-ring") and q.shape[-1] != v.shape[-1]):
             continue  # cannot run this mask / needs equal q and v head dims (MLA)
         res = checker.check(backend, ranks=2)
         assert res.ok, (bname, res)
         checked += 1
-    assert checked >= 2
+    assert checked >= (1 if score_ops(spec, spec.layers[layer_idx]) else 2)  # only eager runs soft-caps, sinks
 
 
 @pytest.mark.parametrize("name,layer_idx", [("mha", 0), ("gqa", 1), ("mla", 0), ("sliding", 1)])

@@ -72,8 +72,18 @@ HF_TINY = {
                        chunk_size=5, mamba_proj_bias=False, use_conv_bias=True, mlp_hidden_act="relu2",
                        mlp_bias=False, attention_bias=False, layer_norm_epsilon=1e-4, vocab_size=256,
                        max_position_embeddings=8192),
+    # MiniMax: lightning, lightning, softmax attention (partial RoPE), lightning, every MLP routed; the
+    # residual is the normed input, scaled by non-unit factors (a pre-norm or unscaled residual is off by
+    # O(1)); blocks of 16 (70 tokens span 5); a lightning layer first, which holds no keys -- transformers
+    # counts a decode step's position from it, so the step's position is passed (HFModel(..., start=))
+    "minimax": dict(model_type="minimax", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=8, intermediate_size=16, num_local_experts=4,
+                    num_experts_per_tok=2, block_size=16, rope_theta=10000.0,
+                    layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                    full_attn_alpha_factor=3.5, linear_attn_alpha_factor=2.0, mlp_alpha_factor=3.5,
+                    linear_attn_beta_factor=0.75, mlp_beta_factor=0.5, **dict(_BASE, rms_norm_eps=1e-5)),
 }
-HYBRIDS = ("qwen3_next", "jamba", "nemotron_h")
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax")
 
 
 def hf_spec(name: str):
@@ -146,7 +156,7 @@ def test_hybrids_in_float64(name):
     ids = torch.randint(0, 256, (2, 41), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert rel_error(theirs(ids[:, :40]), ours(ids[:, :40])) < 2e-6
-        step_theirs = theirs(ids[:, 40:], theirs.prefill_cache(ids[:, :40]))
+        step_theirs = theirs(ids[:, 40:], theirs.prefill_cache(ids[:, :40]), start=40)
         step_ours = ours(ids[:, 40:], ours.prefill_caches(ids, 40), start=40)
         assert rel_error(step_theirs, step_ours) < 2e-6
 
@@ -204,8 +214,8 @@ def test_transformers_refuses_dense_equivalent_moe():
 
 
 def test_minimax_lightning_mixer_matches_transformers():
-    """MiniMax's lightning attention alone (its decoder layer, which adds the outputs to the normed
-    input, is not mapped): lcprof's mixer of layer 1 of 4 -- slopes scaled by 1 - 1/3 (+1e-5), output
+    """MiniMax's lightning attention alone (the whole decoder layer is compared in
+    test_hybrid_layer_matches): lcprof's mixer of layer 1 of 4 -- slopes scaled by 1 - 1/3 (+1e-5), output
     norm eps 1e-6 whatever the config's -- against transformers' MiniMaxLightningAttention with the
     same weights, float64, 40 tokens in blocks of 16."""
     from transformers import AutoConfig

@@ -15,9 +15,16 @@ TINY_CONFIGS = {
     "gqa": dict(model_type="qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
                 num_key_value_heads=2, intermediate_size=96, **_BASE),
     # layer 0 sliding (W=24), layer 1 global, Gemma-2 style extra norms and GeGLU
+    # (no soft-capping: "softcap" has it, and SDPA cannot run it)
     "sliding": dict(model_type="gemma2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
-                    hidden_activation="gelu_pytorch_tanh", **_BASE),
+                    hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=None,
+                    final_logit_softcapping=None, **_BASE),
+    # Gemma 2 as published: attention-logit soft-capping (50) and final-logit soft-capping (30)
+    # on a sliding layer (W=24) and a global one
+    "softcap": dict(model_type="gemma2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
+                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **_BASE),
     # layer 0 chunked (C=16), layer 1 global
     "chunked": dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, intermediate_size=96, attention_chunk_size=16,
@@ -33,6 +40,12 @@ TINY_CONFIGS = {
                 rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
                               "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
                 **_BASE),
+    # gpt-oss: a sink logit per head on every layer, sliding (W=24) and full layers, biased q/k/v/o,
+    # routed experts (4, 2 active)
+    "sinks": dict(model_type="gpt_oss", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
+                  num_experts_per_tok=2, sliding_window=24, attention_bias=True,
+                  layer_types=["sliding_attention", "full_attention"], **_BASE),
     # plain (non-gated) GELU MLP, partial rotary (GPT-NeoX layout)
     "plain": dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                   intermediate_size=128, partial_rotary_factor=0.5, hidden_act="gelu", **_BASE),
@@ -72,6 +85,15 @@ TINY_HYBRID_CONFIGS = {
                   expert_layer_offset=1, expert_layer_period=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=48, num_experts=4, num_experts_per_tok=2, mamba_d_conv=4, mamba_d_state=6,
                   mamba_dt_rank=4, mamba_expand=2, mamba_conv_bias=True, mamba_proj_bias=False, **_BASE),
+    # MiniMax (transformers' minimax): lightning layers and one softmax-attention layer, every MLP routed
+    # (4 experts, 2 active); the residual is the normed input, scaled (alpha 3.5, beta 1 as in
+    # MiniMax-M1's layernorm_*_alpha; the MLP's beta 0.5 so that no factor is a no-op); blocks of 16
+    "minimax": dict(model_type="minimax", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=8, intermediate_size=16, num_local_experts=4,
+                    num_experts_per_tok=2, block_size=16, rope_theta=10000.0,
+                    layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                    full_attn_alpha_factor=3.5, linear_attn_alpha_factor=3.5, mlp_alpha_factor=3.5,
+                    mlp_beta_factor=0.5, **dict(_BASE, rms_norm_eps=1e-5)),
     # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
     "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                          state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,

@@ -202,6 +202,10 @@ def widen_windows(layers: list[LayerSpec], max_pos: int) -> tuple[list[LayerSpec
 #: The config keys that name the MLP's activation, the first one given wins: Nemotron-H's
 #: ``mlp_hidden_act`` (its ``hidden_act``-less configs), Gemma's ``hidden_activation``, everyone's
 #: ``hidden_act``; absent, transformers' default for the model_type.
+#: model types whose transformers RMSNorm multiplies by (1 + w) in float32 and casts last
+#: (``Gemma2RMSNorm``, ``Qwen3NextRMSNorm``, ``Qwen3_5RMSNorm``: ``ModelSpec.norm_one_centred``)
+ONE_CENTRED_NORM_TYPES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "qwen3_next", "qwen3_5",
+                                    "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
 ACTIVATION_KEYS = ("mlp_hidden_act", "hidden_activation", "hidden_act")
 _DEFAULT_ACTIVATION = {"nemotron_h": "relu2", "gemma2": "gelu_pytorch_tanh", "gemma3_text": "gelu_pytorch_tanh",
                        "gpt_neox": "gelu", "falcon": "gelu"}
@@ -225,7 +229,11 @@ def make_spec(r: Reader, *, name: str, meta: dict, layers: list[LayerSpec], note
               **fields: Any) -> ModelSpec:
     """The ModelSpec, with the preset's metadata, the family's notes and the windows widened."""
     max_pos = fields["max_position_embeddings"]
-    fields["mlp_activation"] = mlp_activation(r)
+    fields.setdefault("norm_one_centred", r.model_type in ONE_CENTRED_NORM_TYPES)
+    if "mlp_activation" in fields:  # the family's own (gpt-oss's clamped SwiGLU): the config's names are not it
+        r.touch(*ACTIVATION_KEYS)
+    else:
+        fields["mlp_activation"] = mlp_activation(r)
     layers, wide_note = widen_windows(list(layers), max_pos)
     all_notes = [meta.get("notes", "")] + notes + [wide_note]
     try:

@@ -296,14 +296,21 @@ def build_gpt_oss(r: Reader, ctx: dict):
     top_k = r.int("num_experts_per_tok")
     if r.given("experts_per_token") and r.int("experts_per_token") != top_k:
         raise LcprofError(f"{r.where}: experts_per_token and num_experts_per_tok disagree")
-    r.touch("experts_per_token", "initial_context_length", "swiglu_limit")
+    r.touch("experts_per_token", "initial_context_length")
+    # the experts' clamped SwiGLU (GptOssExperts._apply_gate): its limit and alpha are values, not costs,
+    # but must be numbers; hidden_act ("silu") is not what the experts run
+    if r.given("swiglu_limit"):
+        r.float("swiglu_limit", gt=0)
+    if r.given("swiglu_alpha"):
+        r.float("swiglu_alpha", gt=0)
     inter = r.int("intermediate_size")
     moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=top_k, n_shared=0, expert_intermediate_size=inter,
                   shared_intermediate_size=0, router_bias=True, expert_bias=True)
     bias = r.bool("attention_bias")
     return finish(r, ctx, kinds=kinds, moe_flags=[True] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
                   inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
-                  rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers)
+                  rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers,
+                  mlp_activation="swiglu_oai")
 
 
 def build_minimax_m2(r: Reader, ctx: dict):

@@ -232,7 +232,22 @@ def build_minimax(r: Reader, ctx: dict):
     # block_size: the lightning kernel's block (intra-block quadratic, inter-block through the state)
     lightning = LightningSpec(hidden_size=hidden, n_heads=heads, head_dim=hd, block_size=r.int("block_size"))
     layers = [LayerSpec(moe=True) if s else LayerSpec(mixers=("lightning",), moe=True) for s in soft]
-    return _spec(r, ctx, layers, [], hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
+    # the residuals: transformers' MiniMaxDecoderLayer always adds to the normed input and names the
+    # factors *_factor; MiniMax-M1's own code (and vLLM's MiniMaxText01DecoderLayer) follows
+    # ``postnorm`` (default False) and names them layernorm_*
+    if r.model_type == "minimax_m1":
+        post = r.bool("postnorm") if r.given("postnorm") else False
+        keys = ("layernorm_full_attention_alpha", "layernorm_full_attention_beta", "layernorm_linear_attention_alpha",
+                "layernorm_linear_attention_beta", "layernorm_mlp_alpha", "layernorm_mlp_beta")
+    else:
+        post = True
+        r.touch("postnorm")
+        keys = ("full_attn_alpha_factor", "full_attn_beta_factor", "linear_attn_alpha_factor",
+                "linear_attn_beta_factor", "mlp_alpha_factor", "mlp_beta_factor")
+    r.touch(*keys)
+    vals = [r.float(k) if r.given(k) else 1.0 for k in keys]
+    factors = ((vals[0], vals[1]), (vals[2], vals[3]), (vals[4], vals[5]))
+    return _spec(r, ctx, layers, [], post_norm_residual=post, residual_factors=factors, hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
                  intermediate_size=inter, mlp_gated=True, vocab_size=r.int("vocab_size"),
                  tie_embeddings=r.bool("tie_word_embeddings"), max_position_embeddings=max_pos,
                  original_max_position_embeddings=rope.original_max_position, rope=rope, moe=moe,
@@ -346,11 +361,7 @@ _NEMOTRON_INERT = _MAMBA_INIT | _ROUTING | {"mtp_layers_block_type", "mtp_hybrid
 _FALCON_H1_INERT = _MAMBA_INIT | {"lm_head_multiplier", "embedding_multiplier", "mlp_multipliers", "key_multiplier",
                                   "attention_out_multiplier", "attention_in_multiplier", "ssm_multipliers",
                                   "ssm_in_multiplier", "ssm_out_multiplier", "mamba_chunk_size_comment"}
-_MINIMAX_INERT = frozenset({"layernorm_full_attention_alpha", "layernorm_full_attention_beta",
-                            "layernorm_linear_attention_alpha", "layernorm_linear_attention_beta",
-                            "layernorm_mlp_alpha", "layernorm_mlp_beta", "postnorm",
-                            "full_attn_alpha_factor", "full_attn_beta_factor", "linear_attn_alpha_factor",
-                            "linear_attn_beta_factor", "mlp_alpha_factor", "mlp_beta_factor"})
+_MINIMAX_INERT = frozenset()  # the residual factors and postnorm are read (build_minimax)
 _MIMO_INERT = _ROUTING | {"layernorm_epsilon"}
 _SRC = "src/transformers/models/{0}/configuration_{0}.py"
 _HYB_REQ = frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"})

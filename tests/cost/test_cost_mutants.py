@@ -133,7 +133,8 @@ def test_output_gate_elementwise_bytes():
 def test_qk_norm_elementwise_bytes():
     # Qwen3-Next's attention: an unfused RMSNorm over each of 16 q heads and 2 k heads of 256, bf16.
     # Per element: fp32 copy up (read 2, write 4), square (read 4, write 4), the mean (read 4), the scale
-    # (read 4, write 4), copy down (read 4, write 2), times the weight (read 2, write 2) = 36 B; per row
+    # (read 4, write 4), times the weight in fp32 (Qwen3NextRMSNorm's one-centred order: read 4, write 4),
+    # copy down (read 4, write 2) = 40 B (Llama's order, the weight product in bf16 after the cast: 36); per row
     # of 256: the mean written, + eps and rsqrt (read, write), read by the scale (4 x 6 = 24 B); each
     # norm's weight read once (2 x 256).
     spec = load_model("qwen3-next-80b-a3b")
@@ -142,6 +143,10 @@ def test_qk_norm_elementwise_bytes():
     n = 32
     d = (float(cost(spec, n, layer=att).bytes["misc/elementwise"][0])
          - float(cost(plain, n, layer=att).bytes["misc/elementwise"][0]))
+    assert d == n * (16 + 2) * (256 * 40 + 24) + 2 * (2 * 256) == 5_913_088
+    llama_order = dataclasses.replace(spec, norm_one_centred=False)
+    d = (float(cost(llama_order, n, layer=att).bytes["misc/elementwise"][0])
+         - float(cost(dataclasses.replace(llama_order, qk_norm="none"), n, layer=att).bytes["misc/elementwise"][0]))
     assert d == n * (16 + 2) * (256 * 36 + 24) + 2 * (2 * 256) == 5_323_264
 
 

@@ -45,9 +45,14 @@ when outside the vocabulary.
   position (``HFModel(..., start=n)``). transformers' MiniMax rotates the whole head_dim whatever
   ``partial_rotary_factor`` says, so the comparison's config sets none.
 
-Not mapped, because lcprof's layer computes something else: Gemma 2 (embeddings scaled by
-sqrt(hidden), norms by 1 + w; lcprof's layer does run its soft-capping), Falcon-H1 (parallel mixers:
-no lcprof layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
+* gemma2 -- a norm before and after attention and the MLP (input_layernorm, post_attention_layernorm,
+  pre_feedforward_layernorm, post_feedforward_layernorm; one-centred), embeddings times sqrt(hidden),
+  the query scale query_pre_attn_scalar^-1/2, attention-logit and final-logit soft-capping.
+  transformers applies the attention soft-capping in its eager attention only (its SDPA path drops
+  it), so the comparison runs eager.
+
+Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
+layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
 
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind
@@ -72,9 +77,9 @@ from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
-             "nemotron_h", "minimax")
+             "nemotron_h", "minimax", "gemma2")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
-ONE_CENTRED_NORMS = ("qwen3_next",)
+ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
 #: transformers' attention implementation -> the lcprof backend of the same kind (results' ``backend``)
 BACKEND_OF = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash-attn"}
@@ -174,6 +179,14 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
         return _nemotron_layer_map(spec, p, layer, names)
     if spec.model_type == "jamba":
         return _jamba_layer_map(spec, p, layer, names)
+    if spec.model_type == "gemma2":  # a norm before and after each block ("sandwich")
+        out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
+               p + "post_attention_layernorm.weight": _norm_w(spec, layer.attn_out_norm.weight),
+               p + "pre_feedforward_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight),
+               p + "post_feedforward_layernorm.weight": _norm_w(spec, layer.mlp_out_norm.weight)}
+        out.update(_attention_map(spec, p + "self_attn.", layer, names))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
     out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
            p + "post_attention_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight)}
     if layer.mixer_kind == "gated_deltanet":

@@ -368,7 +368,8 @@ class DecoderLayer(nn.Module):
             self.k_proj = nn.Linear(h, kvh * hd, bias=spec.qkv_bias)
             self.v_proj = nn.Linear(h, kvh * vhd, bias=spec.qkv_bias)
             self.o_proj = nn.Linear(H * vhd, h, bias=False)
-            self.scale = 1.0 / math.sqrt(hd)
+            # Gemma: the query scale is query_pre_attn_scalar^-1/2 (Gemma-2-27B: 144, head_dim 128)
+            self.scale = 1.0 / math.sqrt(spec.query_pre_attn_scalar or hd)
             if spec.attn_output_gate:  # Qwen3-Next: o <- o * sigmoid(x W_gate), one gate per head element
                 # the second half of the doubled q_proj, kept as its own projection (same FLOPs and
                 # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)

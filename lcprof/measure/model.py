@@ -5,7 +5,8 @@ own kind, the final norm and the LM head.
 
     ids (batch, m) ─ embed ─ layer 0 ─ layer 1 ─ ... ─ layer L-1 ─ RMSNorm ─ lm_head(last position) ─ logits (batch, vocab)
 
-(Gemma 2's final-logit soft-capping, c tanh(logits / c), after the LM head.)
+(Gemma's embeddings times sqrt(hidden) before layer 0; Gemma 2's final-logit soft-capping,
+c tanh(logits / c), after the LM head.)
 
 * **Layers** come from one factory, :func:`build_layer`, keyed by the layer's *kind*
   (:func:`layer_kind`): ``attention`` (the layer's own mask -- global, sliding W, chunked C --, RoPE
@@ -51,6 +52,11 @@ from torch import nn
 
 from lcprof.errors import LcprofError
 from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, RMSNorm, norm_eps
+
+#: model types whose embeddings are multiplied by sqrt(hidden_size) (transformers' Gemma models: the
+#: ``normalizer``, rounded to the embeddings' dtype); one elementwise pass over n x hidden, before
+#: the first layer (not in the per-layer cost)
+EMBEDDING_SCALED = ("gemma", "gemma2", "gemma3", "gemma3_text")
 from lcprof.spec import LayerSpec, ModelSpec
 
 INITS = ("seeded", "device")
@@ -304,9 +310,16 @@ class Model(nn.Module):
                    for layer in self.layers)
 
     # ----- forward -----------------------------------------------------------------------------------
+    def embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (batch, m) -> the first layer's input (batch, m, hidden)."""
+        x = self.embed(ids)
+        if self.spec.model_type in EMBEDDING_SCALED:  # Gemma: x sqrt(hidden), the factor in x's dtype
+            x = x * torch.tensor(self.spec.hidden_size ** 0.5, dtype=x.dtype)
+        return x
+
     def hidden(self, ids: torch.Tensor, caches: list | None = None, *, start: int | None = None) -> torch.Tensor:
         """ids (batch, m) -> hidden states after the final norm (batch, m, hidden)."""
-        x = self.embed(ids)  # (batch, m, hidden)
+        x = self.embeddings(ids)  # (batch, m, hidden)
         for i, layer in enumerate(self.layers):
             x = layer(x, None if caches is None else caches[i], start=start)
         return self.norm(x)
@@ -329,7 +342,7 @@ class Model(nn.Module):
         the state its prefill leaves, an MLP-only layer nothing.
         """
         b = ids.shape[0]
-        x = self.embed(ids[:, :n_context])
+        x = self.embeddings(ids[:, :n_context])
         caches = []
         for layer in self.layers:
             if not isinstance(layer, DecoderLayer):

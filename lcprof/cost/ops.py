@@ -538,12 +538,13 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
                 + _rope_bytes(d.n_kv_heads, d.head_dim, r, t, n, s)
         total = total + np.where(cached, 2 * s * t * kv_w, 0.0)  # new K/V copied into the cache
         qk_norm = spec.qk_norm_at(layer)
+        oc = spec.norm_one_centred
         if qk_norm == "head":  # Qwen3 / Qwen3-Next: an RMSNorm over each q head and each k head
-            oc = spec.norm_one_centred
-            total = total + _norm_bytes(d.head_dim, t * d.n_heads, s, oc) + _norm_bytes(d.head_dim, t * d.n_kv_heads, s, oc)
+            total = total + _norm_bytes(d.head_dim, t * d.n_heads, s, oc) \
+                + _norm_bytes(d.head_dim, t * d.n_kv_heads, s, oc)
         elif qk_norm == "full":  # MiniMax-M2: one RMSNorm over all of q, one over all of k
-            oc = spec.norm_one_centred
-            total = total + _norm_bytes(d.n_heads * d.head_dim, t, s, oc) + _norm_bytes(d.n_kv_heads * d.head_dim, t, s, oc)
+            total = total + _norm_bytes(d.n_heads * d.head_dim, t, s, oc) \
+                + _norm_bytes(d.n_kv_heads * d.head_dim, t, s, oc)
         elif qk_norm == "l2":  # Llama 4's RoPE layers: a weightless norm over each head
             total = total + _l2_norm_bytes(d.head_dim, t * d.n_heads, s) \
                 + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)

@@ -177,8 +177,9 @@ class Backend:
             return None, f"{self.name} has no decode step (query length 1 against a cache)"
         missing = [op for op in needs if op not in self.score_ops]
         if missing:
+            able = [n for n, b in _REGISTRY.items() if set(needs) <= set(b.score_ops)]
             return None, (f"{self.name} cannot apply the layer's {' and '.join(SCORE_OPS[op] for op in missing)}"
-                          f" (backends that do: {', '.join(n for n, b in _REGISTRY.items() if set(needs) <= set(b.score_ops)) or 'none'})")
+                          f" (backends that do: {', '.join(able) or 'none'})")
         m = mask.effective()
         scores = self.family == "eager"  # eager and SDPA's math kernel materialize the scores
         if m.kind == "full":

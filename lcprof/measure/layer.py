@@ -619,7 +619,8 @@ class DecoderLayer(nn.Module):
             cache.a[:, start:] = k
             cache.b[:, start:] = v
             keys, values = cache.a, cache.b  # (b, n_k, kv_heads, *)
-        o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale, **self.score_options())  # (b, m, heads, v_head_dim)
+        # (b, m, heads, v_head_dim)
+        o = self.attention(q, keys, values, self.mask_for(m, n_k), self.scale, **self.score_options())
         if gate is not None:
             sig = torch.sigmoid(gate)  # (b, m, heads * v_head_dim)
             if o.is_contiguous():  # a tiled kernel's (b, m, heads, v) output: gated into a new tensor
@@ -685,7 +686,8 @@ class DecoderLayer(nn.Module):
             queries = torch.cat((q_lat, q_pe), dim=-1)  # (b, m, heads, lora + rope)
             keys = torch.cat((lat_all, kpe_all), dim=-1)[:, :, None, :]  # (b, n_k, 1, lora + rope)
             values = lat_all[:, :, None, :]  # (b, n_k, 1, lora)
-            o_lat = self.attention(queries, keys, values, mask, self.scale, **self.score_options())  # (b, m, heads, lora)
+            o_lat = self.attention(queries, keys, values, mask, self.scale,
+                                   **self.score_options())  # (b, m, heads, lora)
             o = torch.einsum("bmhc,hvc->bmhv", o_lat, w_uv)  # (b, m, heads, v): v_unabsorb
             mark("attn/v_unabsorb")
         out = self.o_proj(o.reshape(b, m, H * vd))

@@ -261,6 +261,12 @@ def _one_line(exc: BaseException) -> str:
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def soft_cap_(t: torch.Tensor, cap: float) -> torch.Tensor:
+    """Gemma 2's soft-capping in place, cap * tanh(t / cap): three passes, as transformers runs it
+    (the attention scores' ``attn_logit_softcapping``, the logits' ``final_logit_softcapping``)."""
+    return t.div_(cap).tanh_().mul_(cap)
+
+
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, scale: float, *,
                     softcap: float | None = None, sinks: torch.Tensor | None = None,
                     **_: object) -> torch.Tensor:
@@ -285,7 +291,7 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Att
     scores = torch.matmul(qh, kh.transpose(-1, -2))  # (b, heads, n_q, n_k)
     scores.mul_(scale)
     if softcap is not None:
-        scores.div_(softcap).tanh_().mul_(softcap)
+        soft_cap_(scores, softcap)
     if mask.kind != "full":
         scores.masked_fill_(~cached_dense_mask(mask, q.device), float("-inf"))
     mark("attn/qk")

@@ -51,12 +51,20 @@ import torch
 from torch import nn
 
 from lcprof.errors import LcprofError
+from lcprof.measure.backends import soft_cap_
 from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, RMSNorm, norm_eps
 
 #: model types whose embeddings are multiplied by sqrt(hidden_size) (transformers' Gemma models: the
 #: ``normalizer``, rounded to the embeddings' dtype); one elementwise pass over n x hidden, before
 #: the first layer (not in the per-layer cost)
 EMBEDDING_SCALED = ("gemma", "gemma2", "gemma3", "gemma3_text")
+
+
+def scale_embeddings(spec: "ModelSpec", x: torch.Tensor) -> torch.Tensor:
+    """The embeddings as the first layer sees them: Gemma's x sqrt(hidden), the factor in x's dtype."""
+    if spec.model_type in EMBEDDING_SCALED:
+        return x * torch.tensor(spec.hidden_size ** 0.5, dtype=x.dtype)
+    return x
 from lcprof.spec import LayerSpec, ModelSpec
 
 INITS = ("seeded", "device")
@@ -312,10 +320,7 @@ class Model(nn.Module):
     # ----- forward -----------------------------------------------------------------------------------
     def embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (batch, m) -> the first layer's input (batch, m, hidden)."""
-        x = self.embed(ids)
-        if self.spec.model_type in EMBEDDING_SCALED:  # Gemma: x sqrt(hidden), the factor in x's dtype
-            x = x * torch.tensor(self.spec.hidden_size ** 0.5, dtype=x.dtype)
-        return x
+        return scale_embeddings(self.spec, self.embed(ids))
 
     def hidden(self, ids: torch.Tensor, caches: list | None = None, *, start: int | None = None) -> torch.Tensor:
         """ids (batch, m) -> hidden states after the final norm (batch, m, hidden)."""
@@ -330,7 +335,7 @@ class Model(nn.Module):
         logits = self.lm_head(h[:, -1, :])  # (batch, vocab)
         c = self.spec.final_logit_softcap
         if c:  # Gemma 2: c * tanh(logits / c), three passes (cost.ops.lm_head_op counts them)
-            logits = logits.div_(c).tanh_().mul_(c)
+            logits = soft_cap_(logits, c)
         return logits
 
     @torch.no_grad()

@@ -156,17 +156,15 @@ def _head_module(cfg: _Settings, tdt):
     head = emb if cfg.spec.tie_embeddings else (torch.randn(v, h, generator=g) / h ** 0.5).to(device=cfg.dev, dtype=tdt)
     norm = RMSNorm(h, eps, cfg.spec.norm_one_centred).to(device=cfg.dev, dtype=tdt)
 
-    from lcprof.measure.model import EMBEDDING_SCALED
+    from lcprof.measure.backends import soft_cap_
+    from lcprof.measure.model import scale_embeddings
 
-    scale = torch.tensor(h ** 0.5, dtype=tdt) if cfg.spec.model_type in EMBEDDING_SCALED else None
     cap = cfg.spec.final_logit_softcap
 
     def run(ids):  # as Model.embeddings and Model.forward: Gemma's embedding scale, its final soft-capping
-        x = torch.nn.functional.embedding(ids, emb)
-        if scale is not None:
-            x = x * scale
+        x = scale_embeddings(cfg.spec, torch.nn.functional.embedding(ids, emb))
         logits = torch.nn.functional.linear(norm(x)[:, -1, :], head)
-        return logits.div_(cap).tanh_().mul_(cap) if cap else logits
+        return soft_cap_(logits, cap) if cap else logits
 
     return run
 

@@ -422,6 +422,13 @@ _CONFIG_EFFECTS = {
        for b in ("full_attention", "linear_attention", "mlp") for ab in ("alpha", "beta")},
     **{f"{b}_{ab}_factor": "MiniMax residual factor: residual x alpha + output x beta (7h per block)"
        for b in ("full_attn", "linear_attn", "mlp") for ab in ("alpha", "beta")},
+    "residual_multiplier": "Granite 4: residual + output x m (5h per block instead of 3h)",
+    "attention_multiplier": "Granite 4: the softmax scale (no FLOP or byte change)",
+    "embedding_multiplier": "Granite 4: embeddings x m before layer 0 (one pass, not in the per-layer cost)",
+    "logits_scaling": "Granite 4: logits / s (one more pass over the logits)",
+    "position_embedding_type": "Granite 4: RoPE on the attention layers or none (RoPE's elementwise bytes)",
+    "partial_rotary_factor": "share of each head that RoPE rotates (RoPE's elementwise bytes)",
+    "first_k_dense_replace": "which layers are dense (the rest MoE)",
 }
 
 _DIFF_FIELDS = [
@@ -497,7 +504,8 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     add("spec", "post_norm_residual", a.post_norm_residual, b.post_norm_residual,
         "residual taken after the norm (live bytes of the residual adds)")
     add("spec", "residual_factors", a.residual_factors, b.residual_factors,
-        "residual x alpha + output x beta: 7h elementwise per block instead of 3h")
+        "residual x alpha + output x beta: 7h elementwise per block instead of 3h (alpha None: 5h)")
+    add("spec", "logits_scaling", a.logits_scaling, b.logits_scaling, "one more pass over the logits")
     add("spec", "mla", a.mla, b.mla, "latent KV cache")
     add("spec", "moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
     # cost consequences at a reference length

@@ -535,9 +535,9 @@ def _mlp_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, b: float, s: float, tp: i
     h = spec.hidden_size
     resid = s * h * (2 if lyr.mixers else 1)
     post = 1 if spec.post_norm_residual else 0
-    scaled = 2 if spec.residual_factors is not None else 0  # residual x alpha and output x beta
+    scaled = spec.residual_products  # residual x alpha (MiniMax) and output x beta (MiniMax, Granite 4)
     # the token-mixing block's residual add: the input x, the block's output, the sum, (post-norm) the
-    # normed input it is added to, (MiniMax) the two products -- a step of its own before the MLP
+    # normed input it is added to, (MiniMax, Granite 4) the products -- a step of its own before the MLP
     mix_add = b * n_arr * s * h * (3 + post + scaled)
     if not lyr.mlp:
         return {"residual": mix_add} if lyr.mixers else {}

@@ -398,8 +398,8 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     t = b * n
     h = spec.hidden_size
     per_block = 5 * h if spec.norm_bias else 4 * h
-    if spec.residual_factors is not None:  # MiniMax: RMSNorm alone (2h), then residual x alpha + out x beta (7h)
-        per_block = 9 * h
+    if spec.residual_factors is not None:  # RMSNorm alone (2h), then MiniMax's residual x alpha + out x beta
+        per_block = (5 + 2 * spec.residual_products) * h  # (7h: 9h in all), Granite 4's residual + out x beta (5h)
     elif spec.post_norm_residual:  # the residual is the normed input: the norm (2h) and the add (3h) apart
         per_block = 5 * h
     total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
@@ -498,9 +498,9 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
     # measured layer runs one for every model and the tensor audit holds this count to it to the byte
     # (transformers' nn.LayerNorm would move n (2 s h + 8) + 2 s h in one kernel).
     norm = _norm_bytes(h, t, s, spec.norm_one_centred)
-    # a norm and a residual add per block (MiniMax's residual x alpha + output x beta: two products and
-    # the add, read + write h each and read 2h + write h: 7h)
-    total = blocks * (norm + (7 if spec.residual_factors is not None else 3) * s * t * h)
+    # a norm and a residual add per block, each product read + written (h each) before the add (read
+    # 2h, write h): MiniMax's residual x alpha + output x beta 7h, Granite 4's residual + output x beta 5h
+    total = blocks * (norm + (3 + 2 * spec.residual_products) * s * t * h)
     if spec.norms_per_layer >= 4:
         total = total + blocks * norm  # Gemma 2: after attention and after the MLP too
     if len(layer.mixers) > 1:
@@ -637,12 +637,14 @@ def _eager_attention_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: floa
 def lm_head_op(spec: ModelSpec, tokens, dtype: str = "bf16") -> Op:
     """The vocabulary projection for ``tokens`` positions (prefill needs only the last one); with
     Gemma 2's ``final_logit_softcap`` the logits then pass / c, tanh, * c (read + write each: 6
-    vocabulary-wide passes of the logits' bytes per position)."""
+    vocabulary-wide passes of the logits' bytes per position); with Granite 4's ``logits_scaling``
+    one pass, / s (read + write: 2)."""
     s = dtype_bytes(dtype)
     op = _linear("lm_head", tokens, spec.hidden_size, spec.vocab_size, s)
-    if not spec.final_logit_softcap:
+    passes = (6 if spec.final_logit_softcap else 0) + (2 if spec.logits_scaling is not None else 0)
+    if not passes:
         return op
-    return Op(op.name, op.flops, op.useful_flops, op.bytes + 6 * s * np.asarray(tokens, dtype=np.float64)
+    return Op(op.name, op.flops, op.useful_flops, op.bytes + passes * s * np.asarray(tokens, dtype=np.float64)
               * spec.vocab_size)
 
 

@@ -104,7 +104,7 @@ def _to_markdown(doc: _Doc) -> str:
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45;"
           "color:#222}table{border-collapse:collapse;font-size:12px;margin:1em 0;display:block;overflow-x:auto;"
-          "max-width:100%}td,th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}th{background:#f3f3f3}"
+          "max-width:100%}td,th{border:1px solid #ccc;padding:2px 6px}th{background:#f3f3f3}"
           "img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}"
           "code{background:#f3f3f3;padding:0 2px}.summary{border:1px solid #bbb;background:#fafafa;padding:.2em 1em}")
 
@@ -124,13 +124,22 @@ def _embed_images(html_text: str, base: Path) -> str:
     return re.sub(r'(<img[^>]*?src=")([^"]+)(")', repl, html_text)
 
 
+def _breakable_headers(html_text: str) -> str:
+    """Let a table's column names wrap after their underscores (``attention_tflops_per_s``), so a
+    table of many columns fits the page instead of scrolling sideways."""
+    import re
+
+    return re.sub(r"(<th[^>]*>)(.*?)(</th>)", lambda m: m.group(1) + m.group(2).replace("_", "_<wbr>") + m.group(3),
+                  html_text, flags=re.S)
+
+
 def _to_html(markdown_text: str, title: str, base: Path) -> str:
     """The Markdown rendered by a real Markdown library (tables, fenced code), images embedded."""
     import markdown
 
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code", "md_in_html"],
                              output_format="html")
-    body = _embed_images(body, base)
+    body = _embed_images(_breakable_headers(body), base)
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
@@ -333,12 +342,33 @@ class Report:
         return out
 
 
+#: an environment column with more distinct values than this is summarised (its range), so that the
+#: table stays one page wide (a timestamp per row would otherwise list every row's time)
+ENV_VALUES_LISTED = 3
+
+
+def _env_value(c: str, vals: list) -> str:
+    """One environment column's values as one short cell: all of them when few; else the range
+    (first to last time, min to max number) or the first few, with the count of distinct values."""
+    if not vals:
+        return "(empty)"
+    text = [str(v) for v in vals]
+    if len(text) <= ENV_VALUES_LISTED:
+        return ", ".join(text)
+    k = len(text)
+    if c == "timestamp":
+        return f"{min(text)} to {max(text)} ({k} distinct)"
+    nums = pd.to_numeric(pd.Series(vals), errors="coerce")
+    if nums.notna().all():
+        return f"{nums.min():.6g} to {nums.max():.6g} ({k} distinct)"
+    return ", ".join(text[:ENV_VALUES_LISTED]) + f", ... ({k} distinct)"
+
+
 def _environment_table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = env_columns(df)
     rows = []
-    for c in cols:
-        vals = [str(v) for v in pd.unique(df[c].dropna()) if str(v).strip() != ""]
-        rows.append({"column": c, "value": ", ".join(vals) if vals else "(empty)"})
+    for c in env_columns(df):
+        vals = [v for v in pd.unique(df[c].dropna()) if str(v).strip() != ""]
+        rows.append({"column": c, "value": _env_value(c, vals)})
     return pd.DataFrame(rows)
 
 

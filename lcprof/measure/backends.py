@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import re
 import math
 import warnings
@@ -459,8 +460,11 @@ def _flash_impl() -> tuple[Callable | None, str]:
     return None, "; ".join(errors)
 
 
-def flash_attention(q, k, v, mask: AttnMask, scale: float, **_: object) -> torch.Tensor:
-    """FlashAttention's ``flash_attn_func``: native GQA, causal and sliding windows.
+def flash_attention(q, k, v, mask: AttnMask, scale: float, *, softcap: float | None = None,
+                    **_: object) -> torch.Tensor:
+    """FlashAttention's ``flash_attn_func``: native GQA, causal and sliding windows, and Gemma 2's
+    logit soft-capping (``softcap=``: FlashAttention 2 >= 2.6 and 3 apply c * tanh(s / c) to the
+    scaled scores inside the kernel; a build without the argument is refused, not run without it).
 
     FlashAttention aligns causal masks bottom-right (as AttnMask does); a sliding window W is
     ``window_size=(W - 1, 0)``: W - 1 keys to the left plus the query's own position.
@@ -469,6 +473,15 @@ def flash_attention(q, k, v, mask: AttnMask, scale: float, **_: object) -> torch
     if fn is None:
         raise RuntimeError(f"flash-attn is not importable: {which}")
     kwargs: dict = {"softmax_scale": scale, "causal": mask.kind in ("global", "sliding")}
+    if softcap is not None:
+        try:
+            takes = "softcap" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # a compiled function without a signature: let it say
+            takes = True
+        if not takes:
+            raise RuntimeError(f"{which}'s flash_attn_func has no softcap argument (FlashAttention 2 >= 2.6 "
+                               "or 3 has): it cannot apply the layer's logit soft-capping")
+        kwargs["softcap"] = float(softcap)
     if mask.kind == "sliding":
         kwargs["window_size"] = (mask.window - 1, 0)
     elif mask.kind == "chunked":
@@ -558,7 +571,8 @@ def _register_builtins() -> None:
     register(Backend("sdpa-cudnn", _make_sdpa("CUDNN_ATTENTION"), _cuda_only("CUDNN_ATTENTION"),
                      description="torch SDPA forced to cuDNN attention"))
     register(Backend("flash-attn", flash_attention, _probe_flash, native_masks=("full", "global", "sliding"),
-                     explicit_masks=False, description="flash_attn 2 / flash_attn_interface 3 / flash_attn.cute"))
+                     explicit_masks=False, score_ops=("softcap",),
+                     description="flash_attn 2 / flash_attn_interface 3 / flash_attn.cute"))
     register(Backend("striped-ring", ring_attention, _probe_ring, native_masks=("full", "global"),
                      explicit_masks=False, decode=False,
                      description="lcprof.ring striped ring, simulated with world=--ranks"))

@@ -51,6 +51,17 @@ when outside the vocabulary.
   transformers applies the attention soft-capping in its eager attention only (its SDPA path drops
   it), so the comparison runs eager.
 
+* granitemoehybrid -- Granite 4.0-H: Mamba-2 (``mamba``: Nemotron-H's layouts) or attention
+  (``self_attn``, RoPE only with position_embedding_type "rope"), then the routed experts
+  (``block_sparse_moe``: a softmax over the top-k logits, which is the renormalized top-k of the
+  full softmax) plus ``shared_mlp``; the softmax scale attention_multiplier, each block's output
+  times residual_multiplier, embeddings times embedding_multiplier, logits / logits_scaling.
+
+* glm4_moe -- GLM-4.5/4.6/4.7: GQA with q/k/v biases, per-head q/k norms when use_qk_norm, RoPE on
+  the first partial_rotary_factor of each head; DeepSeek-V3's MoE (sigmoid scores, shared experts,
+  score-correction bias) from first_k_dense_replace on, with the same comparison settings as
+  deepseek_v3 (``n_group = topk_group = 1``, a zero score-correction bias).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
 
@@ -77,7 +88,7 @@ from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
-             "nemotron_h", "minimax", "gemma2")
+             "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -159,6 +170,8 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
         cfg["norm_topk_prob"] = norm_topk(spec)
     if spec.model_type == "deepseek_v3":
         cfg.update(rope_interleave=False, n_group=1, topk_group=1)
+    if spec.model_type == "glm4_moe":
+        cfg.update(n_group=1, topk_group=1)
     c = AutoConfig.for_model(spec.model_type, **cfg)
     c._attn_implementation = attn_implementation
     return c
@@ -179,6 +192,8 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
         return _nemotron_layer_map(spec, p, layer, names)
     if spec.model_type == "jamba":
         return _jamba_layer_map(spec, p, layer, names)
+    if spec.model_type == "granitemoehybrid":
+        return _granite_layer_map(spec, p, layer, names)
     if spec.model_type == "gemma2":  # a norm before and after each block ("sandwich")
         out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
                p + "post_attention_layernorm.weight": _norm_w(spec, layer.attn_out_norm.weight),
@@ -321,6 +336,29 @@ def _jamba_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[st
         raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
     out.update({f + "router.weight": layer.router.weight, f + "experts.gate_up_proj": layer.experts_gate_up,
                 f + "experts.down_proj": layer.experts_down})
+    return out
+
+
+def _granite_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    """Granite 4.0-H: ``mamba`` (Mamba-2, Nemotron-H's layouts) or ``self_attn``, then
+    ``block_sparse_moe`` (``router``, fused ``experts``) plus ``shared_mlp`` (input_linear: gate
+    rows then up rows; output_linear) -- or the shared MLP alone when there are no experts."""
+    out = {p + "input_layernorm.weight": layer.input_norm.weight,
+           p + "post_attention_layernorm.weight": layer.post_attn_norm.weight}
+    if layer.mixer_kind == "mamba2":
+        out.update(_mamba2_map(p + "mamba.", layer.mixer))
+    else:
+        out.update(_attention_map(spec, p + "self_attn.", layer, names))
+    s = p + "shared_mlp."
+    if layer.is_moe:
+        if layer.moe_timing != "routed":
+            raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
+        m = p + "block_sparse_moe."
+        out.update({m + "router.weight": layer.router.weight, m + "experts.gate_up_proj": layer.experts_gate_up,
+                    m + "experts.down_proj": layer.experts_down})
+    if spec.moe is None or spec.moe.n_shared:
+        out.update({s + "input_linear.weight": _cat(layer.gate.weight, layer.up.weight),
+                    s + "output_linear.weight": layer.down.weight})
     return out
 
 

@@ -233,10 +233,13 @@ def _activation(spec: ModelSpec):
 
 
 def _residual_add(res: torch.Tensor, out: torch.Tensor, factors: tuple[float, float] | None) -> torch.Tensor:
-    """res + out, or MiniMax's res * alpha + out * beta (three ops, as its decoder layer runs them)."""
+    """res + out, MiniMax's res * alpha + out * beta (three ops, as its decoder layer runs them), or
+    Granite 4's res + out * beta (alpha None; two ops)."""
     if factors is None:
         return res + out
     alpha, beta = factors
+    if alpha is None:
+        return res + out * beta
     return res * alpha + out * beta
 
 
@@ -369,7 +372,9 @@ class DecoderLayer(nn.Module):
             self.v_proj = nn.Linear(h, kvh * vhd, bias=spec.qkv_bias)
             self.o_proj = nn.Linear(H * vhd, h, bias=False)
             # Gemma: the query scale is query_pre_attn_scalar^-1/2 (Gemma-2-27B: 144, head_dim 128)
-            self.scale = 1.0 / math.sqrt(spec.query_pre_attn_scalar or hd)
+            # Granite 4: the scale itself (attention_multiplier)
+            self.scale = spec.attn_scale if spec.attn_scale is not None else \
+                1.0 / math.sqrt(spec.query_pre_attn_scalar or hd)
             if spec.attn_output_gate:  # Qwen3-Next: o <- o * sigmoid(x W_gate), one gate per head element
                 # the second half of the doubled q_proj, kept as its own projection (same FLOPs and
                 # weights; its output does not pin q's storage after RoPE, as cost.activation_steps counts)
@@ -415,7 +420,9 @@ class DecoderLayer(nn.Module):
             cfg = spec.config
             self.norm_topk = norm_topk(spec)
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
-            self.sigmoid_scores = str(cfg.get("scoring_func", "softmax")).lower() == "sigmoid"
+            # GLM-4.5's router is always sigmoid (transformers' Glm4MoeTopkRouter; its configs name none)
+            default = "sigmoid" if spec.model_type == "glm4_moe" else "softmax"
+            self.sigmoid_scores = str(cfg.get("scoring_func", default)).lower() == "sigmoid"
         if width:
             if spec.mlp_gated:
                 self.gate = nn.Linear(h, width, bias=False)

@@ -61,10 +61,22 @@ EMBEDDING_SCALED = ("gemma", "gemma2", "gemma3", "gemma3_text")
 
 
 def scale_embeddings(spec: "ModelSpec", x: torch.Tensor) -> torch.Tensor:
-    """The embeddings as the first layer sees them: Gemma's x sqrt(hidden), the factor in x's dtype."""
+    """The embeddings as the first layer sees them: Gemma's x sqrt(hidden), the factor in x's dtype;
+    Granite 4's x embedding_multiplier (a Python float, as transformers multiplies)."""
     if spec.model_type in EMBEDDING_SCALED:
         return x * torch.tensor(spec.hidden_size ** 0.5, dtype=x.dtype)
+    if spec.embedding_multiplier is not None:
+        return x * spec.embedding_multiplier
     return x
+
+
+def scale_logits(spec: "ModelSpec", logits: torch.Tensor) -> torch.Tensor:
+    """The logits as the model returns them: Gemma 2's soft-capping, Granite 4's / logits_scaling."""
+    if spec.final_logit_softcap:  # c * tanh(logits / c), three passes (cost.ops.lm_head_op counts them)
+        logits = soft_cap_(logits, spec.final_logit_softcap)
+    if spec.logits_scaling is not None:  # one pass (cost.ops.lm_head_op)
+        logits = logits / spec.logits_scaling
+    return logits
 from lcprof.spec import LayerSpec, ModelSpec
 
 INITS = ("seeded", "device")
@@ -332,11 +344,7 @@ class Model(nn.Module):
     def forward(self, ids: torch.Tensor, caches: list | None = None, *, start: int | None = None) -> torch.Tensor:
         """Logits of the last position (batch, vocab): a prefill (no caches) or a cached step at ``start``."""
         h = self.hidden(ids, caches, start=start)
-        logits = self.lm_head(h[:, -1, :])  # (batch, vocab)
-        c = self.spec.final_logit_softcap
-        if c:  # Gemma 2: c * tanh(logits / c), three passes (cost.ops.lm_head_op counts them)
-            logits = soft_cap_(logits, c)
-        return logits
+        return scale_logits(self.spec, self.lm_head(h[:, -1, :]))  # (batch, vocab)
 
     @torch.no_grad()
     def prefill_caches(self, ids: torch.Tensor, n_context: int) -> list:

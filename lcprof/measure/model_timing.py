@@ -156,15 +156,11 @@ def _head_module(cfg: _Settings, tdt):
     head = emb if cfg.spec.tie_embeddings else (torch.randn(v, h, generator=g) / h ** 0.5).to(device=cfg.dev, dtype=tdt)
     norm = RMSNorm(h, eps, cfg.spec.norm_one_centred).to(device=cfg.dev, dtype=tdt)
 
-    from lcprof.measure.backends import soft_cap_
-    from lcprof.measure.model import scale_embeddings
+    from lcprof.measure.model import scale_embeddings, scale_logits
 
-    cap = cfg.spec.final_logit_softcap
-
-    def run(ids):  # as Model.embeddings and Model.forward: Gemma's embedding scale, its final soft-capping
+    def run(ids):  # as Model.embeddings and Model.forward: the embedding scale, the logits' soft-capping or scaling
         x = scale_embeddings(cfg.spec, torch.nn.functional.embedding(ids, emb))
-        logits = torch.nn.functional.linear(norm(x)[:, -1, :], head)
-        return soft_cap_(logits, cap) if cap else logits
+        return scale_logits(cfg.spec, torch.nn.functional.linear(norm(x)[:, -1, :], head))
 
     return run
 

@@ -18,7 +18,8 @@ What the remaining variants cost (fields of ``ModelSpec``):
   elementwise passes over the scores in eager attention (fused in tiled kernels that support it);
   no parameters. ``final_logit_softcap`` does the same over the vocabulary logits.
 * ``query_pre_attn_scalar`` -- Gemma's query scale 1/sqrt(scalar) instead of 1/sqrt(head_dim):
-  it replaces the usual scale, so it costs nothing.
+  it replaces the usual scale, so it costs nothing; ``attn_scale`` (Granite 4's
+  ``attention_multiplier``) gives the scale itself, at no cost either.
 """
 
 from __future__ import annotations

@@ -43,13 +43,14 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "attn_temperature_tuning": spec.attn_temperature_tuning,
         "attention_sinks_layers": sum(1 for lyr in spec.layers if lyr.sinks),
     }
-    for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
+    for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar", "attn_scale",
+               "embedding_multiplier", "logits_scaling"):
         if getattr(spec, nm) is not None:
             rec[nm] = getattr(spec, nm)
-    if spec.post_norm_residual or spec.residual_factors is not None:  # MiniMax
+    if spec.post_norm_residual or spec.residual_factors is not None:  # MiniMax, Granite 4
         rec["post_norm_residual"] = spec.post_norm_residual
         if spec.residual_factors is not None:
-            rec["residual_factors"] = " ".join(f"{nm} {a:g}/{b:g}" for nm, (a, b) in
+            rec["residual_factors"] = " ".join(f"{nm} {'1' if a is None else f'{a:g}'}/{b:g}" for nm, (a, b) in
                                                zip(("attention", "linear", "mlp"), spec.residual_factors))
     if spec.mla:
         rec.update({f"mla_{k}": v for k, v in dataclasses.asdict(spec.mla).items()})

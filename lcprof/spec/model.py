@@ -65,14 +65,21 @@ class ModelSpec:
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
     query_pre_attn_scalar: float | None = None
+    attn_scale: float | None = None  # the softmax scale itself (Granite 4's attention_multiplier)
+    # Granite 4's muP scalars: the embeddings times embedding_multiplier before layer 0 (like Gemma's
+    # sqrt(hidden)), the logits divided by logits_scaling (one pass over them: cost.ops.lm_head_op)
+    embedding_multiplier: float | None = None
+    logits_scaling: float | None = None
     # ---- MLP and norms --------------------------------------------------------------------------
     mlp_bias: bool = False
-    # MiniMax's residuals: ``post_norm_residual`` -- each block adds its output to its *normed* input
+    # Scaled residuals: ``post_norm_residual`` -- each block adds its output to its *normed* input
     # (MiniMax-Text-01's ``postnorm``; transformers' MiniMaxDecoderLayer always); ``residual_factors``
-    # -- the residual add is residual x alpha + output x beta, three unfused ops whatever the values,
-    # ((alpha, beta) of softmax-attention blocks, of linear-attention blocks, of MLP blocks)
+    # -- the residual add is residual x alpha + output x beta, unfused ops whatever the values,
+    # ((alpha, beta) of softmax-attention blocks, of linear-attention blocks, of MLP blocks); alpha
+    # None: the residual is added as is, residual + output x beta (Granite 4's residual_multiplier)
     post_norm_residual: bool = False
-    residual_factors: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
+    residual_factors: tuple[tuple[float | None, float], tuple[float | None, float],
+                            tuple[float | None, float]] | None = None
     norm_bias: bool = False  # LayerNorm with a bias (GPT-NeoX, Falcon) instead of RMSNorm
     # transformers' Gemma / Qwen3-Next / Qwen3.5 RMSNorm: x * rsqrt(...) times (1 + w) in float32, the cast
     # last (Llama's: cast, then times w in the input's dtype): 4 B more per element in fp16/bf16
@@ -131,7 +138,14 @@ class ModelSpec:
                 raise LcprofError(f"{where}: layer {i} is sparse attention but the model has no indexer spec")
             if layer.dims is not None and self.mla is not None:
                 raise LcprofError(f"{where}: per-layer attention dims are not defined for MLA")
-        for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
+        if self.attn_scale is not None and self.query_pre_attn_scalar is not None:
+            raise LcprofError(f"{where}: attn_scale and query_pre_attn_scalar both set the query scale")
+        if self.residual_factors is not None:
+            alphas = {f[0] is None for f in self.residual_factors}
+            if len(alphas) > 1:
+                raise LcprofError(f"{where}: residual_factors: alpha is None for some blocks and not others")
+        for nm in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar", "attn_scale",
+                   "embedding_multiplier", "logits_scaling"):
             v = getattr(self, nm)
             if v is not None and not (isinstance(v, (int, float)) and v > 0 and v < float("inf")):
                 raise LcprofError(f"{where}: {nm} must be a positive finite number or null, got {v!r}")
@@ -169,7 +183,16 @@ class ModelSpec:
             return "none"
         return self.qk_norm
 
-    def residual_factors_at(self, layer: int | LayerSpec) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    @property
+    def residual_products(self) -> int:
+        """Products in each residual add: 0 (residual + output), 1 (residual + output x beta, Granite 4),
+        2 (residual x alpha + output x beta, MiniMax)."""
+        if self.residual_factors is None:
+            return 0
+        return 1 if self.residual_factors[0][0] is None else 2
+
+    def residual_factors_at(self, layer: int | LayerSpec) -> tuple[tuple[float | None, float],
+                                                                     tuple[float | None, float]] | None:
         """(alpha, beta) of ``layer``'s token-mixing block's residual add and of its MLP block's, or
         None when the model adds plainly (see ``residual_factors``)."""
         if self.residual_factors is None:

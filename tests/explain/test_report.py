@@ -95,3 +95,15 @@ def test_report_holds_a_calibrated_attention_rate_and_says_so(data_dir, tmp_path
     assert by["eager"].kind == "cost model"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Extrapolations hold the calibration's attention rate" in md and "at 0.025 TFLOP/s" in md
+
+
+def test_environment_values_are_summarised_to_fit_the_page():
+    from lcprof.explain.report import ENV_VALUES_LISTED, _env_value
+
+    assert ENV_VALUES_LISTED == 3
+    assert _env_value("gpu_name", []) == "(empty)"
+    assert _env_value("threads", [2, 4, 8]) == "2, 4, 8"  # three: listed
+    stamps = [f"2026-12-02T07:5{i}:00+00:00" for i in (3, 1, 2, 0)]
+    assert _env_value("timestamp", stamps) == "2026-12-02T07:50:00+00:00 to 2026-12-02T07:53:00+00:00 (4 distinct)"
+    assert _env_value("load_avg_1m", [0.5, 2.25, 1.0, 0.125]) == "0.125 to 2.25 (4 distinct)"
+    assert _env_value("cpu_model", ["a", "b", "c", "d", "e"]) == "a, b, c, ... (5 distinct)"

@@ -14,7 +14,11 @@ from lcprof.explain.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PROBE = ("<script>addEventListener('load',()=>{document.body.setAttribute('data-images',"
-         "[...document.images].map(i=>(i.complete&&i.naturalWidth>0)?'1':'0').join(''))})</script>")
+         "[...document.images].map(i=>(i.complete&&i.naturalWidth>0)?'1':'0').join(''));"
+         # tables wider than their box (they would scroll sideways): index and first column name
+         "document.body.setAttribute('data-wide',[...document.querySelectorAll('table')].map((t,i)=>"
+         "t.scrollWidth>t.clientWidth+1?i+':'+t.querySelector('th').textContent:'').filter(x=>x).join(';'))"
+         "})</script>")
 
 
 def _plan(tmp_path, data_dir):
@@ -61,6 +65,8 @@ def test_report_html_renders_in_headless_chromium(data_dir, tmp_path):
     assert n_img == 6  # time, share, local exponent, ratio, KV, and the plan's plot
     flags = re.search(r'data-images="([01]*)"', dom)
     assert flags and flags.group(1) == "1" * n_img, "an image did not load"
+    wide = re.search(r'data-wide="([^"]*)"', dom)
+    assert wide and wide.group(1) == "", f"tables wider than the page: {wide and wide.group(1)}"
     text = html_mod.unescape(re.sub(r"<script.*?</script>|<style.*?</style>", "", dom, flags=re.S))
     text = re.sub(r"<[^>]+>", " ", text)
     assert len(text.split()) > 500  # not blank

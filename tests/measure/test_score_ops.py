@@ -165,3 +165,36 @@ def test_sweeps_time_eager_and_skip_sdpa_with_the_reason(name, why, spec_of, tmp
     assert len(ok) == 2 and (ok["status"] == "ok").all() and (ok["check_rel_err"] < TOLERANCE["fp32"]).all()
     skipped = dm[dm["backend"] == "sdpa"]
     assert (skipped["status"] == "skipped").all() and skipped["reason"].str.contains(why).all()
+
+
+def test_flash_attn_passes_softcap_to_the_kernel_or_refuses(monkeypatch):
+    """FlashAttention 2 >= 2.6 and 3 soft-cap inside the kernel (``softcap=``): lcprof's flash-attn
+    backend passes the layer's cap through (checked here with a stand-in flash_attn_func that records
+    its arguments, since the package needs CUDA), and refuses a build whose function has no such
+    argument instead of timing attention without it. It cannot add sink logits."""
+    seen = {}
+
+    def fake_flash(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0):
+        seen.update(softmax_scale=softmax_scale, causal=causal, softcap=softcap)
+        return reference_attention(q, k, v, B.AttnMask("global" if causal else "full", q.shape[1], k.shape[1]),
+                                   softmax_scale, softcap=softcap or None)
+
+    monkeypatch.setattr(B, "_flash_impl", lambda: (fake_flash, "FlashAttention 2"))
+    fa = B.get_backend("flash-attn")
+    mask = B.AttnMask("global", 6, 6)
+    assert fa.plan(mask, "prefill", ("softcap",))[0] is not None
+    plan, why = fa.plan(mask, "prefill", ("sinks",))
+    assert plan is None and "flash-attn cannot apply the layer's sink logits" in why
+    q, k, v = _qkv(6, 6, scale_up=3.0)
+    out = fa(q, k, v, mask, 0.35, softcap=2.0)
+    assert seen == {"softmax_scale": 0.35, "causal": True, "softcap": 2.0}
+    assert rel_error(out, reference_attention(q, k, v, mask, 0.35, softcap=2.0)) < 1e-12
+    fa(q, k, v, mask, 0.35)
+    assert seen["softcap"] == 0.0  # no cap asked: the kernel's default, not passed
+
+    def old_flash(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1)):  # flash-attn < 2.6
+        raise AssertionError("must not run without the soft-capping")
+
+    monkeypatch.setattr(B, "_flash_impl", lambda: (old_flash, "FlashAttention 2"))
+    with pytest.raises(RuntimeError, match="has no softcap argument"):
+        fa(q, k, v, mask, 0.35, softcap=2.0)

@@ -89,8 +89,27 @@ HF_TINY = {
     "gemma2": dict(model_type="gemma2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
                    query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0, **_BASE),
+    # Granite 4.0-H: Mamba-2 (2 groups, chunks of 16), NoPE attention, Mamba-2, Mamba-2; every layer routes
+    # 2 of 4 experts plus the shared MLP; muP scalars far from 1 (softmax scale 0.2 for head_dim 8's 0.35,
+    # block outputs x 0.5, embeddings x 3, logits / 2), so a missed one is off by O(1)
+    "granitemoehybrid": dict(model_type="granitemoehybrid", hidden_size=32, num_hidden_layers=4,
+                             layer_types=["mamba", "attention", "mamba", "mamba"], num_attention_heads=4,
+                             num_key_value_heads=2, intermediate_size=16, shared_intermediate_size=24,
+                             num_local_experts=4, num_experts_per_tok=2, mamba_n_heads=4, mamba_d_head=16,
+                             mamba_n_groups=2, mamba_d_state=6, mamba_d_conv=4, mamba_expand=2,
+                             mamba_chunk_size=16, position_embedding_type="nope", attention_multiplier=0.2,
+                             residual_multiplier=0.5, embedding_multiplier=3.0, logits_scaling=2.0,
+                             **dict(_BASE, rms_norm_eps=1e-5)),
+    # GLM-4.5: 8 heads of 16 (128 wide, hidden 64), q/k/v biases, per-head q/k norms, RoPE on half of each
+    # head; layer 0 dense, layer 1 routes 2 of 4 sigmoid-scored experts scaled by 2.5 plus a shared one
+    "glm4_moe": dict(model_type="glm4_moe", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                     num_key_value_heads=2, head_dim=16, intermediate_size=96, partial_rotary_factor=0.5,
+                     attention_bias=True, use_qk_norm=True, n_routed_experts=4, num_experts_per_tok=2,
+                     moe_intermediate_size=16, n_shared_experts=1, first_k_dense_replace=1,
+                     routed_scaling_factor=2.5, norm_topk_prob=True, rope_theta=10000.0,
+                     num_nextn_predict_layers=0, **_BASE),
 }
-HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax")
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping)
 EAGER_ONLY = ("gemma2",)
 

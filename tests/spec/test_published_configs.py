@@ -466,6 +466,44 @@ def test_falcon_mamba_7b_no_kv():
     assert within(total, 7.27e9, 0.002)  # model card: 7.27B
 
 
+def _glm4_moe(n_layers, dense, hidden, heads, kv, hd, inter, experts, top, moe_w, vocab, qk_norm):
+    """(total, active) of a GLM-4.5-family config from its numbers: attention with q/k/v biases (o_proj
+    has none), per-head q/k norms when qk_norm, 2 RMSNorms per layer; `dense` layers of a gated MLP of
+    `inter`, the rest a router (hidden x experts), `experts` gated experts of `moe_w` (top `top` active)
+    and one shared expert of `moe_w`; untied embedding and lm_head, a final norm."""
+    attn = hidden * heads * hd + heads * hd + 2 * (hidden * kv * hd + kv * hd) + heads * hd * hidden
+    attn += 2 * hd if qk_norm else 0
+    expert = 3 * hidden * moe_w
+    common = n_layers * (attn + 2 * hidden) + dense * 3 * hidden * inter + 2 * vocab * hidden + hidden
+    moe = n_layers - dense
+    return (common + moe * (hidden * experts + experts * expert + expert),
+            common + moe * (hidden * experts + top * expert + expert))
+
+
+def test_glm47_partial_rope_qkv_bias_qk_norm():
+    # KV: 92 layers x 8 KV heads x 128 x 2 (K, V) x 2 B = 376832 per token (RoPE on half of each head:
+    # no byte change); the multi-token-prediction layer is not loaded by transformers
+    kv = 92 * 8 * 128 * 2 * 2
+    total, active = _glm4_moe(92, 3, 5120, 96, 8, 128, 12288, 160, 8, 1536, 151552, qk_norm=True)
+    assert (total, active) == (352_797_814_784, 33_632_251_904)
+    spec, _ = check("zai-org--GLM-4.7", kv, kv, total, active)
+    assert spec.rope.rotary_dim == 64 and spec.qk_norm == "head" and spec.qkv_bias and not spec.o_bias
+    assert [lyr.moe for lyr in spec.layers[:4]] == [False, False, False, True]
+    # GLM-4.5 (same shapes): 355B total, 32B active. Without embeddings lcprof's active count is 32.08B;
+    # the total is 1.4B short of 355B with embeddings (the MTP layer: attention + MoE + its projections)
+    assert within(active - 2 * 151552 * 5120, 32e9, 0.005) and within(total, 355e9, 0.01)
+    assert "multi-token-prediction" in spec.notes
+
+
+def test_glm45_air():
+    kv = 46 * 8 * 128 * 2 * 2  # 188416
+    total, active = _glm4_moe(46, 1, 4096, 96, 8, 128, 10944, 128, 8, 1408, 151552, qk_norm=False)
+    spec, _ = check("zai-org--GLM-4.5-Air", kv, kv, total, active)
+    assert spec.qk_norm == "none"
+    # model card: 106B total, 12B active (12.18B without the embeddings)
+    assert within(total, 106e9, 0.01) and within(active - 2 * 151552 * 4096, 12e9, 0.02)
+
+
 def test_every_committed_config_is_tested_and_has_a_source():
     tested = {"meta-llama--Meta-Llama-3.1-8B", "meta-llama--Meta-Llama-3.1-70B", "Qwen--Qwen3-8B",
               "mistralai--Mistral-7B-v0.1", "microsoft--Phi-3-mini-4k-instruct", "microsoft--Phi-3-mini-128k-instruct",
@@ -477,7 +515,7 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "Qwen--Qwen3-Next-80B-A3B-Thinking", "Qwen--Qwen3.5-27B", "Qwen--Qwen3.5-397B-A17B",
               "ai21labs--AI21-Jamba-1.5-Mini", "nvidia--Nemotron-H-56B-Base-8K",
               "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "MiniMaxAI--MiniMax-M1", "XiaomiMiMo--MiMo-V2-Flash",
-              "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B"}
+              "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

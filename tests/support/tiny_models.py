@@ -94,6 +94,16 @@ TINY_HYBRID_CONFIGS = {
                     layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
                     full_attn_alpha_factor=3.5, linear_attn_alpha_factor=3.5, mlp_alpha_factor=3.5,
                     mlp_beta_factor=0.5, **dict(_BASE, rms_norm_eps=1e-5)),
+    # Granite 4.0-H (granitemoehybrid): Mamba-2, NoPE attention, Mamba-2, Mamba-2, each followed by 2 of 4
+    # experts plus the shared MLP; muP scalars: block outputs x 0.5 before the residual add, softmax scale
+    # 0.2, embeddings x 3, logits / 2
+    "granite": dict(model_type="granitemoehybrid", hidden_size=32, num_hidden_layers=4,
+                    layer_types=["mamba", "attention", "mamba", "mamba"], num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=16, shared_intermediate_size=24, num_local_experts=4, num_experts_per_tok=2,
+                    mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=6, mamba_d_conv=4,
+                    mamba_expand=2, mamba_chunk_size=16, position_embedding_type="nope", attention_multiplier=0.2,
+                    residual_multiplier=0.5, embedding_multiplier=3.0, logits_scaling=2.0,
+                    **dict(_BASE, rms_norm_eps=1e-5)),
     # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
     "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                          state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,

@@ -1,9 +1,10 @@
-"""Multi-head latent attention (MLA) with DeepSeek-style MoE: DeepSeek-V2/V3, Kimi-K2, and the
+"""DeepSeek-style MoE: with multi-head latent attention (MLA) in DeepSeek-V2/V3, Kimi-K2, and the
 sparse-attention (DSA) models DeepSeek-V3.2 and GLM-5, whose every layer keeps the top
-``index_topk`` keys chosen by a lightning indexer.
+``index_topk`` keys chosen by a lightning indexer; with GQA in DeepSeekMoE and GLM-4.5/4.6/4.7.
 
 Defaults: transformers' ``configuration_deepseek_v3.py`` (DeepSeek-V3, Kimi-K2 and DeepSeek-V3.2
-share it), ``configuration_glm_moe_dsa.py``; DeepSeek-V2's MLA and MoE shapes are required.
+share it), ``configuration_glm_moe_dsa.py``, ``configuration_glm4_moe.py``; DeepSeek-V2's MLA and
+MoE shapes are required.
 """
 
 from __future__ import annotations
@@ -42,6 +43,35 @@ def build_deepseek_moe(r: Reader, ctx: dict):
                   hd=hd, inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
                   tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias,
                   o_bias=bias)
+
+
+def build_glm4_moe(r: Reader, ctx: dict):
+    """GLM-4.5 / 4.6 / 4.7 (transformers' ``Glm4MoeForCausalLM``): GQA with head_dim given apart
+    from hidden / heads, biases on q/k/v only (``attention_bias``; o_proj never has one), per-head
+    q/k RMSNorm when ``use_qk_norm``, RoPE on the first ``partial_rotary_factor`` of each head
+    (rotate-half, not interleaved); layer i routes when i >= first_k_dense_replace (there is no
+    moe_layer_freq in this family) -- n_routed_experts of width moe_intermediate_size, top
+    num_experts_per_tok, plus one shared MLP of width moe_intermediate_size x n_shared_experts."""
+    from lcprof.spec.config.families.decoders import attention_shapes, finish, rope_of
+
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    first = r.int("first_k_dense_replace", min=0)
+    flags = [i >= first for i in range(n_layers)]
+    moe_w = r.int("moe_intermediate_size")
+    n_shared = r.int("n_shared_experts", min=0, null=True) or 0
+    moe = MoESpec(n_experts=r.int("n_routed_experts"), n_active=r.int("num_experts_per_tok"), n_shared=n_shared,
+                  expert_intermediate_size=moe_w, shared_intermediate_size=moe_w) if any(flags) else None
+    if moe is None:
+        r.touch("n_routed_experts", "num_experts_per_tok")
+    n_mtp = r.int("num_nextn_predict_layers", min=0)
+    notes = [f"{n_mtp} multi-token-prediction layer(s) (num_nextn_predict_layers) are not counted: "
+             "transformers does not load them."] if n_mtp else []
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, moe_flags=flags, hidden=hidden, heads=heads, kv=kv,
+                  hd=hd, inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), moe=moe,
+                  qkv_bias=r.bool("attention_bias"), o_bias=False,
+                  qk_norm="head" if r.bool("use_qk_norm") else "none", notes=notes)
 
 
 def build_mla(r: Reader, ctx: dict):
@@ -141,6 +171,12 @@ _V1 = dict(num_key_value_heads=None, head_dim=None, n_shared_experts=None, first
 _V1_REQ = frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
                      "max_position_embeddings", "n_routed_experts", "moe_intermediate_size", "num_experts_per_tok"})
 
+# transformers' Glm4MoeConfig (head_dim: the attention's getattr falls back to hidden // heads)
+_GLM4_MOE = dict(num_key_value_heads=8, head_dim=None, rope_theta=10000.0, rope_scaling=None,
+                 partial_rotary_factor=0.5, attention_bias=False, use_qk_norm=False, moe_intermediate_size=1408,
+                 num_experts_per_tok=8, n_shared_experts=1, n_routed_experts=128, first_k_dense_replace=1,
+                 num_nextn_predict_layers=1, tie_word_embeddings=False)
+
 FAMILIES = [
     Family("deepseek", "configuration_deepseek.py shipped with deepseek-ai/deepseek-moe-16b-base (trust_remote_code)",
            _V1, build_deepseek_moe, inert=_ROUTING, required=_V1_REQ),
@@ -150,4 +186,5 @@ FAMILIES = [
            inert=_ROUTING),
     Family("deepseek_v32", _SRC.format("deepseek_v32"), _V32, build_mla, inert=_ROUTING),
     Family("glm_moe_dsa", _SRC.format("glm_moe_dsa"), _GLM, build_mla, inert=_ROUTING),
+    Family("glm4_moe", _SRC.format("glm4_moe"), _GLM4_MOE, build_glm4_moe, inert=_ROUTING),
 ]

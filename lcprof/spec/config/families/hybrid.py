@@ -1,10 +1,12 @@
 """Hybrids of softmax attention with linear-time mixers, and MiMo-V2's per-kind attention shapes:
 Jamba (Mamba-1 + attention, MoE every other layer), Nemotron-H (Mamba-2 / attention / MLP / MoE
-blocks), Falcon-H1 (attention and Mamba-2 side by side in every layer), MiniMax-M1 (lightning and
-softmax attention), MiMo-V2-Flash (full and sliding layers with their own head counts).
+blocks), Falcon-H1 (attention and Mamba-2 side by side in every layer), Granite 4.0-H (Mamba-2 or
+attention, then MoE plus a shared MLP), MiniMax-M1 (lightning and softmax attention), MiMo-V2-Flash
+(full and sliding layers with their own head counts).
 
 Defaults: transformers' ``configuration_jamba.py``, ``configuration_nemotron_h.py``,
-``configuration_falcon_h1.py``, ``configuration_minimax.py``; MiniMax-M1's and MiMo-V2-Flash's
+``configuration_falcon_h1.py``, ``configuration_granitemoehybrid.py``, ``configuration_minimax.py``;
+MiniMax-M1's and MiMo-V2-Flash's
 own ``configuration_*.py`` shipped with their checkpoints where transformers has none or differs.
 """
 
@@ -150,6 +152,21 @@ def build_nemotron_h(r: Reader, ctx: dict):
 # Falcon-H1
 # ----------------------------------------------------------------------------------------------
 
+def _mamba2_of(r: Reader, hidden: int, d_inner: int, **extra) -> Mamba2Spec:
+    """The Mamba-2 mixer of Falcon-H1 and Granite 4.0-H (the ``mamba_*`` field names): mamba_n_heads
+    heads of mamba_d_head ("auto": d_inner / heads), which must fill the inner width."""
+    n_m = r.int("mamba_n_heads")
+    dh = r.raw("mamba_d_head")
+    d_head = d_inner // n_m if dh == "auto" else r.as_int("mamba_d_head", dh)
+    if n_m * d_head != d_inner:
+        raise LcprofError(f"{r.where}: mamba_n_heads x mamba_d_head = {n_m * d_head} != the Mamba inner width "
+                          f"{d_inner}")
+    return Mamba2Spec(hidden_size=hidden, n_heads=n_m, head_dim=d_head, d_state=r.int("mamba_d_state"),
+                      n_groups=r.int("mamba_n_groups"), d_conv=r.int("mamba_d_conv"),
+                      chunk_size=r.int("mamba_chunk_size"), conv_bias=r.bool("mamba_conv_bias"),
+                      proj_bias=r.bool("mamba_proj_bias"), **extra)
+
+
 def build_falcon_h1(r: Reader, ctx: dict):
     """Falcon-H1: every layer runs attention and Mamba-2 in parallel on the same normed input
     (d_inner = mamba_d_ssm, or mamba_expand x hidden), then a SwiGLU MLP; muP multipliers are
@@ -159,16 +176,7 @@ def build_falcon_h1(r: Reader, ctx: dict):
     d_ssm = r.int("mamba_d_ssm", null=True)
     d_inner = d_ssm if d_ssm is not None else r.int("mamba_expand") * hidden
     r.touch("mamba_expand")
-    n_m = r.int("mamba_n_heads")
-    dh = r.raw("mamba_d_head")
-    d_head = d_inner // n_m if dh == "auto" else r.as_int("mamba_d_head", dh)
-    if n_m * d_head != d_inner:
-        raise LcprofError(f"{r.where}: mamba_n_heads x mamba_d_head = {n_m * d_head} != the Mamba inner width "
-                          f"{d_inner}")
-    mamba2 = Mamba2Spec(hidden_size=hidden, n_heads=n_m, head_dim=d_head, d_state=r.int("mamba_d_state"),
-                        n_groups=r.int("mamba_n_groups"), d_conv=r.int("mamba_d_conv"),
-                        chunk_size=r.int("mamba_chunk_size"), conv_bias=r.bool("mamba_conv_bias"),
-                        proj_bias=r.bool("mamba_proj_bias"), norm=r.bool("mamba_rms_norm"),
+    mamba2 = _mamba2_of(r, hidden, d_inner, norm=r.bool("mamba_rms_norm"),
                         norm_before_gate=r.bool("mamba_norm_before_gate"))
     if r.given("attn_layer_indices"):
         raise LcprofError(f"{r.where}: attn_layer_indices (attention in only some layers) is not supported by lcprof")
@@ -187,6 +195,84 @@ def build_falcon_h1(r: Reader, ctx: dict):
                  vocab_size=r.int("vocab_size"), tie_embeddings=r.bool("tie_word_embeddings"),
                  max_position_embeddings=max_pos, original_max_position_embeddings=rope.original_max_position,
                  rope=rope, mamba2=mamba2, qkv_bias=bias, o_bias=bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# Granite 4.0-H
+# ----------------------------------------------------------------------------------------------
+
+_GRANITE_MIXERS = {"mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention",
+                   "full_attention": "attention"}
+
+
+def build_granite_hybrid(r: Reader, ctx: dict):
+    """Granite 4.0-H (transformers' ``GraniteMoeHybridForCausalLM``): layer_types picks Mamba-2
+    (d_inner = mamba_expand x hidden, grouped gated norm) or GQA attention (biases on q/k/v/o with
+    attention_bias; RoPE only when position_embedding_type is "rope"); every layer then runs
+    num_local_experts experts of width intermediate_size (softmax over the top-k logits) plus one
+    ungated shared MLP of width shared_intermediate_size -- or, with no experts, that MLP alone.
+    muP scalars: the softmax scale is attention_multiplier; each block's output is multiplied by
+    residual_multiplier before its residual add (one more elementwise op); the embeddings are
+    multiplied by embedding_multiplier and the logits divided by logits_scaling."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    types = C.layer_types(r, n_layers)
+    if types is None:  # transformers' __post_init__: every layer Mamba
+        types = ["mamba"] * n_layers
+    bad = [t for t in types if t not in _GRANITE_MIXERS]
+    if bad:
+        raise r.fail("layer_types", "a list of mamba / attention layer types", bad[0])
+    kinds = [_GRANITE_MIXERS[t] for t in types]
+    # Mamba-2
+    mamba2 = _mamba2_of(r, hidden, r.int("mamba_expand") * hidden) if "mamba2" in kinds else None
+    if mamba2 is None:
+        r.touch("mamba_d_state", "mamba_n_groups", "mamba_d_conv", "mamba_chunk_size", "mamba_conv_bias",
+                "mamba_proj_bias")
+    # positions
+    pe = r.str("position_embedding_type", ("rope", "nope"), null=True)
+    rope = None
+    if pe == "rope":
+        rope = rope_of_full(r, hd, max_pos)
+    else:
+        r.touch("rope_theta", "rope_scaling", "rope_parameters")
+    # MLP: routed experts (if any) plus the shared MLP
+    n_exp = r.int("num_local_experts", min=0)
+    shared = r.int("shared_intermediate_size", min=0)
+    inter = r.int("intermediate_size")
+    if n_exp:
+        moe = MoESpec(n_experts=n_exp, n_active=r.int("num_experts_per_tok"), n_shared=1 if shared else 0,
+                      expert_intermediate_size=inter, shared_intermediate_size=shared)
+        mlp_w = inter
+    else:
+        if not shared:
+            raise LcprofError(f"{r.where}: num_local_experts 0 and shared_intermediate_size 0: no MLP at all")
+        moe = None
+        r.touch("num_experts_per_tok")
+        mlp_w = shared  # intermediate_size sizes experts that do not exist
+    # muP scalars
+    attn_scale = r.float("attention_multiplier", gt=0.0)
+    rm = r.float("residual_multiplier", gt=0.0)
+    emb = r.float("embedding_multiplier", gt=0.0)
+    ls = r.float("logits_scaling", gt=0.0)
+    layers = [LayerSpec(mixers=("mamba2",) if k == "mamba2" else ("attention",), rope=rope is not None,
+                        moe=bool(n_exp)) for k in kinds]
+    bias = r.bool("attention_bias")
+    notes = []
+    if rope is None and "attention" in kinds:
+        notes.append("Granite 4.0-H attention has no positional encoding (position_embedding_type is not rope).")
+    return _spec(r, ctx, layers, notes, hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd,
+                 v_head_dim=hd, intermediate_size=mlp_w, mlp_gated=True, vocab_size=r.int("vocab_size"),
+                 tie_embeddings=r.bool("tie_word_embeddings"), max_position_embeddings=max_pos,
+                 original_max_position_embeddings=rope.original_max_position if rope else None, rope=rope, moe=moe,
+                 mamba2=mamba2, qkv_bias=bias, o_bias=bias, attn_scale=attn_scale,
+                 residual_factors=((None, rm), (None, rm), (None, rm)), embedding_multiplier=emb,
+                 logits_scaling=ls)
+
+
+def rope_of_full(r: Reader, head_dim: int, max_pos: int):
+    block = C.rope_block(r)
+    return C.read_rope(r, C.rotary_dim_of(head_dim, 1.0), theta=C.rope_theta(r, block), block=block,
+                       max_pos=max_pos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +425,12 @@ _FALCON_H1 = dict(vocab_size=128000, tie_word_embeddings=False, num_key_value_he
                   mamba_conv_bias=True, mamba_proj_bias=False, mamba_norm_before_gate=True, mamba_rms_norm=False,
                   projectors_bias=False, rope_theta=100000.0, rope_scaling=None, attention_bias=False,
                   mlp_bias=False)
+_GRANITE = dict(num_key_value_heads=None, head_dim=None, tie_word_embeddings=False, rope_theta=10000.0,
+                rope_scaling=None, attention_bias=False, embedding_multiplier=1.0, logits_scaling=1.0,
+                residual_multiplier=1.0, attention_multiplier=1.0, num_local_experts=8, num_experts_per_tok=2,
+                shared_intermediate_size=1024, position_embedding_type=None, layer_types=None, mamba_n_heads=128,
+                mamba_n_groups=1, mamba_d_state=256, mamba_d_head="auto", mamba_d_conv=4, mamba_expand=2,
+                mamba_chunk_size=256, mamba_conv_bias=True, mamba_proj_bias=False)
 _MINIMAX = dict(num_key_value_heads=8, head_dim=None, tie_word_embeddings=False, sliding_window=None,
                 num_experts_per_tok=2, num_local_experts=8, rope_theta=1e6, rope_scaling=None, layer_types=None,
                 block_size=256)
@@ -361,6 +453,8 @@ _NEMOTRON_INERT = _MAMBA_INIT | _ROUTING | {"mtp_layers_block_type", "mtp_hybrid
 _FALCON_H1_INERT = _MAMBA_INIT | {"lm_head_multiplier", "embedding_multiplier", "mlp_multipliers", "key_multiplier",
                                   "attention_out_multiplier", "attention_in_multiplier", "ssm_multipliers",
                                   "ssm_in_multiplier", "ssm_out_multiplier", "mamba_chunk_size_comment"}
+# the Mamba conv's activation is hidden_act (SiLU, as the MLP's); normalization_function is RMSNorm
+_GRANITE_INERT = _MAMBA_INIT | {"normalization_function"}
 _MINIMAX_INERT = frozenset()  # the residual factors and postnorm are read (build_minimax)
 _MIMO_INERT = _ROUTING | {"layernorm_epsilon"}
 _SRC = "src/transformers/models/{0}/configuration_{0}.py"
@@ -373,6 +467,8 @@ FAMILIES = [
            required=frozenset({"hidden_size", "num_attention_heads"})),
     Family("falcon_h1", _SRC.format("falcon_h1"), _FALCON_H1, build_falcon_h1, inert=_FALCON_H1_INERT,
            required=_HYB_REQ),
+    Family("granitemoehybrid", _SRC.format("granitemoehybrid"), _GRANITE, build_granite_hybrid,
+           inert=_GRANITE_INERT, required=_HYB_REQ),
     Family("minimax", _SRC.format("minimax"), _MINIMAX, build_minimax, inert=_MINIMAX_INERT, required=_HYB_REQ),
     Family("minimax_m1", "configuration_minimax_m1.py shipped with MiniMaxAI/MiniMax-M1-* (trust_remote_code)",
            dict(_MINIMAX, rope_theta=1e6, shared_intermediate_size=0), build_minimax, inert=_MINIMAX_INERT,

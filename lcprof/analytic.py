@@ -429,6 +429,10 @@ _CONFIG_EFFECTS = {
     "position_embedding_type": "Granite 4: RoPE on the attention layers or none (RoPE's elementwise bytes)",
     "partial_rotary_factor": "share of each head that RoPE rotates (RoPE's elementwise bytes)",
     "first_k_dense_replace": "which layers are dense (the rest MoE)",
+    **{k: "Falcon-H1 muP multiplier: one elementwise op per layer whatever its value"
+       for k in ("key_multiplier", "attention_in_multiplier", "attention_out_multiplier", "ssm_in_multiplier",
+                 "ssm_out_multiplier", "mlp_multipliers", "ssm_multipliers")},
+    "lm_head_multiplier": "Falcon-H1: logits x m (one more pass over the logits)",
 }
 
 _DIFF_FIELDS = [

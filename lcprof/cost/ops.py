@@ -397,7 +397,9 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     (vllm/model_executor/models/gpt_neox.py @ 002800f08142, ``GPTNeoXLayer``: ``nn.LayerNorm``)."""
     t = b * n
     h = spec.hidden_size
-    per_block = 5 * h if spec.norm_bias else 4 * h
+    # Falcon-H1 too adds its residuals apart from the norm (vLLM's FalconH1ParallelHybrid: ``hidden_states +
+    # residual``, then RMSNorm alone): 5h per block
+    per_block = 5 * h if (spec.norm_bias or spec.mup_multipliers) else 4 * h
     if spec.residual_factors is not None:  # RMSNorm alone (2h), then MiniMax's residual x alpha + out x beta
         per_block = (5 + 2 * spec.residual_products) * h  # (7h: 9h in all), Granite 4's residual + out x beta (5h)
     elif spec.post_norm_residual:  # the residual is the normed input: the norm (2h) and the add (3h) apart
@@ -428,7 +430,33 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
         total += 3 * width if _mlp_gated(spec, layer) else 2 * width  # one kernel, whatever the activation
         if layer.moe and spec.moe is not None and spec.moe.shared_gate:
             total += 2 * h + 1  # sigmoid(logit) x the shared expert's output: read h + 1, write h
-    return np.broadcast_arrays(s * t * total, np.asarray(prefix, dtype=np.float64))[0]  # shaped like the other ops
+    per_token, once = _mup_bytes(spec, layer)
+    return np.broadcast_arrays(s * (t * (total + per_token) + once), np.asarray(prefix, dtype=np.float64))[0]
+
+
+def _mup_bytes(spec: ModelSpec, layer: LayerSpec) -> tuple[int, int]:
+    """Falcon-H1's muP multipliers (``mup_multipliers``), in elements: (per token, once per layer). Each
+    is one op, read + write, in transformers' FalconH1DecoderLayer and vLLM's FalconH1ParallelHybrid
+    alike (vllm/model_executor/models/falcon_h1.py @ 59e459897da4): the attention's input x
+    attention_in_multiplier (h) and output x attention_out_multiplier (h), the keys x key_multiplier
+    (kv_heads x head_dim); the Mamba-2 branch's input x ssm_in_multiplier (h), its in_proj output x
+    the mup vector of ssm_multipliers (the in_proj width, and the vector read once) and its output x
+    ssm_out_multiplier (h); the MLP's gate x its first mlp_multiplier (the MLP width) and output x
+    its second (h)."""
+    if not spec.mup_multipliers:
+        return 0, 0
+    h = spec.hidden_size
+    per_token = once = 0
+    if layer.has_attention:
+        d = spec.attn_dims(layer)
+        per_token += 2 * (2 * h + d.n_kv_heads * d.head_dim)
+    if "mamba2" in layer.mixers:
+        width = spec.mamba2.linears()[0].d_out
+        per_token += 2 * (2 * h + width)
+        once += width
+    if layer.mlp:
+        per_token += 2 * (spec.mlp_width(layer) + h)
+    return per_token, once
 
 
 def _mlp_gated(spec: ModelSpec, layer: LayerSpec) -> bool:
@@ -516,7 +544,8 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
         # the activation's passes, read + write each (relu2: relu, then the square), + times up (read 2,
         # write 1) when gated; gpt-oss's clamped SwiGLU its own 16 (spec.layers.GATED_COMBINES)
         total = total + s * t * spec.mlp_width(layer) * activation_moves(spec.mlp_activation, _mlp_gated(spec, layer))
-    return total
+    per_token, once = _mup_bytes(spec, layer)
+    return total + s * (t * per_token + once)
 
 
 def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,

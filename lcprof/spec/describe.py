@@ -47,6 +47,8 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
                "embedding_multiplier", "logits_scaling"):
         if getattr(spec, nm) is not None:
             rec[nm] = getattr(spec, nm)
+    if spec.mup_multipliers:  # Falcon-H1
+        rec["mup_multipliers"] = True
     if spec.post_norm_residual or spec.residual_factors is not None:  # MiniMax, Granite 4
         rec["post_norm_residual"] = spec.post_norm_residual
         if spec.residual_factors is not None:

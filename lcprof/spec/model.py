@@ -70,6 +70,10 @@ class ModelSpec:
     # sqrt(hidden)), the logits divided by logits_scaling (one pass over them: cost.ops.lm_head_op)
     embedding_multiplier: float | None = None
     logits_scaling: float | None = None
+    # Falcon-H1's muP multipliers inside the layer, each one elementwise op whatever its value (transformers
+    # and vLLM both run them): the attention's input, keys and output, the Mamba-2 branch's input, in_proj
+    # output (a per-channel vector) and output, the MLP's gate and output (cost.ops._mup_bytes)
+    mup_multipliers: bool = False
     # ---- MLP and norms --------------------------------------------------------------------------
     mlp_bias: bool = False
     # Scaled residuals: ``post_norm_residual`` -- each block adds its output to its *normed* input

@@ -4,10 +4,10 @@ applied alone to the source, the owning tests run, the source restored. Run from
 `python3 reports/mutation/run_granite_glm_mutants.py`. Results: reports/mutation/granite-glm.md."""
 from by_hand import run
 
-TESTS = ["tests/measure/test_granite.py", "tests/spec/test_published_configs.py", "tests/measure/test_minimax_residual.py",
+TESTS = ["tests/cost/test_hybrid_kinds.py", "tests/measure/test_granite.py", "tests/spec/test_published_configs.py", "tests/measure/test_minimax_residual.py",
          "tests/measure/test_score_ops.py", "tests/explain/test_report.py", "tests/explain/test_report_browser.py",
          "tests/measure/test_transformers_impl.py", "-k", "granite or glm or minimax or Granite or GLM or residual or "
-         "flash or environment or report or score or published or every"]
+         "flash or environment or report or score or published or every or falcon"]
 M = [
     ("lcprof/cost/ops.py", "per_block = (5 + 2 * spec.residual_products) * h", "per_block = (5 + spec.residual_products) * h"),
     ("lcprof/cost/ops.py", "(3 + 2 * spec.residual_products) * s * t * h", "(3 + spec.residual_products) * s * t * h"),
@@ -32,5 +32,14 @@ M = [
     ("lcprof/explain/report.py", "if len(text) <= ENV_VALUES_LISTED:", "if True:"),
     ("lcprof/explain/report.py", 'm.group(2).replace("_", "_<wbr>")', "m.group(2)"),
     ("lcprof/explain/report.py", "padding:2px 6px}th{", "padding:2px 6px;white-space:nowrap}th{"),
+    # Falcon-H1's muP multipliers
+    ("lcprof/cost/ops.py", "per_token += 2 * (2 * h + d.n_kv_heads * d.head_dim)", "per_token += 2 * (2 * h)"),
+    ("lcprof/cost/ops.py", "per_token += 2 * (2 * h + width)", "per_token += 2 * (h + width)"),
+    ("lcprof/cost/ops.py", "        once += width\n", "        once += 0\n"),
+    ("lcprof/cost/ops.py", "per_token += 2 * (spec.mlp_width(layer) + h)", "per_token += 2 * spec.mlp_width(layer)"),
+    ("lcprof/cost/ops.py", "per_block = 5 * h if (spec.norm_bias or spec.mup_multipliers) else 4 * h",
+     "per_block = 5 * h if spec.norm_bias else 4 * h"),
+    ("lcprof/spec/config/families/hybrid.py", "mup_multipliers=True,", "mup_multipliers=False,"),
+    ("lcprof/spec/config/families/hybrid.py", "logits_scaling=1.0 / lm)", "logits_scaling=lm)"),
 ]
 run(M, lambda path: TESTS)

@@ -307,3 +307,33 @@ def test_param_counts_come_from_the_spec_single_source():
     h = 2048
     assert g.params == (h * (2 * 2048 + 2 * 4096) + h * 64 + (2 * 2048 + 4096) * 4 + 32 + 32 + 128 + 4096 * h)
     assert param_counts(spec)["mixer_params"] == 36 * g.params
+
+
+def test_falcon_h1_mup_multipliers_are_elementwise_ops():
+    # Each muP multiplier is one op in transformers' FalconH1DecoderLayer and vLLM's FalconH1ParallelHybrid,
+    # read + write: attention in (h) and out (h), keys (2 KV heads x 64 = 128); Mamba-2 in (h), its
+    # in_proj output (P = d_inner + conv_dim + heads = 1536 + 1792 + 24 = 3352) and out (h); the MLP's
+    # gate (I = 2048) and output (h). Per token 2 (2h + 128) + 2 (2h + P) + 2 (I + h) = 21296 elements,
+    # plus the mup vector read once (P). bf16, n = 512 tokens.
+    import dataclasses
+
+    spec = spec_from_config(dict(FALCON_H1_05B), name="falcon-h1-0.5b")
+    assert spec.mup_multipliers and spec.logits_scaling == 1.0 and spec.embedding_multiplier == 1.0
+    plain = dataclasses.replace(spec, mup_multipliers=False)
+    n, s = 512, 2
+    per_token = 2 * (2 * 1024 + 128) + 2 * (2 * 1024 + 3352) + 2 * (2048 + 1024)
+    assert per_token == 21296
+
+    def ew(sp, mode):
+        return float(cost(sp, n, layer=0, dtype="bf16", elementwise=mode).bytes["misc/elementwise"][0])
+    assert ew(spec, "unfused") - ew(plain, "unfused") == s * (n * per_token + 3352)
+    # vLLM also adds the residuals apart from its norms (``hidden_states + residual``, then RMSNorm): 5h
+    # per block, not the fused 4h -- 2 blocks x h more per token
+    assert ew(spec, "fused") - ew(plain, "fused") == s * (n * (per_token + 2 * 1024) + 3352)
+    # lm_head_multiplier scales the logits: one pass (logits_scaling = 1 / it)
+    tuned = spec_from_config(dict(FALCON_H1_05B, lm_head_multiplier=0.25, ssm_multipliers=[1, 2, 3, 4, 5]), name="t")
+    assert tuned.logits_scaling == 4.0
+    with pytest.raises(LcprofError, match="ssm_multipliers"):
+        spec_from_config(dict(FALCON_H1_05B, ssm_multipliers=[1.0, 2.0]), name="t")
+    with pytest.raises(LcprofError, match="key_multiplier"):
+        spec_from_config(dict(FALCON_H1_05B, key_multiplier="1"), name="t")

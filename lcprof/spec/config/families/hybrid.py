@@ -169,8 +169,10 @@ def _mamba2_of(r: Reader, hidden: int, d_inner: int, **extra) -> Mamba2Spec:
 
 def build_falcon_h1(r: Reader, ctx: dict):
     """Falcon-H1: every layer runs attention and Mamba-2 in parallel on the same normed input
-    (d_inner = mamba_d_ssm, or mamba_expand x hidden), then a SwiGLU MLP; muP multipliers are
-    scalars (no parameters, no FLOPs)."""
+    (d_inner = mamba_d_ssm, or mamba_expand x hidden), then a SwiGLU MLP. Its muP multipliers have
+    no parameters and no FLOPs, but each is one elementwise op (``ModelSpec.mup_multipliers``,
+    ``cost.ops._mup_bytes``); lm_head_multiplier scales the logits (one pass, as ``logits_scaling``
+    = 1 / it), embedding_multiplier the embeddings."""
     hidden, n_layers, heads, kv, hd = attention_shapes(r)
     max_pos = r.int("max_position_embeddings")
     d_ssm = r.int("mamba_d_ssm", null=True)
@@ -189,12 +191,24 @@ def build_falcon_h1(r: Reader, ctx: dict):
     block = C.rope_block(r)
     rope = C.read_rope(r, C.rotary_dim_of(hd, 1.0), theta=C.rope_theta(r, block), block=block, max_pos=max_pos)
     bias = r.bool("attention_bias")
+    # the muP multipliers: values, not costs, but each must be a number (lists of 2 and 5)
+    for key in ("key_multiplier", "attention_in_multiplier", "attention_out_multiplier", "ssm_in_multiplier",
+                "ssm_out_multiplier"):
+        r.float(key)
+    for key, length in (("mlp_multipliers", 2), ("ssm_multipliers", 5)):
+        vals = r.list(key)
+        if len(vals) != length:
+            raise r.fail(key, f"a list of {length} numbers", vals)
+        for i, v in enumerate(vals):
+            r.as_float(f"{key}[{i}]", v)
+    lm = r.float("lm_head_multiplier", gt=0.0)
     layers = [LayerSpec(mixers=("attention", "mamba2")) for _ in range(n_layers)]
     return _spec(r, ctx, layers, [], hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
                  intermediate_size=r.int("intermediate_size"), mlp_gated=True, mlp_bias=r.bool("mlp_bias"),
                  vocab_size=r.int("vocab_size"), tie_embeddings=r.bool("tie_word_embeddings"),
                  max_position_embeddings=max_pos, original_max_position_embeddings=rope.original_max_position,
-                 rope=rope, mamba2=mamba2, qkv_bias=bias, o_bias=bias)
+                 rope=rope, mamba2=mamba2, qkv_bias=bias, o_bias=bias, mup_multipliers=True,
+                 embedding_multiplier=r.float("embedding_multiplier", gt=0.0), logits_scaling=1.0 / lm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,7 +433,11 @@ _NEMOTRON = dict(vocab_size=131072, tie_word_embeddings=False, num_key_value_hea
                  conv_kernel=4, use_conv_bias=True, chunk_size=128, n_routed_experts=8, n_shared_experts=1,
                  moe_intermediate_size=7688, moe_shared_expert_intermediate_size=7688, moe_latent_size=None,
                  num_experts_per_tok=2, use_bias=False, mamba_ssm_cache_dtype="float32")
+# (the multipliers: transformers' FalconH1Config defaults)
 _FALCON_H1 = dict(vocab_size=128000, tie_word_embeddings=False, num_key_value_heads=8, head_dim=None,
+                  key_multiplier=1.0, attention_in_multiplier=1.0, attention_out_multiplier=1.0,
+                  ssm_in_multiplier=1.0, ssm_out_multiplier=1.0, mlp_multipliers=[1.0, 1.0],
+                  ssm_multipliers=[1.0, 1.0, 1.0, 1.0, 1.0], lm_head_multiplier=1.0, embedding_multiplier=1.0,
                   max_position_embeddings=8192, mamba_d_ssm=1024, mamba_n_heads=128, mamba_d_head="auto",
                   mamba_n_groups=1, mamba_d_state=256, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=256,
                   mamba_conv_bias=True, mamba_proj_bias=False, mamba_norm_before_gate=True, mamba_rms_norm=False,
@@ -450,9 +468,7 @@ _ROUTING = frozenset({"n_group", "topk_group", "routed_scaling_factor", "norm_to
 _NEMOTRON_INERT = _MAMBA_INIT | _ROUTING | {"mtp_layers_block_type", "mtp_hybrid_override_pattern",
                                             "num_nextn_predict_layers", "rope_theta", "partial_rotary_factor",
                                             "hidden_dropout", "mamba_ssm_cache_dtype"}
-_FALCON_H1_INERT = _MAMBA_INIT | {"lm_head_multiplier", "embedding_multiplier", "mlp_multipliers", "key_multiplier",
-                                  "attention_out_multiplier", "attention_in_multiplier", "ssm_multipliers",
-                                  "ssm_in_multiplier", "ssm_out_multiplier", "mamba_chunk_size_comment"}
+_FALCON_H1_INERT = _MAMBA_INIT | {"mamba_chunk_size_comment"}  # the muP multipliers are read (build_falcon_h1)
 # the Mamba conv's activation is hidden_act (SiLU, as the MLP's); normalization_function is RMSNorm
 _GRANITE_INERT = _MAMBA_INIT | {"normalization_function"}
 _MINIMAX_INERT = frozenset()  # the residual factors and postnorm are read (build_minimax)

@@ -4,7 +4,7 @@ A ring (:mod:`lcprof.cost.ring`) splits a sequence of n tokens over G devices an
 around so that every causal (query, key) pair of a *global* attention layer is computed once. The
 other layers of a hybrid model hold the same token split but need something else:
 
-* a **linear-time mixer** (Mamba-1, Mamba-2, Gated DeltaNet, lightning attention) carries a state
+* a **linear-time mixer** (Mamba-1, Mamba-2, Gated DeltaNet, KDA, lightning attention) carries a state
   from token to token. Rank r's tokens follow rank r-1's, so rank r starts its chunk from the
   state rank r-1 ends with: the state (the recurrent state and the conv window of the last
   ``kernel - 1`` inputs, ``lcprof.cost.kinds`` ``state_bytes``) is passed rank to rank once per

@@ -214,12 +214,14 @@ def _attention_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
     return out
 
 
-#: Mixer projections sharded on their input (vLLM ``RowParallelLinear``); the rest split their output.
-_ROW_PARALLEL = ("out_proj", "x_proj")
+#: Mixer projections sharded on their input (vLLM ``RowParallelLinear``); the rest split their output,
+#: except the replicated ones (``ReplicatedLinear``: KDA's low-rank legs into head_dim, which TP does not split).
+_ROW_PARALLEL = ("out_proj", "x_proj", "o_proj")
+_REPLICATED_LINEARS = {("kda", "f_a_proj"), ("kda", "g_a_proj")}
 #: Mixer vectors over one head's (or the low-rank) width, whole on every rank: Gated DeltaNet's gated
 #: norm over head_v_dim, Jamba's dt/B/C RMSNorms. The others (conv taps, A, D, dt bias, Mamba-2's and
 #: lightning's norms over all heads) split with the heads.
-_REPLICATED_VECTORS = {("gated_deltanet", "norm"), ("mamba", "dt_layernorm"), ("mamba", "b_layernorm"),
+_REPLICATED_VECTORS = {("gated_deltanet", "norm"), ("kda", "o_norm"), ("mamba", "dt_layernorm"), ("mamba", "b_layernorm"),
                        ("mamba", "c_layernorm")}
 
 
@@ -237,7 +239,9 @@ def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:
         mx = getattr(spec, MIXER_FIELDS[kind])
         for lin in mx.linears():
             what = f"{kind} {lin.name} width"
-            if lin.name in _ROW_PARALLEL:
+            if (kind, lin.name) in _REPLICATED_LINEARS:
+                out.append(Matrix(f"{kind}.{lin.name}", "mixer", lin.d_in, lin.d_out))
+            elif lin.name in _ROW_PARALLEL:
                 d_in = check_tp(lin.d_in, tp, f"{what} of {spec.name}")
                 out.append(Matrix(f"{kind}.{lin.name}", "mixer", d_in, lin.d_out))
                 if lin.bias:

@@ -62,6 +62,13 @@ when outside the vocabulary.
   score-correction bias) from first_k_dense_replace on, with the same comparison settings as
   deepseek_v3 (``n_group = topk_group = 1``, a zero score-correction bias).
 
+* kimi_linear -- Kimi Linear: KDA (``self_attn``: q/k/v_proj -- lcprof's one qkv weight --, the conv
+  over q | k | v, ``forget_gate``'s f_a/f_b/dt_bias/A_log, b_proj, g_a/g_b, o_norm, o_proj) and MLA
+  without RoPE (DeepSeek-V3's tensors), DeepSeek-V3's MoE from first_k_dense_replace on (sigmoid
+  scores, moe_renormalize), with the deepseek_v3 comparison settings. transformers' KDA core and
+  state run in float32 whatever the model's dtype. The MLA latent norms of transformers (and of
+  DeepSeek's and Moonshot's code) keep RMSNorm's default epsilon 1e-6, as lcprof's layer does.
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
 
@@ -88,7 +95,7 @@ from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
-             "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe")
+             "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -172,6 +179,14 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
         cfg.update(rope_interleave=False, n_group=1, topk_group=1)
     if spec.model_type == "glm4_moe":
         cfg.update(n_group=1, topk_group=1)
+    if spec.model_type == "kimi_linear":
+        cfg.update(n_group=1, topk_group=1)
+        lac = cfg.get("linear_attn_config")
+        if isinstance(lac, dict):  # the 1-based lists cut to the layers built
+            cfg["linear_attn_config"] = {k: ([i for i in v if i <= spec.n_layers] if k.endswith("_layers") else v)
+                                         for k, v in lac.items()}
+        cfg.pop("norm_topk_prob", None)
+        cfg["moe_renormalize"] = norm_topk(spec)
     c = AutoConfig.for_model(spec.model_type, **cfg)
     c._attn_implementation = attn_implementation
     return c
@@ -206,6 +221,10 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
            p + "post_attention_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight)}
     if layer.mixer_kind == "gated_deltanet":
         out.update(_deltanet_map(p + "linear_attn.", layer.mixer))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
+    if layer.mixer_kind == "kda" and spec.model_type == "kimi_linear":  # KimiLinearDeltaAttention
+        out.update(_kda_map(p + "self_attn.", layer.mixer))
         out.update(_mlp_map(spec, p, layer, names))
         return out
     if layer.mixer_kind == "lightning" and spec.model_type == "minimax":  # MiniMaxLightningAttention
@@ -284,6 +303,21 @@ def _deltanet_map(g: str, mx) -> dict[str, torch.Tensor]:
     return {g + "in_proj_qkvz.weight": qkvz, g + "in_proj_ba.weight": ba, g + "conv1d.weight": mx.conv_weight,
             g + "dt_bias": mx.dt_bias, g + "A_log": mx.A_log, g + "norm.weight": mx.norm_weight,
             g + "out_proj.weight": mx.out_proj.weight}
+
+
+def _kda_map(a: str, mx) -> dict[str, torch.Tensor]:
+    """Kimi Linear's KDA: lcprof's one qkv weight is transformers' q_proj | k_proj | v_proj; the conv
+    over q | k | v channels, the decay's f_a/f_b/dt_bias/A_log (``forget_gate``, A_log as (1, 1, H, 1)),
+    b_proj, the output gate's g_a/g_b, o_norm and o_proj are the same tensors."""
+    w = mx.qkv_proj.weight.detach()
+    q, k, v = w.chunk(3, dim=0)
+    f = a + "forget_gate."
+    return {a + "q_proj.weight": q, a + "k_proj.weight": k, a + "v_proj.weight": v,
+            a + "conv1d.weight": mx.conv_weight, f + "f_a_proj.weight": mx.f_a_proj.weight,
+            f + "f_b_proj.weight": mx.f_b_proj.weight, f + "dt_bias": mx.dt_bias,
+            f + "A_log": mx.A_log.detach().view(1, 1, -1, 1), a + "b_proj.weight": mx.b_proj.weight,
+            a + "g_a_proj.weight": mx.g_a_proj.weight, a + "g_b_proj.weight": mx.g_b_proj.weight,
+            a + "o_norm.weight": mx.norm_weight, a + "o_proj.weight": mx.o_proj.weight}
 
 
 def _linear(prefix: str, lin) -> dict[str, torch.Tensor]:

@@ -157,7 +157,7 @@ def norm_topk(spec: ModelSpec) -> bool:
     model type's default (True unless :data:`_NORM_TOPK_DEFAULT` says otherwise)."""
     if spec.model_type == "jamba":
         return False
-    v = spec.config.get("norm_topk_prob")
+    v = spec.config.get("norm_topk_prob", spec.config.get("moe_renormalize"))  # Kimi Linear: moe_renormalize
     return _NORM_TOPK_DEFAULT.get(spec.model_type, True) if v is None else bool(v)
 
 
@@ -384,14 +384,18 @@ class DecoderLayer(nn.Module):
                 self.k_norm = RMSNorm(hd, eps, oc)
         else:
             m = spec.mla
+            # the latent norms keep RMSNorm's default epsilon, 1e-6, whatever rms_norm_eps says
+            # (transformers' DeepseekV2/V3, KimiLinear, GlmMoeDsa attention: RMSNorm(kv_lora_rank));
+            # Kimi Linear's rms_norm_eps is 1e-5
+            latent_eps = 1e-6
             if m.q_lora_rank:
                 self.q_a = nn.Linear(h, m.q_lora_rank, bias=False)
-                self.q_a_norm = RMSNorm(m.q_lora_rank, eps)
+                self.q_a_norm = RMSNorm(m.q_lora_rank, latent_eps)
                 self.q_b = nn.Linear(m.q_lora_rank, H * m.qk_head_dim, bias=False)
             else:
                 self.q_proj = nn.Linear(h, H * m.qk_head_dim, bias=False)
             self.kv_a = nn.Linear(h, m.cache_dim, bias=False)  # latent + shared rope key
-            self.kv_a_norm = RMSNorm(m.kv_lora_rank, eps)
+            self.kv_a_norm = RMSNorm(m.kv_lora_rank, latent_eps)
             self.kv_b = nn.Linear(m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim), bias=False)
             self.o_proj = nn.Linear(H * m.v_head_dim, h, bias=False)
             self.scale = 1.0 / math.sqrt(m.qk_head_dim)
@@ -420,9 +424,11 @@ class DecoderLayer(nn.Module):
             cfg = spec.config
             self.norm_topk = norm_topk(spec)
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
-            # GLM-4.5's router is always sigmoid (transformers' Glm4MoeTopkRouter; its configs name none)
-            default = "sigmoid" if spec.model_type == "glm4_moe" else "softmax"
-            self.sigmoid_scores = str(cfg.get("scoring_func", default)).lower() == "sigmoid"
+            # GLM-4.5's router is always sigmoid (transformers' Glm4MoeTopkRouter; its configs name none);
+            # Kimi Linear names it moe_router_activation_func (sigmoid by default)
+            default = "sigmoid" if spec.model_type in ("glm4_moe", "kimi_linear") else "softmax"
+            scoring = cfg.get("scoring_func", cfg.get("moe_router_activation_func", default))
+            self.sigmoid_scores = str(scoring).lower() == "sigmoid"
         if width:
             if spec.mlp_gated:
                 self.gate = nn.Linear(h, width, bias=False)

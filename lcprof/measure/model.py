@@ -10,7 +10,7 @@ c tanh(logits / c), after the LM head.)
 
 * **Layers** come from one factory, :func:`build_layer`, keyed by the layer's *kind*
   (:func:`layer_kind`): ``attention`` (the layer's own mask -- global, sliding W, chunked C --, RoPE
-  or NoPE, MLA, dense or MoE MLP), the linear-time mixers ``mamba``, ``mamba2``, ``gated_deltanet``
+  or NoPE, MLA, dense or MoE MLP), the linear-time mixers ``mamba``, ``mamba2``, ``gated_deltanet``, ``kda``
   and ``lightning`` (a pre-norm mixer block, with or without its MLP) and ``mlp`` (an MLP-only
   block); each is a :class:`lcprof.measure.layer.DecoderLayer`. Parallel mixers in one layer
   (Falcon-H1's ``attention+mamba2``) have no builder and are refused naming the layer. Other kinds
@@ -116,7 +116,7 @@ def _build_decoder_layer(spec: ModelSpec, layer_idx: int, *, seed: int, mla_form
 register_layer_kind("attention", _build_decoder_layer, device_init=True)
 # The mixers' weights have their own seeded init (A_log, dt bias...): drawn on the CPU, never by the
 # device rule.
-for _kind in ("mamba", "mamba2", "gated_deltanet", "lightning", "mlp"):
+for _kind in ("mamba", "mamba2", "gated_deltanet", "kda", "lightning", "mlp"):
     register_layer_kind(_kind, _build_decoder_layer, device_init=_kind == "mlp")
 
 

@@ -24,7 +24,7 @@ KV groups and blocks (vLLM's hybrid allocator, ``vllm/v1/core/kv_cache_utils.py`
 
   summed over groups. Blocks wholly before the window are freed, as vLLM's sliding-window and
   chunked-local managers do.
-* **Hybrid models** (Mamba-1/2, Gated DeltaNet, lightning layers beside attention; vLLM
+* **Hybrid models** (Mamba-1/2, Gated DeltaNet, KDA, lightning layers beside attention; vLLM
   ``HybridAttentionMambaModelConfig`` / ``Platform._align_hybrid_block_size`` and
   ``vllm/v1/kv_cache_interface.py`` ``MambaSpec``, commit 001cabc): every linear-time mixer is a
   cache of its own kind (``state``), grouped with the attention kinds by the same cut. One state
@@ -100,7 +100,7 @@ class KVGroupKind:
     window: int | None
     n_layers: int
     layers_per_group: int
-    mixer: str | None = None  # state: the mixer kind (mamba, mamba2, gated_deltanet, lightning)
+    mixer: str | None = None  # state: the mixer kind (mamba, mamba2, gated_deltanet, kda, lightning)
     pages: int = 1  # state: pages one request holds in each group
     mask: object = None  # masked: the lcprof.cost.masks.Mask
 

@@ -225,6 +225,54 @@ class GatedDeltaNetSpec(_Mixer):
 
 
 @dataclass(frozen=True)
+class KimiDeltaSpec(_Mixer):
+    """Kimi Delta Attention, KDA (transformers ``KimiLinearDeltaAttention``; Kimi Linear): a gated
+    delta rule whose decay is per channel (a dk-vector per head and token) instead of one scalar.
+
+    q_proj, k_proj, v_proj: h -> n_heads head_dim each; a depthwise causal conv (no bias) over q, k, v
+    (conv_dim = 3 n_heads head_dim; the checkpoint's q/k/v_conv1d are its three thirds); the decay
+    from a low-rank pair f_a_proj: h -> head_dim, f_b_proj: head_dim -> n_heads head_dim, plus
+    dt_bias (n_heads head_dim) and A_log (n_heads); beta from b_proj: h -> n_heads; the output gate
+    from g_a_proj: h -> head_dim, g_b_proj: head_dim -> n_heads head_dim; a sigmoid-gated RMSNorm
+    over head_dim (o_norm); o_proj: n_heads head_dim -> h.
+    State: conv (conv_kernel - 1) x conv_dim, recurrent n_heads x head_dim x head_dim.
+    """
+
+    hidden_size: int
+    n_heads: int
+    head_dim: int
+    conv_kernel: int
+
+    kind = "kda"
+
+    def __post_init__(self) -> None:
+        _positive(self, "hidden_size", "n_heads", "head_dim", "conv_kernel")
+
+    @property
+    def width(self) -> int:
+        """n_heads x head_dim: the width of q, k, v, the decay and the output gate."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return 3 * self.width
+
+    def linears(self) -> tuple[Linear, ...]:
+        h, w, d = self.hidden_size, self.width, self.head_dim
+        return (Linear("q_proj", h, w), Linear("k_proj", h, w), Linear("v_proj", h, w),
+                Linear("f_a_proj", h, d), Linear("f_b_proj", d, w), Linear("b_proj", h, self.n_heads),
+                Linear("g_a_proj", h, d), Linear("g_b_proj", d, w), Linear("o_proj", w, h))
+
+    def other_params(self) -> dict[str, int]:
+        return {"conv1d.weight": self.conv_dim * self.conv_kernel, "A_log": self.n_heads, "dt_bias": self.width,
+                "o_norm": self.head_dim}
+
+    def state_elements(self) -> dict[str, int]:
+        return {"conv": (self.conv_kernel - 1) * self.conv_dim,
+                "recurrent": self.n_heads * self.head_dim * self.head_dim}
+
+
+@dataclass(frozen=True)
 class LightningSpec(_Mixer):
     """Lightning (linear) attention with per-head decay (transformers ``MiniMaxLightningAttention``).
 
@@ -294,4 +342,4 @@ class IndexerSpec(_Mixer):
 
 #: Mixer kind -> its spec class (an attention layer's indexer is not a mixer of its own).
 MIXER_SPECS = {"mamba": MambaSpec, "mamba2": Mamba2Spec, "gated_deltanet": GatedDeltaNetSpec,
-               "lightning": LightningSpec}
+               "kda": KimiDeltaSpec, "lightning": LightningSpec}

@@ -16,12 +16,12 @@ from typing import Any
 from lcprof.errors import LcprofError
 from lcprof.spec.attention import QK_NORMS, MLASpec
 from lcprof.spec.layers import ACTIVATIONS, GATED_COMBINES, AttnDims, LayerSpec
-from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, LightningSpec, Mamba2Spec, MambaSpec
+from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, KimiDeltaSpec, LightningSpec, Mamba2Spec, MambaSpec
 from lcprof.spec.moe import MoESpec
 from lcprof.spec.rope import RopeSpec
 
 #: Mixer kind -> the ModelSpec field holding its spec.
-MIXER_FIELDS = {"mamba": "mamba", "mamba2": "mamba2", "gated_deltanet": "gated_deltanet",
+MIXER_FIELDS = {"mamba": "mamba", "mamba2": "mamba2", "gated_deltanet": "gated_deltanet", "kda": "kda",
                 "lightning": "lightning"}
 
 
@@ -92,6 +92,7 @@ class ModelSpec:
     mamba: MambaSpec | None = None
     mamba2: Mamba2Spec | None = None
     gated_deltanet: GatedDeltaNetSpec | None = None
+    kda: KimiDeltaSpec | None = None
     lightning: LightningSpec | None = None
     indexer: IndexerSpec | None = None
     state_dtype: str | None = None  # dtype the config asks the SSM/recurrent state to be kept in
@@ -212,7 +213,7 @@ class ModelSpec:
         return self.attn_temperature_tuning and lyr.has_attention and not lyr.rope
 
     def mixer(self, kind: str):
-        """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``lightning``)."""
+        """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``kda``, ``lightning``)."""
         if kind not in MIXER_FIELDS:
             raise LcprofError(f"unknown mixer kind {kind!r}; known: {', '.join(MIXER_FIELDS)}")
         spec = getattr(self, MIXER_FIELDS[kind])

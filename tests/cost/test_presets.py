@@ -50,7 +50,11 @@ def test_param_count_within_1_percent_of_published(name):
 HYBRID_AND_NEW = ["qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80b-a3b", "qwen3.5-27b", "qwen3.5-35b-a3b",
                   "qwen3.5-397b-a17b", "gemma3-27b", "gpt-oss-20b", "gpt-oss-120b", "mixtral-8x7b", "llama4-maverick",
                   "llama4-scout-instruct", "deepseek-v3.2", "kimi-k2", "glm-5", "minimax-m1", "minimax-m2.5",
-                  "mimo-v2-flash", "jamba-1.5-mini", "nemotron-h-56b", "nemotron-3-nano", "falcon-mamba-7b"]
+                  "mimo-v2-flash", "jamba-1.5-mini", "nemotron-h-56b", "nemotron-3-nano", "falcon-mamba-7b",
+                  "kimi-linear-48b"]
+#: presets whose published total leaves the (untied) embedding and LM-head tables out: Kimi Linear's "48B"
+#: is 48.37B without them, 49.12B with (its preset's published_params_source)
+WITHOUT_EMBEDDINGS = {"kimi-linear-48b"}
 
 
 def test_issue_12_presets_are_listed_and_near_their_published_totals():
@@ -62,7 +66,8 @@ def test_issue_12_presets_are_listed_and_near_their_published_totals():
         assert nm in names, nm
     for nm in names:
         spec = load_model(nm)
-        total = param_counts(spec)["total_params"]
+        pc = param_counts(spec)
+        total = pc["total_params"] - (pc["embedding_params"] + pc["lm_head_params"] if nm in WITHOUT_EMBEDDINGS else 0)
         assert abs(total / spec.published_params - 1) < 0.015, (nm, total, spec.published_params)
 
 

@@ -304,7 +304,7 @@ def test_activation_per_tp_rank_between_a_share_and_the_whole(cfg, n, tp):
 # ------------------------------------------------------------------------------------------------
 
 from lcprof.cost.kinds import mixer_ops, mixer_state_bytes  # noqa: E402
-from lcprof.spec import GatedDeltaNetSpec, LightningSpec, Mamba2Spec, MambaSpec  # noqa: E402
+from lcprof.spec import GatedDeltaNetSpec, KimiDeltaSpec, LightningSpec, Mamba2Spec, MambaSpec  # noqa: E402
 
 MASKS = st.one_of(
     st.builds(masks.Sliding, st.integers(1, 64)),
@@ -347,6 +347,8 @@ MIXERS = st.one_of(
                                                           head_k_dim=dk, head_v_dim=dv, conv_kernel=K),
               st.integers(8, 64), st.integers(1, 4), st.integers(1, 3), st.integers(1, 32), st.integers(1, 32),
               st.integers(2, 4)),
+    st.builds(lambda h, H, d, K: KimiDeltaSpec(hidden_size=h, n_heads=H, head_dim=d, conv_kernel=K),
+              st.integers(8, 64), st.integers(1, 8), st.integers(1, 32), st.integers(2, 4)),
     st.builds(lambda h, H, d: LightningSpec(hidden_size=h, n_heads=H, head_dim=d), st.integers(8, 64),
               st.integers(1, 8), st.integers(1, 32)),
     st.builds(lambda h, di, N, K, R: MambaSpec(hidden_size=h, d_inner=di, d_state=N, d_conv=K, dt_rank=R),
@@ -366,7 +368,7 @@ def test_mixers_linear_in_n_constant_state(m, n, p, b):
     def total(tokens):
         return sum(float(o.flops) for o in mixer_ops(m, tokens, 0, batch=b, dtype="bf16"))
 
-    chunk = {"mamba2": getattr(m, "chunk_size", 0), "gated_deltanet": 64, "lightning": 256}.get(m.kind)
+    chunk = {"mamba2": getattr(m, "chunk_size", 0), "gated_deltanet": 64, "kda": 64, "lightning": 256}.get(m.kind)
     if chunk is not None:  # (two chunks, so never the one-token decode form)
         k = n % 7 + 2
         assert total(2 * k * chunk) == k * total(2 * chunk)

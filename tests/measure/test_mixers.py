@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lcprof.cost.kinds import mixer_activation_bytes, mixer_activation_steps, mixer_ops, mixer_state_bytes
 from lcprof.measure.mixers import RECURRENT, build_mixer
 from lcprof.measure.tensor_audit import LiveBytes
-from lcprof.spec import GatedDeltaNetSpec, LightningSpec, Mamba2Spec, MambaSpec
+from lcprof.spec import GatedDeltaNetSpec, KimiDeltaSpec, LightningSpec, Mamba2Spec, MambaSpec
 
 F64 = torch.float64
 TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -38,19 +38,23 @@ SPECS = {
                                  chunk_size=6, norm=False),
     "gdn": GatedDeltaNetSpec(hidden_size=32, num_k_heads=2, num_v_heads=4, head_k_dim=8, head_v_dim=6, conv_kernel=4),
     "gdn-mha": GatedDeltaNetSpec(hidden_size=16, num_k_heads=3, num_v_heads=3, head_k_dim=4, head_v_dim=5, conv_kernel=2),
+    "kda": KimiDeltaSpec(hidden_size=24, n_heads=3, head_dim=8, conv_kernel=4),
+    "kda-narrow": KimiDeltaSpec(hidden_size=16, n_heads=2, head_dim=3, conv_kernel=2),
     "lightning": LightningSpec(hidden_size=32, n_heads=4, head_dim=8),
     "lightning-6": LightningSpec(hidden_size=24, n_heads=6, head_dim=4),
     "mamba-jamba": MambaSpec(hidden_size=32, d_inner=64, d_state=6, d_conv=4, dt_rank=2, bcdt_norm="weighted"),
     "mamba-falcon": MambaSpec(hidden_size=16, d_inner=32, d_state=4, d_conv=3, dt_rank=3, bcdt_norm="unweighted",
                               conv_bias=False, proj_bias=True),
 }
-CHUNK = {"gated_deltanet": 5, "lightning": 5}  # small chunks so 13 tokens span several
+CHUNK = {"gated_deltanet": 5, "kda": 5, "lightning": 5}  # small chunks so 13 tokens span several
+SUB = 2  # KDA's sub-chunks: 5-token chunks hold three (2, 2, 1), so both pair products run
 
 
 def layer(name, dtype=F64):
     spec = SPECS[name]
     kw = {"chunk": CHUNK[spec.kind]} if spec.kind == "gated_deltanet" else (
-        {"block": CHUNK[spec.kind]} if spec.kind == "lightning" else {})
+        {"block": CHUNK[spec.kind]} if spec.kind == "lightning" else (
+            {"chunk": CHUNK[spec.kind], "sub": SUB} if spec.kind == "kda" else {}))
     return spec, build_mixer(spec, seed=3, **kw).to(dtype).eval(), kw
 
 
@@ -60,6 +64,11 @@ def inputs(spec, b, n, seed=0, dtype=F64):
 
 def cost_chunk(spec):
     return CHUNK.get(spec.kind)
+
+
+def cost_kw(spec) -> dict:
+    """The chunking the cost model is asked about: the measured layer's (KDA: its sub-chunks too)."""
+    return {"chunk": cost_chunk(spec), **({"sub": SUB} if spec.kind == "kda" else {})}
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -108,8 +117,9 @@ def test_flop_counter_equals_the_cost_model(name, n, prefix):
         st = m(inputs(spec, 2, prefix, seed=2, dtype=torch.float32))[1] if prefix else None
         with FlopCounterMode(display=False) as fc:
             m(inputs(spec, 2, n, dtype=torch.float32), st)
-    ops = mixer_ops(spec, n, prefix, batch=2, dtype="fp32", chunk=cost_chunk(spec))
-    counted = sum(float(op.flops) for op in ops if op.name != "mixer/solve")
+    ops = mixer_ops(spec, n, prefix, batch=2, dtype="fp32", **cost_kw(spec))
+    # not matrix products: the triangular solve; KDA's diagonal sub-chunk pairs (summed elementwise)
+    counted = sum(float(op.flops) for op in ops if op.name not in ("mixer/solve", "mixer/kk_diag", "mixer/qk_diag"))
     assert fc.get_total_flops() == counted
 
 
@@ -134,6 +144,38 @@ def test_deltanet_flops_by_hand():
     assert dec["mixer/kk"] == dec["mixer/solve"] == dec["mixer/qk"] == dec["mixer/intra_v"] == 0
 
 
+def test_kda_flops_by_hand():
+    # KDA, H = 3 heads of d = 8, hidden 24, conv 4, batch 2, n = 13 in chunks of 5 (5, 5, 3), sub-chunks
+    # of 2: a 5-chunk's sub-chunks are (2, 2, 1) -> 4 + 4 + 1 = 9 pairs inside them, (25 - 9) / 2 = 8
+    # below them; the 3-chunk's (2, 1) -> 5 inside, 2 below. Inside: 9 + 9 + 5 = 23, below: 18.
+    spec = SPECS["kda"]
+    ops = {op.name: op for op in mixer_ops(spec, 13, batch=2, dtype="fp32", chunk=5, sub=2)}
+    fl = {k: float(v.flops) for k, v in ops.items()}
+    t = 2 * 13
+    assert fl["mixer/q_proj"] == fl["mixer/k_proj"] == fl["mixer/v_proj"] == 2 * t * 24 * 24
+    assert fl["mixer/f_a_proj"] == fl["mixer/g_a_proj"] == 2 * t * 24 * 8
+    assert fl["mixer/f_b_proj"] == fl["mixer/g_b_proj"] == 2 * t * 8 * 24
+    assert fl["mixer/b_proj"] == 2 * t * 24 * 3
+    assert fl["mixer/o_proj"] == 2 * t * 24 * 24
+    assert fl["mixer/conv"] == 2 * t * 72 * 4
+    assert fl["mixer/kk"] == fl["mixer/qk"] == 2 * 2 * 3 * 8 * 18  # below the diagonal sub-chunks: products
+    assert fl["mixer/kk_diag"] == fl["mixer/qk_diag"] == 2 * 2 * 3 * 8 * 23  # inside them: elementwise
+    # useful: K K^T strictly below the diagonal (5-chunk: 1 + 1 inside, 3-chunk: 1 -> 5 inside), Q K^T causal
+    assert float(ops["mixer/kk_diag"].useful_flops) == 2 * 2 * 3 * 8 * 5
+    assert float(ops["mixer/qk_diag"].useful_flops) == 2 * 2 * 3 * 8 * (5 + 13)
+    assert fl["mixer/solve"] == 2 * 3 * (8 + 8) * (20 + 20 + 6)  # sum l (l - 1), unit diagonal
+    assert fl["mixer/intra_v"] == 2 * 2 * 3 * 8 * (25 + 25 + 9)
+    assert fl["mixer/state_read"] == 2 * 2 * t * 3 * 8 * 8 and fl["mixer/state_write"] == 2 * t * 3 * 8 * 8
+    # decode: S^T k, rank-1 update, S^T q = 6 d^2 per head; no pair products
+    dec = {op.name: float(op.flops) for op in mixer_ops(spec, 1, 100, batch=2, dtype="fp32")}
+    assert dec["mixer/state_read"] + dec["mixer/state_write"] == 2 * 6 * 3 * 8 * 8
+    assert dec["mixer/kk"] == dec["mixer/kk_diag"] == dec["mixer/qk"] == dec["mixer/qk_diag"] == 0
+    # the default chunking is fla's chunk_kda: 64-token chunks, 16-token sub-chunks. n = 64: 4 x 16^2 =
+    # 1024 pairs inside, (64^2 - 1024) / 2 = 1536 below
+    one = {op.name: float(op.flops) for op in mixer_ops(spec, 64, dtype="fp32")}
+    assert one["mixer/kk_diag"] == 2 * 3 * 8 * 1024 and one["mixer/kk"] == 2 * 3 * 8 * 1536
+
+
 @pytest.mark.parametrize("name", list(SPECS))
 def test_parameters_and_state_match_the_spec(name):
     spec, m, _ = layer(name, torch.float32)
@@ -153,7 +195,7 @@ def test_parameters_and_state_match_the_spec(name):
     assert sf.nbytes == mixer_state_bytes(spec, "bf16", state_dtype="fp32")
 
 
-@pytest.mark.parametrize("name", ["mamba2", "gdn", "lightning", "mamba-jamba"])
+@pytest.mark.parametrize("name", ["mamba2", "gdn", "kda", "lightning", "mamba-jamba"])
 def test_bf16_layer_tracks_the_fp64_reference(name):
     # the low-precision layer (core in fp32, state carried in bf16) stays within bf16 rounding of
     # the fp64 recurrence: relative error of the output below 3 %
@@ -190,11 +232,11 @@ def traced_peak(spec, m, n, *, b, dtype, prefix):
 def test_activation_peak_matches_the_layer_to_the_byte(name, dtype, n, b, prefix):
     spec, m, kw = layer(name, TORCH[dtype])
     lb = traced_peak(spec, m, n, b=b, dtype=TORCH[dtype], prefix=prefix)
-    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, chunk=cost_chunk(spec))
+    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, **cost_kw(spec))
     top = max(steps, key=lambda k: float(steps[k][0]))
     assert int(steps[top][0]) == lb.peak_bytes, (top, lb.peak_step, lb.peak_tensors)
     assert int(mixer_activation_bytes(spec, n, batch=b, dtype=dtype, prefix=prefix,
-                                      chunk=cost_chunk(spec))[0]) == lb.peak_bytes
+                                      **cost_kw(spec))[0]) == lb.peak_bytes
 
 
 def test_activation_peaks_move_between_steps():
@@ -205,7 +247,7 @@ def test_activation_peaks_move_between_steps():
         spec = SPECS[name]
         for n in (1, 13, 40, 4096):
             for dtype in ("fp32", "bf16"):
-                steps = mixer_activation_steps(spec, n, dtype=dtype, chunk=cost_chunk(spec))
+                steps = mixer_activation_steps(spec, n, dtype=dtype, **cost_kw(spec))
                 seen.add(max(steps, key=lambda k: float(steps[k][0])))
     assert len(seen) >= 6, seen
 
@@ -232,7 +274,7 @@ def test_every_activation_step_matches_its_segment_of_the_layer(name, dtype, n, 
     # byte; the names agree both ways (a renamed or missing step fails)
     spec, m, _ = layer(name, TORCH[dtype])
     lb = traced_peak(spec, m, n, b=b, dtype=TORCH[dtype], prefix=prefix)
-    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, chunk=cost_chunk(spec))
+    steps = mixer_activation_steps(spec, n, batch=b, dtype=dtype, prefix=prefix, **cost_kw(spec))
     assert predicted_steps(steps) == measured_steps(lb)
 
 
@@ -241,7 +283,7 @@ def test_activation_step_defaults_are_one_bf16_sequence(name):
     # without batch, dtype or prefix the steps are those of one fresh sequence in bf16
     spec, m, _ = layer(name, torch.bfloat16)
     lb = traced_peak(spec, m, 13, b=1, dtype=torch.bfloat16, prefix=0)
-    assert predicted_steps(mixer_activation_steps(spec, 13, chunk=cost_chunk(spec))) == measured_steps(lb)
+    assert predicted_steps(mixer_activation_steps(spec, 13, **cost_kw(spec))) == measured_steps(lb)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

@@ -108,8 +108,19 @@ HF_TINY = {
                      moe_intermediate_size=16, n_shared_experts=1, first_k_dense_replace=1,
                      routed_scaling_factor=2.5, norm_topk_prob=True, rope_theta=10000.0,
                      num_nextn_predict_layers=0, **_BASE),
+    # Kimi Linear: KDA (4 heads of 8, dense MLP), KDA (MoE), MLA without RoPE (no q LoRA; MoE), KDA (MoE); 2 of
+    # 4 sigmoid-scored experts scaled by 2.5 plus a shared one; the schedule as the checkpoint writes it
+    "kimi_linear": dict(model_type="kimi_linear", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=4, intermediate_size=48, q_lora_rank=None, kv_lora_rank=16,
+                        qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, mla_use_nope=True,
+                        num_experts=4, num_experts_per_token=2, num_shared_experts=1, moe_intermediate_size=16,
+                        first_k_dense_replace=1, moe_layer_freq=1, moe_router_activation_func="sigmoid",
+                        moe_renormalize=True, routed_scaling_factor=2.5, model_max_length=8192, vocab_size=256,
+                        rms_norm_eps=1e-5, linear_attn_config={"kda_layers": [1, 2, 4], "full_attn_layers": [3],
+                                                               "head_dim": 8, "num_heads": 4,
+                                                               "short_conv_kernel_size": 4}),
 }
-HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid")
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping)
 EAGER_ONLY = ("gemma2",)
 

@@ -203,20 +203,24 @@ def test_op_matrices_match_the_cost_models_weight_traffic():
 
 
 @pytest.mark.parametrize("name,tp", [("nemotron-h-56b", 8), ("qwen3-next-80b-a3b", 2), ("minimax-m1", 8),
-                                     ("jamba-1.5-mini", 4)])
+                                     ("jamba-1.5-mini", 4), ("kimi-linear-48b", 4)])
 def test_mixer_tensors_split_over_tp_sum_to_the_whole(name, tp):
     """A hybrid's linear-time mixer tensors, split tp ways, add up over the tp ranks to the model's
     mixer parameters (spec.param_counts): nothing lost or counted twice by the split."""
     spec = load_model(name)
     mats = [m for m in model_matrices(spec, Sharding(tp=tp, expert_shards=tp))
-            if m.name.split(".")[0] in ("mamba", "mamba2", "gated_deltanet", "lightning")]
-    # per-head-width norms are whole on every rank (GDN's over head_v_dim 128, Jamba's dt/B/C norms)
-    whole = {"gated_deltanet.norm", "mamba.dt_layernorm", "mamba.b_layernorm", "mamba.c_layernorm"}
+            if m.name.split(".")[0] in ("mamba", "mamba2", "gated_deltanet", "kda", "lightning")]
+    # per-head-width norms are whole on every rank (GDN's over head_v_dim 128, Jamba's dt/B/C norms, KDA's
+    # o_norm), and so are KDA's low-rank legs into head_dim (f_a_proj, g_a_proj: vLLM's ReplicatedLinear)
+    whole = {"gated_deltanet.norm", "mamba.dt_layernorm", "mamba.b_layernorm", "mamba.c_layernorm", "kda.o_norm",
+             "kda.f_a_proj", "kda.g_a_proj"}
     split = sum(m.count * m.d_in * m.d_out for m in mats if m.name not in whole)
-    repl = sum(m.d_out for m in mats if m.name in whole)
+    repl = sum(m.d_in * m.d_out for m in mats if m.name in whole)
     assert split * tp + repl == param_counts(spec)["mixer_params"]
     if name == "qwen3-next-80b-a3b":
         assert repl == 36 * 128  # 36 Gated DeltaNet layers, one head_v_dim norm each
+    if name == "kimi-linear-48b":
+        assert repl == 20 * (2 * 2304 * 128 + 128)  # 20 KDA layers: f_a, g_a (hidden x head_dim), o_norm
 
 
 def test_nemotron_h_mamba2_in_proj_by_hand():

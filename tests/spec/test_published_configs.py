@@ -504,6 +504,38 @@ def test_glm45_air():
     assert within(total, 106e9, 0.01) and within(active - 2 * 151552 * 4096, 12e9, 0.02)
 
 
+def test_kimi_linear_48b_kda_and_nope_mla():
+    # 7 of 27 layers MLA (1-based 4, 8, ..., 24, 27) hold KV: the latent 512 + the shared (unrotated) key
+    # part 64, bf16: 7 x 576 x 2 = 8064 B per token at every n; the 20 KDA layers hold a fixed state
+    kv = 7 * (512 + 64) * 2
+    assert kv == 8064
+    h, w, d = 2304, 32 * 128, 128
+    # KDA: q, k, v (h x w each), conv 3w x 4 (no bias), f_a h x d, f_b d x w, dt_bias w, A_log 32,
+    # b_proj h x 32, g_a h x d, g_b d x w, o_norm d, o_proj w x h
+    kda = 3 * h * w + 3 * w * 4 + h * d + d * w + w + 32 + h * 32 + h * d + d * w + d + w * h
+    assert kda == 39_514_272
+    # MLA without q LoRA: q_proj h x 32 x (128 + 64), kv_a h x (512 + 64), its norm 512,
+    # kv_b 512 x 32 x (128 + 128), o_proj 32 x 128 x h
+    mla = h * 32 * 192 + h * 576 + 512 + 512 * 32 * 256 + 32 * 128 * h
+    assert mla == 29_114_880
+    expert = 3 * h * 1024
+    # layer 0 dense (FFN 9216); layers 1..26 route 8 of 256 experts (router h x 256; its score-correction
+    # bias is a buffer) plus one shared expert of the same width
+    dense = 3 * h * 9216
+    common = 20 * kda + 7 * mla + dense + 27 * 2 * h + 2 * 163840 * h + h  # untied embedding + lm_head
+    total = common + 26 * (h * 256 + 256 * expert + expert)
+    active = common + 26 * (h * 256 + 8 * expert + expert)
+    assert (total, active) == (49_122_675_072, 3_484_453_248)
+    spec, _ = check("moonshotai--Kimi-Linear-48B-A3B-Instruct", kv, kv, total, active)
+    assert spec.layer_kinds == {"kda": 20, "global": 7} and spec.rope is None
+    assert spec.max_position_embeddings == 1_048_576  # model_max_length
+    # state per sequence, bf16: 20 x (32 x 128 x 128 recurrent + 3 x 4096 x 3 conv) x 2 B
+    from lcprof.cost.model import state_bytes
+
+    assert state_bytes(spec, dtype="bf16") == 20 * (32 * 128 * 128 + 3 * 4096 * 3) * 2 == 22_446_080
+    # model card: 48B total (49.1B here), 3B activated (3.1B without the input embedding table)
+    assert within(total, 48e9, 0.03) and within(active - 163840 * h, 3e9, 0.05)
+
 def test_every_committed_config_is_tested_and_has_a_source():
     tested = {"meta-llama--Meta-Llama-3.1-8B", "meta-llama--Meta-Llama-3.1-70B", "Qwen--Qwen3-8B",
               "mistralai--Mistral-7B-v0.1", "microsoft--Phi-3-mini-4k-instruct", "microsoft--Phi-3-mini-128k-instruct",
@@ -515,7 +547,8 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "Qwen--Qwen3-Next-80B-A3B-Thinking", "Qwen--Qwen3.5-27B", "Qwen--Qwen3.5-397B-A17B",
               "ai21labs--AI21-Jamba-1.5-Mini", "nvidia--Nemotron-H-56B-Base-8K",
               "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "MiniMaxAI--MiniMax-M1", "XiaomiMiMo--MiMo-V2-Flash",
-              "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air"}
+              "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
+              "moonshotai--Kimi-Linear-48B-A3B-Instruct"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

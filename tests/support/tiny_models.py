@@ -104,6 +104,17 @@ TINY_HYBRID_CONFIGS = {
                     mamba_expand=2, mamba_chunk_size=16, position_embedding_type="nope", attention_multiplier=0.2,
                     residual_multiplier=0.5, embedding_multiplier=3.0, logits_scaling=2.0,
                     **dict(_BASE, rms_norm_eps=1e-5)),
+    # Kimi Linear: KDA (dense MLP), KDA (MoE), MLA without RoPE (MoE), KDA (MoE): 2 of 4 sigmoid-scored experts
+    # scaled by 2.5 plus a shared one; 4 KDA heads of 8
+    "kimi-linear": dict(model_type="kimi_linear", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=4, intermediate_size=48, q_lora_rank=None, kv_lora_rank=16,
+                        qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, mla_use_nope=True, num_experts=4,
+                        num_experts_per_token=2, num_shared_experts=1, moe_intermediate_size=16,
+                        first_k_dense_replace=1, moe_layer_freq=1, moe_router_activation_func="sigmoid",
+                        moe_renormalize=True, routed_scaling_factor=2.5, model_max_length=8192, vocab_size=1000,
+                        rms_norm_eps=1e-5, linear_attn_config={"kda_layers": [1, 2, 4], "full_attn_layers": [3],
+                                                               "head_dim": 8, "num_heads": 4,
+                                                               "short_conv_kernel_size": 4}),
     # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
     "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                          state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,

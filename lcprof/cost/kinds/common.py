@@ -87,6 +87,17 @@ def check_tp(count: int, tp: int, what: str) -> int:
     return count // tp
 
 
+def step_scalars(n, batch: int, dtype: str, state_dtype: str | None):
+    """What every kind's ``activation_steps`` starts from: (s, ss, c, low, n, b, t) -- bytes per
+    element of the activations, of the recurrent state, of the measured layers' float32 core, whether
+    the dtype is below 4 bytes, n as a float array, the batch and the tokens b x n."""
+    s = dtype_bytes(dtype)
+    c = core_bytes(s)
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    b = float(batch)
+    return s, state_dtype_bytes(dtype, state_dtype), c, s < 4, n, b, b * n
+
+
 def core_bytes(s: float) -> float:
     """Bytes per element of the recurrent core of lcprof's measured layers: float32 for fp16/bf16
     (as the kernels accumulate), the dtype itself otherwise."""

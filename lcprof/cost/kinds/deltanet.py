@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
-                                      state_dtype_bytes)
+from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, gated_norm_steps, proj_ops, state_dtype_bytes,
+                                      step_scalars)
 from lcprof.units import dtype_bytes
 
 #: Tokens per chunk of the chunked delta rule (fla ``chunk_gated_delta_rule``: BT = 64).
@@ -90,13 +90,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     Q K^T, the solve's right-hand side and solution, V', the partial outputs and the state update
     (decode: S^T k and the rank-1 update); then the gated RMSNorm and out_proj. Weights and the
     carried-in state are not counted. Arrays over n."""
-    s = dtype_bytes(dtype)
-    ss = state_dtype_bytes(dtype, state_dtype)
-    c = core_bytes(s)
-    low = s < 4
-    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    b = float(batch)
-    t = b * n
+    s, ss, c, low, n, b, t = step_scalars(n, batch, dtype, state_dtype)
     Hv, dk, dv, K, cd, vw = m.num_v_heads, m.head_k_dim, m.head_v_dim, m.conv_kernel, m.conv_dim, m.value_dim
     qkvz, ba, _ = m.linears()
     S_el = b * Hv * dk * dv

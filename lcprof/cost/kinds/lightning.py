@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, core_bytes, proj_ops, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, proj_ops, state_dtype_bytes, step_scalars
 from lcprof.units import dtype_bytes
 
 #: Tokens per block (MiniMax-Text-01 / M1 ``block_size``; transformers' MiniMaxConfig default).
@@ -76,13 +76,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     output buffer; inside the block loop one block's q, k, v, the (heads x l x l) decay and
     Q K^T, the partial outputs and the state update; then the RMSNorm, the sigmoid gate and
     out_proj. Weights and the carried-in state are not counted. Arrays over n."""
-    s = dtype_bytes(dtype)
-    ss = state_dtype_bytes(dtype, state_dtype)
-    c = core_bytes(s)
-    low = s < 4
-    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    b = float(batch)
-    t = b * n
+    s, ss, c, low, n, b, t = step_scalars(n, batch, dtype, state_dtype)
     H, d = m.n_heads, m.head_dim
     w = H * d
     S_el = b * H * d * d

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import Op, check_tp, conv_op, core_bytes, proj_ops, state_dtype_bytes
+from lcprof.cost.kinds.common import Op, check_tp, conv_op, core_bytes, proj_ops, state_dtype_bytes, step_scalars
 from lcprof.units import dtype_bytes
 
 
@@ -73,13 +73,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     Jamba's dt/B/C norms, dt, A, the
     state and the output buffer; one token's decay and outer-product update inside the scan; then
     the gate and out_proj. Weights and the carried-in state are not counted. Arrays over n."""
-    s = dtype_bytes(dtype)
-    ss = state_dtype_bytes(dtype, state_dtype)
-    c = core_bytes(s)
-    low = s < 4
-    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    b = float(batch)
-    t = b * n
+    s, ss, c, low, n, b, t = step_scalars(n, batch, dtype, state_dtype)
     di, N, R, K = m.d_inner, m.d_state, m.dt_rank, m.d_conv
     S_el = b * di * N
     X, XZ = s * t * m.hidden_size, s * t * 2 * di

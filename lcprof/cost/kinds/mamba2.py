@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, core_bytes, gated_norm_steps, proj_ops,
-                                      state_dtype_bytes)
+from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, gated_norm_steps, proj_ops, state_dtype_bytes,
+                                      step_scalars)
 from lcprof.units import dtype_bytes
 
 
@@ -86,13 +86,7 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     chunk-state product (decode: the outer-product update); then the gated RMSNorm and out_proj.
     Weights and the carried-in state are not counted (they exist before the call). Arrays over n.
     """
-    s = dtype_bytes(dtype)
-    ss = state_dtype_bytes(dtype, state_dtype)
-    c = core_bytes(s)
-    low = s < 4
-    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    b = float(batch)
-    t = b * n
+    s, ss, c, low, n, b, t = step_scalars(n, batch, dtype, state_dtype)
     H, P, N, G, K, cd, di = m.n_heads, m.head_dim, m.d_state, m.n_groups, m.d_conv, m.conv_dim, m.d_inner
     width = m.linears()[0].d_out
     S_el = b * H * P * N

@@ -92,6 +92,16 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return F.silu(out, inplace=True), new_state
 
 
+def upper_mask(cache: dict, l: int, device, strict: bool = False) -> torch.Tensor:
+    """Boolean (l, l) mask of the pairs a causal chunk zeroes: above the diagonal (and on it when
+    ``strict``), built once per (l, device, strict) in the layer's ``cache`` -- as a model builds it
+    once per forward."""
+    key = (l, str(device), strict)
+    if key not in cache:
+        cache[key] = torch.ones(l, l, dtype=torch.bool, device=device).triu(0 if strict else 1)
+    return cache[key]
+
+
 def gather(src: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A contiguous ``dtype`` copy of the view ``src`` (already arranged to ``shape``)."""
     out = torch.empty(shape, dtype=dtype, device=src.device)
@@ -100,8 +110,9 @@ def gather(src: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> tor
 
 
 def gated_rmsnorm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, groups: int, eps: float,
-                  norm_first: bool) -> torch.Tensor:
-    """RMSNorm with a SiLU gate, over ``groups`` groups of the last dim, in float32 for fp16/bf16.
+                  norm_first: bool, gate: str = "silu") -> torch.Tensor:
+    """RMSNorm with a SiLU gate (``gate="sigmoid"``: KDA's sigmoid gate), over ``groups`` groups of
+    the last dim, in float32 for fp16/bf16.
 
     ``norm_first=False`` (Mamba-2's ``norm_before_gate=False``): rmsnorm(y * silu(z)) * weight;
     ``norm_first=True`` (Gated DeltaNet's ``RMSNormGated``): rmsnorm(y) * weight * silu(z).
@@ -129,6 +140,6 @@ def gated_rmsnorm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, groups
     mark("mixer/norm_weight")
     del hg
     if norm_first:
-        out = out * F.silu(z)
+        out = out * (torch.sigmoid(z) if gate == "sigmoid" else F.silu(z))
         mark("mixer/norm_gate")
     return out

@@ -26,7 +26,7 @@ from torch import nn
 from lcprof.cost.kinds.deltanet import CHUNK
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
-                                          gather, materialize)
+                                          gather, materialize, upper_mask)
 from lcprof.measure.tensor_audit import mark
 
 
@@ -81,11 +81,7 @@ class GatedDeltaNetMixer(nn.Module):
                           torch.zeros(batch, d.num_v_heads, d.head_k_dim, d.head_v_dim, dtype=dtype, device=device))
 
     def _tril(self, l: int, device, strict: bool) -> torch.Tensor:
-        """Boolean (l, l) mask of the pairs to zero: above the diagonal (and on it when strict)."""
-        key = (l, str(device), strict)
-        if key not in self._masks:
-            self._masks[key] = torch.ones(l, l, dtype=torch.bool, device=device).triu(0 if strict else 1)
-        return self._masks[key]
+        return upper_mask(self._masks, l, device, strict)
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from lcprof.cost.kinds.lightning import BLOCK
 from lcprof.measure.mixer_backends import get_mixer_backend
-from lcprof.measure.mixers.common import MixerState, core_dtype, fill_linear_weights, gather, materialize
+from lcprof.measure.mixers.common import MixerState, core_dtype, fill_linear_weights, gather, materialize, upper_mask
 from lcprof.measure.tensor_audit import mark
 
 
@@ -68,10 +68,7 @@ class LightningAttention(nn.Module):
                                             device=device or p.device))
 
     def _upper(self, l: int, device) -> torch.Tensor:
-        key = (l, str(device))
-        if key not in self._masks:
-            self._masks[key] = torch.ones(l, l, dtype=torch.bool, device=device).triu(1)
-        return self._masks[key]
+        return upper_mask(self._masks, l, device)
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:

@@ -23,7 +23,7 @@ from torch import nn
 
 from lcprof.measure.mixer_backends import get_mixer_backend
 from lcprof.measure.mixers.common import (MixerState, causal_conv, core_dtype, fill_linear_weights, gated_rmsnorm,
-                                          gather, materialize)
+                                          gather, materialize, upper_mask)
 from lcprof.measure.tensor_audit import mark
 
 
@@ -71,10 +71,7 @@ class Mamba2Mixer(nn.Module):
                           torch.zeros(batch, d.n_heads, d.head_dim, d.d_state, dtype=dtype, device=device))
 
     def _upper(self, l: int, device) -> torch.Tensor:
-        key = (l, str(device))
-        if key not in self._masks:
-            self._masks[key] = torch.ones(l, l, dtype=torch.bool, device=device).triu(1)
-        return self._masks[key]
+        return upper_mask(self._masks, l, device)
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:

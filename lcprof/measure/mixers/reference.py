@@ -100,6 +100,40 @@ def deltanet_recurrent(mixer, x, state=None):
     return F.linear(y.reshape(b, m, Hv * dv), mixer.out_proj.weight), conv, S
 
 
+def kda_recurrent(mixer, x, state=None):
+    """Kimi Delta Attention token by token (transformers' ``recurrent_kimi_delta_attention``):
+    per head, S <- e^g o S (g a head_dim vector scaling S's rows), u = beta (v - S^T k),
+    S <- S + k u^T, o = S^T q; then o_norm(o) * sigmoid(gate), o_proj."""
+    d = mixer.spec
+    b, m, _ = x.shape
+    H, hd, w = d.n_heads, d.head_dim, d.width
+    qkv, conv = _conv_steps(F.linear(x, mixer.qkv_proj.weight), mixer.conv_weight, None,
+                            None if state is None else state.conv)
+    f = F.linear(F.linear(x, mixer.f_a_proj.weight), mixer.f_b_proj.weight)
+    g = (-torch.exp(mixer.A_log)[:, None] * F.softplus(f + mixer.dt_bias).reshape(b, m, H, hd))
+    beta = torch.sigmoid(F.linear(x, mixer.b_proj.weight))
+    z = F.linear(F.linear(x, mixer.g_a_proj.weight), mixer.g_b_proj.weight).reshape(b, m, H, hd)
+    S = torch.zeros(b, H, hd, hd, dtype=x.dtype) if state is None else state.ssm.to(x.dtype).clone()
+    outs = []
+    for t in range(m):
+        q = qkv[:, t, :w].reshape(b, H, hd)
+        k = qkv[:, t, w:2 * w].reshape(b, H, hd)
+        v = qkv[:, t, 2 * w:].reshape(b, H, hd)
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + 1e-6) / math.sqrt(hd)
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + 1e-6)
+        o = torch.empty(b, H, hd, dtype=x.dtype)
+        for h in range(H):
+            Sh = torch.exp(g[:, t, h])[:, :, None] * S[:, h]  # row c of S times e^(g[c])
+            u = beta[:, t, h, None] * (v[:, h] - (Sh * k[:, h, :, None]).sum(1))
+            Sh = Sh + k[:, h, :, None] * u[:, None, :]
+            S[:, h] = Sh
+            o[:, h] = (Sh * q[:, h, :, None]).sum(1)
+        outs.append(o)
+    o = torch.stack(outs, dim=1)  # (b, m, H, d)
+    y = _rms(o, mixer.eps) * mixer.norm_weight * torch.sigmoid(z)
+    return F.linear(y.reshape(b, m, w), mixer.o_proj.weight), conv, S
+
+
 def lightning_recurrent(mixer, x, state=None):
     d = mixer.spec
     b, m, _ = x.shape

@@ -169,6 +169,20 @@ def moe_by_sparse_step(r: Reader, n_layers: int, n_experts: int) -> list[bool]:
     return [i not in only and n_experts > 0 and (i + 1) % step == 0 for i in range(n_layers)]
 
 
+def moe_by_layer_types_or_first_dense(r: Reader, n_layers: int) -> list[bool]:
+    """``mlp_layer_types`` ('dense' / 'sparse' per layer, transformers 5) when given, else
+    :func:`moe_by_first_dense`."""
+    if r.given("mlp_layer_types"):
+        types = r.list("mlp_layer_types", length=n_layers)
+        bad = [t for t in types if t not in ("dense", "sparse")]
+        if bad:
+            raise r.fail("mlp_layer_types", "a list of 'dense'/'sparse'", bad[0])
+        r.touch("first_k_dense_replace", "moe_layer_freq")
+        return [t == "sparse" for t in types]
+    r.touch("mlp_layer_types")
+    return moe_by_first_dense(r, n_layers)
+
+
 def moe_by_first_dense(r: Reader, n_layers: int) -> list[bool]:
     """DeepSeek-V2/V3 family: layer i is MoE when i >= first_k_dense_replace and i % moe_layer_freq
     == 0; ``moe_layer_freq`` may also be a per-layer list of 0/1 (MiMo-V2)."""

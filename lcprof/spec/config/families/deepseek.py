@@ -74,8 +74,9 @@ def build_glm4_moe(r: Reader, ctx: dict):
                   qk_norm="head" if r.bool("use_qk_norm") else "none", notes=notes)
 
 
-def build_mla(r: Reader, ctx: dict):
-    mt = r.model_type
+def mla_shapes(r: Reader) -> tuple[int, int, int, MLASpec]:
+    """(hidden, layers, heads, MLASpec) of a DeepSeek-layout MLA config: as many KV heads as heads,
+    no attention bias (refused otherwise)."""
     hidden = r.int("hidden_size")
     n_layers = r.int("num_hidden_layers")
     heads = r.int("num_attention_heads")
@@ -88,6 +89,12 @@ def build_mla(r: Reader, ctx: dict):
     mla = MLASpec(q_lora_rank=r.int("q_lora_rank", null=True), kv_lora_rank=r.int("kv_lora_rank"),
                   qk_nope_head_dim=r.int("qk_nope_head_dim"), qk_rope_head_dim=r.int("qk_rope_head_dim"),
                   v_head_dim=r.int("v_head_dim"))
+    return hidden, n_layers, heads, mla
+
+
+def build_mla(r: Reader, ctx: dict):
+    mt = r.model_type
+    hidden, n_layers, heads, mla = mla_shapes(r)
     if r.given("qk_head_dim") and r.int("qk_head_dim") != mla.qk_head_dim:
         raise LcprofError(f"{r.where}: qk_head_dim {r.int('qk_head_dim')} != qk_nope_head_dim + qk_rope_head_dim "
                           f"= {mla.qk_head_dim}")
@@ -97,16 +104,7 @@ def build_mla(r: Reader, ctx: dict):
     rope = C.read_rope(r, mla.qk_rope_head_dim, theta=C.rope_theta(r, block), block=block, max_pos=max_pos)
 
     # MoE layers
-    if r.given("mlp_layer_types"):
-        types = r.list("mlp_layer_types", length=n_layers)
-        bad = [t for t in types if t not in ("dense", "sparse")]
-        if bad:
-            raise r.fail("mlp_layer_types", "a list of 'dense'/'sparse'", bad[0])
-        flags = [t == "sparse" for t in types]
-        r.touch("first_k_dense_replace", "moe_layer_freq")
-    else:
-        r.touch("mlp_layer_types")
-        flags = C.moe_by_first_dense(r, n_layers)
+    flags = C.moe_by_layer_types_or_first_dense(r, n_layers)
     n_routed = r.int("n_routed_experts", null=True)
     if n_routed is None:  # transformers' DeepseekV2: no routed experts -> a dense MLP in every layer
         flags = [False] * n_layers

@@ -45,9 +45,9 @@ M = [
     (X, 'gate="sigmoid")', 'gate="silu")'),
     ("lcprof/measure/layer.py", "            latent_eps = 1e-6\n", "            latent_eps = eps\n"),
     # the config family
-    (F, "return [i + 1 in kset for i in range(n_layers)]", "return [i in kset for i in range(n_layers)]"),
+    (F, "flags = [i + 1 in kset for i in range(n_layers)]", "flags = [i in kset for i in range(n_layers)]"),
     (F, "n_shared=r.int(\"num_shared_experts\", min=0, null=True) or 0,", "n_shared=0,"),
-    (F, "flags = C.moe_by_first_dense(r, n_layers)", "flags = [True] * n_layers"),
+    (F, "flags = C.moe_by_layer_types_or_first_dense(r, n_layers)", "flags = [True] * n_layers"),
     (F, "if not r.bool(\"mla_use_nope\"):", "if False:"),
     (F, '(k == "use_full_rank_gate" and lac[k] is False)', '(k == "use_full_rank_gate")'),
     (F, '        max_pos = r.int("model_max_length")\n', '        max_pos = 131072\n'),
@@ -58,4 +58,9 @@ M = [
     ("lcprof/cost/kinds/__init__.py", 'return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "KDA heads"))',
      'return mixer'),
 ]
-run(M, lambda path: TESTS)
+RERUN = [8, 9, 10, 11, 13, 15, 26, 28, 34]  # after the first run: the survivors, the unapplied, the rewritten
+
+if __name__ == "__main__":
+    import sys
+
+    run([M[i] for i in RERUN] if "--rerun" in sys.argv else M, lambda path: TESTS)

@@ -176,6 +176,23 @@ def test_kda_flops_by_hand():
     assert one["mixer/kk_diag"] == 2 * 3 * 8 * 1024 and one["mixer/kk"] == 2 * 3 * 8 * 1536
 
 
+def test_kda_bytes_by_hand():
+    # the fused kernels' traffic, bf16 (2 B), batch 2, n = 13 (t = 26 tokens), H = 3 heads of d = 8 (w = 24)
+    spec = SPECS["kda"]
+    by = {op.name: float(op.bytes) for op in mixer_ops(spec, 13, batch=2, dtype="bf16", chunk=5, sub=2)}
+    t, w, H, d = 26, 24, 3, 8
+    # the decay's gate: f_b's output read (2 t w), dt_bias and A_log (fp32) read, g written in fp32 (4 t w)
+    assert by["mixer/gate_prep"] == 2 * t * w + 4 * w + 4 * H + 4 * t * w == 3852
+    # q, k, v read and o written (2 B each: 2 t 4w), g per channel (4 t w) and beta (4 t H) read in fp32,
+    # the state (b H d^2) read and written in the model dtype
+    assert by["mixer/core_io"] == 2 * t * 4 * w + 4 * t * w + 4 * t * H + 2 * 2 * 2 * H * d * d == 9336
+    fp32_state = {op.name: float(op.bytes) for op in mixer_ops(spec, 13, batch=2, dtype="bf16", state_dtype="fp32",
+                                                              chunk=5, sub=2)}
+    assert fp32_state["mixer/core_io"] == 9336 + 2 * 2 * 2 * H * d * d  # the state at 4 B
+    # the gated norm: o and the gate z read, y written (2 t 3w), the o_norm weight (d)
+    assert by["mixer/norm"] == 2 * t * 3 * w + 2 * d == 3760
+
+
 @pytest.mark.parametrize("name", list(SPECS))
 def test_parameters_and_state_match_the_spec(name):
     spec, m, _ = layer(name, torch.float32)
@@ -284,6 +301,25 @@ def test_activation_step_defaults_are_one_bf16_sequence(name):
     spec, m, _ = layer(name, torch.bfloat16)
     lb = traced_peak(spec, m, 13, b=1, dtype=torch.bfloat16, prefix=0)
     assert predicted_steps(mixer_activation_steps(spec, 13, **cost_kw(spec))) == measured_steps(lb)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_kda_steps_where_their_rarer_terms_peak(dtype):
+    # long chunks of narrow heads (40 tokens, sub-chunks of 2, d = 3): at the pair loop's fullest, a late
+    # sub-chunk's decayed keys before it (i0 d) and its product with them (l_I i0) outweigh a diagonal
+    # sub-chunk's (l_I, l_I, d) decays; and one token of one-channel heads: -exp(A_log)'s two (H,) tensors
+    # outweigh the softplus' second (t, w) copy at the gates
+    from lcprof.cost.kinds.kda import _pair_step
+
+    spec = SPECS["kda-narrow"]
+    assert float(_pair_step(40, 3, 2)) == 2 * 2 * 3 + 38 * 3 + 2 * 38 > 2 * 2 * 2 * 3 + 2 * 2
+    m = build_mixer(spec, seed=3, chunk=40, sub=2).to(TORCH[dtype]).eval()
+    lb = traced_peak(spec, m, 40, b=1, dtype=TORCH[dtype], prefix=0)
+    assert predicted_steps(mixer_activation_steps(spec, 40, dtype=dtype, chunk=40, sub=2)) == measured_steps(lb)
+    one = KimiDeltaSpec(hidden_size=2, n_heads=4, head_dim=1, conv_kernel=2)
+    m1 = build_mixer(one, seed=3).to(TORCH[dtype]).eval()
+    lb1 = traced_peak(one, m1, 1, b=1, dtype=TORCH[dtype], prefix=0)
+    assert predicted_steps(mixer_activation_steps(one, 1, dtype=dtype)) == measured_steps(lb1)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

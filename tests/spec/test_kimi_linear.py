@@ -78,6 +78,16 @@ def test_tensor_parallel_splits_kda_heads_and_keeps_the_low_rank_legs_whole():
     assert sum(m.d_in * m.d_out for m in mats.values()) == whole + split // 4
     with pytest.raises(LcprofError, match="KDA heads"):
         state_bytes(spec, tp=3)
+    # one rank's share of the mixer, as the cost model and the planner price it: 8 heads of 128
+    from lcprof.cost.kinds import per_rank
+    from lcprof.plan.activation import mixer_step_elements
+    from lcprof.plan.parallel import Parallel
+    from lcprof.spec import KimiDeltaSpec
+
+    assert per_rank(spec.kda, 4) == KimiDeltaSpec(hidden_size=h, n_heads=8, head_dim=d, conv_kernel=4)
+    # vLLM's widest KDA step per token on a rank: the residual and normed input (2h), the input
+    # projections' outputs (q, k, v: 3 x 1024; f_a and g_a: 128 each, whole; beta: 8) and the output (h)
+    assert mixer_step_elements(spec, "kda", Parallel(tp=4)) == 2 * h + 3 * 1024 + 128 + 128 + 8 + h == 10248
 
 
 @pytest.mark.parametrize("changes,must", [
@@ -97,6 +107,16 @@ def test_tensor_parallel_splits_kda_heads_and_keeps_the_low_rank_legs_whole():
 def test_what_changes_cost_and_is_not_counted_is_refused(tmp_path, changes, must):
     p = write(tmp_path, cfg(**changes))
     refused(run(["kv", "--model", str(p), "--n", "4k"]), must)
+
+
+def test_layer_types_beside_the_lists_must_agree(tmp_path):
+    # transformers builds its schedule from layer_types when given, vLLM from the 1-based lists
+    full = {3, 7, 11, 15, 19, 23, 26}
+    same = ["full_attention" if i in full else "linear_attention" for i in range(27)]
+    assert spec_from_config(cfg(layer_types=same), name="same").layers == spec_from_config(PUBLISHED, name="p").layers
+    other = ["full_attention" if i % 4 == 3 else "linear_attention" for i in range(27)]  # layer 26 KDA
+    refused(run(["kv", "--model", str(write(tmp_path, cfg(layer_types=other))), "--n", "4k"]), "layer_types",
+            "different schedules")
 
 
 def test_a_config_without_a_schedule_is_refused(tmp_path):

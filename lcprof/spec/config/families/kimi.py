@@ -42,8 +42,6 @@ def _schedule(r: Reader, n_layers: int, lac: dict | None) -> list[bool]:
     """Per layer: True for KDA, False for MLA."""
     where = f"{r.where}: linear_attn_config"
     if lac is not None and ("kda_layers" in lac or "full_attn_layers" in lac):
-        if r.given("layer_types"):
-            r.touch("layer_types")  # transformers: the checkpoint's lists win over layer_types
         lists = {}
         for key in ("kda_layers", "full_attn_layers"):
             v = lac.get(key)
@@ -57,7 +55,13 @@ def _schedule(r: Reader, n_layers: int, lac: dict | None) -> list[bool]:
                               f"once (1-based); they list {len(kda)} + {len(full)} entries "
                               f"covering {sorted(set(every))[:3]}...")
         kset = set(kda)
-        return [i + 1 in kset for i in range(n_layers)]
+        flags = [i + 1 in kset for i in range(n_layers)]
+        # both given: transformers builds layer_types, vLLM the lists; they must name the same schedule
+        types = C.layer_types(r, n_layers) if r.given("layer_types") else None
+        if types is not None and types != ["linear_attention" if f else "full_attention" for f in flags]:
+            raise LcprofError(f"{r.where}: layer_types and linear_attn_config's kda_layers/full_attn_layers name "
+                              "different schedules (transformers reads the first, vLLM the second)")
+        return flags
     types = C.layer_types(r, n_layers)
     if types is None:
         raise LcprofError(f"{r.where}: kimi_linear needs its schedule: linear_attn_config.kda_layers and "

@@ -515,7 +515,8 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     from lcprof.spec.model import MIXER_FIELDS
 
     for kind, fld in MIXER_FIELDS.items():
-        add("spec", fld, getattr(a, fld), getattr(b, fld), f"{kind} mixer shapes: its projections, chunked core and state")
+        add("spec", fld, getattr(a, fld), getattr(b, fld),
+            f"{kind} mixer shapes: its projections, chunked core and state")
     # cost consequences at a reference length
     n_ref = _one_n(n, "lcprof diff") if n is not None else min(a.max_position_embeddings,
                                                                  b.max_position_embeddings, 131072)

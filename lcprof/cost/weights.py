@@ -221,8 +221,8 @@ _REPLICATED_LINEARS = {("kda", "f_a_proj"), ("kda", "g_a_proj")}
 #: Mixer vectors over one head's (or the low-rank) width, whole on every rank: Gated DeltaNet's gated
 #: norm over head_v_dim, Jamba's dt/B/C RMSNorms. The others (conv taps, A, D, dt bias, Mamba-2's and
 #: lightning's norms over all heads) split with the heads.
-_REPLICATED_VECTORS = {("gated_deltanet", "norm"), ("kda", "o_norm"), ("mamba", "dt_layernorm"), ("mamba", "b_layernorm"),
-                       ("mamba", "c_layernorm")}
+_REPLICATED_VECTORS = {("gated_deltanet", "norm"), ("kda", "o_norm"), ("mamba", "dt_layernorm"),
+                       ("mamba", "b_layernorm"), ("mamba", "c_layernorm")}
 
 
 def _mixer_matrices(spec: ModelSpec, layer, tp: int) -> list[Matrix]:

@@ -1,9 +1,10 @@
 """Kimi Delta Attention, KDA (Kimi Linear): FLOPs, bytes, state of a ``KimiDeltaSpec``.
 
-    x ─ q/k/v_proj ─ conv1d(K) ─ SiLU ─ l2norm(q, k) ───────────────────────────┐
-      ─ f_a_proj ─ f_b_proj ─ g = -exp(A_log) softplus(. + dt_bias)  (H x d) ──┤ delta rule ─ o_norm(o) * sigmoid(z) ─ o_proj
-      ─ b_proj ─ beta = sigmoid(.)  (H) ───────────────────────────────────────┘               │
-      ─ g_a_proj ─ g_b_proj ─ z (H x d) ──────────────────────────────────────────────────────┘
+    x ─ q/k/v_proj ─ conv1d(K) ─ SiLU ─ l2norm(q, k) ─────────────────┐
+      ─ f_a_proj ─ f_b_proj ─ g = -exp(A_log) softplus(. + dt_bias) ─┤ delta rule ─ o_norm(o) * sigmoid(z) ─ o_proj
+      ─ b_proj ─ beta = sigmoid(.)  (H) ─────────────────────────────┘               │
+      ─ g_a_proj ─ g_b_proj ─ z (H x d) ────────────────────────────────────────────┘
+    (g and z: H x d per token)
 
 Per head with state S (d x d), per token: S <- e^g o S (g a d-vector: each row of S its own decay);
 S <- S + k (beta (v - S^T k))^T; o = S^T q. Gated DeltaNet is the case of g equal across channels.

@@ -29,5 +29,5 @@ def build_mixer(spec, *, seed: int = 0, **kw):
     return cls(spec, seed=seed, **kw)
 
 
-__all__ = ["MIXERS", "RECURRENT", "MixerState", "build_mixer", "Mamba1Mixer", "Mamba2Mixer", "GatedDeltaNetMixer", "KimiDeltaMixer",
-           "LightningAttention"]
+__all__ = ["MIXERS", "RECURRENT", "MixerState", "build_mixer", "Mamba1Mixer", "Mamba2Mixer",
+           "GatedDeltaNetMixer", "KimiDeltaMixer", "LightningAttention"]

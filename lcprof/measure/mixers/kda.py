@@ -113,7 +113,8 @@ class KimiDeltaMixer(nn.Module):
         g.mul_(-torch.exp(self.A_log.to(sc))[:, None])  # per-channel log decay (b, m, H, d)
         del fb
         mark("mixer/gates")
-        S = torch.zeros(b, H, hd, hd, dtype=sc, device=x.device) if state is None else gather(state.ssm, (b, H, hd, hd), sc)
+        S = (torch.zeros(b, H, hd, hd, dtype=sc, device=x.device) if state is None
+             else gather(state.ssm, (b, H, hd, hd), sc))
         o = torch.empty(b, m, H, hd, dtype=x.dtype, device=x.device)
         step = self._step if m == 1 else self._chunks
         step(qkv, beta, g, S, o)

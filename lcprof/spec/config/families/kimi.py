@@ -103,10 +103,12 @@ def build_kimi_linear(r: Reader, ctx: dict):
         return r.int(top)
 
     kda_flags = _schedule(r, n_layers, lac)
-    kda = KimiDeltaSpec(hidden_size=hidden, n_heads=linear("num_heads", "linear_num_heads"),
-                        head_dim=linear("head_dim", "linear_head_dim"),
-                        conv_kernel=linear("short_conv_kernel_size", "linear_conv_kernel_dim")) if any(kda_flags) else None
-    if kda is None:
+    kda = None
+    if any(kda_flags):
+        kda = KimiDeltaSpec(hidden_size=hidden, n_heads=linear("num_heads", "linear_num_heads"),
+                            head_dim=linear("head_dim", "linear_head_dim"),
+                            conv_kernel=linear("short_conv_kernel_size", "linear_conv_kernel_dim"))
+    else:
         r.touch("linear_num_heads", "linear_head_dim", "linear_conv_kernel_dim")
 
     flags = C.moe_by_layer_types_or_first_dense(r, n_layers)

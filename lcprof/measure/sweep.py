@@ -341,7 +341,10 @@ def run_sweep(workload: SweepWorkload, execution: Execution = Execution(), *, de
         raise LcprofError(f"--cuda-graph needs a CUDA device; this sweep runs on {dev}")
     if moe_timing not in MOE_TIMINGS:
         raise LcprofError(f"unknown MoE timing {moe_timing!r}; use {' or '.join(MOE_TIMINGS)}")
-    mla_form = (mla_form or ("absorbed" if phase == "decode" else "naive")) if spec.mla is not None else None
+    # the MLA form is the attention's: none for a layer without it (Kimi Linear's KDA layers)
+    attends = spec.layer(int(layer)).has_attention
+    mla_form = (mla_form or ("absorbed" if phase == "decode" else "naive")) if (spec.mla is not None and attends) \
+        else None
     say = _progress_fn(progress)
     lock = None
     if out is not None:

@@ -207,3 +207,15 @@ def test_the_committed_cpu_hybrid_report_holds_its_exponents():
     readme = (root / "README.md").read_text()
     for k in got.values():
         assert f"**{k:.3f}**" in readme
+
+
+def test_kda_layer_of_an_mla_model_has_no_mla_form(hybrid_config, tmp_path):
+    # Kimi Linear: its KDA layers run no attention, so the MLA form (naive / absorbed) is not theirs --
+    # blank in the rows and out of the group's name; its MLA layer keeps it
+    cfg, out = hybrid_config("kimi-linear"), tmp_path / "r.csv"
+    kda = run_sweep(SweepWorkload(cfg, "16,32", "torch", "fp32", layer=0), FAST, out=out, device="cpu")
+    assert set(kda["status"]) == {"ok"} and set(kda["layer_kind"]) == {"kda"}
+    assert kda["mla_form"].isna().all()
+    assert (kda["check_layer_rel_err"].astype(float) < 1e-5).all()  # fp32 vs the fp64 recurrence
+    mla = run_sweep(SweepWorkload(cfg, "16,32", "sdpa", "fp32", layer=2), FAST, out=tmp_path / "m.csv", device="cpu")
+    assert set(mla["mla_form"]) == {"naive"}

@@ -177,7 +177,7 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
         "kv_bytes_uncapped": full,
         "window_saving": [1.0 - v / f if f > 0 else 0.0 for v, f in zip(kv, full)],  # 0 without KV (SSM)
         "mask": "layers' own" if mask is None else mask.text(),
-        "state_dtype": sdt,
+        "state_dtype": sdt + (" (KDA's recurrent: fp32)" if spec.kda is not None and sdt else ""),
         "state_bytes": state,
         "kv_plus_state_bytes": [v + state for v in kv],
         "kv_plus_state_gib": [(v + state) / float(1 << 30) for v in kv],

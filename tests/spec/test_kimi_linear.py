@@ -51,8 +51,8 @@ def test_a_smaller_kda_is_counted_from_its_own_fields():
     h, w, d = 2304, 1024, 64
     per = 3 * h * w + 3 * w * 3 + h * d + d * w + w + 16 + h * 16 + h * d + d * w + d + w * h
     assert param_counts(small)["mixer_params"] == 20 * per
-    # state, bf16: 20 x (16 x 64 x 64 + 3 x 1024 x 2) x 2 B
-    assert state_bytes(small, dtype="bf16") == 20 * (16 * 64 * 64 + 3 * 1024 * 2) * 2
+    # state, bf16 model: 20 x (16 x 64 x 64 x 4 B (recurrent, fp32) + 3 x 1024 x 2 x 2 B (conv))
+    assert state_bytes(small, dtype="bf16") == 20 * (16 * 64 * 64 * 4 + 3 * 1024 * 2 * 2)
     assert kv_bytes_per_token(small) == 8064  # the MLA layers unchanged
 
 
@@ -62,8 +62,8 @@ def test_tensor_parallel_splits_kda_heads_and_keeps_the_low_rank_legs_whole():
     from lcprof.cost.weights import Sharding, layer_matrices
 
     spec = spec_from_config(PUBLISHED, name="kimi")
-    # TP 4: 8 heads per rank: recurrent 8 x 128 x 128, conv 3 x 4096 x 3 / 4, bf16
-    assert state_bytes(spec, dtype="bf16", tp=4) == 20 * (8 * 128 * 128 + 3 * 4096 * 3 // 4) * 2
+    # TP 4: 8 heads per rank: recurrent 8 x 128 x 128 (fp32), conv 3 x 4096 x 3 / 4 (bf16)
+    assert state_bytes(spec, dtype="bf16", tp=4) == 20 * (8 * 128 * 128 * 4 + 3 * 4096 * 3 // 4 * 2)
     h, w, d = 2304, 4096, 128
     kda_layer = next(i for i, lyr in enumerate(spec.layers) if "kda" in lyr.mixers)
     mats = {m.name: m for m in layer_matrices(spec, kda_layer, Sharding(tp=4)) if m.name.startswith("kda.")}

@@ -529,10 +529,12 @@ def test_kimi_linear_48b_kda_and_nope_mla():
     spec, _ = check("moonshotai--Kimi-Linear-48B-A3B-Instruct", kv, kv, total, active)
     assert spec.layer_kinds == {"kda": 20, "global": 7} and spec.rope is None
     assert spec.max_position_embeddings == 1_048_576  # model_max_length
-    # state per sequence, bf16: 20 x (32 x 128 x 128 recurrent + 3 x 4096 x 3 conv) x 2 B
+    # state per sequence, bf16 model: 20 x (32 x 128 x 128 recurrent in fp32 (vLLM's kda_state_dtype forces
+    # it) + 3 x 4096 x 3 conv in bf16); a bf16 state asked for does not change the recurrent part
     from lcprof.cost.model import state_bytes
 
-    assert state_bytes(spec, dtype="bf16") == 20 * (32 * 128 * 128 + 3 * 4096 * 3) * 2 == 22_446_080
+    assert state_bytes(spec, dtype="bf16") == 20 * (32 * 128 * 128 * 4 + 3 * 4096 * 3 * 2) == 43_417_600
+    assert state_bytes(spec, dtype="bf16", state_dtype="bf16") == 43_417_600
     # model card: 48B total (49.1B here), 3B activated (3.1B without the input embedding table)
     assert within(total, 48e9, 0.03) and within(active - 163840 * h, 3e9, 0.05)
 

@@ -82,10 +82,15 @@ def mixer_ops(mixer, n, prefix=0, **kw):
 
 def mixer_state_bytes(mixer, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
     """Bytes of a mixer's per-request state on one of ``tp`` ranks: its kind's ``state_elements``,
-    conv state in the activation dtype, the recurrent state in ``state_dtype`` (default: the same)."""
+    conv state in the activation dtype, the recurrent state in ``state_dtype`` (default: the same);
+    KDA's recurrent state in float32 whatever ``state_dtype`` (``kda.recurrent_bytes``, as vLLM keeps it)."""
     from lcprof.cost.kinds.common import state_bytes_of
 
-    return state_bytes_of(kind_of(mixer).state_elements(mixer, tp), dtype, state_dtype)
+    el = kind_of(mixer).state_elements(mixer, tp)
+    if mixer.kind == "kda":
+        return int(round(state_bytes_of({"conv": el["conv"]}, dtype, None)
+                         + el["recurrent"] * kda.recurrent_bytes(dtype)))
+    return state_bytes_of(el, dtype, state_dtype)
 
 
 def mixer_activation_steps(mixer, n, **kw):

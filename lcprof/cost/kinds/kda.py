@@ -23,9 +23,10 @@ sub-chunks of ``SUB`` = 16), per chunk of l tokens and head, 2 FLOPs per multipl
     S <- e^gam_l o S + (K o e^(gam_l - gam))^T V'   2 l d^2
 Decode (n == 1, ``fused_recurrent_kda``): S^T k, the rank-1 update and S^T q: 6 d^2 per head.
 
-State per sequence (``KimiDeltaSpec.state_elements``): conv 3 H d x (K - 1) and the recurrent
-H x d x d, in the model dtype unless ``state_dtype`` says otherwise (vLLM's
-``mamba_ssm_cache_dtype``; transformers keeps the recurrent state in float32). Under TP vLLM splits
+State per sequence (``KimiDeltaSpec.state_elements``): conv 3 H d x (K - 1) in the model dtype and
+the recurrent H x d x d **in float32 whatever the model's dtype or mamba_ssm_cache_dtype**
+(:func:`recurrent_bytes`): vLLM's ``MambaStateDtypeCalculator.kda_state_dtype`` returns float32 for it,
+and transformers' cache keeps it so too. Under TP vLLM splits
 the heads (q/k/v, f_b, g_b and b_proj column-parallel, o_proj row-parallel, f_a and g_a replicated).
 No torch.
 """
@@ -34,8 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcprof.cost.kinds.common import (Op, check_tp, chunk_sums, conv_op, gated_norm_steps, proj_ops, state_dtype_bytes,
-                                      step_scalars)
+from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, gated_norm_steps, proj_ops, step_scalars
 from lcprof.errors import LcprofError
 from lcprof.units import dtype_bytes
 
@@ -43,6 +43,12 @@ from lcprof.units import dtype_bytes
 CHUNK = 64
 #: Tokens per sub-chunk of a chunk's pair products (fla ``chunk_kda_fwd_intra``: BC = 16).
 SUB = 16
+
+
+def recurrent_bytes(dtype: str) -> float:
+    """Bytes per element of KDA's recurrent state: float32, or the dtype itself when wider (a float64
+    measurement) -- never narrower, whatever state dtype is asked for (see the module docstring)."""
+    return max(4.0, dtype_bytes(dtype))
 
 
 def state_elements(m, tp: int = 1) -> dict[str, int]:
@@ -76,7 +82,7 @@ def sub_chunk_pairs(n, chunk: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
 def ops(m, n, prefix=0, *, batch: int = 1, dtype: str = "bf16", state_dtype: str | None = None,
         chunk: int | None = None, sub: int | None = None) -> list[Op]:
     s = dtype_bytes(dtype)
-    ss = state_dtype_bytes(dtype, state_dtype)
+    ss = recurrent_bytes(dtype)  # the engines' float32 state, whatever ``state_dtype`` says
     n = np.asarray(n, dtype=np.float64)
     b = float(batch)
     t = b * n
@@ -141,7 +147,9 @@ def activation_steps(m, n, *, batch: int = 1, dtype: str = "bf16", prefix=0, chu
     solution, V', the partial outputs and the state update (decode: S^T k and the rank-1 update);
     then the output gate's low-rank pair, the sigmoid-gated RMSNorm and o_proj. Weights and the
     carried-in state are not counted. Arrays over n."""
+    # the measured layer carries its state in float32 (the core's dtype) unless asked for another
     s, ss, c, low, n, b, t = step_scalars(n, batch, dtype, state_dtype)
+    ss = ss if state_dtype is not None else c
     H, d, w, K, cd, hid = m.n_heads, m.head_dim, m.width, m.conv_kernel, m.conv_dim, m.hidden_size
     S_el = b * H * d * d
     X, QKV, FB, BP = s * t * hid, s * t * cd, s * t * w, s * t * H

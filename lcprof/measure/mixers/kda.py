@@ -119,7 +119,7 @@ class KimiDeltaMixer(nn.Module):
         step = self._step if m == 1 else self._chunks
         step(qkv, beta, g, S, o)
         del qkv, conv, beta, g
-        new_state = MixerState(conv_state, S.to(state_dtype or x.dtype))
+        new_state = MixerState(conv_state, S.to(state_dtype or sc))  # float32 for fp16/bf16, as the engines keep it
         mark("mixer/state_out")
         del S
         ga = self.g_a_proj(x)  # (b, m, d)

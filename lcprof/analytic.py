@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lcprof.cost.kinds import schedule_summary
+from lcprof.cost.kinds import schedule_summary, state_dtype_label
 from lcprof.cost.model import (activation_bytes, activation_steps, as_mask, attention_crossover_n, cost, kv_bytes,
                                state_bytes, state_bytes_by_layer,
                                kv_bytes_per_token, matmul_dtype, roofline, weight_bytes)
 from lcprof.cost.ops import layer_pairs
 from lcprof.errors import LcprofError
 from lcprof.spec import ModelSpec, describe, list_presets, load_model, param_counts, preset_aliases
+from lcprof.spec.model import MIXER_FIELDS
 from lcprof.table import Table
 from lcprof.units import dtype_name, parse_token_list
 
@@ -177,7 +178,7 @@ def kv_table(model: str | ModelSpec, n, *, dtype: str = "bf16", batch: int = 1, 
         "kv_bytes_uncapped": full,
         "window_saving": [1.0 - v / f if f > 0 else 0.0 for v, f in zip(kv, full)],  # 0 without KV (SSM)
         "mask": "layers' own" if mask is None else mask.text(),
-        "state_dtype": sdt + (" (KDA's recurrent: fp32)" if spec.kda is not None and sdt else ""),
+        "state_dtype": state_dtype_label(spec, sdt),
         "state_bytes": state,
         "kv_plus_state_bytes": [v + state for v in kv],
         "kv_plus_state_gib": [(v + state) / float(1 << 30) for v in kv],
@@ -512,8 +513,6 @@ def diff(model_a: str | ModelSpec, model_b: str | ModelSpec, n=None) -> Table:
     add("spec", "logits_scaling", a.logits_scaling, b.logits_scaling, "one more pass over the logits")
     add("spec", "mla", a.mla, b.mla, "latent KV cache")
     add("spec", "moe", a.moe, b.moe, "active MLP FLOPs vs total weights")
-    from lcprof.spec.model import MIXER_FIELDS
-
     for kind, fld in MIXER_FIELDS.items():
         add("spec", fld, getattr(a, fld), getattr(b, fld),
             f"{kind} mixer shapes: its projections, chunked core and state")

@@ -527,7 +527,10 @@ class DecoderLayer(nn.Module):
             if self.mixer is None:
                 return None
             st = self.mixer.empty_state(batch, dtype=dtype, device="cpu")
-            rnd = lambda t: None if t is None else torch.randn(t.shape, generator=generator).to(device=device, dtype=dtype)
+            # each part in the dtype the mixer keeps it in (KDA: a float32 recurrent state for fp16/bf16)
+            def rnd(t):
+                return None if t is None else torch.randn(t.shape, generator=generator).to(device=device, dtype=t.dtype)
+
             return MixerState(rnd(st.conv), rnd(st.ssm))
         sa, sb = self.cache_shapes(batch, capacity)
         return KVCache(torch.randn(sa, generator=generator).to(device=device, dtype=dtype),

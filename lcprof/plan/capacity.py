@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lcprof.cost.kinds import state_dtype_label
 from lcprof.cost.model import state_bytes
 from lcprof.errors import LcprofError
 from lcprof.plan.compute import (attention_rate_source, chunk_wait_s, chunked_prefill_s, decode_parts,
@@ -479,8 +480,7 @@ def _record(dep, work, mem, cap, comp, recs, mix_rec) -> dict:
         "pp": par.pp, "replicas": dep.replicas, "engine": lim.engine, "weights": prec.weights.name,
         "gemm_dtype": prec.gemm_dtype, "dtype": prec.weights.name, "kv_dtype": prec.kv.dtype,
         "engine_kv_cache_dtype": prec.kv.engine_name, "attn_dtype": prec.attn_dtype,
-        "state_dtype": (None if not lay.state_page_bytes else prec.state_dtype + (
-            " (KDA's recurrent state: fp32)" if spec.kda is not None else "")),
+        "state_dtype": state_dtype_label(spec, prec.state_dtype) if lay.state_page_bytes else None,
         "mask": dep.mask.text() if dep.mask is not None else None,
         "attention_rate": attention_rate_source(dep.rates, prec.attn_dtype),
         "memory_utilization": lim.memory_utilization, "block_size": lay.block_size,

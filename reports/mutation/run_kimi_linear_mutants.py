@@ -58,12 +58,13 @@ M = [
     ("lcprof/cost/kinds/__init__.py", 'return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "KDA heads"))',
      'return mixer'),
     # KDA's recurrent state in float32 whatever is asked (vLLM's kda_state_dtype), added after the first record
-    (K, "    return max(4.0, dtype_bytes(dtype))\n", "    return dtype_bytes(dtype)\n"),
+    (K, 'return "fp32" if dtype_bytes(dtype) <= 4 else dtype_name(dtype)', "return dtype_name(dtype)"),
+    ("lcprof/cost/kinds/__init__.py", "state_dtype if fixed is None else fixed(dtype))", "state_dtype)"),
     (K, "    ss = ss if state_dtype is not None else c\n", "    ss = ss if state_dtype is not None else s\n"),
     (X, "S.to(state_dtype or sc))", "S.to(state_dtype or x.dtype))"),
 ]
 RERUN = [8, 9, 10, 11, 13, 15, 26, 28, 34]  # after the first run: the survivors, the unapplied, the rewritten
-FP32_STATE = [35, 36, 37]  # the float32 KDA state, added last (`--fp32-state`)
+FP32_STATE = [35, 36, 37, 38]  # the float32 KDA state, added last (`--fp32-state`)
 
 if __name__ == "__main__":
     import sys

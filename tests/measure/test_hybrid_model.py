@@ -83,6 +83,17 @@ def test_decode_cache_bytes_are_kv_plus_state_by_hand():
     assert state_bytes(spec, dtype="fp32") == 1440
 
 
+def test_kda_decode_cache_keeps_the_recurrent_state_in_float32():
+    # tiny Kimi Linear at context n = 100, bf16: the MLA layer holds 101 tokens x (16 latent + 4 rope) x 2 B
+    # = 4040 B; each of the 3 KDA layers its conv window 3 x 32 channels x (4 - 1) x 2 B = 576 B and its
+    # recurrent state 4 heads x 8 x 8 x 4 B = 1024 B (float32, as vLLM keeps it): 3 x 1600 = 4800 B
+    spec = tiny_hybrid_spec("kimi-linear")
+    meta = Model(spec, materialize=False)
+    assert meta.decode_cache_bytes(1, 100, torch.bfloat16) == 4040 + 4800
+    assert int(kv_bytes(spec, 101, kv_dtype="bf16")[0]) == 4040
+    assert state_bytes(spec, dtype="bf16") == state_bytes(spec, dtype="bf16", state_dtype="bf16") == 4800
+
+
 def test_a_refused_layer_is_named(tmp_path):
     base = tiny_hybrid_spec("nemotron-h")  # a Falcon-H1-style parallel layer in the schedule
     spec = base.with_layers(base.layers[:2] + (LayerSpec(mixers=("attention", "mamba2"), mlp=False),))

@@ -43,6 +43,17 @@ def test_transformers_spelling_gives_the_same_model():
     assert [i for i, lyr in enumerate(a.layers) if lyr.has_attention] == [3, 7, 11, 15, 19, 23, 26]
 
 
+def test_tables_name_the_state_dtype_kda_keeps():
+    # kv: the state bytes are the float32 recurrent state's, and the column says so; other hybrids' not
+    from lcprof.analytic import kv_table
+
+    kimi = kv_table("kimi-linear-48b", "4k").records()[0]
+    assert kimi["state_dtype"] == "bf16 (KDA's recurrent: fp32)"
+    assert kimi["state_bytes"] == 20 * (32 * 128 * 128 * 4 + 3 * 4096 * 3 * 2)
+    assert kv_table("qwen3-next-80b-a3b", "4k").records()[0]["state_dtype"] == "bf16"
+    assert kv_table("kimi-linear-48b", "4k", state_dtype="fp32").records()[0]["state_dtype"] == "fp32"
+
+
 def test_a_smaller_kda_is_counted_from_its_own_fields():
     # 16 KDA heads of 64, conv 3: per KDA layer (h = 2304, w = 1024, d = 64)
     # 3 h w + 3 w 3 + h d + d w + w + 16 + h 16 + h d + d w + d + w h

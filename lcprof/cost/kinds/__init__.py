@@ -82,15 +82,26 @@ def mixer_ops(mixer, n, prefix=0, **kw):
 
 def mixer_state_bytes(mixer, dtype: str = "bf16", *, state_dtype: str | None = None, tp: int = 1) -> int:
     """Bytes of a mixer's per-request state on one of ``tp`` ranks: its kind's ``state_elements``,
-    conv state in the activation dtype, the recurrent state in ``state_dtype`` (default: the same);
-    KDA's recurrent state in float32 whatever ``state_dtype`` (``kda.recurrent_bytes``, as vLLM keeps it)."""
+    conv state in the activation dtype, the recurrent state in ``state_dtype`` (default: the same), or
+    in the dtype its kind fixes (``fixed_state_dtype``: KDA's float32, as vLLM keeps it)."""
     from lcprof.cost.kinds.common import state_bytes_of
 
-    el = kind_of(mixer).state_elements(mixer, tp)
-    if mixer.kind == "kda":
-        return int(round(state_bytes_of({"conv": el["conv"]}, dtype, None)
-                         + el["recurrent"] * kda.recurrent_bytes(dtype)))
-    return state_bytes_of(el, dtype, state_dtype)
+    module = kind_of(mixer)
+    fixed = getattr(module, "fixed_state_dtype", None)
+    return state_bytes_of(module.state_elements(mixer, tp), dtype, state_dtype if fixed is None else fixed(dtype))
+
+
+def state_dtype_label(spec, state_dtype: str) -> str:
+    """How a table names the state dtype: ``state_dtype``, and the kinds that keep theirs in another
+    ("bf16 (KDA's recurrent: fp32)")."""
+    from lcprof.spec.model import MIXER_FIELDS
+
+    notes = []
+    for kind, module in KINDS.items():
+        fixed = getattr(module, "fixed_state_dtype", None)
+        if fixed is not None and getattr(spec, MIXER_FIELDS[kind]) is not None and fixed(state_dtype) != state_dtype:
+            notes.append(f"{LABELS[kind]}'s recurrent: {fixed(state_dtype)}")
+    return state_dtype + (f" ({', '.join(notes)})" if notes else "")
 
 
 def mixer_activation_steps(mixer, n, **kw):
@@ -104,4 +115,4 @@ def mixer_activation_bytes(mixer, n, **kw):
 
 
 __all__ = ["KINDS", "LABELS", "kind_of", "mixer_activation_bytes", "mixer_activation_steps", "mixer_ops",
-           "mixer_state_bytes", "per_rank", "schedule_summary"]
+           "mixer_state_bytes", "per_rank", "schedule_summary", "state_dtype_label"]

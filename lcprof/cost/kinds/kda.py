@@ -25,8 +25,8 @@ Decode (n == 1, ``fused_recurrent_kda``): S^T k, the rank-1 update and S^T q: 6 
 
 State per sequence (``KimiDeltaSpec.state_elements``): conv 3 H d x (K - 1) in the model dtype and
 the recurrent H x d x d **in float32 whatever the model's dtype or mamba_ssm_cache_dtype**
-(:func:`recurrent_bytes`): vLLM's ``MambaStateDtypeCalculator.kda_state_dtype`` returns float32 for it,
-and transformers' cache keeps it so too. Under TP vLLM splits
+(:func:`fixed_state_dtype`): vLLM's ``MambaStateDtypeCalculator.kda_state_dtype`` returns float32
+for it, and transformers' cache keeps it so too. Under TP vLLM splits
 the heads (q/k/v, f_b, g_b and b_proj column-parallel, o_proj row-parallel, f_a and g_a replicated).
 No torch.
 """
@@ -37,7 +37,7 @@ import numpy as np
 
 from lcprof.cost.kinds.common import Op, check_tp, chunk_sums, conv_op, gated_norm_steps, proj_ops, step_scalars
 from lcprof.errors import LcprofError
-from lcprof.units import dtype_bytes
+from lcprof.units import dtype_bytes, dtype_name
 
 #: Tokens per chunk of the chunked KDA (fla ``chunk_kda``: chunk_size = 64).
 CHUNK = 64
@@ -45,10 +45,15 @@ CHUNK = 64
 SUB = 16
 
 
+def fixed_state_dtype(dtype: str) -> str:
+    """The dtype KDA's recurrent state is kept in for a model in ``dtype``: float32, or the dtype itself
+    when wider (a float64 measurement) -- never narrower, whatever state dtype is asked for."""
+    return "fp32" if dtype_bytes(dtype) <= 4 else dtype_name(dtype)
+
+
 def recurrent_bytes(dtype: str) -> float:
-    """Bytes per element of KDA's recurrent state: float32, or the dtype itself when wider (a float64
-    measurement) -- never narrower, whatever state dtype is asked for (see the module docstring)."""
-    return max(4.0, dtype_bytes(dtype))
+    """Bytes per element of KDA's recurrent state (:func:`fixed_state_dtype`)."""
+    return dtype_bytes(fixed_state_dtype(dtype))
 
 
 def state_elements(m, tp: int = 1) -> dict[str, int]:

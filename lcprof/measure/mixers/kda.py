@@ -81,14 +81,13 @@ class KimiDeltaMixer(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus of dt in [1e-3, 0.1]
 
     def empty_state(self, batch: int, *, dtype=None, device=None) -> MixerState:
+        """The zero state of a model in ``dtype``: the conv window in it, the recurrent state in float32
+        for fp16/bf16 (as ``forward`` returns it, and as the engines keep it)."""
         d = self.spec
         p = self.o_proj.weight
         dtype, device = dtype or p.dtype, device or p.device
         return MixerState(torch.zeros(batch, d.conv_dim, d.conv_kernel - 1, dtype=dtype, device=device),
-                          torch.zeros(batch, d.n_heads, d.head_dim, d.head_dim, dtype=dtype, device=device))
-
-    def _mask(self, l: int, device, strict: bool) -> torch.Tensor:
-        return upper_mask(self._masks, l, device, strict)
+                          torch.zeros(batch, d.n_heads, d.head_dim, d.head_dim, dtype=core_dtype(dtype), device=device))
 
     def forward(self, x: torch.Tensor, state: MixerState | None = None, *,
                 state_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, MixerState]:
@@ -182,12 +181,12 @@ class KimiDeltaMixer(nn.Module):
             del er
             gd = gam[:, :, i0:i1]
             dec = gd[:, :, :, None, :] - gd[:, :, None, :, :]  # (b, H, ci, ci, d): gam_t - gam_s
-            dec.masked_fill_(self._mask(i1 - i0, dec.device, strict=False)[..., None], float("-inf")).exp_()
+            dec.masked_fill_(upper_mask(self._masks, i1 - i0, dec.device)[..., None], float("-inf")).exp_()
             kt = k[:, :, i0:i1]
             A[:, :, i0:i1, i0:i1] = (kt[:, :, :, None, :] * dec).mul_(kt[:, :, None, :, :]).sum(-1)
             P[:, :, i0:i1, i0:i1] = (q[:, :, i0:i1, None, :] * dec).mul_(kt[:, :, None, :, :]).sum(-1)
             del dec
-        A.masked_fill_(self._mask(l, A.device, strict=True), 0.0)
+        A.masked_fill_(upper_mask(self._masks, l, A.device, strict=True), 0.0)
         return A, P
 
     def _chunks(self, qkv, beta, g, S, o) -> None:

@@ -245,7 +245,7 @@ def build_impls(torch, ext, args):
 def check_correctness(torch, impls, device="cuda"):
     """Each implementation vs the float64 reference on small striped and causal cases before
     timing; a failing one is replaced by (None, reason) and recorded, never timed."""
-    from kernels.reference import block_attention_reference
+    from lcprof.kernels.reference import block_attention_reference
 
     g = torch.Generator(device=device).manual_seed(0)
     cases = []
@@ -566,7 +566,7 @@ def main(argv=None):
         if not torch.cuda.is_available():
             print("kernel_bench: no CUDA device; nothing to measure (--device cpu for a smoke run)", file=sys.stderr)
             return 2
-        from kernels.striped_attn import is_available, load
+        from lcprof.kernels.striped_attn import is_available, load
 
         ok, reason = is_available()
         if not ok:

@@ -36,11 +36,11 @@ stamp "environment: $(head -4 "$DIR/environment.txt" | tail -1)"
 timeout 300 python3 -c '
 import time
 t = time.time()
-from kernels.striped_attn import is_available
+from lcprof.kernels.striped_attn import is_available
 ok, reason = is_available()
 print("kernel available:", ok, reason, "build+load %.0f s" % (time.time() - t))
 if ok:
-    from kernels.striped_attn import load
+    from lcprof.kernels.striped_attn import load
     print("sm90 supported here:", load().sm90_supported())
 ' > "$DIR/build.log" 2>&1
 stamp "build: $(tail -2 "$DIR/build.log" | tr '\n' ' ')"
@@ -50,8 +50,8 @@ stamp "build: $(tail -2 "$DIR/build.log" | tr '\n' ' ')"
 for variant in 1 2 3; do
   timeout 60 python3 - "$variant" >> "$DIR/canary.log" 2>&1 <<'EOF'
 import sys, torch
-from kernels.striped_attn import load
-from kernels.reference import block_attention_reference
+from lcprof.kernels.striped_attn import load
+from lcprof.kernels.reference import block_attention_reference
 variant = int(sys.argv[1])
 ext = load()
 g = torch.Generator(device="cuda").manual_seed(0)

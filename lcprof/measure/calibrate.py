@@ -166,7 +166,7 @@ def measure_attention(backend: str, dtype: str, *, device=None, n: int | None = 
         def step(qkv):
             fn(*qkv, mask, scale)  # (batch, n, heads, head_dim) in and out, as the sweep's layer calls it
     elif backend == "striped-ring":
-        from kernels import striped_attn
+        from lcprof.kernels import striped_attn
 
         ok, why = striped_attn.is_available()
         if not ok:

@@ -11,7 +11,8 @@ agreement checks (:func:`agree_model`, :func:`agree_layer`) then confirm in numb
 Mapped model types (``SUPPORTED``): llama, mistral (sliding window), qwen2 (q/k/v bias, windowed
 layers), phi3 (fused qkv and gate_up, LongRoPE), mixtral (routed MoE; transformers 5's fused expert
 tensors or 4's per-expert w1/w2/w3), deepseek_v3 (MLA + MoE with shared experts), qwen3 (per-head
-q/k RMSNorm), and the hybrids:
+q/k RMSNorm), smollm3 (NoPE layers; attention_bias on q/k/v and o, mlp_bias), seed_oss (q/k/v biases,
+attention_out_bias on o, mlp_bias), and the hybrids:
 
 * qwen3_next -- Gated DeltaNet layers (``linear_attn``: in_proj_qkvz and in_proj_ba grouped per key
   head, :func:`_deltanet_map`), gated attention (one q_proj holding each head's query rows then its
@@ -69,8 +70,20 @@ when outside the vocabulary.
   state run in float32 whatever the model's dtype. The MLA latent norms of transformers (and of
   DeepSeek's and Moonshot's code) keep RMSNorm's default epsilon 1e-6, as lcprof's layer does.
 
+* gpt_oss -- gpt-oss: sliding and full layers with a sink logit per head (``self_attn.sinks``), biased
+  q/k/v/o; every MLP routed (``mlp.router``, a biased Linear; a softmax over the top-k logits, which is
+  the renormalized top-k of the full softmax) through biased experts whose gate and up columns are
+  interleaved (:func:`_gpt_oss_moe_map`), the clamped SwiGLU. transformers has no SDPA path for it:
+  eager only (refused in one line otherwise). A config without rope parameters gets YaRN x32, as
+  transformers' GptOssConfig gives it.
+
+* minimax_m2 -- MiniMax-M2: one RMSNorm over all of q and one over all of k (``q_norm``, ``k_norm``)
+  before partial RoPE; every MLP routed (``block_sparse_moe``: sigmoid scores, the top-k renormalized;
+  a zero score-correction bias for the comparison, as for deepseek_v3).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
-layer), gpt-oss (lcprof's dense-equivalent experts have no biases), and every type not listed.
+layer), GPT-NeoX and Falcon (LayerNorm with biases; lcprof's layer runs RMSNorm), and every type not
+listed.
 
 Attention implementations (``ATTN_IMPLS``): ``eager``, ``sdpa``, ``flash_attention_2`` (when the
 flash-attn package imports), named in results by the lcprof backend of the same kind
@@ -95,7 +108,8 @@ from lcprof.measure.model import Model
 from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
-             "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear")
+             "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
+             "gpt_oss", "minimax_m2")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -248,6 +262,8 @@ def _norm_w(spec: ModelSpec, w: torch.Tensor) -> torch.Tensor:
 
 def _attention_map(spec: ModelSpec, a: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
+    if hasattr(layer, "sinks"):  # gpt-oss: one sink logit per query head
+        out[a + "sinks"] = layer.sinks
     if hasattr(layer, "q_norm"):  # Qwen3 / Qwen3-Next: per-head q and k RMSNorms
         out[a + "q_norm.weight"] = _norm_w(spec, layer.q_norm.weight)
         out[a + "k_norm.weight"] = _norm_w(spec, layer.k_norm.weight)
@@ -412,11 +428,14 @@ def _nemotron_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set
 
 
 def _dense_mlp_map(prefix: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
-    if prefix + "gate_up_proj.weight" in names:  # Phi-3: gate then up
+    if prefix + "gate_up_proj.weight" in names:  # Phi-3: gate then up (and no biases)
         return {prefix + "gate_up_proj.weight": _cat(layer.gate.weight, layer.up.weight),
                 prefix + "down_proj.weight": layer.down.weight}
-    return {prefix + "gate_proj.weight": layer.gate.weight, prefix + "up_proj.weight": layer.up.weight,
-            prefix + "down_proj.weight": layer.down.weight}
+    out: dict[str, torch.Tensor] = {}
+    for hf_name, lin in (("gate_proj", getattr(layer, "gate", None)), ("up_proj", layer.up), ("down_proj", layer.down)):
+        if lin is not None:  # mlp_bias: each projection's bias too
+            out.update(_linear(prefix + hf_name, lin))
+    return out
 
 
 def _mlp_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
@@ -426,6 +445,8 @@ def _mlp_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> d
         raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
     out: dict[str, torch.Tensor] = {}
     e = spec.moe
+    if p + "mlp.router.weight" in names:  # gpt-oss
+        return _gpt_oss_moe_map(p + "mlp.", layer, e.expert_intermediate_size)
     moe = p + "mlp." if (p + "mlp.gate.weight") in names else p + "block_sparse_moe."
     out[moe + "gate.weight"] = layer.router.weight
     if moe + "experts.gate_up_proj" in names:  # transformers 5: (E, 2I, h) and (E, h, I), gate first
@@ -448,6 +469,21 @@ def _mlp_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> d
         if hasattr(layer, "shared_gate"):  # Qwen2-MoE / Qwen3-Next: sigmoid(x W) scales the shared expert
             out[moe + "shared_expert_gate.weight"] = layer.shared_gate.weight
     return out
+
+
+def _gpt_oss_moe_map(m: str, layer: DecoderLayer, inter: int) -> dict[str, torch.Tensor]:
+    """gpt-oss's experts: ``gate_up_proj`` (E, h, 2I) multiplied from the right, its columns gate and up
+    interleaved (gate_up[..., ::2] is the gate), its bias (E, 2I) likewise; ``down_proj`` (E, I, h); the
+    router a biased Linear. lcprof's are (E, 2I, h) gate rows then up rows, and (E, h, I)."""
+    gu, gub = layer.experts_gate_up.detach(), layer.experts_gate_up_bias.detach()
+    n_exp, _, h = gu.shape
+    # (E, I, 2, h): per expert row pairs (gate_i, up_i), then (E, 2I, h) interleaved, then (E, h, 2I)
+    inter_w = torch.stack((gu[:, :inter], gu[:, inter:]), dim=2).reshape(n_exp, 2 * inter, h).transpose(1, 2)
+    inter_b = torch.stack((gub[:, :inter], gub[:, inter:]), dim=2).reshape(n_exp, 2 * inter)
+    return {m + "router.weight": layer.router.weight, m + "router.bias": layer.router.bias,
+            m + "experts.gate_up_proj": inter_w.contiguous(), m + "experts.gate_up_proj_bias": inter_b,
+            m + "experts.down_proj": layer.experts_down.detach().transpose(1, 2).contiguous(),
+            m + "experts.down_proj_bias": layer.experts_down_bias}
 
 
 def weight_map(model: Model, names: set[str]) -> dict[str, torch.Tensor]:
@@ -549,6 +585,8 @@ class HFModel:
         ok, why = attn_impl_available(impl, self.device)
         if not ok:
             raise LcprofError(why)
+        if impl == "sdpa" and not getattr(self.hf, "_supports_sdpa", True):  # gpt-oss: its sinks need eager
+            raise LcprofError(f"transformers' {type(self.hf).__name__} has no sdpa attention: use eager")
         setter = getattr(self.hf, "set_attn_implementation", None)
         if setter is not None:
             setter(impl)

@@ -81,9 +81,9 @@ MLA_FORMS = ("naive", "absorbed")
 def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
     """Refuse, in one line naming the layer, what this block cannot build: parallel token mixers
     (Falcon-H1's attention + Mamba-2 side by side), sparse (DSA) attention, per-layer attention dims,
-    a gated attention output with MLA, a q/k norm other than per-head RMSNorm (MiniMax-M2's over all
-    heads, Llama 4's L2), Llama 4's query temperature, a mixer kind without a measured layer. Every
-    other layer kind builds: attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet,
+    a gated attention output with MLA, Llama 4's L2 q/k norm (RMSNorms per head -- Qwen3 -- and over
+    all heads -- MiniMax-M2 -- build), Llama 4's query temperature, a mixer kind without a measured
+    layer. Every other layer kind builds: attention, one linear-time mixer (Mamba-1, Mamba-2, Gated DeltaNet,
     lightning), or none (an MLP-only layer), each with or without its MLP."""
     from lcprof.measure.mixers import MIXERS
 
@@ -98,8 +98,8 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         why.append("per-layer attention dims")
     if layer.has_attention and spec.attn_output_gate and spec.mla is not None:
         why.append("gated attention output with MLA")
-    if spec.qk_norm_at(layer) not in ("none", "head"):
-        why.append(f"q/k norm {spec.qk_norm!r} (the measured layer has the per-head RMSNorm only)")
+    if spec.qk_norm_at(layer) not in ("none", "head", "full"):
+        why.append(f"q/k norm {spec.qk_norm!r} (the measured layer has RMSNorms per head or over all heads)")
     if spec.query_temperature_at(layer):
         why.append("Llama 4's query temperature (the measured layer has none)")
     if why:
@@ -370,7 +370,7 @@ class DecoderLayer(nn.Module):
             self.q_proj = nn.Linear(h, H * hd, bias=spec.qkv_bias)
             self.k_proj = nn.Linear(h, kvh * hd, bias=spec.qkv_bias)
             self.v_proj = nn.Linear(h, kvh * vhd, bias=spec.qkv_bias)
-            self.o_proj = nn.Linear(H * vhd, h, bias=False)
+            self.o_proj = nn.Linear(H * vhd, h, bias=spec.o_bias)  # SmolLM3, GPT-NeoX, gpt-oss: o biased
             # Gemma: the query scale is query_pre_attn_scalar^-1/2 (Gemma-2-27B: 144, head_dim 128)
             # Granite 4: the scale itself (attention_multiplier)
             self.scale = spec.attn_scale if spec.attn_scale is not None else \
@@ -382,6 +382,9 @@ class DecoderLayer(nn.Module):
             if spec.qk_norm == "head":  # Qwen3, Qwen3-Next: one RMSNorm(head_dim) on every q and k head, before RoPE
                 self.q_norm = RMSNorm(hd, eps, oc)
                 self.k_norm = RMSNorm(hd, eps, oc)
+            elif spec.qk_norm == "full":  # MiniMax-M2: one RMSNorm over all of q, one over all of k, before RoPE
+                self.q_norm = RMSNorm(H * hd, eps, oc)
+                self.k_norm = RMSNorm(kvh * hd, eps, oc)
         else:
             m = spec.mla
             # the latent norms keep RMSNorm's default epsilon, 1e-6, whatever rms_norm_eps says
@@ -409,7 +412,7 @@ class DecoderLayer(nn.Module):
         if lyr.has_attention and lyr.sinks:
             self.sinks = nn.Parameter(torch.empty(H))
         if self.is_moe:
-            self.router = nn.Linear(h, spec.moe.n_experts, bias=False)
+            self.router = nn.Linear(h, spec.moe.n_experts, bias=spec.moe.router_bias)  # gpt-oss: biased
             if spec.moe.n_shared and spec.moe.shared_gate:  # Qwen2-MoE / Qwen3-Next: sigmoid(x W) scales the shared expert
                 self.shared_gate = nn.Linear(h, 1, bias=False)
         width = self.mlp_width = spec.mlp_width(self.lspec)
@@ -420,27 +423,33 @@ class DecoderLayer(nn.Module):
             mats = 2 if spec.mlp_gated else 1
             self.experts_gate_up = nn.Parameter(torch.empty(e.n_experts, mats * e.expert_intermediate_size, h))
             self.experts_down = nn.Parameter(torch.empty(e.n_experts, h, e.expert_intermediate_size))
+            if e.expert_bias:  # gpt-oss: every expert projection biased
+                self.experts_gate_up_bias = nn.Parameter(torch.empty(e.n_experts, mats * e.expert_intermediate_size))
+                self.experts_down_bias = nn.Parameter(torch.empty(e.n_experts, h))
             width = e.n_shared * e.shared_intermediate_size  # the dense MLP below holds the shared experts
             cfg = spec.config
             self.norm_topk = norm_topk(spec)
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
             # GLM-4.5's router is always sigmoid (transformers' Glm4MoeTopkRouter; its configs name none);
-            # Kimi Linear names it moe_router_activation_func (sigmoid by default)
-            default = "sigmoid" if spec.model_type in ("glm4_moe", "kimi_linear") else "softmax"
+            # Kimi Linear names it moe_router_activation_func (sigmoid by default); MiniMax-M2's scoring_func
+            # is sigmoid by default (MiniMaxM2Config; transformers' router is sigmoid whatever it says)
+            default = "sigmoid" if spec.model_type in ("glm4_moe", "kimi_linear", "minimax_m2") else "softmax"
             scoring = cfg.get("scoring_func", cfg.get("moe_router_activation_func", default))
             self.sigmoid_scores = str(scoring).lower() == "sigmoid"
         if width:
+            bias = spec.mlp_bias  # GPT-NeoX, Seed-OSS / SmolLM3 / Llama with mlp_bias: every projection biased
             if spec.mlp_gated:
-                self.gate = nn.Linear(h, width, bias=False)
-            self.up = nn.Linear(h, width, bias=False)
-            self.down = nn.Linear(width, h, bias=False)
+                self.gate = nn.Linear(h, width, bias=bias)
+            self.up = nn.Linear(h, width, bias=bias)
+            self.down = nn.Linear(width, h, bias=bias)
 
     # ----- construction ------------------------------------------------------------------------
     @torch.no_grad()
     def _init_weights(self, seed: int) -> None:
         g = torch.Generator(device="cpu").manual_seed(int(seed) * 1009 + self.layer_idx)
         for name, p in self.named_parameters():
-            if p.dim() >= 2:  # linear weights (out, in), per expert too: unit-variance outputs
+            # linear weights (out, in), per expert too: unit-variance outputs (per-expert biases are biases)
+            if p.dim() >= 2 and not name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
@@ -614,11 +623,12 @@ class DecoderLayer(nn.Module):
         gate = self.q_gate(h) if hasattr(self, "q_gate") else None  # (b, m, heads * head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
-        if hasattr(self, "q_norm"):  # per-head RMSNorm of q and k (qk_norm "head"), before RoPE
-            qn = self.q_norm(q)
+        if hasattr(self, "q_norm"):  # RMSNorm of q and k (qk_norm "head": per head; "full": over all heads), before RoPE
+            full = self.spec.qk_norm == "full"  # (b, m, heads * head_dim) rows: views, no copies
+            qn = self.q_norm(q.view(b, m, H * hd)).view(b, m, H, hd) if full else self.q_norm(q)
             mark("attn/q_norm")
-            kn = self.k_norm(k)  # the normed q lives with the projections
-            mark("attn/k_norm")
+            kn = self.k_norm(k.view(b, m, kvh * hd)).view(b, m, kvh, hd) if full else self.k_norm(k)
+            mark("attn/k_norm")  # the normed q lives with the projections
             q, k = qn, kn
             del qn, kn
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
@@ -763,12 +773,16 @@ class DecoderLayer(nn.Module):
             rows = token_of[start:start + c]
             xe = xt[rows]  # (c, h) this expert's tokens
             gu = xe @ self.experts_gate_up[ex].t()  # (c, 2I) or (c, I)
+            if e.expert_bias:
+                gu.add_(self.experts_gate_up_bias[ex])  # in place: no tensor the cost model does not count
             if self.spec.mlp_gated:
                 gate, up = gu.chunk(2, dim=-1)
                 y = self.act(gate, up) if self.gated_combine else self.act(gate) * up
             else:
                 y = self.act(gu)
             y = y @ self.experts_down[ex].t()  # (c, h)
+            if e.expert_bias:
+                y.add_(self.experts_down_bias[ex])
             out.index_add_(0, rows, y * weight_of[start:start + c, None])
             start += c
         if e.n_shared:

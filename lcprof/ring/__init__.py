@@ -5,7 +5,7 @@ Where the ring lives: its formulas (pair counts, load imbalance, per-step time m
 :mod:`lcprof.cost.ring`; the analytic ``lcprof ring`` report in :mod:`lcprof.ring.analysis`
 (neither imports torch); the torch side here (partition, block, merge, composed, simulated) and
 the real ``torch.distributed`` ring in :mod:`lcprof.ring.distributed`; the CUDA extension's
-sources under ``kernels/``. Submodules load on first use: importing this package imports no torch.
+Python side in :mod:`lcprof.kernels`, its sources under ``kernels/``. Submodules load on first use: importing this package imports no torch.
 """
 
 import importlib

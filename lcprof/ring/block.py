@@ -26,7 +26,7 @@ query row with no allowed key gets out = 0 and lse = -inf, so that merging it
 with other blocks is a no-op.
 
 ``block_attention`` picks the implementation: the CUDA kernel
-(``kernels.striped_attn``; its device path, sm80 or sm90, from ``$LCPROF_RING_KERNEL``), the torch fallback ``block_attention_torch``, or a step composed
+(``lcprof.kernels.striped_attn``; its device path, sm80 or sm90, from ``$LCPROF_RING_KERNEL``), the torch fallback ``block_attention_torch``, or a step composed
 from one of torch's fused attention ops (``composed-flash``, ``composed-cudnn``,
 ``composed-efficient``: :mod:`lcprof.ring.composed`, the baseline the kernel must beat).
 """
@@ -41,7 +41,7 @@ import torch
 COMPOSED_IMPLS = ("composed-flash", "composed-cudnn", "composed-efficient")
 IMPLS = ("auto", "torch", "kernel", *COMPOSED_IMPLS)
 
-# What kernels.striped_attn supports (see its docstring); auto falls back to torch otherwise.
+# What lcprof.kernels.striped_attn supports (see its docstring); auto falls back to torch otherwise.
 _KERNEL_HEAD_DIMS = (64, 96, 128)
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_stride: int, k_stride: int) -> None:
@@ -75,10 +75,10 @@ def block_attention_torch(
     """The torch fallback (see module docstring). Returns (out, lse).
 
     One implementation serves both the kernel's tests and the ring:
-    ``kernels.reference.block_attention_reference`` (float32, float64 for float64
+    ``lcprof.kernels.reference.block_attention_reference`` (float32, float64 for float64
     inputs; chunked over query rows).
     """
-    from kernels.reference import block_attention_reference
+    from lcprof.kernels.reference import block_attention_reference
 
     _check_inputs(q, k, v, q_stride, k_stride)
     return block_attention_reference(q, k, v, q_offset=q_offset, q_stride=q_stride, k_offset=k_offset,
@@ -87,15 +87,15 @@ def block_attention_torch(
 
 @functools.lru_cache(maxsize=1)
 def kernel_status() -> tuple[bool, str]:
-    """(available, reason) for the CUDA kernel ``kernels.striped_attn``; probed once."""
+    """(available, reason) for the CUDA kernel ``lcprof.kernels.striped_attn``; probed once."""
     try:
-        mod = importlib.import_module("kernels.striped_attn")
+        mod = importlib.import_module("lcprof.kernels.striped_attn")
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
-        return False, f"kernels.striped_attn not importable: {type(exc).__name__}: {exc}"
+        return False, f"lcprof.kernels.striped_attn not importable: {type(exc).__name__}: {exc}"
     try:
         ok, reason = mod.is_available()
     except Exception as exc:  # noqa: BLE001
-        return False, f"kernels.striped_attn.is_available() failed: {type(exc).__name__}: {exc}"
+        return False, f"lcprof.kernels.striped_attn.is_available() failed: {type(exc).__name__}: {exc}"
     return bool(ok), str(reason)
 
 
@@ -158,7 +158,7 @@ def block_attention(
         softmax_scale=softmax_scale,
     )
     if name == "kernel":
-        mod = importlib.import_module("kernels.striped_attn")
+        mod = importlib.import_module("lcprof.kernels.striped_attn")
         return mod.striped_block_attention(q, k, v, **kwargs)
     if name in COMPOSED_IMPLS:
         from lcprof.ring.composed import composed_block_attention

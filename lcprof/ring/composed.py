@@ -155,7 +155,7 @@ def _op_status(op: str, device_type: str, dtype: torch.dtype) -> tuple[bool, str
         return False, f"aten's {op} attention runs on CUDA only"
     if device_type == "cuda" and not torch.cuda.is_available():
         return False, "no CUDA device"
-    from kernels.reference import block_attention_reference
+    from lcprof.kernels.reference import block_attention_reference
 
     device = torch.device(device_type)
     g = torch.Generator(device="cpu").manual_seed(1)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 
 torch = pytest.importorskip("torch")
 
-from kernels.reference import allowed_mask, block_attention_reference  # noqa: E402
+from lcprof.kernels.reference import allowed_mask, block_attention_reference  # noqa: E402
 
 EPS = {torch.float16: 1e-4, torch.bfloat16: 4e-4}
 DTYPES = [torch.bfloat16, torch.float16]
@@ -37,7 +37,7 @@ HEADS = {"gqa": (8, 2), "mha": (4, 4)}
 def module():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from kernels.striped_attn import is_available, load
+    from lcprof.kernels.striped_attn import is_available, load
 
     ok, reason = is_available()
     if not ok:
@@ -277,7 +277,7 @@ def test_tuning_variants(module, variant, head_dim):
 
 
 def test_wrapper_matches_extension(ext):
-    from kernels import striped_block_attention
+    from lcprof.kernels import striped_block_attention
 
     q, k, v = _inputs(1, 100, 120, 4, 2, 64, torch.bfloat16)
     out, lse = striped_block_attention(q, k, v, q_offset=1, q_stride=2, k_offset=0, k_stride=2, path=ext.path)
@@ -302,7 +302,7 @@ def test_runs_on_current_stream(ext):
 _VALIDATION_SCRIPT = r"""
 import sys
 import torch
-from kernels.striped_attn import load
+from lcprof.kernels.striped_attn import load
 module = load()
 class Ext:
     fwd = module.fwd_sm90 if sys.argv[1] == "sm90" else module.fwd

@@ -1,8 +1,8 @@
-"""Which device path of the striped kernel runs (kernels.striped_attn.resolve_path); CPU only."""
+"""Which device path of the striped kernel runs (lcprof.kernels.striped_attn.resolve_path); CPU only."""
 
 import pytest
 
-from kernels import striped_attn
+from lcprof.kernels import striped_attn
 
 
 def test_default_is_sm80_until_sm90_is_verified(monkeypatch):
@@ -40,3 +40,17 @@ def test_unknown_path_names_its_source(monkeypatch):
 def test_sources_exist():
     for src in striped_attn.SOURCES:
         assert src.is_file(), src
+
+
+def test_the_kernel_folder_is_no_python_package():
+    """kernels/ holds the CUDA sources only: a top-level Python package named `kernels` (ours, shipped or
+    found from the repository root) would shadow Hugging Face's `kernels`, which transformers >= 5.25
+    imports -- every transformers model then fails to import. The Python side is lcprof.kernels."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert not (root / "kernels" / "__init__.py").exists()
+    assert not list((root / "kernels").glob("*.py")) or all(
+        p.name.startswith("check_") for p in (root / "kernels").glob("*.py"))  # scripts run by path only
+    assert '"kernels*"' not in (root / "pyproject.toml").read_text()
+    assert all(src.is_file() for src in striped_attn.SOURCES)  # lcprof.kernels finds the checkout's sources

@@ -1,4 +1,4 @@
-"""kernels/reference.py against a brute-force float64 loop (CPU, runs in CI)."""
+"""lcprof/kernels/reference.py against a brute-force float64 loop (CPU, runs in CI)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kernels import reference  # noqa: E402
-from kernels.reference import allowed_mask, block_attention_reference  # noqa: E402
+from lcprof.kernels import reference  # noqa: E402
+from lcprof.kernels.reference import allowed_mask, block_attention_reference  # noqa: E402
 
 
 def brute_force(q, k, v, *, q_offset, q_stride, k_offset, k_stride, causal, softmax_scale=None):

@@ -119,10 +119,33 @@ HF_TINY = {
                         rms_norm_eps=1e-5, linear_attn_config={"kda_layers": [1, 2, 4], "full_attn_layers": [3],
                                                                "head_dim": 8, "num_heads": 4,
                                                                "short_conv_kernel_size": 4}),
+    # SmolLM3: layer 0 RoPE and global, layer 1 NoPE and sliding (W = 24, use_sliding_window); q/k/v/o and the
+    # MLP biased (attention_bias, mlp_bias): a missed bias, a rotated NoPE layer or a full-width NoPE layer
+    # would each be off by O(1) past 24 tokens
+    "smollm3": dict(model_type="smollm3", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                    num_key_value_heads=2, intermediate_size=96, no_rope_layers=[1, 0], use_sliding_window=True,
+                    sliding_window=24, attention_bias=True, mlp_bias=True, rope_theta=10000.0, **_BASE),
+    # Seed-OSS: q/k/v biased (attention_bias), o_proj not (attention_out_bias false), the MLP biased
+    "seed_oss": dict(model_type="seed_oss", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                     num_key_value_heads=2, head_dim=16, intermediate_size=96, attention_bias=True,
+                     attention_out_bias=False, mlp_bias=True, rope_theta=10000.0, **_BASE),
+    # gpt-oss: a sliding (W = 24) then a full layer, a sink logit per head, q/k/v/o biased; every MLP routes 2
+    # of 4 experts with biased, interleaved gate/up projections and the clamped SwiGLU (limit 1.5, well inside
+    # the unit-variance activations, alpha 1.702); the router biased, softmax over the top-k logits
+    "gpt_oss": dict(model_type="gpt_oss", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
+                    num_experts_per_tok=2, sliding_window=24, attention_bias=True, swiglu_limit=1.5,
+                    layer_types=["sliding_attention", "full_attention"], rope_theta=10000.0, **_BASE),
+    # MiniMax-M2: RMSNorms over all of q (4 heads of 16) and all of k (2 heads), RoPE on half of each head
+    # (rotary_dim 8); every MLP routes 2 of 4 sigmoid-scored experts, renormalized
+    "minimax_m2": dict(model_type="minimax_m2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
+                       num_experts_per_tok=2, rotary_dim=8, rope_theta=10000.0, **_BASE),
 }
 HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
-#: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping)
-EAGER_ONLY = ("gemma2",)
+#: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;
+#: its gpt-oss has no SDPA path at all: the sinks)
+EAGER_ONLY = ("gemma2", "gpt_oss")
 
 
 def hf_spec(name: str):
@@ -211,12 +234,19 @@ def test_bf16_within_twice_the_other():
 def test_unmodelled_parameters_and_types_are_refused():
     from support.tiny_models import tiny_spec
 
-    with pytest.raises(LcprofError, match="model_type 'gpt_oss'.*not mapped"):  # its experts' biases
-        hf_config(tiny_spec("sinks"))
-    # Qwen3 with attention_bias: transformers' o_proj has a bias, lcprof's layer has none
-    biased = spec_from_config(dict(HF_TINY["qwen3"], attention_bias=True), name="hf-qwen3-bias")
-    with pytest.raises(LcprofError, match="parameters lcprof's layer does not model: .*o_proj.bias"):
-        HFModel(Model(biased), "eager")
+    with pytest.raises(LcprofError, match="model_type 'gpt_neox'.*not mapped"):  # LayerNorm with biases
+        hf_config(tiny_spec("plain"))
+    # a transformers parameter lcprof's layer has no tensor for (here one added by hand) is named
+    from lcprof.measure.hf import copy_weights
+
+    ours = Model(hf_spec("llama"))
+    theirs = HFModel(ours, "eager")
+    theirs.hf.model.layers[1].self_attn.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))
+    with pytest.raises(LcprofError, match="parameters lcprof's layer does not model: model.layers.1.self_attn.extra"):
+        copy_weights(ours, theirs.hf)
+    # transformers' gpt-oss has no SDPA attention (its sinks): refused in one line, not its ValueError
+    with pytest.raises(LcprofError, match="GptOssForCausalLM has no sdpa attention: use eager"):
+        HFModel(Model(hf_spec("gpt_oss"), moe_timing="routed"), "sdpa")
     # Nemotron-H's MoE block ("E") is not mapped: one line naming it
     moe = dict(HF_TINY["nemotron_h"], hybrid_override_pattern="M-*E", n_routed_experts=4, num_experts_per_tok=2,
                n_shared_experts=1, moe_intermediate_size=16, moe_shared_expert_intermediate_size=16)

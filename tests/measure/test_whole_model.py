@@ -18,8 +18,9 @@ from lcprof.measure.model import Model, decode_capacity, distinct_layers, regist
 from lcprof.measure.model_sweep import MODEL_COLUMNS, run_model_sweep
 from lcprof.measure.execution import Execution, ModelWorkload
 from lcprof.spec import LayerSpec, param_counts
+from support.tiny_models import TINY_CONFIGS
 
-FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope")  # hybrids: test_hybrid_model.py
+FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope", "nope", "fullqk")  # hybrids: test_hybrid_model.py
 
 
 def test_decode_capacity_hand_values():
@@ -52,9 +53,11 @@ def test_decode_step_equals_longer_prefill(name, spec_of):
     assert rel_error(step, full) < 1e-12
 
 
-@pytest.mark.parametrize("name", ["gqa", "sliding", "mla", "longrope"])
+@pytest.mark.parametrize("name", sorted(set(TINY_CONFIGS) - {"plain"}))
 def test_parameters_match_the_spec_count(name, spec_of):
-    """The built model holds exactly the parameters spec.param_counts counts from the config."""
+    """The built model holds exactly the parameters spec.param_counts counts from the config: o_proj's bias
+    and gpt-oss's router and expert biases too ("sinks"). Not "plain" (GPT-NeoX): lcprof's layer runs
+    RMSNorm for LayerNorm models, so it holds no norm biases (2 x 64 + 64 fewer)."""
     spec = spec_of(name)
     moe = "routed" if spec.moe is not None else "dense-equivalent"
     meta = Model(spec, moe_timing=moe, materialize=False)

@@ -64,7 +64,7 @@ def test_query_chunking_is_exact(monkeypatch):
     q, k, v = (torch.randn(1, 37, 2, 4, dtype=torch.float64) for _ in range(3))
     kw = dict(q_offset=0, q_stride=1, k_offset=0, k_stride=1)
     ref = block_attention_torch(q, k, v, **kw)
-    import kernels.reference as reference  # the torch fallback's implementation
+    import lcprof.kernels.reference as reference  # the torch fallback's implementation
 
     monkeypatch.setattr(reference, "_CHUNK_SCORES", 2 * 37 * 5)  # chunks of 5 queries
     got = block_attention_torch(q, k, v, **kw)
@@ -83,9 +83,9 @@ def test_impl_dispatch(monkeypatch):
         block_attention(q, q, q, q_offset=0, q_stride=1, k_offset=0, k_stride=1, impl="kernel")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("kernels.reference") is None, reason="kernels/reference.py not present")
+@pytest.mark.skipif(importlib.util.find_spec("lcprof.kernels.reference") is None, reason="kernels/reference.py not present")
 def test_matches_colleague_reference():
-    from kernels.reference import block_attention_reference
+    from lcprof.kernels.reference import block_attention_reference
 
     torch.manual_seed(3)
     q = torch.randn(1, 8, 4, 16)

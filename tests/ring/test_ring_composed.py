@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.reference import allowed_mask, block_attention_reference
+from lcprof.kernels.reference import allowed_mask, block_attention_reference
 from lcprof.ring.block import block_attention, resolve_impl
 from lcprof.ring.composed import MASKS, composed_block_attention, op_status, step_mask
 from lcprof.ring.simulated import ring_attention_simulated

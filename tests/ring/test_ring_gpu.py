@@ -80,7 +80,7 @@ def test_composed_steps_match_reference(impl, dtype, head_dim, heads):
 
     import torch.nn.functional as F
 
-    from kernels.reference import allowed_mask, block_attention_reference
+    from lcprof.kernels.reference import allowed_mask, block_attention_reference
     from lcprof.ring.composed import composed_block_attention
 
     _require_op(impl, dtype)
@@ -125,7 +125,7 @@ def test_composed_ring_matches_reference(impl, world, dtype):
 def test_sm90_kernel_in_ring(monkeypatch, world, layout):
     """The ring through the kernel with LCPROF_RING_KERNEL=sm90 (Hopper only)."""
     _require_kernel()
-    import kernels.striped_attn as ks
+    import lcprof.kernels.striped_attn as ks
 
     if not ks.load().sm90_supported():
         pytest.skip("sm90 path needs a compute capability 9.0 device")

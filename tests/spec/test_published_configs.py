@@ -107,6 +107,32 @@ def test_qwen25_7b_qkv_bias():
     check("Qwen--Qwen2.5-7B-Instruct", kv, kv, total, total)
 
 
+def test_smollm3_3b_nope_every_fourth_layer():
+    """SmolLM3-3B: NoPE on layers 3, 7, ..., 35 (no_rope_layers 1,1,1,0 x 9); every layer global, so the
+    NoPE layers cache K/V like the others."""
+    kv = 36 * 4 * 128 * 2 * 2  # 36 layers x 4 KV heads x 128 x (K, V) x 2 B = 73728 per token
+    # per layer: q, o 2 x 2048^2; k, v 2 x 2048 x 512; gated MLP 3 x 2048 x 11008; 2 RMSNorms
+    layer = 2 * 2048 ** 2 + 2 * 2048 * 512 + 3 * 2048 * 11008 + 2 * 2048
+    total = 36 * layer + 128256 * 2048 + 2048  # tied embeddings, final norm
+    assert total == 3_075_098_624  # the Hub's 3.08B
+    spec, _ = check("HuggingFaceTB--SmolLM3-3B", kv, kv, total, total)
+    assert [i for i, lyr in enumerate(spec.layers) if not lyr.rope] == list(range(3, 36, 4))
+    assert {lyr.attn for lyr in spec.layers} == {"global"} and spec.rope.theta == 5e6
+    assert spec.tie_embeddings and not spec.qkv_bias and not spec.o_bias
+
+
+def test_seed_oss_36b_biases_and_512k():
+    """Seed-OSS-36B: q/k/v biased (attention_bias), o_proj not (attention_out_bias false), 512k positions."""
+    kv = 64 * 8 * 128 * 2 * 2  # 262144 per token: 128 GiB for one 512k sequence
+    # per layer: q 5120 x 10240 + bias, k, v 2 x (5120 x 1024 + 1024), o 10240 x 5120, MLP 3 x 5120 x 27648, 2 norms
+    layer = (5120 * 10240 + 10240) + 2 * (5120 * 1024 + 1024) + 10240 * 5120 + 3 * 5120 * 27648 + 2 * 5120
+    total = 64 * layer + 2 * 155136 * 5120 + 5120  # untied embedding + lm_head, final norm
+    assert total == 36_151_104_512  # model card: 36B
+    spec, _ = check("ByteDance-Seed--Seed-OSS-36B-Instruct", kv, kv, total, total)
+    assert spec.qkv_bias and not spec.o_bias and spec.max_position_embeddings == 524288
+    assert int(kv_bytes(spec, 524288, kv_dtype="bf16")[0]) == 128 * 2 ** 30
+
+
 # ------------------------------------------------------------------------------------------------
 # alternating local/global, chunked, sinks
 # ------------------------------------------------------------------------------------------------
@@ -439,11 +465,12 @@ def test_minimax_m1_lightning():
 
 
 def test_mimo_v2_flash_per_kind_heads():
-    # 9 full layers: 4 KV heads x (192 + 128) x 2 B = 2560 per token; 39 sliding layers (W 128):
-    # 8 KV heads x 320 x 2 = 5120 per token, capped at 128 tokens
+    # 9 full layers: 4 KV heads x (192 + 128) x 2 B = 2560 per token; 39 sliding layers: 8 KV heads x 320 x 2
+    # = 5120 per token, capped at 129 tokens -- sliding_window_size 128 keys before the query, and the query
+    # (SGLang's reference; transformers' MiMoV2FlashConfig: sliding_window = sliding_window_size + 1)
     full, swa = 4 * (192 + 128) * 2, 8 * (192 + 128) * 2
-    kv4k = 9 * full + 39 * swa * 128 / N4K  # 23040 + 6240 = 29280
-    kv128k = 9 * full + 39 * swa * 128 / N128K
+    kv4k = 9 * full + 39 * swa * 129 / N4K  # 23040 + 6288.75
+    kv128k = 9 * full + 39 * swa * 129 / N128K
     q = 4096 * 64 * 192
     attn_full = q + 4096 * 4 * (192 + 128) + 64 * 128 * 4096
     attn_swa = q + 4096 * 8 * (192 + 128) + 64 * 128 * 4096 + 64  # + a sink logit per head
@@ -550,7 +577,8 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "ai21labs--AI21-Jamba-1.5-Mini", "nvidia--Nemotron-H-56B-Base-8K",
               "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "MiniMaxAI--MiniMax-M1", "XiaomiMiMo--MiMo-V2-Flash",
               "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
-              "moonshotai--Kimi-Linear-48B-A3B-Instruct"}
+              "moonshotai--Kimi-Linear-48B-A3B-Instruct", "HuggingFaceTB--SmolLM3-3B",
+              "ByteDance-Seed--Seed-OSS-36B-Instruct"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

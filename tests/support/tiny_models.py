@@ -49,6 +49,15 @@ TINY_CONFIGS = {
     # plain (non-gated) GELU MLP, partial rotary (GPT-NeoX layout)
     "plain": dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                   intermediate_size=128, partial_rotary_factor=0.5, hidden_act="gelu", **_BASE),
+    # SmolLM3: layer 0 RoPE + global, layer 1 NoPE + sliding (W=24); q/k/v/o and MLP biases
+    "nope": dict(model_type="smollm3", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                 num_key_value_heads=2, intermediate_size=96, no_rope_layers=[1, 0], use_sliding_window=True,
+                 sliding_window=24, attention_bias=True, mlp_bias=True, rope_theta=10000.0, **_BASE),
+    # MiniMax-M2: one RMSNorm over all of q and one over all of k, RoPE on half of each head, every MLP
+    # routed (4 experts, 2 active, sigmoid scores)
+    "fullqk": dict(model_type="minimax_m2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
+                   num_experts_per_tok=2, rotary_dim=8, rope_theta=10000.0, **_BASE),
     # Phi-3-128k style LongRoPE (short/long factors switch at the original length)
     "longrope": dict(model_type="phi3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=4096,

@@ -1,5 +1,5 @@
 """Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Phi-3,
-Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2.
+Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS.
 
 Each ``*_DEFAULTS`` table is transformers' configuration class for that model_type
 (``src/transformers/models/<type>/configuration_<type>.py``): the value a field takes when the
@@ -307,10 +307,16 @@ def build_gpt_oss(r: Reader, ctx: dict):
     moe = MoESpec(n_experts=r.int("num_local_experts"), n_active=top_k, n_shared=0, expert_intermediate_size=inter,
                   shared_intermediate_size=0, router_bias=True, expert_bias=True)
     bias = r.bool("attention_bias")
+    block, notes = C.rope_block(r), []
+    if block is None:  # GptOssConfig.__post_init__: a config without rope parameters gets YaRN x32 from 4096
+        block = dict(_GPT_OSS_YARN)
+        notes.append("No rope_scaling given: transformers' GptOssConfig default, YaRN x32 from 4096 positions.")
+    rope = C.read_rope(r, C.rotary_dim_of(hd, C.partial_factor(r, block)), theta=C.rope_theta(r, block),
+                       block=block, max_pos=max_pos)
     return finish(r, ctx, kinds=kinds, moe_flags=[True] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
                   inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
-                  rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers,
-                  mlp_activation="swiglu_oai")
+                  rope=rope, moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers,
+                  mlp_activation="swiglu_oai", notes=notes)
 
 
 def build_minimax_m2(r: Reader, ctx: dict):
@@ -341,6 +347,51 @@ def build_minimax_m2(r: Reader, ctx: dict):
                   heads=heads, kv=kv, hd=hd, inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos,
                   tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos, rotary_dim=rot), moe=moe,
                   qk_norm=qk, notes=notes)
+
+
+def build_smollm3(r: Reader, ctx: dict):
+    """SmolLM3: Llama's layer with RoPE left off the layers ``no_rope_layers`` marks 0 (by default
+    every ``no_rope_layer_interval``-th); with ``use_sliding_window`` and a ``sliding_window``, those
+    NoPE layers attend within the window (transformers' ``SmolLM3Config.__post_init__``: a layer slides
+    only when it has no RoPE); ``attention_bias`` biases q, k, v and o alike."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
+    if nrl is None:
+        interval = r.int("no_rope_layer_interval", min=1)
+        nrl = [int((i + 1) % interval != 0) for i in range(n_layers)]
+    else:
+        r.touch("no_rope_layer_interval")  # only the default list is built from it
+        if any(v not in (0, 1) for v in nrl):
+            raise r.fail("no_rope_layers", "a list of 0/1", nrl)
+    use = r.bool("use_sliding_window")
+    sw = r.int("sliding_window", null=True)
+    types = C.layer_types(r, n_layers)
+    if types is None:
+        types = ["sliding_attention" if (use and sw is not None and not nrl[i]) else "full_attention"
+                 for i in range(n_layers)]
+    elif not use and any(t in ("sliding_attention", "sliding") for t in types):
+        # SmolLM3Attention gives a sliding layer its window only when use_sliding_window is set
+        raise LcprofError(f"{r.where}: layer_types names sliding layers but use_sliding_window is false "
+                          "(transformers' SmolLM3 would run them as full attention): set one or the other")
+    kinds = kinds_from_layer_types(r, types, sliding=sw)
+    bias = r.bool("attention_bias")
+    return finish(r, ctx, kinds=kinds, rope_flags=[bool(x) for x in nrl], hidden=hidden, heads=heads, kv=kv,
+                  hd=hd, inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), qkv_bias=bias, o_bias=bias,
+                  mlp_bias=r.bool("mlp_bias"))
+
+
+def build_seed_oss(r: Reader, ctx: dict):
+    """Seed-OSS: Llama's layer, every layer global with RoPE; ``attention_bias`` biases q, k and v,
+    ``attention_out_bias`` o_proj, ``mlp_bias`` the three MLP projections (transformers' SeedOss)."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos),
+                  qkv_bias=r.bool("attention_bias"), o_bias=r.bool("attention_out_bias"),
+                  mlp_bias=r.bool("mlp_bias"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,12 +427,21 @@ _LLAMA4 = dict(max_position_embeddings=4096 * 32, num_key_value_heads=8, head_di
                num_local_experts=16, moe_layers=None, interleave_moe_layer_step=1, no_rope_layers=None,
                no_rope_layer_interval=4, intermediate_size_mlp=16384, attention_bias=False,
                tie_word_embeddings=False, layer_types=None, attn_temperature_tuning=True)
+_GPT_OSS_YARN = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                 "original_max_position_embeddings": 4096}
 _GPT_OSS = dict(num_key_value_heads=8, head_dim=64, rope_theta=150000.0, rope_scaling=None, sliding_window=128,
                 attention_bias=True, num_experts_per_tok=4, num_local_experts=128, tie_word_embeddings=False,
                 layer_types=None)
 _MINIMAX_M2 = dict(num_key_value_heads=8, head_dim=128, rope_theta=5_000_000.0, rope_scaling=None,
                    use_qk_norm=True, qk_norm_type="per_layer", shared_intermediate_size=0, scoring_func="sigmoid",
                    tie_word_embeddings=False)
+
+# SmolLM3Config's default_theta (2e6) is its rope_theta when a config names none
+_SMOLLM3 = dict(num_key_value_heads=4, rope_theta=2_000_000.0, rope_scaling=None, use_sliding_window=False,
+                sliding_window=None, no_rope_layers=None, no_rope_layer_interval=4, layer_types=None,
+                attention_bias=False, mlp_bias=False, tie_word_embeddings=True)
+_SEED_OSS = dict(num_key_value_heads=8, head_dim=128, rope_theta=10000.0, rope_scaling=None, attention_bias=True,
+                 attention_out_bias=False, mlp_bias=False, tie_word_embeddings=False)
 
 _SRC = "src/transformers/models/{0}/configuration_{0}.py"
 _QWEN_INERT = frozenset({"norm_topk_prob"})
@@ -404,5 +464,8 @@ FAMILIES = [
                                "intermediate_size"})),
     Family("gpt_oss", _SRC.format("gpt_oss"), _GPT_OSS, build_gpt_oss),
     Family("minimax_m2", _SRC.format("minimax_m2"), _MINIMAX_M2, build_minimax_m2),
+    # SmolLM3Config takes max_window_layers as an unused keyword (published configs carry Qwen2's 28)
+    Family("smollm3", _SRC.format("smollm3"), _SMOLLM3, build_smollm3, inert=frozenset({"max_window_layers"})),
+    Family("seed_oss", _SRC.format("seed_oss"), _SEED_OSS, build_seed_oss, inert=frozenset({"residual_dropout"})),
 ]
 assert all(f.required <= CORE for f in FAMILIES)

@@ -383,10 +383,14 @@ def build_mimo_v2(r: Reader, ctx: dict):
         if types is None:
             types = ["full_attention" if (i == 0 or not (i + 1) % 6) else "sliding_attention" for i in range(n_layers)]
         sliding = [t == "sliding_attention" for t in types]
-    w = r.int("sliding_window_size") if r.given("sliding_window_size") else r.int("sliding_window")
-    for k in ("sliding_window", "sliding_window_size", "attention_chunk_size"):
-        if r.given(k) and r.int(k) != w:
-            raise LcprofError(f"{r.where}: {k} {r.int(k)} differs from the sliding window {w}")
+    # sliding_window_size counts the keys *before* the query (SGLang's reference, which transformers >= 5.25
+    # follows: MiMoV2FlashConfig sets sliding_window = sliding_window_size + 1, whatever sliding_window says);
+    # lcprof's window, like transformers' sliding_window, counts the query too
+    size = r.int("sliding_window_size") if r.given("sliding_window_size") else None
+    w = size + 1 if size is not None else r.int("sliding_window")
+    for k in ("sliding_window", "attention_chunk_size"):  # published configs repeat the size in both
+        if r.given(k) and size is not None and r.int(k) not in (size, size + 1):
+            raise LcprofError(f"{r.where}: {k} {r.int(k)} differs from sliding_window_size {size}")
         r.touch(k)
     sink_swa, sink_full = r.bool("add_swa_attention_sink_bias"), r.bool("add_full_attention_sink_bias")
     flags = C.moe_by_first_dense(r, n_layers)
@@ -412,6 +416,9 @@ def build_mimo_v2(r: Reader, ctx: dict):
             layers.append(LayerSpec(moe=flags[i], sinks=sink_full))
     notes = ["Sliding layers use RoPE base swa_rope_theta; full layers rope_theta. attention_value_scale "
              "rescales V (no cost)."]
+    if size is not None:
+        notes.append(f"Sliding window {w} keys: the query and sliding_window_size {size} before it (SGLang's "
+                     "reference; transformers' MiMoV2FlashConfig).")
     return _spec(r, ctx, layers, notes, hidden_size=hidden, n_heads=full.n_heads, n_kv_heads=full.n_kv_heads,
                  head_dim=full.head_dim, v_head_dim=full.v_head_dim, intermediate_size=r.int("intermediate_size"),
                  mlp_gated=True, vocab_size=r.int("vocab_size"), tie_embeddings=r.bool("tie_word_embeddings"),

@@ -1,7 +1,8 @@
 """Python wrapper of the striped ring attention CUDA kernel (forward).
 
 The extension is built on first use with ``torch.utils.cpp_extension.load``
-from the sources next to this file (``csrc/``) into a cache directory:
+from the CUDA sources in the checkout's ``kernels/csrc/`` (``$LCPROF_KERNEL_SRC`` elsewhere) into a
+cache directory:
 ``$LCPROF_KERNEL_CACHE`` or ``~/.cache/lcprof/kernels``, one sub-directory per
 torch/CUDA version. Importing this module imports nothing heavy; torch is
 imported inside the functions.
@@ -27,7 +28,9 @@ from pathlib import Path
 __all__ = ["striped_block_attention", "is_available", "load", "build_directory", "resolve_path", "PATHS", "SOURCES",
            "ENV_PATH", "DEFAULT_PATH"]
 
-_CSRC = Path(__file__).resolve().parent / "csrc"
+#: the CUDA sources: the repository's kernels/csrc (this file is lcprof/kernels/striped_attn.py), or
+#: $LCPROF_KERNEL_SRC for an install that is not a checkout
+_CSRC = Path(os.environ.get("LCPROF_KERNEL_SRC") or Path(__file__).resolve().parents[2] / "kernels" / "csrc")
 SOURCES = (
     _CSRC / "striped_attn_binding.cpp",
     _CSRC / "striped_attn_kernel.cu",  # sm80 path
@@ -127,6 +130,10 @@ def is_available() -> tuple[bool, str]:
     major, minor = torch.cuda.get_device_capability()
     if major < 8:
         return False, f"needs compute capability >= 8.0, device has {major}.{minor}"
+    missing = [src.name for src in SOURCES if not src.is_file()]
+    if _ext is None and missing:
+        return False, (f"the kernel's CUDA sources are not at {_CSRC} ({missing[0]} missing): build from a "
+                       "checkout of lcprof (pip install -e .) or set LCPROF_KERNEL_SRC to its kernels/csrc")
     if _ext is None and _build_error is None:
         if _nvcc_path() is None:
             return False, "nvcc not found (set CUDA_HOME or put nvcc on PATH)"

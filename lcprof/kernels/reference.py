@@ -1,6 +1,6 @@
 """Plain-torch reference of the striped ring attention block kernel.
 
-Same semantics as :func:`kernels.striped_attn.striped_block_attention`, on any
+Same semantics as :func:`lcprof.kernels.striped_attn.striped_block_attention`, on any
 device and any float dtype. It is the oracle of the kernel tests and the
 per-step attention of the ring code on the CPU.
 """

@@ -1,9 +1,9 @@
 """CUDA kernels of lcprof: striped ring attention, per-step block forward.
 
 Importing this package never imports torch and never fails on a CPU-only
-machine; the extension is built on first use (see :mod:`kernels.striped_attn`).
+machine; the extension is built on first use (see :mod:`lcprof.kernels.striped_attn`).
 
-    from kernels import is_available, striped_block_attention
+    from lcprof.kernels import is_available, striped_block_attention
     ok, reason = is_available()
 
 Two device paths with one contract: ``sm80`` (mma.sync; the default) and ``sm90`` (TMA + wgmma,
@@ -16,28 +16,28 @@ __all__ = ["striped_block_attention", "is_available", "load", "block_attention_r
 
 
 def striped_block_attention(q, k, v, **kwargs):
-    """See :func:`kernels.striped_attn.striped_block_attention`."""
+    """See :func:`lcprof.kernels.striped_attn.striped_block_attention`."""
     from .striped_attn import striped_block_attention as _fn
 
     return _fn(q, k, v, **kwargs)
 
 
 def is_available() -> tuple[bool, str]:
-    """See :func:`kernels.striped_attn.is_available`."""
+    """See :func:`lcprof.kernels.striped_attn.is_available`."""
     from .striped_attn import is_available as _fn
 
     return _fn()
 
 
 def load():
-    """See :func:`kernels.striped_attn.load`."""
+    """See :func:`lcprof.kernels.striped_attn.load`."""
     from .striped_attn import load as _fn
 
     return _fn()
 
 
 def block_attention_reference(q, k, v, **kwargs):
-    """See :func:`kernels.reference.block_attention_reference`."""
+    """See :func:`lcprof.kernels.reference.block_attention_reference`."""
     from .reference import block_attention_reference as _fn
 
     return _fn(q, k, v, **kwargs)

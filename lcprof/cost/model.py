@@ -417,8 +417,12 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     rope = spec.rope if (spec.rope is not None and lyr.rope) else None
     rot = rope.rotary_dim if rope is not None else 0
     x_in = s * h
-    steps: dict[str, float] = {"attn/input_norm": x_in + _norm_extra(h, s, spec.norm_one_centred)}
-    base = x_in + s * h  # + the normed x
+    if spec.output_norms:  # OLMo 2/3, EXAONE 4: the block reads x itself; its norm runs on the output
+        steps: dict[str, float] = {}
+        base = x_in
+    else:
+        steps = {"attn/input_norm": x_in + _norm_extra(h, s, spec.norm_one_centred)}
+        base = x_in + s * h  # + the normed x
     gate = s * H * dims.head_dim if (spec.attn_output_gate and spec.mla is None) else 0
     if spec.mla is None:
         d, vd, kvh = dims.head_dim, dims.v_head_dim, kv_heads_per_gpu(spec, tp, dims)
@@ -499,6 +503,8 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     else:
         steps_n["attn/kernel"] = live_n + b * n_arr * (out + 4 * H)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + s * h)
+    if spec.output_norms:  # past the block (q, k, v freed): x, the block's output and the norm's transients
+        steps_n["attn/out_norm"] = b * n_arr * (x_in + s * h + _norm_extra(h, s, spec.norm_one_centred))
     if gate:  # sigmoid(gate) and the gated output live with the output before o_proj
         steps_n["attn/output_gate"] = live_n + b * n_arr * 3 * out
     if spec.mla is not None and mla_form == "absorbed":
@@ -545,9 +551,12 @@ def _mlp_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, b: float, s: float, tp: i
     router = s * spec.moe.n_experts if (lyr.moe and spec.moe is not None) else 0
     gated = spec.moe.gated if (lyr.moe and spec.moe is not None) else spec.mlp_gated
     oc = spec.norm_one_centred
-    steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s, oc)),
-             "mlp/act": b * n_arr * (resid + s * h + router + activation_live(spec.mlp_activation, gated) * s * width)}
-    if spec.norms_per_layer >= 4:  # Gemma 2 normalizes the MLP output before the residual add
+    act = b * n_arr * (resid + router + activation_live(spec.mlp_activation, gated) * s * width)
+    if spec.output_norms:  # OLMo 2/3, EXAONE 4: the MLP reads x + mix itself, no normed copy
+        steps = {"mlp/act": act}
+    else:
+        steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s, oc)), "mlp/act": act + b * n_arr * s * h}
+    if spec.norms_per_layer >= 4 or spec.output_norms:  # Gemma 2, OLMo: the MLP output normed before the add
         steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s, oc))
     if lyr.mixers and (post or scaled):
         steps["mix/residual"] = mix_add

@@ -402,8 +402,8 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     per_block = 5 * h if (spec.norm_bias or spec.mup_multipliers) else 4 * h
     if spec.residual_factors is not None:  # RMSNorm alone (2h), then MiniMax's residual x alpha + out x beta
         per_block = (5 + 2 * spec.residual_products) * h  # (7h: 9h in all), Granite 4's residual + out x beta (5h)
-    elif spec.post_norm_residual:  # the residual is the normed input: the norm (2h) and the add (3h) apart
-        per_block = 5 * h
+    elif spec.post_norm_residual or spec.output_norms:  # the norm (2h) and the add (3h) apart: MiniMax's
+        per_block = 5 * h  # residual is the normed input; OLMo's norm is on the block's output (vLLM's Olmo2)
     total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
     if len(layer.mixers) > 1:
         total += 3 * h * (len(layer.mixers) - 1)

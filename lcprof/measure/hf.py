@@ -81,6 +81,10 @@ when outside the vocabulary.
   before partial RoPE; every MLP routed (``block_sparse_moe``: sigmoid scores, the top-k renormalized;
   a zero score-correction bias for the comparison, as for deepseek_v3).
 
+* olmo2, olmo3, exaone4 -- norms on each block's output (``post_attention_layernorm``,
+  ``post_feedforward_layernorm``), none on its input; OLMo's q/k norms over all heads, EXAONE 4's per
+  head; OLMo 3's and EXAONE 4's sliding layers (EXAONE 4's full layers without RoPE).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), GPT-NeoX and Falcon (LayerNorm with biases; lcprof's layer runs RMSNorm), and every type not
 listed.
@@ -109,7 +113,7 @@ from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
              "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
-             "gpt_oss", "minimax_m2")
+             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -228,6 +232,12 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
                p + "post_attention_layernorm.weight": _norm_w(spec, layer.attn_out_norm.weight),
                p + "pre_feedforward_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight),
                p + "post_feedforward_layernorm.weight": _norm_w(spec, layer.mlp_out_norm.weight)}
+        out.update(_attention_map(spec, p + "self_attn.", layer, names))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
+    if spec.output_norms:  # OLMo 2/3, EXAONE 4: a norm after attention and after the MLP, none before
+        out = {p + "post_attention_layernorm.weight": layer.attn_out_norm.weight,
+               p + "post_feedforward_layernorm.weight": layer.mlp_out_norm.weight}
         out.update(_attention_map(spec, p + "self_attn.", layer, names))
         out.update(_mlp_map(spec, p, layer, names))
         return out

@@ -102,6 +102,8 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         why.append(f"q/k norm {spec.qk_norm!r} (the measured layer has RMSNorms per head or over all heads)")
     if spec.query_temperature_at(layer):
         why.append("Llama 4's query temperature (the measured layer has none)")
+    if spec.output_norms and (not layer.has_attention or not layer.mlp):
+        why.append("output norms on a layer that is not attention + MLP")
     if why:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"
@@ -355,10 +357,13 @@ class DecoderLayer(nn.Module):
         # one norm before each block: the token mixer's (input_norm) and the MLP's (post_attn_norm;
         # an MLP-only layer's single norm is input_norm)
         oc = spec.norm_one_centred
-        self.input_norm = RMSNorm(h, eps, oc)
-        if lyr.mixers and lyr.mlp:
-            self.post_attn_norm = RMSNorm(h, eps, oc)
-        self.extra_norms = spec.norms_per_layer >= 4  # Gemma 2: norms after attention and MLP too
+        # OLMo 2/3, EXAONE 4 (output_norms): no norm on a block's input, one on its output
+        self.output_norms = spec.output_norms
+        if not self.output_norms:
+            self.input_norm = RMSNorm(h, eps, oc)
+            if lyr.mixers and lyr.mlp:
+                self.post_attn_norm = RMSNorm(h, eps, oc)
+        self.extra_norms = spec.norms_per_layer >= 4 or self.output_norms  # Gemma 2: after attention and MLP too
         if self.extra_norms:
             self.attn_out_norm = RMSNorm(h, eps, oc)
             self.mlp_out_norm = RMSNorm(h, eps, oc)
@@ -565,8 +570,11 @@ class DecoderLayer(nn.Module):
             out = x + y
             mark("residual")
             return (out, None) if return_kv else out
-        h = self.input_norm(x)
-        mark("input_norm" if self.mixer is not None else "attn/input_norm")
+        if self.output_norms:
+            h = x  # OLMo: the block reads x itself
+        else:
+            h = self.input_norm(x)
+            mark("input_norm" if self.mixer is not None else "attn/input_norm")
         if self.mixer is not None:
             a, kv = self._mixer_block(h, cache)
         else:
@@ -579,6 +587,8 @@ class DecoderLayer(nn.Module):
             kv = None
         if self.extra_norms:
             a = self.attn_out_norm(a)
+            if self.output_norms:
+                mark("attn/out_norm")
         x = _residual_add(res, a, self.mix_factors)
         del a, res
         if self.lspec.mlp and (self.post_norm or self.mix_factors is not None):
@@ -586,8 +596,11 @@ class DecoderLayer(nn.Module):
         if not self.lspec.mlp:  # Nemotron-H's and Falcon-Mamba's mixer layers end here
             mark("residual")
             return (x, kv) if return_kv else x
-        hn = self.post_attn_norm(x)
-        mark("mlp/norm")
+        if self.output_norms:
+            hn = x  # the MLP reads x + mix itself
+        else:
+            hn = self.post_attn_norm(x)
+            mark("mlp/norm")
         y = self._mlp(hn)
         res = hn if self.post_norm else x
         del hn

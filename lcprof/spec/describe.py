@@ -43,6 +43,8 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "attn_temperature_tuning": spec.attn_temperature_tuning,
         "attention_sinks_layers": sum(1 for lyr in spec.layers if lyr.sinks),
     }
+    if spec.output_norms:  # OLMo 2/3, EXAONE 4
+        rec["norms"] = "on each block's output (none on its input)"
     nope = [i for i, lyr in enumerate(spec.layers) if lyr.has_attention and not lyr.rope]
     if spec.rope is not None and nope:  # SmolLM3, Llama 4: attention layers the rotary leaves alone
         rec["nope_layers"] = f"{len(nope)} of {sum(lyr.has_attention for lyr in spec.layers)}: " + \

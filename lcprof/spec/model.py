@@ -85,6 +85,9 @@ class ModelSpec:
     residual_factors: tuple[tuple[float | None, float], tuple[float | None, float],
                             tuple[float | None, float]] | None = None
     norm_bias: bool = False  # LayerNorm with a bias (GPT-NeoX, Falcon) instead of RMSNorm
+    # OLMo 2/3, EXAONE 4 ("reordered" norms): each block's one norm runs on its *output*, before the residual
+    # add -- x + norm(attn(x)), then h + norm(mlp(h)) -- and none on its input
+    output_norms: bool = False
     # transformers' Gemma / Qwen3-Next / Qwen3.5 RMSNorm: x * rsqrt(...) times (1 + w) in float32, the cast
     # last (Llama's: cast, then times w in the input's dtype): 4 B more per element in fp16/bf16
     norm_one_centred: bool = False

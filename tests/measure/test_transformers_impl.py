@@ -141,6 +141,19 @@ HF_TINY = {
     "minimax_m2": dict(model_type="minimax_m2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
                        num_experts_per_tok=2, rotary_dim=8, rope_theta=10000.0, **_BASE),
+    # OLMo 2: every layer global, norms on the blocks' outputs only, q/k normed over all heads, q/k/v/o biased
+    "olmo2": dict(model_type="olmo2", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, intermediate_size=96, attention_bias=True, rope_theta=10000.0, **_BASE),
+    # OLMo 3: layer 0 sliding (W = 24), layer 1 full; the tests run past the window. rope_theta is Olmo3Config's
+    # default 5e5: transformers 5.25 gives a stated top-level rope_theta to the full layers only (its sliding
+    # layers keep the default), where OLMo's own code and lcprof use one theta
+    "olmo3": dict(model_type="olmo3", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, intermediate_size=96, sliding_window=24,
+                  layer_types=["sliding_attention", "full_attention"], **_BASE),
+    # EXAONE 4: layer 0 sliding (W = 24) with RoPE, layer 1 full without RoPE; per-head q/k norms
+    "exaone4": dict(model_type="exaone4", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                    num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
+                    sliding_window_pattern=2, rope_theta=10000.0, **_BASE),
 }
 HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;

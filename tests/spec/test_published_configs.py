@@ -133,6 +133,22 @@ def test_seed_oss_36b_biases_and_512k():
     assert int(kv_bytes(spec, 524288, kv_dtype="bf16")[0]) == 128 * 2 ** 30
 
 
+def test_olmo3_7b_output_norms_and_sliding():
+    """OLMo 3 7B: MHA (32 KV heads), 24 sliding layers (W 4096) and 8 full ones (every 4th); norms on each
+    block's output; q and k normed over all heads (4096 wide each)."""
+    per_layer = 32 * 128 * 2 * 2  # 16384 B per token per layer
+    kv4k = 32 * per_layer  # every layer holds all 4096 tokens: 524288
+    kv128k = 8 * per_layer + 24 * per_layer * 4096 / N128K  # 131072 + 12288 = 143360
+    # per layer: q, k, v, o 4 x 4096^2; MLP 3 x 4096 x 11008; 2 RMSNorms; q_norm and k_norm of 4096 each
+    layer = 4 * 4096 ** 2 + 3 * 4096 * 11008 + 2 * 4096 + 2 * 4096
+    total = 32 * layer + 2 * 100278 * 4096 + 4096  # untied, final norm
+    assert total == 7_298_011_136  # the model card's 7B
+    spec, _ = check("allenai--Olmo-3-1025-7B", kv4k, kv128k, total, total)
+    assert spec.output_norms and spec.qk_norm == "full"
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.attn == "global"] == list(range(3, 32, 4))
+    assert (spec.rope.type, spec.rope.factor, spec.rope.original_max_position) == ("yarn", 8.0, 8192)
+
+
 # ------------------------------------------------------------------------------------------------
 # alternating local/global, chunked, sinks
 # ------------------------------------------------------------------------------------------------
@@ -578,7 +594,7 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "MiniMaxAI--MiniMax-M1", "XiaomiMiMo--MiMo-V2-Flash",
               "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
               "moonshotai--Kimi-Linear-48B-A3B-Instruct", "HuggingFaceTB--SmolLM3-3B",
-              "ByteDance-Seed--Seed-OSS-36B-Instruct"}
+              "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

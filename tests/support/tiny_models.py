@@ -58,6 +58,14 @@ TINY_CONFIGS = {
     "fullqk": dict(model_type="minimax_m2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=16, intermediate_size=48, num_local_experts=4,
                    num_experts_per_tok=2, rotary_dim=8, rope_theta=10000.0, **_BASE),
+    # OLMo 3: norms on each block's output only; q and k normed over all heads; layer 0 sliding (W=24), 1 full
+    "olmo": dict(model_type="olmo3", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, intermediate_size=96, sliding_window=24,
+                 layer_types=["sliding_attention", "full_attention"], rope_theta=10000.0, **_BASE),
+    # EXAONE 4: output norms, per-head q/k norms; layer 0 sliding (W=24) with RoPE, layer 1 full without
+    "exaone": dict(model_type="exaone4", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
+                   rope_theta=10000.0, **_BASE),
     # Phi-3-128k style LongRoPE (short/long factors switch at the original length)
     "longrope": dict(model_type="phi3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=4096,

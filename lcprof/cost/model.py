@@ -313,6 +313,19 @@ def _norm_extra(width: int, s: int, one_centred: bool = False, rows: int = 1) ->
     return width * (2 * s + (8 if s < 4 else 0))
 
 
+def _layer_norm_extra(width: int, s: int) -> int:
+    """Transient bytes per token of lcprof's unfused LayerNorm over ``width`` (input excluded; Cohere 2): the
+    float32 copy (fp16/bf16) and the centred x live together (8 B per element), then the centred x and its
+    square, the centred x and the scaled x, the scaled x and its weight product (8 B each); the per-row
+    mean (4 B) beside them."""
+    return width * 8 + 4
+
+
+def _block_norm_extra(spec: ModelSpec, h: int, s: int) -> int:
+    """The transients of one of the layer's own norms (not the q/k norms): LayerNorm or RMSNorm."""
+    return _layer_norm_extra(h, s) if spec.layer_norm else _norm_extra(h, s, spec.norm_one_centred)
+
+
 def _l2_norm_extra(width: int, s: int) -> int:
     """Transient bytes per token of transformers' ``Llama4TextL2Norm`` over ``width`` (input excluded).
     It computes in fp32: any other dtype is copied (4 B) and squared (4 B, freed after the mean) or
@@ -394,7 +407,7 @@ def activation_steps(spec: ModelSpec, n, *, batch: int = 1, dtype: str = "bf16",
             # a step the mixer does not run for this n (decode's in a prefill, the chunk loop's
             # in decode) is 0 and stays 0
             steps.update({k: np.where(v > 0, v + x_in + kept, 0.0) for k, v in own.items()})
-            steps.setdefault("input_norm", b * n_arr * (s * h + _norm_extra(h, s, spec.norm_one_centred)))
+            steps.setdefault("input_norm", b * n_arr * (s * h + _block_norm_extra(spec, h, s)))
         kept = kept + b * n_arr * s * h
     steps.update(_mlp_steps(spec, lyr, n_arr, b, s, tp))
     return {k: v + resident for k, v in steps.items()}
@@ -421,7 +434,7 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         steps: dict[str, float] = {}
         base = x_in
     else:
-        steps = {"attn/input_norm": x_in + _norm_extra(h, s, spec.norm_one_centred)}
+        steps = {"attn/input_norm": x_in + _block_norm_extra(spec, h, s)}
         base = x_in + s * h  # + the normed x
     gate = s * H * dims.head_dim if (spec.attn_output_gate and spec.mla is None) else 0
     if spec.mla is None:
@@ -504,7 +517,7 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         steps_n["attn/kernel"] = live_n + b * n_arr * (out + 4 * H)
         steps_n["attn/o_proj"] = live_n + b * n_arr * (out + s * h)
     if spec.output_norms:  # past the block (q, k, v freed): x, the block's output and the norm's transients
-        steps_n["attn/out_norm"] = b * n_arr * (x_in + s * h + _norm_extra(h, s, spec.norm_one_centred))
+        steps_n["attn/out_norm"] = b * n_arr * (x_in + s * h + _block_norm_extra(spec, h, s))
     if gate:  # sigmoid(gate) and the gated output live with the output before o_proj
         steps_n["attn/output_gate"] = live_n + b * n_arr * 3 * out
     if spec.mla is not None and mla_form == "absorbed":
@@ -554,10 +567,12 @@ def _mlp_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, b: float, s: float, tp: i
     act = b * n_arr * (resid + router + activation_live(spec.mlp_activation, gated) * s * width)
     if spec.output_norms:  # OLMo 2/3, EXAONE 4: the MLP reads x + mix itself, no normed copy
         steps = {"mlp/act": act}
+    elif spec.parallel_block and lyr.mixers:  # Cohere 2: the MLP reads the block's normed input, which lives
+        steps = {"mlp/act": act + b * n_arr * s * h}  # beside x and the attention output (x + mix's place)
     else:
-        steps = {"mlp/norm": b * n_arr * (resid + _norm_extra(h, s, oc)), "mlp/act": act + b * n_arr * s * h}
+        steps = {"mlp/norm": b * n_arr * (resid + _block_norm_extra(spec, h, s)), "mlp/act": act + b * n_arr * s * h}
     if spec.norms_per_layer >= 4 or spec.output_norms:  # Gemma 2, OLMo: the MLP output normed before the add
-        steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _norm_extra(h, s, oc))
+        steps["mlp/out_norm"] = b * n_arr * (resid + s * h + _block_norm_extra(spec, h, s))
     if lyr.mixers and (post or scaled):
         steps["mix/residual"] = mix_add
     # the MLP's residual add: x and x + mix, its output and the sum, (post-norm) the normed input,

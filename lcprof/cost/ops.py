@@ -378,6 +378,23 @@ def _blocks(spec: ModelSpec, layer: LayerSpec) -> int:
     return (1 if layer.mixers else 0) + (1 if layer.mlp else 0)
 
 
+def _block_norms(spec: ModelSpec, layer: LayerSpec) -> int:
+    """The layer's own norms (Gemma 2's extra ones apart): one per block, one for Cohere 2's parallel block."""
+    blocks = _blocks(spec, layer)
+    return 1 if (spec.parallel_block and blocks == 2) else blocks
+
+
+def _layer_norm_bytes(width: int, tokens, s: int) -> np.ndarray:
+    """lcprof's unfused LayerNorm over ``width`` (Cohere 2; weight only), in fp32: copy up (fp16/bf16: read s,
+    write f), the mean (read f), x - mean (read f, write f), its square (read f, write f) and mean (read f),
+    the scaling (read f, write f), times the weight (read f, write f), copy down (read f, write s); per row
+    the mean written and read, the variance written, + eps and rsqrt (read + write each), read by the
+    scaling: 8 x f; the weight read once."""
+    f = 4 if s < 4 else s
+    per_elem = 10 * f + (2 * (s + f) if s < 4 else 0)
+    return tokens * (width * per_elem + 8 * f) + s * width
+
+
 def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
                              mask=None) -> np.ndarray:
     """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
@@ -405,6 +422,8 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
     elif spec.post_norm_residual or spec.output_norms:  # the norm (2h) and the add (3h) apart: MiniMax's
         per_block = 5 * h  # residual is the normed input; OLMo's norm is on the block's output (vLLM's Olmo2)
     total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
+    if spec.parallel_block and _blocks(spec, layer) == 2:  # Cohere 2: one norm (2h) and two adds (3h each)
+        total = 8 * h
     if len(layer.mixers) > 1:
         total += 3 * h * (len(layer.mixers) - 1)
     if layer.has_attention:
@@ -525,10 +544,11 @@ def _elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s
     # LayerNorm models (norm_bias: GPT-NeoX, Falcon) too are charged the unfused RMSNorm: lcprof's
     # measured layer runs one for every model and the tensor audit holds this count to it to the byte
     # (transformers' nn.LayerNorm would move n (2 s h + 8) + 2 s h in one kernel).
-    norm = _norm_bytes(h, t, s, spec.norm_one_centred)
+    norm = _layer_norm_bytes(h, t, s) if spec.layer_norm else _norm_bytes(h, t, s, spec.norm_one_centred)
     # a norm and a residual add per block, each product read + written (h each) before the add (read
-    # 2h, write h): MiniMax's residual x alpha + output x beta 7h, Granite 4's residual + output x beta 5h
-    total = blocks * (norm + (3 + 2 * spec.residual_products) * s * t * h)
+    # 2h, write h): MiniMax's residual x alpha + output x beta 7h, Granite 4's residual + output x beta 5h;
+    # Cohere 2's parallel block one norm for its two adds
+    total = _block_norms(spec, layer) * norm + blocks * (3 + 2 * spec.residual_products) * s * t * h
     if spec.norms_per_layer >= 4:
         total = total + blocks * norm  # Gemma 2: after attention and after the MLP too
     if len(layer.mixers) > 1:

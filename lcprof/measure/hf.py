@@ -85,6 +85,10 @@ when outside the vocabulary.
   ``post_feedforward_layernorm``), none on its input; OLMo's q/k norms over all heads, EXAONE 4's per
   head; OLMo 3's and EXAONE 4's sliding layers (EXAONE 4's full layers without RoPE).
 
+* cohere2 -- Command R7B / A: one LayerNorm (weight only) feeding attention and the MLP side by side,
+  sliding layers with RoPE and global ones without, logits times logit_scale. transformers rotates
+  adjacent pairs (GPT-J's layout): lcprof's q and k rows are permuted into it (:func:`_gptj_rows`).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), GPT-NeoX and Falcon (LayerNorm with biases; lcprof's layer runs RMSNorm), and every type not
 listed.
@@ -113,7 +117,7 @@ from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
              "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
-             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4")
+             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -235,6 +239,17 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
         out.update(_attention_map(spec, p + "self_attn.", layer, names))
         out.update(_mlp_map(spec, p, layer, names))
         return out
+    if spec.parallel_block:  # Cohere 2: one norm; q and k rows in GPT-J's rotary order (_gptj_rows)
+        out = {p + "input_layernorm.weight": layer.input_norm.weight}
+        attn = _attention_map(spec, p + "self_attn.", layer, names)
+        for nm in ("q_proj", "k_proj"):
+            for kind in ("weight", "bias"):
+                key = f"{p}self_attn.{nm}.{kind}"
+                if key in attn:
+                    attn[key] = _gptj_rows(attn[key], spec.head_dim)
+        out.update(attn)
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
     if spec.output_norms:  # OLMo 2/3, EXAONE 4: a norm after attention and after the MLP, none before
         out = {p + "post_attention_layernorm.weight": layer.attn_out_norm.weight,
                p + "post_feedforward_layernorm.weight": layer.mlp_out_norm.weight}
@@ -263,6 +278,15 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
     out.update(_attention_map(spec, p + "self_attn.", layer, names))
     out.update(_mlp_map(spec, p, layer, names))
     return out
+
+
+def _gptj_rows(w: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """q/k projection rows (or biases) from lcprof's rotary layout -- dims i and i + d/2 rotate together --
+    to GPT-J's, where dims 2i and 2i + 1 do (Cohere): per head, row i goes to 2i and row i + d/2 to 2i + 1.
+    q . k is unchanged by the same permutation of both, so the two models compute the same scores."""
+    rest = w.shape[1:]
+    heads = w.shape[0] // head_dim
+    return w.detach().reshape(heads, 2, head_dim // 2, *rest).transpose(1, 2).reshape(w.shape)
 
 
 def _norm_w(spec: ModelSpec, w: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,8 @@ def check_buildable(spec: ModelSpec, layer: LayerSpec) -> None:
         why.append(f"q/k norm {spec.qk_norm!r} (the measured layer has RMSNorms per head or over all heads)")
     if spec.query_temperature_at(layer):
         why.append("Llama 4's query temperature (the measured layer has none)")
-    if spec.output_norms and (not layer.has_attention or not layer.mlp):
-        why.append("output norms on a layer that is not attention + MLP")
+    if (spec.output_norms or spec.parallel_block) and (not layer.has_attention or not layer.mlp):
+        why.append("output norms or a parallel block on a layer that is not attention + MLP")
     if why:
         idx = next((i for i, lyr in enumerate(spec.layers) if lyr == layer), None)
         where = f"layer {idx}" if idx is not None else "a layer"
@@ -211,6 +211,32 @@ class RMSNorm(nn.Module):
         z = y * self.weight  # a low-precision weight is promoted inside the product: no copy of it
         del y
         return z.to(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    """(x - mean(x)) * rsqrt(var(x) + eps) * weight, no bias, in float32 for fp16/bf16 and cast last: the values
+    of transformers' ``Cohere2LayerNorm`` (which subtracts the mean twice; this layer keeps the difference),
+    freeing each intermediate (what ``cost.model._layer_norm_extra`` and ``cost.ops._layer_norm_bytes`` count)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        d = xf - xf.mean(-1, keepdim=True)
+        del xf
+        y = d * torch.rsqrt(d.pow(2).mean(-1, keepdim=True) + self.eps)
+        del d
+        z = y * self.weight  # a low-precision weight is promoted inside the product: no copy of it
+        del y
+        return z.to(x.dtype)
+
+
+def block_norm(spec: ModelSpec, dim: int, eps: float) -> nn.Module:
+    """One of the layer's own norms (and the model's final one): LayerNorm (Cohere 2) or RMSNorm."""
+    return LayerNorm(dim, eps) if spec.layer_norm else RMSNorm(dim, eps, spec.norm_one_centred)
 
 
 _ACTS = {
@@ -359,10 +385,11 @@ class DecoderLayer(nn.Module):
         oc = spec.norm_one_centred
         # OLMo 2/3, EXAONE 4 (output_norms): no norm on a block's input, one on its output
         self.output_norms = spec.output_norms
+        self.parallel = spec.parallel_block  # Cohere 2: attention and MLP on one normed input
         if not self.output_norms:
-            self.input_norm = RMSNorm(h, eps, oc)
-            if lyr.mixers and lyr.mlp:
-                self.post_attn_norm = RMSNorm(h, eps, oc)
+            self.input_norm = block_norm(spec, h, eps)
+            if lyr.mixers and lyr.mlp and not self.parallel:
+                self.post_attn_norm = block_norm(spec, h, eps)
         self.extra_norms = spec.norms_per_layer >= 4 or self.output_norms  # Gemma 2: after attention and MLP too
         if self.extra_norms:
             self.attn_out_norm = RMSNorm(h, eps, oc)
@@ -579,6 +606,17 @@ class DecoderLayer(nn.Module):
             a, kv = self._mixer_block(h, cache)
         else:
             a, kv = self._attention_block(h, cache, start)
+        if self.parallel:  # Cohere 2: x + attn(h) + mlp(h), the sums in transformers' order
+            if not return_kv:
+                kv = None
+            y = self._mlp(h)
+            del h
+            xa = x + a
+            del a
+            out = xa + y
+            del xa, y
+            mark("residual")
+            return (out, kv) if return_kv else out
         # Free what a real model frees (as transformers' layers do): past the token-mixing block only
         # the residual stream and the KV cache (or state) live on. cost.activation_bytes counts this.
         res = h if self.post_norm else x  # MiniMax adds the block's output to its normed input

@@ -52,7 +52,7 @@ from torch import nn
 
 from lcprof.errors import LcprofError
 from lcprof.measure.backends import soft_cap_
-from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, RMSNorm, norm_eps
+from lcprof.measure.layer import MOE_TIMINGS, DecoderLayer, KVCache, block_norm, norm_eps
 
 #: model types whose embeddings are multiplied by sqrt(hidden_size) (transformers' Gemma models: the
 #: ``normalizer``, rounded to the embeddings' dtype); one elementwise pass over n x hidden, before
@@ -234,7 +234,7 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(layers)
         with torch.device("meta"):
             self.embed = nn.Embedding(spec.vocab_size, h)
-            self.norm = RMSNorm(h, eps, spec.norm_one_centred)
+            self.norm = block_norm(spec, h, eps)
             self.lm_head = nn.Linear(h, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.lm_head.weight = self.embed.weight

@@ -74,6 +74,8 @@ def fused_step_bytes_per_token(spec: ModelSpec, layer: LayerSpec, par: Parallel,
     attn = max([attn] + steps)
     if not layer.mlp:
         return s * attn
+    if spec.parallel_block and layer.mixers:  # Cohere 2: the attention output waits beside the MLP's input
+        base = base + h
     gated = 2 if spec.mlp_gated else 1
     if layer.moe and spec.moe is not None:
         e = spec.moe

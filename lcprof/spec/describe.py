@@ -45,6 +45,9 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
     }
     if spec.output_norms:  # OLMo 2/3, EXAONE 4
         rec["norms"] = "on each block's output (none on its input)"
+    if spec.parallel_block:  # Cohere 2
+        rec["norms"] = ("one LayerNorm per layer, attention and MLP in parallel on its output" if spec.layer_norm
+                        else "one per layer, attention and MLP in parallel on its output")
     nope = [i for i, lyr in enumerate(spec.layers) if lyr.has_attention and not lyr.rope]
     if spec.rope is not None and nope:  # SmolLM3, Llama 4: attention layers the rotary leaves alone
         rec["nope_layers"] = f"{len(nope)} of {sum(lyr.has_attention for lyr in spec.layers)}: " + \

@@ -88,6 +88,12 @@ class ModelSpec:
     # OLMo 2/3, EXAONE 4 ("reordered" norms): each block's one norm runs on its *output*, before the residual
     # add -- x + norm(attn(x)), then h + norm(mlp(h)) -- and none on its input
     output_norms: bool = False
+    # Cohere 2: the attention and the MLP read the same normed input, x + attn(n) + mlp(n) with n = norm(x);
+    # one norm per layer
+    parallel_block: bool = False
+    # the layer's norms subtract the mean (LayerNorm, weight only), in float32, as transformers' Cohere2LayerNorm;
+    # the norm_bias models (GPT-NeoX, Falcon) are measured and priced with RMSNorm instead (classic.py's note)
+    layer_norm: bool = False
     # transformers' Gemma / Qwen3-Next / Qwen3.5 RMSNorm: x * rsqrt(...) times (1 + w) in float32, the cast
     # last (Llama's: cast, then times w in the input's dtype): 4 B more per element in fp16/bf16
     norm_one_centred: bool = False

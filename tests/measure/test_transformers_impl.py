@@ -154,6 +154,12 @@ HF_TINY = {
     "exaone4": dict(model_type="exaone4", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
                     num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
                     sliding_window_pattern=2, rope_theta=10000.0, **_BASE),
+    # Cohere 2: attention and MLP on one LayerNorm'd input; layer 0 sliding (W = 24) with RoPE, layer 1 global
+    # without; q/k/v/o biased; logits x 0.25; tied embeddings
+    "cohere2": dict(model_type="cohere2", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                    num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
+                    attention_bias=True, logit_scale=0.25, rope_theta=10000.0, vocab_size=256,
+                    max_position_embeddings=8192, layer_norm_eps=1e-5),
 }
 HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;

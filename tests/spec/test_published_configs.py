@@ -149,6 +149,22 @@ def test_olmo3_7b_output_norms_and_sliding():
     assert (spec.rope.type, spec.rope.factor, spec.rope.original_max_position) == ("yarn", 8.0, 8192)
 
 
+def test_command_r7b_parallel_block():
+    """Command R7B: 24 sliding layers (W 4096, RoPE) and 8 global ones (every 4th, no RoPE); attention and
+    the MLP read one LayerNorm (weight only) per layer; logits x 0.25."""
+    per_layer = 8 * 128 * 2 * 2  # 4096 B per token per layer
+    kv4k = 32 * per_layer  # 131072
+    kv128k = 8 * per_layer + 24 * per_layer * 4096 / N128K  # 32768 + 3072 = 35840
+    # per layer: q, o 2 x 4096^2; k, v 2 x 4096 x 1024; MLP 3 x 4096 x 14336; ONE norm of 4096
+    layer = 2 * 4096 ** 2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 4096
+    total = 32 * layer + 256000 * 4096 + 4096  # tied embeddings, final norm
+    assert total == 8_028_033_024  # the Hub's 8.03B
+    spec, _ = check("CohereLabs--c4ai-command-r7b-12-2024", kv4k, kv128k, total, total)
+    assert spec.parallel_block and spec.layer_norm and spec.norms_per_layer == 1 and spec.logits_scaling == 4.0
+    assert [i for i, lyr in enumerate(spec.layers) if not lyr.rope] == list(range(3, 32, 4))
+    assert {lyr.window for lyr in spec.layers if lyr.rope} == {4096}
+
+
 # ------------------------------------------------------------------------------------------------
 # alternating local/global, chunked, sinks
 # ------------------------------------------------------------------------------------------------
@@ -594,7 +610,8 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "MiniMaxAI--MiniMax-M1", "XiaomiMiMo--MiMo-V2-Flash",
               "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
               "moonshotai--Kimi-Linear-48B-A3B-Instruct", "HuggingFaceTB--SmolLM3-3B",
-              "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B"}
+              "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B",
+              "CohereLabs--c4ai-command-r7b-12-2024"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

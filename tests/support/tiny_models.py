@@ -66,6 +66,12 @@ TINY_CONFIGS = {
     "exaone": dict(model_type="exaone4", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
                    rope_theta=10000.0, **_BASE),
+    # Cohere 2: attention and MLP on one LayerNorm'd input; layer 0 sliding (W=24) with RoPE, layer 1 global
+    # without; logits x 0.25
+    "parallel": dict(model_type="cohere2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
+                     logit_scale=0.25, rope_theta=10000.0, vocab_size=1000, max_position_embeddings=8192,
+                     layer_norm_eps=1e-5),
     # Phi-3-128k style LongRoPE (short/long factors switch at the original length)
     "longrope": dict(model_type="phi3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=4096,

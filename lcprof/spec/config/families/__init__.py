@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from lcprof.spec.config.families import classic, decoders, deepseek, hybrid, kimi, qwen_next, reordered, ssm
+from lcprof.spec.config.families import (classic, cohere, decoders, deepseek, hybrid, kimi, qwen_next, reordered,
+                                         ssm)
 from lcprof.spec.config.family import Family
 
 
 def _index() -> dict[str, Family]:
     out: dict[str, Family] = {}
-    for mod in (decoders, reordered, deepseek, qwen_next, ssm, hybrid, kimi, classic):
+    for mod in (decoders, reordered, cohere, deepseek, qwen_next, ssm, hybrid, kimi, classic):
         for fam in mod.FAMILIES:
             if fam.model_type in out:
                 raise RuntimeError(f"model_type {fam.model_type!r} is declared twice")

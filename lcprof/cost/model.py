@@ -457,6 +457,7 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
             steps["attn/q_temperature"] = qkv + H * d * ((4 + s) if s < 4 else s)
         live = qkv  # rotated q and k replace the projections
         out = s * H * vd
+        scaled_q = s * H * d if spec.query_scaling else 0  # Ministral 3: q x its scale, a new q beside the old
     else:
         m = spec.mla
         qk, lora = m.qk_head_dim, m.kv_lora_rank
@@ -485,6 +486,8 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         out = s * H * (m.v_head_dim if mla_form == "naive" else lora)
     steps_n = {k: b * n_arr * v for k, v in steps.items()}
     live_n = b * n_arr * live
+    if spec.mla is None and spec.query_scaling:  # + the per-position scale in q's dtype (one per position)
+        steps_n["attn/q_scaling"] = live_n + b * n_arr * scaled_q + n_arr * s
     if spec.mla is not None:  # decompressed or concatenated keys span every key, not only the new tokens
         live_n = live_n + b * keys * per_key
     if family == "eager":

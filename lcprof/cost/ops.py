@@ -435,8 +435,8 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
             total += 2 * d.n_kv_heads * (d.head_dim + d.v_head_dim)
             if spec.qk_norm_at(layer) != "none":  # the q norm and the k norm: one kernel each, read + write
                 total += 2 * (d.n_heads + d.n_kv_heads) * d.head_dim
-            if spec.query_temperature_at(layer):  # Llama 4's NoPE layers: q times its temperature, in place
-                total += 2 * d.n_heads * d.head_dim
+            if spec.query_temperature_at(layer) or spec.query_scaling:  # Llama 4's NoPE layers, Ministral 3's
+                total += 2 * d.n_heads * d.head_dim  # every layer: q times its temperature, in place
             if spec.attn_output_gate:  # sigmoid(gate) * o: read 2, write 1
                 total += 3 * d.n_heads * d.v_head_dim
         else:
@@ -510,6 +510,15 @@ def _l2_norm_bytes(width: int, rows, s: int) -> np.ndarray:
     read by the product (6 x 4 B). No weight."""
     copies = 2 * (s + 4) if s != 4 else 0
     return rows * (width * (20 + copies) + 24)
+
+
+def _query_scaling_bytes(width: int, tokens, positions, s: int) -> np.ndarray:
+    """Ministral 3's Llama 4 scaling, as transformers' ``get_llama_4_attn_scale`` runs it: per position an
+    int64 position (written, 8 B) divided by the original length into fp32 (read 8, write 4), then floor,
+    1 +, log, beta x, 1 + (read 4, write 4 each), cast to q's dtype (fp16/bf16: read 4, write s) and read by
+    the product (s); q (``width`` per token) times it into a new tensor (read s, write s)."""
+    cast = 4 + s if s < 4 else 0
+    return tokens * width * 2 * s + positions * (8 + 12 + 5 * 8 + cast + s)
 
 
 def _temperature_bytes(width: int, tokens, positions, s: int) -> np.ndarray:
@@ -599,6 +608,8 @@ def _attention_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b
                 + _l2_norm_bytes(d.head_dim, t * d.n_kv_heads, s)
         if spec.query_temperature_at(layer):
             total = total + _temperature_bytes(d.n_heads * d.head_dim, t, n, s)
+        if spec.query_scaling:
+            total = total + _query_scaling_bytes(d.n_heads * d.head_dim, t, n, s)
         if spec.attn_output_gate:  # sigmoid(gate) (read, write) and o * it (read 2, write 1)
             total = total + 5 * s * t * d.n_heads * d.v_head_dim
         return total

@@ -89,6 +89,9 @@ when outside the vocabulary.
   sliding layers with RoPE and global ones without, logits times logit_scale. transformers rotates
   adjacent pairs (GPT-J's layout): lcprof's q and k rows are permuted into it (:func:`_gptj_rows`).
 
+* ministral3 -- Ministral 3: Mistral's layer with every query scaled after RoPE by Llama 4's
+  per-position factor (the rope parameters' llama_4_scaling_beta).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), GPT-NeoX and Falcon (LayerNorm with biases; lcprof's layer runs RMSNorm), and every type not
 listed.
@@ -117,7 +120,7 @@ from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
              "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
-             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2")
+             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2", "ministral3")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")

@@ -280,6 +280,13 @@ def _swiglu_oai(gate: torch.Tensor, up: torch.Tensor, *, limit: float, alpha: fl
     return (u + 1) * glu
 
 
+def _query_scale(start: int, m: int, beta: float, original: int, dtype, device) -> torch.Tensor:
+    """Ministral 3's per-position query scale, op by op as transformers' ``get_llama_4_attn_scale``:
+    1 + beta * log(1 + floor(position / original)) in fp32, cast to q's dtype."""
+    pos = torch.arange(start, start + m, device=device)  # int64 positions
+    return (1 + beta * torch.log(1 + torch.floor(pos / original))).to(dtype)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -690,6 +697,12 @@ class DecoderLayer(nn.Module):
             mark("attn/rope_k")
             q, k = q_rot, k_rot
             del q_rot, k_rot
+        if s.query_scaling:  # Ministral 3: q x (1 + beta log(1 + floor(position / original))), per position
+            sc = _query_scale(pos, m, *s.query_scaling, q.dtype, q.device)  # (m,) in q's dtype
+            qs = q * sc.view(1, m, 1, 1)
+            mark("attn/q_scaling")
+            q = qs
+            del qs, sc
         if cache is None:
             keys, values = k, v
         else:

@@ -62,6 +62,9 @@ class ModelSpec:
     attn_output_gate: bool = False
     mlp_activation: str = "silu"  # the MLP's activation, by transformers' name (see spec.layers.ACTIVATIONS)
     attn_temperature_tuning: bool = False  # Llama 4: NoPE layers scale q by a per-position temperature
+    # Ministral 3's "Llama 4 scaling" (beta, original_max_position_embeddings): after RoPE every layer's q is
+    # multiplied by 1 + beta * log(1 + floor(position / original)), computed per position and cast to q's dtype
+    query_scaling: tuple[float, int] | None = None
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
     query_pre_attn_scalar: float | None = None

@@ -22,7 +22,7 @@ CPU_BACKENDS = ["eager", "sdpa", "sdpa-math", "sdpa-flash", "striped-ring"]
     ("mla", 1, "naive"), ("mla", 1, "absorbed"), ("longrope", 0, "naive"), ("softcap", 0, "naive"),
     ("softcap", 1, "naive"), ("sinks", 0, "naive"), ("sinks", 1, "naive"), ("nope", 1, "naive"),
     ("fullqk", 0, "naive"), ("olmo", 0, "naive"), ("olmo", 1, "naive"), ("exaone", 1, "naive"),
-    ("parallel", 0, "naive"), ("parallel", 1, "naive")])
+    ("parallel", 0, "naive"), ("parallel", 1, "naive"), ("qscale", 1, "naive")])
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_layer_matches_float64_reference_for_every_cpu_backend(spec_of, name, layer_idx, mla_form, dtype, phase):
     spec = spec_of(name)

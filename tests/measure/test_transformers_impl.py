@@ -160,6 +160,13 @@ HF_TINY = {
                     num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
                     attention_bias=True, logit_scale=0.25, rope_theta=10000.0, vocab_size=256,
                     max_position_embeddings=8192, layer_norm_eps=1e-5),
+    # Ministral 3: every layer sliding (W = 24); queries x 1 + 0.5 log(1 + floor(position / 16)) after YaRN x4
+    # from 16 positions: the scale steps at 16 and 32 within the tests' 48 tokens
+    "ministral3": dict(model_type="ministral3", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
+                       rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                        "original_max_position_embeddings": 16, "llama_4_scaling_beta": 0.5},
+                       **_BASE),
 }
 HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;

@@ -20,7 +20,7 @@ from lcprof.measure.execution import Execution, ModelWorkload
 from lcprof.spec import LayerSpec, param_counts
 from support.tiny_models import TINY_CONFIGS
 
-FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope", "nope", "fullqk", "olmo", "exaone", "parallel")  # hybrids: test_hybrid_model.py
+FAMILIES = ("gqa", "sliding", "chunked", "moe", "mla", "longrope", "nope", "fullqk", "olmo", "exaone", "parallel", "qscale")  # hybrids: test_hybrid_model.py
 
 
 def test_decode_capacity_hand_values():

@@ -72,6 +72,12 @@ TINY_CONFIGS = {
                      num_key_value_heads=2, intermediate_size=96, sliding_window=24, sliding_window_pattern=2,
                      logit_scale=0.25, rope_theta=10000.0, vocab_size=1000, max_position_embeddings=8192,
                      layer_norm_eps=1e-5),
+    # Ministral 3: every layer sliding (W=24); each query scaled by 1 + 0.5 log(1 + floor(position / 16)) after
+    # YaRN (x4 from 16 positions): the scale changes every 16 positions
+    "qscale": dict(model_type="ministral3", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
+                   rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                    "original_max_position_embeddings": 16, "llama_4_scaling_beta": 0.5}, **_BASE),
     # Phi-3-128k style LongRoPE (short/long factors switch at the original length)
     "longrope": dict(model_type="phi3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=4096,

@@ -382,6 +382,43 @@ def build_smollm3(r: Reader, ctx: dict):
                   mlp_bias=r.bool("mlp_bias"))
 
 
+def build_ministral3(r: Reader, ctx: dict):
+    """Ministral 3: Mistral's layer (one sliding_window, or none, for every layer; transformers ignores
+    layer_types here, so lcprof refuses it) and, after RoPE, every query times 1 + beta * log(1 +
+    floor(position / original)) -- the rope parameters' llama_4_scaling_beta and
+    original_max_position_embeddings. Without rope parameters transformers' Ministral3Config gives YaRN x16
+    from 16384 with beta 0.1."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    if r.given("layer_types"):
+        raise LcprofError(f"{r.where}: layer_types: transformers' Ministral3 ignores it (one sliding_window for "
+                          "every layer); state sliding_window alone")
+    r.touch("layer_types")
+    sw = r.int("sliding_window", null=True)
+    kinds = [("sliding", sw) if sw is not None else ("global", None)] * n_layers
+    block, notes = C.rope_block(r), []
+    if block is None:
+        block = dict(_MINISTRAL3_YARN)
+        notes.append("No rope parameters given: transformers' Ministral3Config default, YaRN x16 from 16384, "
+                     "Llama 4 scaling beta 0.1.")
+    if block.get("llama_4_scaling_beta") is None:
+        raise LcprofError(f"{r.where}: rope parameters without llama_4_scaling_beta: transformers' Ministral3 "
+                          "scales every query by it")
+    beta = r.as_float("rope_parameters.llama_4_scaling_beta", block["llama_4_scaling_beta"], ge=0.0)
+    if block.get("max_position_embeddings") not in (None, max_pos):
+        raise LcprofError(f"{r.where}: rope parameters' max_position_embeddings {block['max_position_embeddings']} "
+                          f"differs from max_position_embeddings {max_pos}")
+    block = {k: v for k, v in block.items() if k not in ("llama_4_scaling_beta", "max_position_embeddings")}
+    rope = C.read_rope(r, C.rotary_dim_of(hd, C.partial_factor(r, block)), theta=C.rope_theta(r, block), block=block,
+                       max_pos=max_pos)
+    if rope.original_max_position is None:
+        raise LcprofError(f"{r.where}: the Llama 4 scaling needs original_max_position_embeddings in the rope "
+                          "parameters")
+    return finish(r, ctx, kinds=kinds, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=r.int("intermediate_size"),
+                  vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"), rope=rope,
+                  query_scaling=(beta, rope.original_max_position), notes=notes)
+
+
 def build_seed_oss(r: Reader, ctx: dict):
     """Seed-OSS: Llama's layer, every layer global with RoPE; ``attention_bias`` biases q, k and v,
     ``attention_out_bias`` o_proj, ``mlp_bias`` the three MLP projections (transformers' SeedOss)."""
@@ -440,6 +477,12 @@ _MINIMAX_M2 = dict(num_key_value_heads=8, head_dim=128, rope_theta=5_000_000.0, 
 _SMOLLM3 = dict(num_key_value_heads=4, rope_theta=2_000_000.0, rope_scaling=None, use_sliding_window=False,
                 sliding_window=None, no_rope_layers=None, no_rope_layer_interval=4, layer_types=None,
                 attention_bias=False, mlp_bias=False, tie_word_embeddings=True)
+# Ministral3Config.__post_init__'s rope parameters when a config gives none
+_MINISTRAL3_YARN = {"rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 16.0,
+                    "original_max_position_embeddings": 16384, "beta_fast": 32.0, "beta_slow": 1.0,
+                    "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}
+_MINISTRAL3 = dict(num_key_value_heads=8, head_dim=128, rope_scaling=None, sliding_window=None, layer_types=None,
+                   tie_word_embeddings=False)
 _SEED_OSS = dict(num_key_value_heads=8, head_dim=128, rope_theta=10000.0, rope_scaling=None, attention_bias=True,
                  attention_out_bias=False, mlp_bias=False, tie_word_embeddings=False)
 
@@ -467,5 +510,6 @@ FAMILIES = [
     # SmolLM3Config takes max_window_layers as an unused keyword (published configs carry Qwen2's 28)
     Family("smollm3", _SRC.format("smollm3"), _SMOLLM3, build_smollm3, inert=frozenset({"max_window_layers"})),
     Family("seed_oss", _SRC.format("seed_oss"), _SEED_OSS, build_seed_oss, inert=frozenset({"residual_dropout"})),
+    Family("ministral3", _SRC.format("ministral3"), _MINISTRAL3, build_ministral3),
 ]
 assert all(f.required <= CORE for f in FAMILIES)

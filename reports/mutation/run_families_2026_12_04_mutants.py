@@ -10,7 +10,7 @@ COST = ["tests/measure/test_tensor_audit.py", "tests/spec/test_output_norms.py",
         "tests/spec/test_ministral3.py",
         "-k", "olmo or exaone or parallel or qscale or output or cohere or Cohere or engine or traffic or steps or scaling"]
 SPEC = ["tests/spec/test_output_norms.py", "tests/spec/test_cohere2.py", "tests/spec/test_smollm3_seed_oss.py",
-        "tests/spec/test_ministral3.py",
+        "tests/spec/test_ministral3.py", "tests/spec/test_qwen3_vl.py",
         "tests/spec/test_published_configs.py", "tests/spec/test_transformers_agreement.py"]
 O = "lcprof/cost/ops.py"
 D = "lcprof/cost/model.py"
@@ -73,6 +73,16 @@ M = [
     ("lcprof/spec/config/families/decoders.py", "_MINISTRAL3 = dict(num_key_value_heads=8, head_dim=128,", "_MINISTRAL3 = dict(num_key_value_heads=8, head_dim=None,"),
 ]
 MINISTRAL3 = list(range(32, 38))
+M += [
+    # Qwen3-VL's text model (added last: `--qwen3-vl`)
+    ("lcprof/spec/config/families/decoders.py", "_QWEN3_VL = dict(num_key_value_heads=32, head_dim=128, rope_theta=500000.0,",
+     "_QWEN3_VL = dict(num_key_value_heads=32, head_dim=128, rope_theta=1000000.0,"),
+    ("lcprof/spec/config/families/decoders.py", "tie=r.bool(\"tie_word_embeddings\"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias,\n                  qk_norm=\"head\")",
+     "tie=r.bool(\"tie_word_embeddings\"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias,\n                  qk_norm=\"none\")"),
+    ("lcprof/spec/config/families/decoders.py", "expert_intermediate_size=r.int(\"moe_intermediate_size\"), shared_intermediate_size=0)\n        flags = C.moe_by_sparse_step(r, n_layers, n_exp)\n    bias = r.bool(\"attention_bias\")\n    return finish(r, ctx, kinds=[(\"global\", None)] * n_layers, moe_flags=flags,",
+     "expert_intermediate_size=r.int(\"moe_intermediate_size\"), shared_intermediate_size=0)\n        flags = [True] * n_layers\n    bias = r.bool(\"attention_bias\")\n    return finish(r, ctx, kinds=[(\"global\", None)] * n_layers, moe_flags=flags,"),
+]
+QWEN3_VL = list(range(38, 41))
 
 
 def tests(path):
@@ -82,4 +92,5 @@ def tests(path):
 if __name__ == "__main__":
     import sys
 
-    run([M[i] for i in MINISTRAL3] if "--ministral3" in sys.argv else M[:32], tests)
+    pick = MINISTRAL3 if "--ministral3" in sys.argv else QWEN3_VL if "--qwen3-vl" in sys.argv else range(32)
+    run([M[i] for i in pick], tests)

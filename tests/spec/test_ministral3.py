@@ -26,7 +26,8 @@ def test_defaults_are_ministral3configs():
     s = spec()
     assert s.query_scaling == (0.1, 16384)
     assert (s.rope.type, s.rope.factor, s.rope.original_max_position, s.rope.theta) == ("yarn", 16.0, 16384, 1e6)
-    assert spec(head_dim=None).head_dim == 16 and spec(**{"head_dim": 128}).head_dim == 128
+    omitted = spec_from_config({k: v for k, v in BASE.items() if k != "head_dim"}, name="t")
+    assert omitted.head_dim == 128 and spec(head_dim=None).head_dim == 16  # null: hidden / heads
     assert {lyr.attn for lyr in s.layers} == {"global"}
     assert {(lyr.attn, lyr.window) for lyr in spec(sliding_window=32).layers} == {("sliding", 32)}
     layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 96 + 2 * 64

@@ -165,6 +165,20 @@ def test_command_r7b_parallel_block():
     assert {lyr.window for lyr in spec.layers if lyr.rope} == {4096}
 
 
+def test_qwen3_vl_8b_text_model_from_the_wrapper():
+    """Qwen3-VL-8B: the qwen3_vl wrapper's text_config, Qwen3-8B's shapes: GQA 32/8 with per-head q/k norms,
+    interleaved M-RoPE (sections 24 + 20 + 20 = 64 pairs = head_dim 128), 262144 positions; the vision tower
+    is not counted."""
+    kv = 36 * 8 * 128 * 2 * 2  # 147456 per token
+    # per layer: q, o 2 x 4096^2; k, v 2 x 4096 x 1024; MLP 3 x 4096 x 12288; 2 RMSNorms; q/k norms 2 x 128
+    layer = 2 * 4096 ** 2 + 2 * 4096 * 1024 + 3 * 4096 * 12288 + 2 * 4096 + 2 * 128
+    total = 36 * layer + 2 * 151936 * 4096 + 4096  # untied
+    assert total == 8_190_735_360  # Qwen3-8B's text model, the same count
+    spec, _ = check("Qwen--Qwen3-VL-8B-Instruct", kv, kv, total, total)
+    assert spec.text_model_of == "qwen3_vl" and spec.qk_norm == "head" and spec.max_position_embeddings == 262144
+    assert spec.rope.rotary_dim == 128 and spec.rope.theta == 5e6 and {lyr.attn for lyr in spec.layers} == {"global"}
+
+
 # ------------------------------------------------------------------------------------------------
 # alternating local/global, chunked, sinks
 # ------------------------------------------------------------------------------------------------
@@ -611,7 +625,7 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
               "moonshotai--Kimi-Linear-48B-A3B-Instruct", "HuggingFaceTB--SmolLM3-3B",
               "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B",
-              "CohereLabs--c4ai-command-r7b-12-2024"}
+              "CohereLabs--c4ai-command-r7b-12-2024", "Qwen--Qwen3-VL-8B-Instruct"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

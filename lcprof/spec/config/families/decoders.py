@@ -1,5 +1,5 @@
 """Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Phi-3,
-Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS.
+Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS, Ministral 3, Qwen3-VL's text model.
 
 Each ``*_DEFAULTS`` table is transformers' configuration class for that model_type
 (``src/transformers/models/<type>/configuration_<type>.py``): the value a field takes when the
@@ -185,6 +185,27 @@ def build_qwen(r: Reader, ctx: dict):
     return finish(r, ctx, kinds=kinds, moe_flags=flags, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=inter,
                   vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
                   rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=qkv_bias, o_bias=o_bias, qk_norm=qk_norm)
+
+
+def build_qwen3_vl(r: Reader, ctx: dict):
+    """Qwen3-VL's text model (qwen3_vl_text, qwen3_vl_moe_text, read from a qwen3_vl / qwen3_vl_moe wrapper's
+    text_config): Qwen3's layer -- per-head q/k RMSNorm, attention_bias on q/k/v/o -- with every layer global
+    (the configs have no sliding fields; Qwen3VLMoeTextConfig sets sliding_window None), interleaved M-RoPE
+    (mrope_section; text positions rotate as plain RoPE); the MoE on every decoder_sparse_step-th layer outside
+    mlp_only_layers, no shared expert."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    moe = flags = None
+    if r.model_type == "qwen3_vl_moe_text":
+        n_exp = r.int("num_experts")
+        moe = MoESpec(n_experts=n_exp, n_active=r.int("num_experts_per_tok"), n_shared=0,
+                      expert_intermediate_size=r.int("moe_intermediate_size"), shared_intermediate_size=0)
+        flags = C.moe_by_sparse_step(r, n_layers, n_exp)
+    bias = r.bool("attention_bias")
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, moe_flags=flags, hidden=hidden, heads=heads, kv=kv,
+                  hd=hd, inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=bias, o_bias=bias,
+                  qk_norm="head")
 
 
 def build_phi3(r: Reader, ctx: dict):
@@ -449,6 +470,12 @@ _QWEN2_MOE = dict(_QWEN2, num_key_value_heads=16, decoder_sparse_step=1, moe_int
 _QWEN3 = dict(_QWEN2, head_dim=128, attention_bias=False)
 _QWEN3_MOE = dict(_QWEN3, num_key_value_heads=4, head_dim=None, decoder_sparse_step=1, moe_intermediate_size=768,
                   num_experts_per_tok=8, num_experts=128, mlp_only_layers=None)
+# Qwen3VLTextConfig / Qwen3VLMoeTextConfig (default_theta 5e5; the wrapper's tie_word_embeddings, False by
+# default, is the one read)
+_QWEN3_VL = dict(num_key_value_heads=32, head_dim=128, rope_theta=500000.0, rope_scaling=None, attention_bias=False,
+                 tie_word_embeddings=False)
+_QWEN3_VL_MOE = dict(_QWEN3_VL, num_key_value_heads=16, head_dim=None, decoder_sparse_step=1, moe_intermediate_size=1408,
+                     num_experts_per_tok=4, num_experts=60, mlp_only_layers=None)
 _PHI3 = dict(num_key_value_heads=None, rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=1.0,
              original_max_position_embeddings=4096, sliding_window=None, tie_word_embeddings=False)
 _GEMMA2 = dict(vocab_size=256000, max_position_embeddings=8192, num_key_value_heads=4, head_dim=256,
@@ -497,6 +524,9 @@ FAMILIES = [
     Family("qwen2_moe", _SRC.format("qwen2_moe"), _QWEN2_MOE, build_qwen, inert=_QWEN_INERT),
     Family("qwen3", _SRC.format("qwen3"), _QWEN3, build_qwen),
     Family("qwen3_moe", _SRC.format("qwen3_moe"), _QWEN3_MOE, build_qwen, inert=_QWEN_INERT),
+    Family("qwen3_vl_text", _SRC.format("qwen3_vl"), _QWEN3_VL, build_qwen3_vl, text_of=("qwen3_vl",)),
+    Family("qwen3_vl_moe_text", _SRC.format("qwen3_vl_moe"), _QWEN3_VL_MOE, build_qwen3_vl, text_of=("qwen3_vl_moe",),
+           inert=_QWEN_INERT),
     Family("phi3", _SRC.format("phi3"), _PHI3, build_phi3),
     Family("gemma2", _SRC.format("gemma2"), _GEMMA2, build_gemma,
            required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"})),

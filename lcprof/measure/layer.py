@@ -398,9 +398,9 @@ class DecoderLayer(nn.Module):
             if lyr.mixers and lyr.mlp and not self.parallel:
                 self.post_attn_norm = block_norm(spec, h, eps)
         self.extra_norms = spec.norms_per_layer >= 4 or self.output_norms  # Gemma 2: after attention and MLP too
-        if self.extra_norms:
-            self.attn_out_norm = RMSNorm(h, eps, oc)
-            self.mlp_out_norm = RMSNorm(h, eps, oc)
+        if self.extra_norms:  # the same kind as the others (cost.model._block_norm_extra prices them alike)
+            self.attn_out_norm = block_norm(spec, h, eps)
+            self.mlp_out_norm = block_norm(spec, h, eps)
 
         if not lyr.has_attention:
             self.scale = None

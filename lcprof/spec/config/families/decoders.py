@@ -40,8 +40,9 @@ def attention_shapes(r: Reader) -> tuple[int, int, int, int, int]:
     return hidden, n_layers, heads, kv, hd
 
 
-def rope_of(r: Reader, head_dim: int, max_pos: int, *, rotary_dim: int | None = None):
-    block = C.rope_block(r)
+def rope_of(r: Reader, head_dim: int, max_pos: int, *, rotary_dim: int | None = None, block: dict | None = None):
+    """The RoPE of the config's rope block, or of ``block`` (a family's default block, already adjusted)."""
+    block = C.rope_block(r) if block is None else block
     theta = C.rope_theta(r, block)
     if rotary_dim is None:
         rotary_dim = C.rotary_dim_of(head_dim, C.partial_factor(r, block))
@@ -107,6 +108,19 @@ def qwen_sliding(r: Reader, n_layers: int) -> list[tuple[str, int | None]]:
 # ----------------------------------------------------------------------------------------------
 # builders
 # ----------------------------------------------------------------------------------------------
+
+def no_rope_flags(r: Reader, n_layers: int) -> list[int]:
+    """``no_rope_layers`` (1 RoPE, 0 NoPE per layer), or, when it is not given, every
+    ``no_rope_layer_interval``-th layer NoPE (Llama 4's and SmolLM3's configuration classes)."""
+    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
+    if nrl is None:
+        interval = r.int("no_rope_layer_interval", min=1)
+        return [int((i + 1) % interval != 0) for i in range(n_layers)]
+    r.touch("no_rope_layer_interval")  # only the default list is built from it
+    if any(v not in (0, 1) for v in nrl):
+        raise r.fail("no_rope_layers", "a list of 0/1", nrl)
+    return nrl
+
 
 def llama_masks(r: Reader, n_layers: int) -> tuple[list[tuple[str, int | None]], list[bool]]:
     """(mask, window) and RoPE flag per layer of a llama-shaped config. Published Llama configs have
@@ -268,14 +282,7 @@ def build_llama4(r: Reader, ctx: dict):
     hidden, n_layers, heads, kv, hd = attention_shapes(r)
     max_pos = r.int("max_position_embeddings")
     chunk = r.int("attention_chunk_size", null=True)
-    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
-    if nrl is None:
-        interval = r.int("no_rope_layer_interval", min=1)
-        nrl = [int((i + 1) % interval != 0) for i in range(n_layers)]
-    else:
-        r.touch("no_rope_layer_interval")
-        if any(v not in (0, 1) for v in nrl):
-            raise r.fail("no_rope_layers", "a list of 0/1", nrl)
+    nrl = no_rope_flags(r, n_layers)
     types = C.layer_types(r, n_layers)
     if types is None:
         types = ["chunked_attention" if (nrl[i] and chunk is not None) else "full_attention" for i in range(n_layers)]
@@ -332,8 +339,7 @@ def build_gpt_oss(r: Reader, ctx: dict):
     if block is None:  # GptOssConfig.__post_init__: a config without rope parameters gets YaRN x32 from 4096
         block = dict(_GPT_OSS_YARN)
         notes.append("No rope_scaling given: transformers' GptOssConfig default, YaRN x32 from 4096 positions.")
-    rope = C.read_rope(r, C.rotary_dim_of(hd, C.partial_factor(r, block)), theta=C.rope_theta(r, block),
-                       block=block, max_pos=max_pos)
+    rope = rope_of(r, hd, max_pos, block=block)
     return finish(r, ctx, kinds=kinds, moe_flags=[True] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
                   inter=inter, vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
                   rope=rope, moe=moe, qkv_bias=bias, o_bias=bias, sinks=[True] * n_layers,
@@ -377,14 +383,7 @@ def build_smollm3(r: Reader, ctx: dict):
     only when it has no RoPE); ``attention_bias`` biases q, k, v and o alike."""
     hidden, n_layers, heads, kv, hd = attention_shapes(r)
     max_pos = r.int("max_position_embeddings")
-    nrl = r.int_list("no_rope_layers", length=n_layers, null=True)
-    if nrl is None:
-        interval = r.int("no_rope_layer_interval", min=1)
-        nrl = [int((i + 1) % interval != 0) for i in range(n_layers)]
-    else:
-        r.touch("no_rope_layer_interval")  # only the default list is built from it
-        if any(v not in (0, 1) for v in nrl):
-            raise r.fail("no_rope_layers", "a list of 0/1", nrl)
+    nrl = no_rope_flags(r, n_layers)
     use = r.bool("use_sliding_window")
     sw = r.int("sliding_window", null=True)
     types = C.layer_types(r, n_layers)
@@ -430,8 +429,7 @@ def build_ministral3(r: Reader, ctx: dict):
         raise LcprofError(f"{r.where}: rope parameters' max_position_embeddings {block['max_position_embeddings']} "
                           f"differs from max_position_embeddings {max_pos}")
     block = {k: v for k, v in block.items() if k not in ("llama_4_scaling_beta", "max_position_embeddings")}
-    rope = C.read_rope(r, C.rotary_dim_of(hd, C.partial_factor(r, block)), theta=C.rope_theta(r, block), block=block,
-                       max_pos=max_pos)
+    rope = rope_of(r, hd, max_pos, block=block)
     if rope.original_max_position is None:
         raise LcprofError(f"{r.where}: the Llama 4 scaling needs original_max_position_embeddings in the rope "
                           "parameters")

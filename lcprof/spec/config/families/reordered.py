@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lcprof.errors import LcprofError
 from lcprof.spec.config import common as C
-from lcprof.spec.config.families.decoders import attention_shapes, finish, kinds_from_layer_types
+from lcprof.spec.config.families.decoders import attention_shapes, finish, kinds_from_layer_types, rope_of
 from lcprof.spec.config.family import Family
 from lcprof.spec.config.reader import Reader
 
@@ -101,12 +101,10 @@ def build_exaone4(r: Reader, ctx: dict):
     kinds = kinds_from_layer_types(r, types, sliding=sw)
     rope_flags = [sw is None or k == "sliding" for k, _ in kinds]
     notes = ["Full-attention layers have no RoPE (a sliding window is configured)."] if not all(rope_flags) else []
-    block = C.rope_block(r)
-    rope = C.read_rope(r, C.rotary_dim_of(hd, C.partial_factor(r, block)), theta=C.rope_theta(r, block), block=block,
-                       max_pos=max_pos)
     return finish(r, ctx, kinds=kinds, rope_flags=rope_flags, hidden=hidden, heads=heads, kv=kv, hd=hd,
                   inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
-                  tie=r.bool("tie_word_embeddings"), rope=rope, qk_norm="head", output_norms=True, notes=notes)
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), qk_norm="head", output_norms=True,
+                  notes=notes)
 
 
 _OLMO2 = dict(num_key_value_heads=None, head_dim=None, rope_theta=10000.0, rope_scaling=None, attention_bias=False,

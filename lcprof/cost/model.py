@@ -419,7 +419,8 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
     softmax over heads x n x (prefix + n) pairs (K/V repeated per query head for GQA, softmax in fp32
     for fp16/bf16); tiled kernels add the fp32 log-sum-exp. An output gate (Qwen3-Next) keeps its
     half of q_proj through the block and multiplies sigmoid(gate) into the output. The q/k RMSNorms
-    (``qk_norm`` "head": Qwen3, Qwen3-Next; "full": MiniMax-M2) run unfused on q, then k, before RoPE;
+    (``qk_norm`` "head": Qwen3, Qwen3-Next; "full": MiniMax-M2) run unfused on q, then k, before RoPE
+    (HunYuan's, ``qk_norm_after_rope``, after it);
     Llama 4's L2 norm (``qk_norm`` "l2", RoPE layers only) after it; its NoPE layers multiply q by
     their temperature (``attn_temperature_tuning``): the product, promoted to fp32, beside q, then the
     cast back beside the product."""
@@ -441,15 +442,20 @@ def _attention_steps(spec: ModelSpec, lyr: LayerSpec, n_arr, keys, b: float, s: 
         d, vd, kvh = dims.head_dim, dims.v_head_dim, kv_heads_per_gpu(spec, tp, dims)
         qkv = base + gate + s * (H * d + kvh * d + kvh * vd)
         qk_norm = spec.qk_norm_at(lyr)
+        norms: dict[str, float] = {}
         if qk_norm in ("head", "full"):  # RMSNorms of q, then k (the normed q alive with the old one); the
             # same bytes per element whether each head is a row (Qwen3) or all of q is (MiniMax-M2)
             per_head = qk_norm == "head"  # one row per head (Qwen3, Gemma 3) or one per token (MiniMax-M2)
-            steps["attn/q_norm"] = qkv + _norm_extra(H * d, s, spec.norm_one_centred, H if per_head else 1)
-            steps["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s, spec.norm_one_centred,
+            norms["attn/q_norm"] = qkv + _norm_extra(H * d, s, spec.norm_one_centred, H if per_head else 1)
+            norms["attn/k_norm"] = qkv + s * H * d + _norm_extra(kvh * d, s, spec.norm_one_centred,
                                                                   kvh if per_head else 1)
+        if not spec.qk_norm_after_rope:
+            steps.update(norms)
         if rope is not None:
             steps["attn/rope_q"] = qkv + _rope_extra(H, d, rot, s)
             steps["attn/rope_k"] = qkv + s * H * d + _rope_extra(kvh, d, rot, s)
+        if spec.qk_norm_after_rope:  # HunYuan: the same norms on the rotated q and k
+            steps.update(norms)
         if qk_norm == "l2":  # Llama 4: after RoPE, a weightless L2 norm of q, then of k
             steps["attn/q_norm"] = qkv + _l2_norm_extra(H * d, s)
             steps["attn/k_norm"] = qkv + s * H * d + _l2_norm_extra(kvh * d, s)

@@ -398,7 +398,7 @@ def _layer_norm_bytes(width: int, tokens, s: int) -> np.ndarray:
 def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
                              mask=None) -> np.ndarray:
     """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
-    the residual, write both: 4h each; twice per block for Gemma 2's extra norms), rotary in place
+    the residual, write both: 4h each; Gemma 2's and GLM-4's norms after each block read + write, 2h), rotary in place
     on q and k (read + write), the q and k norms of ``qk_norm`` (read + write each: vLLM's ``RMSNorm``
     on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written
     into the paged cache (read + write), SiLU-and-mul (read gate and up, write their product) -- or
@@ -421,7 +421,10 @@ def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: fl
         per_block = (5 + 2 * spec.residual_products) * h  # (7h: 9h in all), Granite 4's residual + out x beta (5h)
     elif spec.post_norm_residual or spec.output_norms:  # the norm (2h) and the add (3h) apart: MiniMax's
         per_block = 5 * h  # residual is the normed input; OLMo's norm is on the block's output (vLLM's Olmo2)
-    total = _blocks(spec, layer) * (1 if spec.norms_per_layer < 4 else 2) * per_block
+    # Gemma 2 / GLM-4's norm on each block's output is vLLM's RMSNorm alone (read, write: 2h), the fused
+    # add + norm stays on the block's input (vllm/model_executor/models/gemma2.py @ 025adfb93174,
+    # Gemma2DecoderLayer.forward; glm4.py likewise)
+    total = _blocks(spec, layer) * (per_block + (2 * h if spec.norms_per_layer >= 4 else 0))
     if spec.parallel_block and _blocks(spec, layer) == 2:  # Cohere 2: one norm (2h) and two adds (3h each)
         total = 8 * h
     if len(layer.mixers) > 1:

@@ -286,7 +286,7 @@ def _copy_cache(cache):
     if cache is None:
         return None
     if hasattr(cache, "ssm"):
-        return type(cache)(None if cache.conv is None else cache.conv.clone(), cache.ssm.clone())
+        return type(cache)(*(None if t is None else t.clone() for t in (cache.conv, cache.ssm)))
     return type(cache)(cache.a.clone(), cache.b.clone())
 
 

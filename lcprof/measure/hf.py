@@ -92,6 +92,21 @@ when outside the vocabulary.
 * ministral3 -- Ministral 3: Mistral's layer with every query scaled after RoPE by Llama 4's
   per-position factor (the rope parameters' llama_4_scaling_beta).
 
+* granite -- Granite 3.x: Llama's layer with Granite 4.0-H's muP scalars (softmax scale
+  attention_multiplier, block outputs x residual_multiplier, embeddings x embedding_multiplier,
+  logits / logits_scaling).
+
+* glm, glm4 -- GLM-4: q/k/v biases, RoPE on the first partial_rotary_factor of each head in adjacent
+  pairs (lcprof's q and k rows permuted into that layout, :func:`_gptj_rows` on the rotary dims),
+  fused gate_up MLP; glm4 adds post_self_attn_layernorm and post_mlp_layernorm after the blocks.
+
+* lfm2 -- LFM2: gated short convolutions (``conv``: in_proj B | C | x, the depthwise ``conv``, out_proj)
+  and attention with per-head q/k norms (``self_attn``, its ``out_proj``); operator_norm, ffn_norm, the
+  SwiGLU ``feed_forward`` (w1, w3, w2), the final ``embedding_norm``.
+
+* hunyuan_v1_dense -- HunYuan dense: per-head q/k RMSNorms (query_layernorm, key_layernorm) on the
+  rotated q and k, NTK-alpha RoPE (a "dynamic" block with alpha: a fixed, larger base).
+
 Not mapped, because lcprof's layer computes something else: Falcon-H1 (parallel mixers: no lcprof
 layer), GPT-NeoX and Falcon (LayerNorm with biases; lcprof's layer runs RMSNorm), and every type not
 listed.
@@ -108,6 +123,7 @@ of r steps spans contexts n .. n + r - 1.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -120,7 +136,8 @@ from lcprof.spec import ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
              "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
-             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2", "ministral3")
+             "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2", "ministral3", "granite", "glm",
+             "glm4", "hunyuan_v1_dense", "lfm2")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -177,7 +194,8 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
     _require(spec)
     from transformers import AutoConfig
 
-    cfg: dict[str, Any] = {k: v for k, v in spec.config.items()
+    # a deep copy: transformers' rope standardisation writes into the nested rope block it is given
+    cfg: dict[str, Any] = {k: copy.deepcopy(v) for k, v in spec.config.items()
                            if k not in ("model_type", "architectures", "auto_map", "transformers_version",
                                         "torch_dtype", "dtype", "_name_or_path")}
     cfg["num_hidden_layers"] = spec.n_layers
@@ -188,6 +206,8 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
     cfg["rms_norm_eps"] = norm_eps(spec)
     if spec.model_type == "nemotron_h":
         cfg["layer_norm_epsilon"] = norm_eps(spec)
+    if spec.model_type == "lfm2":
+        cfg["norm_eps"] = norm_eps(spec)
     cfg["hidden_act"] = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu")
     if spec.mla is None and spec.model_type != "phi3":
         cfg["head_dim"] = spec.head_dim
@@ -234,12 +254,29 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
         return _jamba_layer_map(spec, p, layer, names)
     if spec.model_type == "granitemoehybrid":
         return _granite_layer_map(spec, p, layer, names)
+    if spec.model_type == "lfm2":
+        return _lfm2_layer_map(spec, p, layer, names)
     if spec.model_type == "gemma2":  # a norm before and after each block ("sandwich")
         out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
                p + "post_attention_layernorm.weight": _norm_w(spec, layer.attn_out_norm.weight),
                p + "pre_feedforward_layernorm.weight": _norm_w(spec, layer.post_attn_norm.weight),
                p + "post_feedforward_layernorm.weight": _norm_w(spec, layer.mlp_out_norm.weight)}
         out.update(_attention_map(spec, p + "self_attn.", layer, names))
+        out.update(_mlp_map(spec, p, layer, names))
+        return out
+    if spec.model_type in ("glm", "glm4"):  # adjacent-pair RoPE on each head's first rotary_dim dims
+        out = {p + "input_layernorm.weight": layer.input_norm.weight,
+               p + "post_attention_layernorm.weight": layer.post_attn_norm.weight}
+        if spec.model_type == "glm4":  # and a norm after attention and after the MLP
+            out.update({p + "post_self_attn_layernorm.weight": layer.attn_out_norm.weight,
+                        p + "post_mlp_layernorm.weight": layer.mlp_out_norm.weight})
+        attn = _attention_map(spec, p + "self_attn.", layer, names)
+        for nm in ("q_proj", "k_proj"):
+            for kind in ("weight", "bias"):
+                key = f"{p}self_attn.{nm}.{kind}"
+                if key in attn:
+                    attn[key] = _gptj_rows(attn[key], spec.head_dim, spec.rope.rotary_dim)
+        out.update(attn)
         out.update(_mlp_map(spec, p, layer, names))
         return out
     if spec.parallel_block:  # Cohere 2: one norm; q and k rows in GPT-J's rotary order (_gptj_rows)
@@ -283,13 +320,17 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
     return out
 
 
-def _gptj_rows(w: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """q/k projection rows (or biases) from lcprof's rotary layout -- dims i and i + d/2 rotate together --
-    to GPT-J's, where dims 2i and 2i + 1 do (Cohere): per head, row i goes to 2i and row i + d/2 to 2i + 1.
+def _gptj_rows(w: torch.Tensor, head_dim: int, rotary_dim: int | None = None) -> torch.Tensor:
+    """q/k projection rows (or biases) from lcprof's rotary layout -- dims i and i + r/2 of the first r =
+    rotary_dim (default head_dim) rotate together -- to GPT-J's, where dims 2i and 2i + 1 do (Cohere; GLM
+    on its first r dims): per head, row i goes to 2i and row i + r/2 to 2i + 1, the rows past r stay.
     q . k is unchanged by the same permutation of both, so the two models compute the same scores."""
+    r = head_dim if rotary_dim is None else rotary_dim
     rest = w.shape[1:]
     heads = w.shape[0] // head_dim
-    return w.detach().reshape(heads, 2, head_dim // 2, *rest).transpose(1, 2).reshape(w.shape)
+    x = w.detach().reshape(heads, head_dim, *rest)
+    rot = x[:, :r].reshape(heads, 2, r // 2, *rest).transpose(1, 2).reshape(heads, r, *rest)
+    return torch.cat((rot, x[:, r:]), dim=1).reshape(w.shape)
 
 
 def _norm_w(spec: ModelSpec, w: torch.Tensor) -> torch.Tensor:
@@ -301,9 +342,10 @@ def _attention_map(spec: ModelSpec, a: str, layer: DecoderLayer, names: set[str]
     out: dict[str, torch.Tensor] = {}
     if hasattr(layer, "sinks"):  # gpt-oss: one sink logit per query head
         out[a + "sinks"] = layer.sinks
-    if hasattr(layer, "q_norm"):  # Qwen3 / Qwen3-Next: per-head q and k RMSNorms
-        out[a + "q_norm.weight"] = _norm_w(spec, layer.q_norm.weight)
-        out[a + "k_norm.weight"] = _norm_w(spec, layer.k_norm.weight)
+    if hasattr(layer, "q_norm"):  # Qwen3 / Qwen3-Next: per-head q and k RMSNorms (HunYuan's after RoPE)
+        qn, kn = ("query_layernorm", "key_layernorm") if spec.model_type == "hunyuan_v1_dense" else ("q_norm", "k_norm")
+        out[a + qn + ".weight"] = _norm_w(spec, layer.q_norm.weight)
+        out[a + kn + ".weight"] = _norm_w(spec, layer.k_norm.weight)
     if hasattr(layer, "q_gate"):  # Qwen3-Next: one q_proj, each head's query rows then its gate rows
         H, hd = spec.n_heads, spec.head_dim
         out[a + "q_proj.weight"] = torch.cat((layer.q_proj.weight.detach().view(H, hd, -1),
@@ -449,6 +491,29 @@ def _granite_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[
     return out
 
 
+def _lfm2_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
+    """LFM2: ``operator_norm`` then the short conv (``conv``: in_proj, the depthwise ``conv``, out_proj) or
+    attention (``self_attn`` with q_layernorm / k_layernorm and ``out_proj``), then ``ffn_norm`` and the SwiGLU
+    ``feed_forward`` (w1 gate, w3 up, w2 down)."""
+    out = {p + "operator_norm.weight": layer.input_norm.weight, p + "ffn_norm.weight": layer.post_attn_norm.weight}
+    if layer.mixer_kind == "short_conv":
+        mx, c = layer.mixer, p + "conv."
+        out.update(_linear(c + "in_proj", mx.in_proj))
+        out.update(_linear(c + "out_proj", mx.out_proj))
+        out[c + "conv.weight"] = mx.conv_weight
+        if mx.conv_bias is not None:
+            out[c + "conv.bias"] = mx.conv_bias
+    else:
+        a = p + "self_attn."
+        out.update({a + "q_proj.weight": layer.q_proj.weight, a + "k_proj.weight": layer.k_proj.weight,
+                    a + "v_proj.weight": layer.v_proj.weight, a + "out_proj.weight": layer.o_proj.weight,
+                    a + "q_layernorm.weight": layer.q_norm.weight, a + "k_layernorm.weight": layer.k_norm.weight})
+    f = p + "feed_forward."
+    out.update({f + "w1.weight": layer.gate.weight, f + "w3.weight": layer.up.weight,
+                f + "w2.weight": layer.down.weight})
+    return out
+
+
 def _nemotron_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str]) -> dict[str, torch.Tensor]:
     """Nemotron-H: one block per layer, ``norm`` then ``mixer`` (Mamba-2, attention or the ReLU^2 MLP)."""
     out = {p + "norm.weight": layer.input_norm.weight}
@@ -527,7 +592,8 @@ def weight_map(model: Model, names: set[str]) -> dict[str, torch.Tensor]:
     """Every transformers parameter name -> the lcprof tensor it receives."""
     spec = model.spec
     embed, norm = {"nemotron_h": ("model.embeddings.weight", "model.norm_f.weight"),
-                   "jamba": ("model.embed_tokens.weight", "model.final_layernorm.weight")}.get(
+                   "jamba": ("model.embed_tokens.weight", "model.final_layernorm.weight"),
+                   "lfm2": ("model.embed_tokens.weight", "model.embedding_norm.weight")}.get(
         spec.model_type, ("model.embed_tokens.weight", "model.norm.weight"))
     out = {embed: model.embed.weight, norm: _norm_w(spec, model.norm.weight)}
     if not spec.tie_embeddings:
@@ -780,10 +846,23 @@ def _verdict(err_lcprof: float, err_hf: float, dtype: str) -> tuple[bool, str]:
                    f"(tolerance {tol:g} or 2x the other)")
 
 
+@torch.no_grad()
+def _vary_norms(model: Model, seed: int) -> Model:
+    """Every 1-D weight (the norms', seeded to 1) set to 1 + 0.3 N(0, 1), drawn by name: the compared models
+    get the same values. With unit norms a norm mapped to the wrong slot, or applied before RoPE instead of
+    after it, would compute the same function; with these it does not."""
+    for name, p in model.named_parameters():
+        if p.dim() == 1 and name.rsplit(".", 1)[-1] in ("weight", "norm_weight"):
+            g = torch.Generator(device="cpu").manual_seed(seed * 7919 + sum(map(ord, name)) * 31 + len(name))
+            p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return model
+
+
 def _reference(spec: ModelSpec, *, seed: int, moe_timing: str, mla_form: str, device) -> Model:
     from lcprof.measure.check import reference_attention
 
     ref = Model(spec, seed=seed, moe_timing=moe_timing, mla_form=mla_form, dtype=torch.float64, device=device).eval()
+    _vary_norms(ref, seed)
     ref.set_attention(reference_attention)
     return ref
 
@@ -805,7 +884,7 @@ def agree_model(spec: ModelSpec, n: int, *, dtype: str = "fp32", attn_implementa
     g = torch.Generator(device="cpu").manual_seed(seed + 17)
     ids = torch.randint(0, spec.vocab_size, (batch, n + 1), generator=g).to(device)
     ref = _reference(spec, seed=seed, moe_timing=moe, mla_form="naive", device=device)
-    ours = Model(spec, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval()
+    ours = _vary_norms(Model(spec, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval(), seed)
     ours.set_attention(functools.partial(B.get_backend(BACKEND_OF[attn_implementation])))
     theirs = HFModel(ours, attn_implementation, device=device, dtype=tdt)
     if phase == "prefill":
@@ -837,7 +916,7 @@ def agree_layer(spec: ModelSpec, layer_idx: int, n: int, *, dtype: str = "fp32",
     tdt = B.torch_dtype(dtype)[0]
     moe = "routed" if spec.moe is not None else "dense-equivalent"
     sub = spec.with_layers(spec.layers[:layer_idx + 1])
-    ours = Model(sub, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval()
+    ours = _vary_norms(Model(sub, seed=seed, moe_timing=moe, dtype=tdt, device=device).eval(), seed)
     ours.set_attention(B.get_backend(BACKEND_OF[attn_implementation]))
     theirs = HFModel(ours, attn_implementation, device=device, dtype=tdt)
     g = torch.Generator(device="cpu").manual_seed(seed + 29)
@@ -846,7 +925,7 @@ def agree_layer(spec: ModelSpec, layer_idx: int, n: int, *, dtype: str = "fp32",
     call, x = theirs.layer_fn(layer_idx, args, kwargs)
     t = call(x)
     o = ours.layers[layer_idx](x)
-    ref = Model(sub, seed=seed, moe_timing=moe, dtype=torch.float64, device=device).eval()
+    ref = _vary_norms(Model(sub, seed=seed, moe_timing=moe, dtype=torch.float64, device=device).eval(), seed)
     ref.set_attention(reference_attention)
     ref_layer = ref.layers[layer_idx]
     if ref_layer.is_moe and ref_layer.moe_timing == "routed":

@@ -667,6 +667,18 @@ class DecoderLayer(nn.Module):
             return out, MixerState(conv, ssm)
         return self.mixer(h, state)
 
+    def _qk_norms(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The RMSNorms of q, then k ((b, m, heads, head_dim) each): per head, or over all heads for "full"
+        ((b, m, heads * head_dim) rows: views, no copies); the normed q lives with the projections."""
+        b, m, H, hd = q.shape
+        kvh = k.shape[2]
+        full = self.spec.qk_norm == "full"
+        qn = self.q_norm(q.view(b, m, H * hd)).view(b, m, H, hd) if full else self.q_norm(q)
+        mark("attn/q_norm")
+        kn = self.k_norm(k.view(b, m, kvh * hd)).view(b, m, kvh, hd) if full else self.k_norm(k)
+        mark("attn/k_norm")
+        return qn, kn
+
     def _attention_block(self, h: torch.Tensor, cache: KVCache | None,
                          pos: int | None = None) -> tuple[torch.Tensor, KVCache]:
         if self.spec.mla is not None:
@@ -681,14 +693,9 @@ class DecoderLayer(nn.Module):
         gate = self.q_gate(h) if hasattr(self, "q_gate") else None  # (b, m, heads * head_dim)
         k = self.k_proj(h).view(b, m, kvh, hd)  # (b, m, kv_heads, head_dim)
         v = self.v_proj(h).view(b, m, kvh, vhd)  # (b, m, kv_heads, v_head_dim)
-        if hasattr(self, "q_norm"):  # RMSNorm of q and k (qk_norm "head": per head; "full": over all heads), before RoPE
-            full = self.spec.qk_norm == "full"  # (b, m, heads * head_dim) rows: views, no copies
-            qn = self.q_norm(q.view(b, m, H * hd)).view(b, m, H, hd) if full else self.q_norm(q)
-            mark("attn/q_norm")
-            kn = self.k_norm(k.view(b, m, kvh * hd)).view(b, m, kvh, hd) if full else self.k_norm(k)
-            mark("attn/k_norm")  # the normed q lives with the projections
-            q, k = qn, kn
-            del qn, kn
+        norm_first = hasattr(self, "q_norm") and not s.qk_norm_after_rope
+        if norm_first:  # RMSNorm of q and k (qk_norm "head": per head; "full": over all heads), before RoPE
+            q, k = self._qk_norms(q, k)
         cs = self.rope_cos_sin(pos, m, pos + m, q.dtype, q.device)
         if cs is not None:  # the projections live until both are rotated
             q_rot = apply_rope(q, *cs)
@@ -697,6 +704,8 @@ class DecoderLayer(nn.Module):
             mark("attn/rope_k")
             q, k = q_rot, k_rot
             del q_rot, k_rot
+        if hasattr(self, "q_norm") and not norm_first:  # HunYuan: the norms on the rotated q and k
+            q, k = self._qk_norms(q, k)
         if s.query_scaling:  # Ministral 3: q x (1 + beta log(1 + floor(position / original))), per position
             sc = _query_scale(pos, m, *s.query_scaling, q.dtype, q.device)  # (m,) in q's dtype
             qs = q * sc.view(1, m, 1, 1)

@@ -36,7 +36,7 @@ class MixerBackend:
 
 
 MIXER_BACKENDS: dict[str, MixerBackend] = {
-    "torch": MixerBackend("torch", ("mamba", "mamba2", "gated_deltanet", "kda", "lightning"),
+    "torch": MixerBackend("torch", ("mamba", "mamba2", "gated_deltanet", "kda", "lightning", "short_conv"),
                           description="lcprof's chunked torch reference (CPU and GPU)"),
     "fla": MixerBackend("fla", ("gated_deltanet",), ("fla.ops.gated_delta_rule",), True,
                         "flash-linear-attention Triton kernels (chunk / fused_recurrent gated delta rule)"),

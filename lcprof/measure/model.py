@@ -116,7 +116,7 @@ def _build_decoder_layer(spec: ModelSpec, layer_idx: int, *, seed: int, mla_form
 register_layer_kind("attention", _build_decoder_layer, device_init=True)
 # The mixers' weights have their own seeded init (A_log, dt bias...): drawn on the CPU, never by the
 # device rule.
-for _kind in ("mamba", "mamba2", "gated_deltanet", "kda", "lightning", "mlp"):
+for _kind in ("mamba", "mamba2", "gated_deltanet", "kda", "lightning", "short_conv", "mlp"):
     register_layer_kind(_kind, _build_decoder_layer, device_init=_kind == "mlp")
 
 

@@ -19,7 +19,7 @@ from lcprof.spec.config import set_allow_unknown, spec_from_config, supported_mo
 from lcprof.spec.describe import describe
 from lcprof.spec.layers import ATTN_KINDS, MIXER_KINDS, AttnDims, LayerSpec
 from lcprof.spec.mixers import (MIXER_SPECS, GatedDeltaNetSpec, IndexerSpec, KimiDeltaSpec, LightningSpec, Linear,
-                                Mamba2Spec, MambaSpec)
+                                Mamba2Spec, MambaSpec, ShortConvSpec)
 from lcprof.spec.model import ModelSpec
 from lcprof.spec.moe import MoESpec
 from lcprof.spec.params import param_counts
@@ -29,7 +29,7 @@ from lcprof.spec.rope import ROPE_TYPES, RopeSpec
 __all__ = [
     "ATTN_KINDS", "DATA_DIR", "MIXER_KINDS", "MIXER_SPECS", "MODELS_DIR", "QK_NORMS", "ROPE_TYPES",
     "AttnDims", "GatedDeltaNetSpec", "IndexerSpec", "KimiDeltaSpec", "LayerSpec", "LightningSpec", "Linear", "MLASpec",
-    "Mamba2Spec", "MambaSpec", "ModelSpec", "MoESpec", "RopeSpec",
+    "Mamba2Spec", "MambaSpec", "ModelSpec", "MoESpec", "RopeSpec", "ShortConvSpec",
     "clear_cache", "describe", "list_presets", "load_model", "param_counts", "preset_aliases",
     "set_allow_unknown", "spec_from_config", "supported_model_types",
 ]

@@ -38,7 +38,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "rope_theta": spec.rope.theta if spec.rope else None,
         "rope_factor": spec.rope.factor if spec.rope else None,
         "rotary_dim": spec.rope.rotary_dim if spec.rope else None,
-        "qk_norm": spec.qk_norm,
+        "qk_norm": spec.qk_norm + (" (after RoPE)" if spec.qk_norm_after_rope else ""),
         "attn_output_gate": spec.attn_output_gate,
         "attn_temperature_tuning": spec.attn_temperature_tuning,
         "attention_sinks_layers": sum(1 for lyr in spec.layers if lyr.sinks),

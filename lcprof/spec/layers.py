@@ -36,7 +36,7 @@ ATTN_KINDS = ("global", "sliding", "chunked", "sparse", "none")
 
 #: Token mixers a layer can run. ``attention`` is softmax attention (MHA/GQA/MQA/MLA); the others
 #: are linear in n and hold a constant state per request (see ``lcprof.spec.mixers``).
-MIXER_KINDS = ("attention", "mamba", "mamba2", "gated_deltanet", "kda", "lightning")
+MIXER_KINDS = ("attention", "mamba", "mamba2", "gated_deltanet", "kda", "lightning", "short_conv")
 
 #: MLP activations by transformers' name, and the elementwise passes each makes over its input unfused
 #: (one op, as lcprof's measured layer runs it; Nemotron-H's squared ReLU is relu, then the square).

@@ -303,6 +303,41 @@ class LightningSpec(_Mixer):
 
 
 @dataclass(frozen=True)
+class ShortConvSpec(_Mixer):
+    """LFM2's gated short convolution (transformers ``Lfm2ShortConv``): in_proj h -> 3 c (B, C, x), the
+    product B x, a depthwise causal conv1d of ``kernel`` taps over its c channels (no activation), the
+    product C y, out_proj c -> h; ``bias`` (conv_bias) on both projections and the conv. ``channels`` is
+    the hidden size (one TP rank's share under tensor parallelism).
+    State: the last kernel - 1 inputs of every channel (no recurrent state)."""
+
+    hidden_size: int
+    channels: int
+    kernel: int
+    bias: bool = False
+
+    kind = "short_conv"
+
+    def __post_init__(self) -> None:
+        _positive(self, "hidden_size", "channels", "kernel")
+        if self.kernel < 2:
+            raise LcprofError(f"ShortConvSpec: a causal conv of {self.kernel} tap carries no state; "
+                              "kernel must be >= 2")
+
+    def linears(self) -> tuple[Linear, ...]:
+        h, c = self.hidden_size, self.channels
+        return (Linear("in_proj", h, 3 * c, self.bias), Linear("out_proj", c, h, self.bias))
+
+    def other_params(self) -> dict[str, int]:
+        out = {"conv": self.channels * self.kernel}
+        if self.bias:
+            out["conv_bias"] = self.channels
+        return out
+
+    def state_elements(self) -> dict[str, int]:
+        return {"conv": self.channels * (self.kernel - 1)}
+
+
+@dataclass(frozen=True)
 class IndexerSpec(_Mixer):
     """DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2, GLM-5; transformers
     ``GlmMoeDsaIndexer`` / DeepSeek's ``Indexer``): it scores every cached key for each query in
@@ -342,4 +377,4 @@ class IndexerSpec(_Mixer):
 
 #: Mixer kind -> its spec class (an attention layer's indexer is not a mixer of its own).
 MIXER_SPECS = {"mamba": MambaSpec, "mamba2": Mamba2Spec, "gated_deltanet": GatedDeltaNetSpec,
-               "kda": KimiDeltaSpec, "lightning": LightningSpec}
+               "kda": KimiDeltaSpec, "lightning": LightningSpec, "short_conv": ShortConvSpec}

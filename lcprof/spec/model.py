@@ -16,13 +16,14 @@ from typing import Any
 from lcprof.errors import LcprofError
 from lcprof.spec.attention import QK_NORMS, MLASpec
 from lcprof.spec.layers import ACTIVATIONS, GATED_COMBINES, AttnDims, LayerSpec
-from lcprof.spec.mixers import GatedDeltaNetSpec, IndexerSpec, KimiDeltaSpec, LightningSpec, Mamba2Spec, MambaSpec
+from lcprof.spec.mixers import (GatedDeltaNetSpec, IndexerSpec, KimiDeltaSpec, LightningSpec, Mamba2Spec, MambaSpec,
+                                ShortConvSpec)
 from lcprof.spec.moe import MoESpec
 from lcprof.spec.rope import RopeSpec
 
 #: Mixer kind -> the ModelSpec field holding its spec.
 MIXER_FIELDS = {"mamba": "mamba", "mamba2": "mamba2", "gated_deltanet": "gated_deltanet", "kda": "kda",
-                "lightning": "lightning"}
+                "lightning": "lightning", "short_conv": "short_conv"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ModelSpec:
     # ---- attention variants (see lcprof.spec.attention) -------------------------------------
     o_bias: bool = False
     qk_norm: str = "none"
+    qk_norm_after_rope: bool = False  # HunYuan: the q/k RMSNorms ("head"/"full") run on the rotated q and k
     attn_output_gate: bool = False
     mlp_activation: str = "silu"  # the MLP's activation, by transformers' name (see spec.layers.ACTIVATIONS)
     attn_temperature_tuning: bool = False  # Llama 4: NoPE layers scale q by a per-position temperature
@@ -106,6 +108,7 @@ class ModelSpec:
     gated_deltanet: GatedDeltaNetSpec | None = None
     kda: KimiDeltaSpec | None = None
     lightning: LightningSpec | None = None
+    short_conv: ShortConvSpec | None = None  # LFM2's gated short convolution
     indexer: IndexerSpec | None = None
     state_dtype: str | None = None  # dtype the config asks the SSM/recurrent state to be kept in
     # ---- where it came from ---------------------------------------------------------------------
@@ -147,6 +150,9 @@ class ModelSpec:
                               f"{plain[0]}'s MLP is not gated")
         if self.qk_norm not in QK_NORMS:
             raise LcprofError(f"{where}: qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
+        if self.qk_norm_after_rope and self.qk_norm not in ("head", "full"):
+            raise LcprofError(f"{where}: qk_norm_after_rope needs an RMSNorm of q and k (qk_norm head or full), "
+                              f"got qk_norm {self.qk_norm!r}")
         for i, layer in enumerate(self.layers):
             for m in layer.mixers:
                 if m != "attention" and getattr(self, MIXER_FIELDS[m]) is None:
@@ -225,7 +231,8 @@ class ModelSpec:
         return self.attn_temperature_tuning and lyr.has_attention and not lyr.rope
 
     def mixer(self, kind: str):
-        """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``kda``, ``lightning``)."""
+        """The spec of a linear-time mixer kind (``mamba``, ``mamba2``, ``gated_deltanet``, ``kda``, ``lightning``,
+        ``short_conv``)."""
         if kind not in MIXER_FIELDS:
             raise LcprofError(f"unknown mixer kind {kind!r}; known: {', '.join(MIXER_FIELDS)}")
         spec = getattr(self, MIXER_FIELDS[kind])

@@ -51,7 +51,8 @@ HYBRID_AND_NEW = ["qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80
                   "qwen3.5-397b-a17b", "gemma3-27b", "gpt-oss-20b", "gpt-oss-120b", "mixtral-8x7b", "llama4-maverick",
                   "llama4-scout-instruct", "deepseek-v3.2", "kimi-k2", "glm-5", "minimax-m1", "minimax-m2.5",
                   "mimo-v2-flash", "jamba-1.5-mini", "nemotron-h-56b", "nemotron-3-nano", "falcon-mamba-7b",
-                  "kimi-linear-48b", "smollm3-3b", "seed-oss-36b", "olmo3-7b", "command-r7b"]
+                  "kimi-linear-48b", "smollm3-3b", "seed-oss-36b", "olmo3-7b", "command-r7b", "glm4-9b", "glm4-32b",
+                  "granite-3.3-8b", "hunyuan-7b", "lfm2-1.2b"]
 #: presets whose published total leaves the (untied) embedding and LM-head tables out: Kimi Linear's "48B"
 #: is 48.37B without them, 49.12B with (its preset's published_params_source)
 WITHOUT_EMBEDDINGS = {"kimi-linear-48b"}

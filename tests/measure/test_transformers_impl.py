@@ -167,8 +167,33 @@ HF_TINY = {
                        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                         "original_max_position_embeddings": 16, "llama_4_scaling_beta": 0.5},
                        **_BASE),
+    # Granite 3.x: muP scalars far from 1 (softmax scale 0.2 for head_dim 8's 0.35, block outputs x 0.5,
+    # embeddings x 3, logits / 2), q/k/v/o and the MLP biased: a missed one is off by O(1)
+    "granite": dict(model_type="granite", hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                    num_key_value_heads=2, intermediate_size=96, attention_bias=True, mlp_bias=True,
+                    attention_multiplier=0.2, residual_multiplier=0.5, embedding_multiplier=3.0, logits_scaling=2.0,
+                    rope_theta=10000.0, **_BASE),
+    # GLM-4 (glm-4-9b-chat-hf): 4 heads of 16, RoPE in adjacent pairs on the first 8 dims (partial 0.5), q/k/v
+    # biased, fused gate_up; glm4 (GLM-4-0414) also norms each block's output before its residual add
+    "glm": dict(model_type="glm", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=96, partial_rotary_factor=0.5, rope_theta=10000.0, **_BASE),
+    "glm4": dict(model_type="glm4", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, intermediate_size=96, partial_rotary_factor=0.5,
+                 rope_theta=10000.0, **_BASE),
+    # HunYuan dense: q/k normed per head after RoPE; NTK-alpha RoPE (alpha 50 on head_dim 16: base 1e4 x
+    # 50^(16/14) = 8.8e5, so a plain base would rotate the wrong angles); q/k/v/o biased
+    "hunyuan_v1_dense": dict(model_type="hunyuan_v1_dense", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=16, intermediate_size=96, attention_bias=True,
+                             rope_theta=10000.0, rope_scaling={"type": "dynamic", "alpha": 50.0, "factor": 1.0},
+                             **_BASE),
+    # LFM2: conv, attention (per-head q/k norms), conv, conv; 3-tap convs with biases (conv_bias) on the conv and
+    # its projections; the MLP width auto-adjusted: int(2 x 144 / 3) = 96, x 1.0 rounded up to 32 -> 96
+    "lfm2": dict(model_type="lfm2", hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=144, block_multiple_of=32, conv_L_cache=3, conv_bias=True,
+                 layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=256,
+                 max_position_embeddings=8192, norm_eps=1e-5),
 }
-HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear")
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear", "lfm2")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;
 #: its gpt-oss has no SDPA path at all: the sinks)
 EAGER_ONLY = ("gemma2", "gpt_oss")

@@ -149,6 +149,75 @@ def test_olmo3_7b_output_norms_and_sliding():
     assert (spec.rope.type, spec.rope.factor, spec.rope.original_max_position) == ("yarn", 8.0, 8192)
 
 
+def test_glm4_9b_0414_sandwich_norms_partial_rope():
+    """GLM-4-9B-0414: 2 KV heads of 128 on 40 global layers; q/k/v biased (never o); RoPE on half of each head;
+    four RMSNorms per layer (before and after attention and the MLP)."""
+    kv = 40 * 2 * 128 * 2 * 2  # 40960 B per token
+    # per layer: q 4096^2 + 4096 bias; k, v 2 x (4096 x 256 + 256); o 4096^2; MLP 3 x 4096 x 13696; 4 norms
+    layer = (4096 ** 2 + 4096) + 2 * (4096 * 256 + 256) + 4096 ** 2 + 3 * 4096 * 13696 + 4 * 4096
+    total = 40 * layer + 2 * 151552 * 4096 + 4096  # untied embedding + lm_head, final norm
+    assert total == 9_400_279_040  # model card: 9B
+    spec, _ = check("zai-org--GLM-4-9B-0414", kv, kv, total, total)
+    assert (spec.norms_per_layer, spec.rope.rotary_dim, spec.rope.theta) == (4, 64, 1e4)
+    assert spec.qkv_bias and not spec.o_bias and spec.max_position_embeddings == 32768
+
+
+def test_glm4_32b_0414_no_bias():
+    """GLM-4-32B-0414: 61 layers, 48 heads, 2 KV heads; no attention bias (unlike the 9B)."""
+    kv = 61 * 2 * 128 * 2 * 2  # 62464 B per token
+    layer = 2 * 6144 ** 2 + 2 * 6144 * 256 + 3 * 6144 * 23040 + 4 * 6144
+    total = 61 * layer + 2 * 151552 * 6144 + 6144
+    assert total == 32_566_081_536  # llama.cpp's load log: 32.57 B
+    spec, _ = check("zai-org--GLM-4-32B-0414", kv, kv, total, total)
+    assert not spec.qkv_bias and spec.rope.rotary_dim == 64
+
+
+def test_granite_33_8b_mup_scalars():
+    """Granite 3.3 8B: 8 KV heads of 128, 128k positions, RoPE base 1e7; tied embeddings; the muP scalars as
+    published (softmax scale 1/128, block outputs x 0.22, embeddings x 12, logits / 16)."""
+    kv = 40 * 8 * 128 * 2 * 2  # 163840 B per token
+    layer = 2 * 4096 ** 2 + 2 * 4096 * 1024 + 3 * 4096 * 12800 + 2 * 4096
+    total = 40 * layer + 49159 * 4096 + 4096
+    assert total == 8_170_864_640  # the checkpoint's safetensors total
+    spec, _ = check("ibm-granite--granite-3.3-8b-instruct", kv, kv, total, total)
+    assert (spec.attn_scale, spec.embedding_multiplier, spec.logits_scaling) == (0.0078125, 12.0, 16.0)
+    assert spec.residual_factors == ((None, 0.22),) * 3 and spec.rope.theta == 1e7
+    assert spec.max_position_embeddings == 131072 and spec.tie_embeddings
+
+
+def test_hunyuan_7b_ntk_alpha_and_qk_norms_after_rope():
+    """Hunyuan-7B (hunyuan_v1_dense): 32 global layers of GQA (8 KV heads), q/k normed per head after RoPE,
+    NTK-alpha RoPE (alpha 1000: base 1e4 x 1000^(128/126) = 1.116e7), 256k positions, tied embeddings."""
+    kv = 32 * 8 * 128 * 2 * 2  # 131072 B per token: 32 GiB for one 256k sequence
+    # per layer: q, o 2 x 4096^2; k, v 2 x 4096 x 1024; MLP 3 x 4096 x 14336; 2 RMSNorms; q/k norms 2 x 128
+    layer = 2 * 4096 ** 2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096 + 2 * 128
+    total = 32 * layer + 128167 * 4096 + 4096
+    assert total == 7_504_568_320
+    spec, _ = check("tencent--Hunyuan-7B-Instruct", kv, kv, total, total)
+    assert spec.rope.theta == pytest.approx(10000 * 1000 ** (128 / 126), rel=1e-12)
+    assert spec.qk_norm_after_rope and spec.max_position_embeddings == 262144
+    assert int(kv_bytes(spec, 262144, kv_dtype="bf16")[0]) == 32 * 2 ** 30
+
+
+def test_lfm2_1_2b_short_convs():
+    """LFM2-1.2B: 10 gated short-conv layers (3 taps over 2048 channels) and 6 attention layers (2, 5, 8, 10, 12,
+    14; 8 KV heads of 64, per-head q/k norms); the MLP width block_ff_dim 12288 auto-adjusted to
+    int(2 x 12288 / 3) = 8192; embeddings tied (Lfm2Config's default)."""
+    kv = 6 * 8 * 64 * 2 * 2  # 12288 B per token
+    conv = 2048 * 3 * 2048 + 2048 * 2048 + 2048 * 3  # in_proj (B, C, x), out_proj, the 3-tap conv
+    attn = 2 * 2048 ** 2 + 2 * 2048 * 512 + 2 * 64  # q, out_proj, k, v; q/k norms
+    mlp = 3 * 2048 * 8192
+    total = 10 * conv + 6 * attn + 16 * (mlp + 2 * 2048) + 65536 * 2048 + 2048
+    assert total == 1_170_340_608  # the model card's count
+    spec, _ = check("LiquidAI--LFM2-1.2B", kv, kv, total, total)
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.has_attention] == [2, 5, 8, 10, 12, 14]
+    assert spec.intermediate_size == 8192 and spec.tie_embeddings and spec.qk_norm == "head"
+    from lcprof.cost.model import state_bytes
+
+    # conv state per sequence: 10 layers x 2048 channels x (3 - 1) inputs x 2 B (vLLM's (L_cache - 1, dim))
+    assert state_bytes(spec, dtype="bf16") == 10 * 2048 * 2 * 2 == 81_920
+
+
 def test_command_r7b_parallel_block():
     """Command R7B: 24 sliding layers (W 4096, RoPE) and 8 global ones (every 4th, no RoPE); attention and
     the MLP read one LayerNorm (weight only) per layer; logits x 0.25."""
@@ -625,7 +694,9 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "tiiuae--falcon-mamba-7b", "Qwen--Qwen3.5-35B-A3B", "zai-org--GLM-4.7", "zai-org--GLM-4.5-Air",
               "moonshotai--Kimi-Linear-48B-A3B-Instruct", "HuggingFaceTB--SmolLM3-3B",
               "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B",
-              "CohereLabs--c4ai-command-r7b-12-2024", "Qwen--Qwen3-VL-8B-Instruct"}
+              "CohereLabs--c4ai-command-r7b-12-2024", "Qwen--Qwen3-VL-8B-Instruct", "zai-org--GLM-4-9B-0414",
+              "zai-org--GLM-4-32B-0414", "ibm-granite--granite-3.3-8b-instruct", "tencent--Hunyuan-7B-Instruct",
+              "LiquidAI--LFM2-1.2B"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

@@ -21,19 +21,29 @@ CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 REMOTE_ONLY = {"minimax_m1", "kimi_k2"}
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()))
-def test_schedule_and_kv_heads_agree_with_transformers(name):
+def _load(name: str):
+    """(the committed config, lcprof's spec of it); skipped for the model types transformers has no class for."""
     cfg = json.loads((CONFIGS / name / "config.json").read_text())
     if cfg["model_type"] in REMOTE_ONLY:
         pytest.skip(f"transformers has no {cfg['model_type']} class")
-    spec = spec_from_config(cfg, name=name, where=name)
+    return cfg, spec_from_config(cfg, name=name, where=name)
+
+
+def _quietly(fn, *args):
+    """fn(*args) with transformers' warnings and log lines about the configs' unused fields silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)
         try:
-            hf = transformers.CONFIG_MAPPING[cfg["model_type"]](**cfg)
+            return fn(*args)
         finally:
             logging.disable(logging.NOTSET)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()))
+def test_schedule_and_kv_heads_agree_with_transformers(name):
+    cfg, spec = _load(name)
+    hf = _quietly(lambda: transformers.CONFIG_MAPPING[cfg["model_type"]](**cfg))
     text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
     types, window = getattr(text, "layer_types", None), getattr(text, "sliding_window", None)
     attn = [(i, lyr) for i, lyr in enumerate(spec.layers) if lyr.has_attention]
@@ -50,3 +60,31 @@ def test_schedule_and_kv_heads_agree_with_transformers(name):
                 (lyr.attn == "global" and window >= spec.max_position_embeddings), (i, lyr)
     if attn and getattr(text, "num_key_value_heads", None) is not None:
         assert spec.n_kv_heads == text.num_key_value_heads
+
+
+def _hf_params(cfg: dict) -> int:
+    """transformers' own count: its causal-LM class built from the config on the meta device (no memory), every
+    parameter summed once (tied tensors are one). A text model transformers has no causal-LM class for (Qwen3-VL's)
+    is its base model plus the lm_head the wrapper adds unless tied."""
+    import torch
+
+    hf = transformers.CONFIG_MAPPING[cfg["model_type"]](**cfg)
+    text = hf.get_text_config() if "text_config" in cfg else hf
+    with torch.device("meta"):
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(text)
+            extra = 0
+        except ValueError:  # no causal-LM class for this text config
+            model = transformers.AutoModel.from_config(text)
+            extra = 0 if hf.tie_word_embeddings else text.vocab_size * text.hidden_size
+    return sum(p.numel() for p in model.parameters()) + extra
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()))
+def test_parameter_count_agrees_with_transformers(name):
+    """lcprof's total parameters are exactly those of transformers' model built from the same config (what a
+    checkpoint of it holds; multi-token-prediction layers are loaded by neither)."""
+    from lcprof.spec import param_counts
+
+    cfg, spec = _load(name)
+    assert param_counts(spec)["total_params"] == _quietly(_hf_params, cfg)

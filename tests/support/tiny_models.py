@@ -78,6 +78,21 @@ TINY_CONFIGS = {
                    num_key_value_heads=2, head_dim=16, intermediate_size=96, sliding_window=24,
                    rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                     "original_max_position_embeddings": 16, "llama_4_scaling_beta": 0.5}, **_BASE),
+    # GLM-4-0414: four plain RMSNorms per layer (before and after each block), q/k/v biased but not o, RoPE on
+    # half of each head, fused gate_up MLP
+    "sandwich": dict(model_type="glm4", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=16, intermediate_size=96, partial_rotary_factor=0.5,
+                     rope_theta=10000.0, **_BASE),
+    # Granite 3.x: muP scalars on an attention-only model (softmax scale, block outputs x 0.5 before each
+    # residual add, embeddings x 3, logits / 2), q/k/v/o and MLP biases
+    "mup": dict(model_type="granite", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=96, attention_bias=True, mlp_bias=True,
+                attention_multiplier=0.2, residual_multiplier=0.5, embedding_multiplier=3.0, logits_scaling=2.0,
+                rope_theta=10000.0, **_BASE),
+    # HunYuan dense: per-head q/k RMSNorms after RoPE, NTK-alpha RoPE
+    "postqk": dict(model_type="hunyuan_v1_dense", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, intermediate_size=96,
+                   rope_scaling={"type": "dynamic", "alpha": 50.0, "factor": 1.0}, rope_theta=10000.0, **_BASE),
     # Phi-3-128k style LongRoPE (short/long factors switch at the original length)
     "longrope": dict(model_type="phi3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=4096,
@@ -144,6 +159,12 @@ TINY_HYBRID_CONFIGS = {
                         rms_norm_eps=1e-5, linear_attn_config={"kda_layers": [1, 2, 4], "full_attn_layers": [3],
                                                                "head_dim": 8, "num_heads": 4,
                                                                "short_conv_kernel_size": 4}),
+    # LFM2: short conv, attention (per-head q/k norms), short conv, short conv; 3-tap convs with biases on the
+    # conv and its projections; MLP width int(2 x 144 / 3) = 96
+    "lfm2": dict(model_type="lfm2", hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=144, block_multiple_of=32, conv_L_cache=3, conv_bias=True,
+                 layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=1000,
+                 max_position_embeddings=8192, norm_eps=1e-5),
     # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
     "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                          state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,

@@ -1,7 +1,8 @@
 """Layer kinds of the cost model beyond softmax attention: the linear-time mixers.
 
 The shapes are the spec's (``lcprof.spec.mixers``: ``MambaSpec``, ``Mamba2Spec``,
-``GatedDeltaNetSpec``, ``KimiDeltaSpec``, ``LightningSpec`` -- their ``linears()``/``other_params()`` are the
+``GatedDeltaNetSpec``, ``KimiDeltaSpec``, ``LightningSpec``, ``ShortConvSpec`` -- their
+``linears()``/``other_params()`` are the
 parameters, ``state_elements()`` the state); each kind here answers, for its spec,
 ``ops(m, n, prefix, batch=, dtype=, state_dtype=, chunk=)`` (FLOPs executed and useful, bytes;
 chunked prefill, recurrent decode), ``state_elements(m, tp)`` (constant in n; its bytes:
@@ -15,16 +16,16 @@ from types import ModuleType
 
 import numpy as np
 
-from lcprof.cost.kinds import deltanet, kda, lightning, mamba1, mamba2
+from lcprof.cost.kinds import deltanet, kda, lightning, mamba1, mamba2, shortconv
 from lcprof.errors import LcprofError
 
 #: Mixer kind (``LayerSpec.mixers`` names) -> its module.
 KINDS: dict[str, ModuleType] = {"mamba": mamba1, "mamba2": mamba2, "gated_deltanet": deltanet, "kda": kda,
-                                "lightning": lightning}
+                                "lightning": lightning, "short_conv": shortconv}
 
 #: How a summary names each kind ("12 attention + 36 Gated DeltaNet").
 LABELS = {"attention": "attention", "mamba": "Mamba", "mamba2": "Mamba-2", "gated_deltanet": "Gated DeltaNet",
-          "kda": "KDA", "lightning": "lightning attention"}
+          "kda": "KDA", "lightning": "lightning attention", "short_conv": "short conv"}
 
 
 def schedule_summary(spec) -> str:
@@ -72,6 +73,8 @@ def per_rank(mixer, tp: int = 1):
         return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "lightning-attention heads"))
     if mixer.kind == "kda":
         return dataclasses.replace(mixer, n_heads=check_tp(mixer.n_heads, tp, "KDA heads"))
+    if mixer.kind == "short_conv":
+        return dataclasses.replace(mixer, channels=check_tp(mixer.channels, tp, "short-conv channels"))
     kind_of(mixer)  # refuses the unknown kind
     raise AssertionError(mixer.kind)  # pragma: no cover
 

@@ -1,5 +1,6 @@
 """Measured linear-time mixer layers (torch): Mamba-1, Mamba-2 / SSD, Gated DeltaNet, Kimi Delta
-Attention, lightning attention, each built from its spec (:mod:`lcprof.spec.mixers`), each with a
+Attention, lightning attention, LFM2's short convolution, each built from its spec
+(:mod:`lcprof.spec.mixers`), each with a
 step-by-step recurrent reference (:mod:`lcprof.measure.mixers.reference`)."""
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from lcprof.measure.mixers.kda import KimiDeltaMixer
 from lcprof.measure.mixers.lightning import LightningAttention
 from lcprof.measure.mixers.mamba1 import Mamba1Mixer
 from lcprof.measure.mixers.mamba2 import Mamba2Mixer
+from lcprof.measure.mixers.shortconv import ShortConvMixer
 from lcprof.measure.mixers import reference
 
 #: Mixer kind (``LayerSpec.mixers`` names) -> its measured layer and its recurrent reference.
 MIXERS = {"mamba": Mamba1Mixer, "mamba2": Mamba2Mixer, "gated_deltanet": GatedDeltaNetMixer, "kda": KimiDeltaMixer,
-          "lightning": LightningAttention}
+          "lightning": LightningAttention, "short_conv": ShortConvMixer}
 RECURRENT = {"mamba": reference.mamba1_recurrent, "mamba2": reference.mamba2_recurrent,
              "gated_deltanet": reference.deltanet_recurrent, "kda": reference.kda_recurrent,
-             "lightning": reference.lightning_recurrent}
+             "lightning": reference.lightning_recurrent, "short_conv": reference.short_conv_recurrent}
 
 
 def build_mixer(spec, *, seed: int = 0, **kw):
@@ -30,4 +32,5 @@ def build_mixer(spec, *, seed: int = 0, **kw):
 
 
 __all__ = ["MIXERS", "RECURRENT", "MixerState", "build_mixer", "Mamba1Mixer", "Mamba2Mixer",
-           "GatedDeltaNetMixer", "KimiDeltaMixer", "LightningAttention"]
+           "GatedDeltaNetMixer", "KimiDeltaMixer", "LightningAttention",
+           "ShortConvMixer"]

@@ -31,20 +31,18 @@ class MixerState:
     """What a mixer layer carries per sequence between calls: the conv state (batch, channels,
     kernel - 1) -- the last inputs of the conv, None for kinds without a conv -- and the recurrent
     state (Mamba: (batch, d_inner, d_state); Mamba-2: (batch, heads, head_dim, d_state); Gated
-    DeltaNet: (batch, v_heads, k_dim, v_dim); lightning: (batch, heads, dim, dim))."""
+    DeltaNet: (batch, v_heads, k_dim, v_dim); lightning: (batch, heads, dim, dim); None for LFM2's short
+    conv, whose conv state is all it carries)."""
 
     conv: torch.Tensor | None
-    ssm: torch.Tensor
+    ssm: torch.Tensor | None  # None: a kind with no recurrent state (LFM2's short conv)
 
     @property
     def nbytes(self) -> int:
-        total = self.ssm.numel() * self.ssm.element_size()
-        if self.conv is not None:
-            total += self.conv.numel() * self.conv.element_size()
-        return total
+        return sum(t.numel() * t.element_size() for t in (self.conv, self.ssm) if t is not None)
 
     def to(self, *args, **kwargs) -> "MixerState":
-        return MixerState(None if self.conv is None else self.conv.to(*args, **kwargs), self.ssm.to(*args, **kwargs))
+        return MixerState(*(None if t is None else t.to(*args, **kwargs) for t in (self.conv, self.ssm)))
 
 
 def materialize(module: nn.Module) -> None:
@@ -72,8 +70,9 @@ def fill_linear_weights(module: nn.Module, g: torch.Generator, skip: tuple[str, 
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                conv_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depthwise causal conv1d over x (batch, m, channels) with its carried state, then SiLU.
+                conv_state: torch.Tensor | None, *, silu: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise causal conv1d over x (batch, m, channels) with its carried state, then SiLU (in place;
+    ``silu=False``: none, LFM2's short conv).
 
     The window is the last kernel - 1 inputs (zeros for a fresh sequence) followed by the m new
     ones; ``F.conv1d`` without padding gives exactly m outputs (2 * m * channels * kernel FLOPs).
@@ -89,7 +88,7 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     out = F.conv1d(window, weight, bias, groups=ch)  # (b, channels, m)
     mark("mixer/conv")
     del window
-    return F.silu(out, inplace=True), new_state
+    return (F.silu(out, inplace=True) if silu else out), new_state
 
 
 def upper_mask(cache: dict, l: int, device, strict: bool = False) -> torch.Tensor:

@@ -172,3 +172,25 @@ def mamba1_recurrent(mixer, x, state=None):
         ys.append((S * Cm[:, t, None, :]).sum(-1) + mixer.D * xs[:, t])
     y = torch.stack(ys, dim=1) * F.silu(xz[..., di:])
     return F.linear(y, mixer.out_proj.weight, mixer.out_proj.bias), conv, S
+
+
+def short_conv_recurrent(mixer, x, state=None):
+    """LFM2's gated short conv token by token: u_t = B_t x'_t, y_t = C_t sum_j w_j u_(t-K+1+j) (+ bias), no
+    activation. Returns (out, last K - 1 inputs, None: no recurrent state)."""
+    d = mixer.spec
+    b, m, _ = x.shape
+    c, k = d.channels, d.kernel
+    bcx = F.linear(x, mixer.in_proj.weight, mixer.in_proj.bias)
+    Bm, Cm, xp = bcx[..., :c], bcx[..., c:2 * c], bcx[..., 2 * c:]
+    u = Bm * xp
+    hist = (torch.zeros(b, c, k - 1, dtype=x.dtype) if state is None else state.conv.to(x.dtype)).clone()
+    ys = []
+    for t in range(m):
+        window = torch.cat([hist, u[:, t, :, None]], dim=-1)  # (b, c, K)
+        o = (window * mixer.conv_weight[:, 0, :]).sum(-1)
+        if mixer.conv_bias is not None:
+            o = o + mixer.conv_bias
+        ys.append(Cm[:, t] * o)
+        hist = window[..., 1:]
+    y = torch.stack(ys, dim=1)
+    return F.linear(y, mixer.out_proj.weight, mixer.out_proj.bias), hist, None

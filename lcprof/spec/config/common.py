@@ -44,15 +44,29 @@ def rope_block(r: Reader) -> dict | None:
 
 
 def rope_theta(r: Reader, block: dict | None, key: str = "rope_theta") -> float:
+    """The rope block's rope_theta (transformers 5's rope_parameters), else the top-level ``key``. Both given:
+    they must agree (a config re-saved by transformers 5 keeps the two; which one a reader takes differs)."""
     if block is not None and "rope_theta" in block:
-        return r.as_float("rope_parameters.rope_theta", block["rope_theta"], gt=1.0)
+        theta = r.as_float("rope_parameters.rope_theta", block["rope_theta"], gt=1.0)
+        if r.given(key):
+            top = r.float(key, gt=1.0)
+            if top != theta:
+                raise LcprofError(f"{r.where}: {key} {top:g} differs from the rope parameters' rope_theta {theta:g}")
+        return theta
     return r.float(key, gt=1.0)
 
 
 def partial_factor(r: Reader, block: dict | None, key: str = "partial_rotary_factor") -> float:
-    """Fraction of head_dim that is rotated, in (0, 1]."""
+    """Fraction of head_dim that is rotated, in (0, 1]: the rope block's, else the top-level ``key``; both
+    given, they must agree (as for rope_theta)."""
     if block is not None and "partial_rotary_factor" in block:
-        return r.as_float("rope_parameters.partial_rotary_factor", block["partial_rotary_factor"], gt=0.0, le=1.0)
+        f = r.as_float("rope_parameters.partial_rotary_factor", block["partial_rotary_factor"], gt=0.0, le=1.0)
+        if r.given(key):
+            top = r.float(key, gt=0.0, le=1.0)
+            if top != f:
+                raise LcprofError(f"{r.where}: {key} {top:g} differs from the rope parameters' "
+                                  f"partial_rotary_factor {f:g}")
+        return f
     if key in r.cfg or key in r.defaults:
         return r.float(key, gt=0.0, le=1.0)
     return 1.0

@@ -1,5 +1,6 @@
 """Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Phi-3,
-Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS, Ministral 3, Qwen3-VL's text model.
+Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS, Ministral 3, Qwen3-VL's text model,
+Granite 3.x, GLM-4 (glm, glm4), HunYuan dense.
 
 Each ``*_DEFAULTS`` table is transformers' configuration class for that model_type
 (``src/transformers/models/<type>/configuration_<type>.py``): the value a field takes when the
@@ -450,6 +451,102 @@ def build_seed_oss(r: Reader, ctx: dict):
                   mlp_bias=r.bool("mlp_bias"))
 
 
+
+def build_granite(r: Reader, ctx: dict):
+    """Granite 3.x (transformers' GraniteForCausalLM): Llama's layer, every layer global with RoPE,
+    ``attention_bias`` on q/k/v/o, ``mlp_bias`` on the three MLP projections, and muP scalars that
+    transformers always applies whatever their values: the softmax scale is attention_multiplier, each
+    block's output times residual_multiplier before its residual add (one more elementwise op), the
+    embeddings times embedding_multiplier, the logits divided by logits_scaling (as Granite 4.0-H)."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    bias = r.bool("attention_bias")
+    rm = r.float("residual_multiplier", gt=0.0)
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), qkv_bias=bias, o_bias=bias,
+                  mlp_bias=r.bool("mlp_bias"), attn_scale=r.float("attention_multiplier", gt=0.0),
+                  residual_factors=((None, rm), (None, rm), (None, rm)),
+                  embedding_multiplier=r.float("embedding_multiplier", gt=0.0),
+                  logits_scaling=r.float("logits_scaling", gt=0.0))
+
+
+def build_glm(r: Reader, ctx: dict):
+    """GLM-4 (``glm``: glm-4-9b-chat converted to transformers; ``glm4``: the GLM-4-0414 models): GQA with
+    ``attention_bias`` on q/k/v (never o), RoPE on the first partial_rotary_factor (default 0.5) of each
+    head, rotating adjacent pairs (a permutation of the weights: same cost), fused gate_up MLP, every layer
+    global. ``glm4`` adds a norm after attention and after the MLP (post_self_attn_layernorm,
+    post_mlp_layernorm), four RMSNorms per layer, as Gemma 2's, but plain ones (x * w)."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), qkv_bias=r.bool("attention_bias"),
+                  o_bias=False, norms_per_layer=4 if r.model_type == "glm4" else 2)
+
+
+def _hunyuan_rope(r: Reader, hd: int, max_pos: int):
+    """HunYuan's RoPE over the whole head: a "dynamic" block with ``alpha`` is NTK-alpha -- a fixed base
+    rope_theta x alpha^(head_dim / (head_dim - 2)), whatever the factor and the YaRN-style keys beside it
+    (transformers' HunYuanDenseV1RotaryEmbedding ``ntk_alpha``; vLLM's DynamicNTKAlphaRotaryEmbedding)."""
+    block = C.rope_block(r)
+    if block is None or block.get("alpha") is None:
+        return rope_of(r, hd, max_pos, rotary_dim=hd), None
+    kind = block.get("rope_type", block.get("type"))
+    if kind != "dynamic":
+        raise LcprofError(f"{r.where}: rope scaling alpha with rope_type {kind!r}: HunYuan reads alpha only for "
+                          "\"dynamic\" (NTK-alpha)")
+    alpha = r.as_float("rope_scaling.alpha", block["alpha"], gt=0.0)
+    theta = C.rope_theta(r, block)
+    for key in ("factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):  # unread by NTK-alpha
+        if block.get(key) is not None:
+            r.as_float(f"rope_scaling.{key}", block[key])
+    extra = sorted(set(block) - {"alpha", "rope_type", "type", "rope_theta", "factor", "beta_fast", "beta_slow",
+                                 "mscale", "mscale_all_dim"})
+    if extra:
+        raise LcprofError(f"{r.where}: NTK-alpha rope scaling with key(s) lcprof does not know: {', '.join(extra)}")
+    base = theta * alpha ** (hd / (hd - 2))
+    note = (f"RoPE NTK-alpha (rope_scaling alpha {alpha:g}): a fixed base {theta:g} x {alpha:g}^({hd}/{hd - 2}) = "
+            f"{base:.6g}.")
+    return C.read_rope(r, hd, theta=base, block=None, max_pos=max_pos), note
+
+
+def build_hunyuan_dense(r: Reader, ctx: dict):
+    """HunYuan dense (Hunyuan-0.5B ... 7B, transformers' HunYuanDenseV1ForCausalLM): Llama's layer with a per-head
+    RMSNorm of q and of k *after* RoPE (query_layernorm, key_layernorm: transformers builds them whatever
+    use_qk_norm says, so false is refused), ``attention_bias`` on q/k/v/o, an unbiased MLP, NTK-alpha RoPE
+    over the whole head, every layer global. The checkpoints' remote-code fields: cross-layer attention
+    (use_cla, K/V shared by cla_share_factor layers) is refused when on (transformers computes every layer's own
+    K/V); attention_head_dim must be head_dim; the classification-head and special-token fields cost nothing."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    if r.given("attention_head_dim") and r.int("attention_head_dim") != hd:
+        raise LcprofError(f"{r.where}: attention_head_dim {r.int('attention_head_dim')} differs from head_dim {hd}")
+    r.touch("attention_head_dim")
+    if not r.bool("use_qk_norm"):
+        raise LcprofError(f"{r.where}: use_qk_norm false: transformers' HunYuan norms q and k whatever it says "
+                          "(vLLM does not): lcprof cannot tell which the user runs")
+    if r.bool("use_cla"):
+        raise LcprofError(f"{r.where}: use_cla true: cross-layer attention (K/V shared by cla_share_factor layers) "
+                          "is not supported by lcprof")
+    r.touch("cla_share_factor")
+    if not r.bool("use_rotary_pos_emb"):
+        raise LcprofError(f"{r.where}: use_rotary_pos_emb false: transformers' HunYuan applies RoPE whatever it says")
+    r.str("norm_type", ("rms",))
+    if r.bool("mlp_bias"):
+        raise LcprofError(f"{r.where}: mlp_bias true: transformers' HunYuan builds its MLP without biases")
+    if r.bool("add_classification_head"):
+        raise LcprofError(f"{r.where}: add_classification_head true: a reward/classification head is not a "
+                          "causal LM's (lcprof prices generation)")
+    r.touch("class_num", "pool_type", "dense_list", "org_vocab_size")
+    rope, note = _hunyuan_rope(r, hd, max_pos)
+    bias = r.bool("attention_bias")
+    return finish(r, ctx, kinds=[("global", None)] * n_layers, hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope, qkv_bias=bias, o_bias=bias, qk_norm="head",
+                  qk_norm_after_rope=True, notes=[note] if note else [])
+
+
 # ----------------------------------------------------------------------------------------------
 # defaults tables (transformers' configuration classes)
 # ----------------------------------------------------------------------------------------------
@@ -511,6 +608,21 @@ _MINISTRAL3 = dict(num_key_value_heads=8, head_dim=128, rope_scaling=None, slidi
 _SEED_OSS = dict(num_key_value_heads=8, head_dim=128, rope_theta=10000.0, rope_scaling=None, attention_bias=True,
                  attention_out_bias=False, mlp_bias=False, tie_word_embeddings=False)
 
+# GraniteConfig (no head_dim field: hidden // heads, or a stated head_dim, as GraniteAttention reads it)
+_GRANITE = dict(num_key_value_heads=None, rope_theta=10000.0, rope_scaling=None, attention_bias=False,
+                mlp_bias=False, tie_word_embeddings=False, embedding_multiplier=1.0, logits_scaling=1.0,
+                residual_multiplier=1.0, attention_multiplier=1.0)
+# GlmConfig / Glm4Config (partial_rotary_factor 0.5 set by their __post_init__)
+_GLM = dict(num_key_value_heads=2, head_dim=128, rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=0.5,
+            attention_bias=True, tie_word_embeddings=False)
+# HunYuanDenseV1Config, and the remote-code fields its published configs carry, with the value that costs
+# nothing (use_qk_norm: transformers always norms; use_cla off; RoPE on; RMSNorm; no MLP bias; no classifier)
+_HUNYUAN = dict(num_key_value_heads=None, head_dim=None, rope_theta=10000.0, rope_scaling=None, attention_bias=False,
+                tie_word_embeddings=False, use_qk_norm=True, use_cla=False, use_rotary_pos_emb=True,
+                norm_type="rms", mlp_bias=False, add_classification_head=False)
+_HUNYUAN_INERT = frozenset({"eod_token_id", "pad_id", "im_start_id", "im_end_id", "im_newline_id", "mask_init_id",
+                            "text_start_id", "text_end_id", "sep_token_id"})
+
 _SRC = "src/transformers/models/{0}/configuration_{0}.py"
 _QWEN_INERT = frozenset({"norm_topk_prob"})
 
@@ -539,5 +651,9 @@ FAMILIES = [
     Family("smollm3", _SRC.format("smollm3"), _SMOLLM3, build_smollm3, inert=frozenset({"max_window_layers"})),
     Family("seed_oss", _SRC.format("seed_oss"), _SEED_OSS, build_seed_oss, inert=frozenset({"residual_dropout"})),
     Family("ministral3", _SRC.format("ministral3"), _MINISTRAL3, build_ministral3),
+    Family("granite", _SRC.format("granite"), _GRANITE, build_granite),
+    Family("glm", _SRC.format("glm"), _GLM, build_glm),
+    Family("glm4", _SRC.format("glm4"), _GLM, build_glm),
+    Family("hunyuan_v1_dense", _SRC.format("hunyuan_v1_dense"), _HUNYUAN, build_hunyuan_dense, inert=_HUNYUAN_INERT),
 ]
 assert all(f.required <= CORE for f in FAMILIES)

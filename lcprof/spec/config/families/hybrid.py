@@ -2,7 +2,7 @@
 Jamba (Mamba-1 + attention, MoE every other layer), Nemotron-H (Mamba-2 / attention / MLP / MoE
 blocks), Falcon-H1 (attention and Mamba-2 side by side in every layer), Granite 4.0-H (Mamba-2 or
 attention, then MoE plus a shared MLP), MiniMax-M1 (lightning and softmax attention), MiMo-V2-Flash
-(full and sliding layers with their own head counts).
+(full and sliding layers with their own head counts), LFM2 (gated short convolutions and attention).
 
 Defaults: transformers' ``configuration_jamba.py``, ``configuration_nemotron_h.py``,
 ``configuration_falcon_h1.py``, ``configuration_granitemoehybrid.py``, ``configuration_minimax.py``;
@@ -20,7 +20,7 @@ from lcprof.spec.config.families.decoders import attention_shapes
 from lcprof.spec.config.family import Family
 from lcprof.spec.config.reader import Reader
 from lcprof.spec.layers import AttnDims, LayerSpec
-from lcprof.spec.mixers import LightningSpec, Mamba2Spec, MambaSpec
+from lcprof.spec.mixers import LightningSpec, Mamba2Spec, MambaSpec, ShortConvSpec
 from lcprof.spec.moe import MoESpec
 
 
@@ -483,6 +483,88 @@ _MIMO_INERT = _ROUTING | {"layernorm_epsilon"}
 _SRC = "src/transformers/models/{0}/configuration_{0}.py"
 _HYB_REQ = frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"})
 
+# ----------------------------------------------------------------------------------------------
+# LFM2
+# ----------------------------------------------------------------------------------------------
+
+#: LFM2's remote-code spellings of transformers' fields: alias -> the field it must equal
+_LFM2_ALIASES = {"block_dim": "hidden_size", "conv_dim": "hidden_size", "conv_dim_out": "hidden_size",
+                 "num_heads": "num_attention_heads"}
+
+
+def build_lfm2(r: Reader, ctx: dict):
+    """LFM2 (transformers' ``Lfm2ForCausalLM``): layer_types (or full_attn_idxs; every layer attention when
+    neither is given) picks GQA attention -- per-head q/k RMSNorm before RoPE, no biases -- or the gated short
+    convolution (``ShortConvSpec``: conv_L_cache taps over hidden_size channels, conv_bias on it and its
+    projections); every layer then a SwiGLU MLP whose width transformers' ``Lfm2MLP`` derives: with
+    block_auto_adjust_ff_dim, int(2/3 x intermediate_size), then with a block_ffn_dim_multiplier int(m x it)
+    rounded up to block_multiple_of. ``block_ff_dim`` and ``tie_embedding`` (the checkpoints' spellings) win
+    over intermediate_size and tie_word_embeddings, as ``Lfm2Config.__post_init__`` pops them; the other
+    remote-code fields must agree with the fields they repeat."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    for alias, field in _LFM2_ALIASES.items():
+        if r.given(alias) and r.int(alias) != r.int(field):
+            raise LcprofError(f"{r.where}: {alias} {r.int(alias)} differs from {field} {r.int(field)}")
+        r.touch(alias)
+    types = C.layer_types(r, n_layers)
+    idxs = r.int_list("full_attn_idxs", null=True)
+    if types is None:
+        idx = set(range(n_layers)) if idxs is None else set(idxs)
+        if any(not 0 <= i < n_layers for i in idx):
+            raise r.fail("full_attn_idxs", f"layer indices in 0..{n_layers - 1}", sorted(idx))
+        types = ["full_attention" if i in idx else "conv" for i in range(n_layers)]
+    elif idxs is not None and sorted(idxs) != [i for i, t in enumerate(types) if t == "full_attention"]:
+        raise LcprofError(f"{r.where}: full_attn_idxs {sorted(idxs)} disagrees with layer_types' attention layers")
+    bad = [t for t in types if t not in ("full_attention", "conv")]
+    if bad:
+        raise r.fail("layer_types", "a list of full_attention / conv", bad[0])
+    # the MLP width (Lfm2MLP)
+    if not (r.given("block_ff_dim") or r.given("intermediate_size")):
+        raise LcprofError(f"{r.where}: neither intermediate_size nor block_ff_dim is given: the MLP width is unknown")
+    inter = r.int("block_ff_dim") if r.given("block_ff_dim") else r.int("intermediate_size")
+    r.touch("intermediate_size")
+    if r.bool("block_auto_adjust_ff_dim"):
+        inter = int(2 * inter / 3)
+        mult = r.float("block_ffn_dim_multiplier", gt=0.0, null=True)
+        if mult is not None:
+            step = r.int("block_multiple_of")
+            inter = step * ((int(mult * inter) + step - 1) // step)
+        else:
+            r.touch("block_multiple_of")
+    else:
+        r.touch("block_ffn_dim_multiplier", "block_multiple_of")
+    if r.given("block_use_swiglu") and not r.bool("block_use_swiglu"):
+        raise LcprofError(f"{r.where}: block_use_swiglu false: transformers' LFM2 MLP is SwiGLU whatever it says")
+    r.touch("block_use_swiglu")
+    if r.given("use_pos_enc") and not r.bool("use_pos_enc"):
+        raise LcprofError(f"{r.where}: use_pos_enc false: transformers' LFM2 applies RoPE whatever it says")
+    r.touch("use_pos_enc")
+    block = C.rope_block(r)
+    theta = C.rope_theta(r, block)
+    if r.given("theta") and r.float("theta", gt=1.0) != theta:
+        raise LcprofError(f"{r.where}: theta {r.float('theta')} differs from rope_theta {theta}")
+    rope = C.read_rope(r, C.rotary_dim_of(hd, 1.0), theta=theta, block=block, max_pos=max_pos)
+    tie = r.bool("tie_embedding") if r.given("tie_embedding") else r.bool("tie_word_embeddings")
+    r.touch("tie_word_embeddings")
+    conv = ShortConvSpec(hidden_size=hidden, channels=hidden, kernel=r.int("conv_L_cache", min=2),
+                         bias=r.bool("conv_bias")) if "conv" in types else None
+    if conv is None:
+        r.touch("conv_L_cache", "conv_bias")
+    layers = [LayerSpec(mixers=("short_conv",)) if t == "conv" else LayerSpec() for t in types]
+    return _spec(r, ctx, layers, [], hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
+                 intermediate_size=inter, mlp_gated=True, vocab_size=r.int("vocab_size"), tie_embeddings=tie,
+                 max_position_embeddings=max_pos, rope=rope, short_conv=conv, qk_norm="head")
+
+
+# Lfm2Config (default_theta 1e6), and the checkpoints' remote-code fields with the values that cost nothing
+_LFM2 = dict(num_key_value_heads=8, rope_theta=1_000_000.0, rope_scaling=None, tie_word_embeddings=True,
+             conv_bias=False, conv_L_cache=3, block_multiple_of=256, block_ffn_dim_multiplier=1.0,
+             block_auto_adjust_ff_dim=True, full_attn_idxs=None, layer_types=None)
+_LFM2_INERT = frozenset({"block_norm_eps", "block_mlp_init_scale", "block_out_init_scale", "block_use_xavier_init",
+                         "conv_use_xavier_init"})
+
+
 FAMILIES = [
     Family("jamba", _SRC.format("jamba"), _JAMBA, build_jamba, inert=_MAMBA_INIT | {"use_mamba_kernels"},
            required=_HYB_REQ),
@@ -496,6 +578,9 @@ FAMILIES = [
     Family("minimax_m1", "configuration_minimax_m1.py shipped with MiniMaxAI/MiniMax-M1-* (trust_remote_code)",
            dict(_MINIMAX, rope_theta=1e6, shared_intermediate_size=0), build_minimax, inert=_MINIMAX_INERT,
            required=_HYB_REQ),
+    Family("lfm2", _SRC.format("lfm2"), _LFM2, build_lfm2, inert=_LFM2_INERT,
+           required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+                               "max_position_embeddings"})),
     Family("mimo_v2_flash", _SRC.format("mimo_v2_flash") + " and XiaomiMiMo/MiMo-V2-Flash's configuration "
            "(swa_* shapes)", _MIMO, build_mimo_v2, inert=_MIMO_INERT,
            required=frozenset({"hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",

@@ -28,3 +28,11 @@ def test_ci_runs_the_readme_test_command():
 def test_bench_and_ci_are_executable_scripts():
     for p in (ROOT / "bench.sh", ROOT / ".ci" / "run"):
         assert p.read_text().startswith("#!/usr/bin/env bash")
+
+
+def test_readme_counts_the_committed_published_configs():
+    """The README's count of published configs checked against transformers is the number committed."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"config \((\d+) of them, each with its provenance", text)
+    assert m, "README must state how many published configs are committed"
+    assert int(m.group(1)) == sum(1 for p in (ROOT / "tests" / "data" / "configs").iterdir() if p.is_dir())

@@ -102,7 +102,8 @@ when outside the vocabulary.
 
 * lfm2 -- LFM2: gated short convolutions (``conv``: in_proj B | C | x, the depthwise ``conv``, out_proj)
   and attention with per-head q/k norms (``self_attn``, its ``out_proj``); operator_norm, ffn_norm, the
-  SwiGLU ``feed_forward`` (w1, w3, w2), the final ``embedding_norm``.
+  SwiGLU ``feed_forward`` (w1, w3, w2), the final ``embedding_norm``; lfm2_moe's routed layers a sigmoid
+  router (``feed_forward.gate``; its expert_bias buffer zero) and fused experts.
 
 * hunyuan_v1_dense -- HunYuan dense: per-head q/k RMSNorms (query_layernorm, key_layernorm) on the
   rotated q and k, NTK-alpha RoPE (a "dynamic" block with alpha: a fixed, larger base).
@@ -137,7 +138,7 @@ from lcprof.spec import ModelSpec
 SUPPORTED = ("llama", "mistral", "qwen2", "phi3", "mixtral", "deepseek_v3", "qwen3", "qwen3_next", "jamba",
              "nemotron_h", "minimax", "gemma2", "granitemoehybrid", "glm4_moe", "kimi_linear", "smollm3", "seed_oss",
              "gpt_oss", "minimax_m2", "olmo2", "olmo3", "exaone4", "cohere2", "ministral3", "granite", "glm",
-             "glm4", "hunyuan_v1_dense", "lfm2")
+             "glm4", "hunyuan_v1_dense", "lfm2", "lfm2_moe")
 #: model types whose norms transformers stores one-centred: ``x_normed * (1 + w)`` (lcprof: ``* w``)
 ONE_CENTRED_NORMS = ("qwen3_next", "gemma2")
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
@@ -206,7 +207,7 @@ def hf_config(spec: ModelSpec, attn_implementation: str = "eager"):
     cfg["rms_norm_eps"] = norm_eps(spec)
     if spec.model_type == "nemotron_h":
         cfg["layer_norm_epsilon"] = norm_eps(spec)
-    if spec.model_type == "lfm2":
+    if spec.model_type in ("lfm2", "lfm2_moe"):
         cfg["norm_eps"] = norm_eps(spec)
     cfg["hidden_act"] = str(spec.config.get("hidden_act") or spec.config.get("hidden_activation") or "silu")
     if spec.mla is None and spec.model_type != "phi3":
@@ -254,7 +255,7 @@ def _layer_map(spec: ModelSpec, i: int, layer: DecoderLayer, names: set[str]) ->
         return _jamba_layer_map(spec, p, layer, names)
     if spec.model_type == "granitemoehybrid":
         return _granite_layer_map(spec, p, layer, names)
-    if spec.model_type == "lfm2":
+    if spec.model_type in ("lfm2", "lfm2_moe"):
         return _lfm2_layer_map(spec, p, layer, names)
     if spec.model_type == "gemma2":  # a norm before and after each block ("sandwich")
         out = {p + "input_layernorm.weight": _norm_w(spec, layer.input_norm.weight),
@@ -509,6 +510,12 @@ def _lfm2_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str
                     a + "v_proj.weight": layer.v_proj.weight, a + "out_proj.weight": layer.o_proj.weight,
                     a + "q_layernorm.weight": layer.q_norm.weight, a + "k_layernorm.weight": layer.k_norm.weight})
     f = p + "feed_forward."
+    if layer.is_moe:  # LFM2-MoE: the router (``gate``) and the fused experts; no shared expert
+        if layer.moe_timing != "routed":
+            raise LcprofError("transformers routes MoE tokens: build the lcprof model with moe_timing='routed'")
+        out.update({f + "gate.weight": layer.router.weight, f + "experts.gate_up_proj": layer.experts_gate_up,
+                    f + "experts.down_proj": layer.experts_down})
+        return out
     out.update({f + "w1.weight": layer.gate.weight, f + "w3.weight": layer.up.weight,
                 f + "w2.weight": layer.down.weight})
     return out
@@ -593,7 +600,8 @@ def weight_map(model: Model, names: set[str]) -> dict[str, torch.Tensor]:
     spec = model.spec
     embed, norm = {"nemotron_h": ("model.embeddings.weight", "model.norm_f.weight"),
                    "jamba": ("model.embed_tokens.weight", "model.final_layernorm.weight"),
-                   "lfm2": ("model.embed_tokens.weight", "model.embedding_norm.weight")}.get(
+                   "lfm2": ("model.embed_tokens.weight", "model.embedding_norm.weight"),
+                   "lfm2_moe": ("model.embed_tokens.weight", "model.embedding_norm.weight")}.get(
         spec.model_type, ("model.embed_tokens.weight", "model.norm.weight"))
     out = {embed: model.embed.weight, norm: _norm_w(spec, model.norm.weight)}
     if not spec.tie_embeddings:
@@ -624,7 +632,7 @@ def copy_weights(model: Model, hf) -> None:
             raise LcprofError(f"shape of {k}: transformers {tuple(dst.shape)}, lcprof {tuple(src.shape)}")
         dst.copy_(src.detach().to(device=dst.device, dtype=dst.dtype))
     for name, buf in hf.named_buffers():
-        if name.endswith("e_score_correction_bias"):
+        if name.endswith(("e_score_correction_bias", "expert_bias")):  # LFM2-MoE's: zero as built, kept so
             buf.zero_()
 
 

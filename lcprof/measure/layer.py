@@ -471,8 +471,10 @@ class DecoderLayer(nn.Module):
             self.routed_scale = float(cfg.get("routed_scaling_factor", 1.0) or 1.0)
             # GLM-4.5's router is always sigmoid (transformers' Glm4MoeTopkRouter; its configs name none);
             # Kimi Linear names it moe_router_activation_func (sigmoid by default); MiniMax-M2's scoring_func
-            # is sigmoid by default (MiniMaxM2Config; transformers' router is sigmoid whatever it says)
-            default = "sigmoid" if spec.model_type in ("glm4_moe", "kimi_linear", "minimax_m2") else "softmax"
+            # is sigmoid by default (MiniMaxM2Config; transformers' router is sigmoid whatever it says); LFM2-MoE's
+            # router is sigmoid (Lfm2MoeTopKRouter)
+            sig = ("glm4_moe", "kimi_linear", "minimax_m2", "lfm2_moe")
+            default = "sigmoid" if spec.model_type in sig else "softmax"
             scoring = cfg.get("scoring_func", cfg.get("moe_router_activation_func", default))
             self.sigmoid_scores = str(scoring).lower() == "sigmoid"
         if width:

@@ -59,6 +59,16 @@ M = [
     ("lcprof/spec/config/common.py", "            if top != theta:", "            if False:"),
     ("lcprof/spec/config/common.py", "            if top != f:", "            if False:"),
 ]
+# LFM2-MoE (added after the first run: `--lfm2-moe`)
+M += [
+    (HYB, "        moe_flags = [i >= n_dense for i in range(n_layers)]", "        moe_flags = [i > n_dense for i in range(n_layers)]"),
+    (HYB, "                 conv_bias=False, conv_L_cache=3, num_dense_layers=2, num_experts_per_tok=4, num_experts=32,",
+     "                 conv_bias=False, conv_L_cache=3, num_dense_layers=1, num_experts_per_tok=4, num_experts=32,"),
+    (HYB, '                      expert_intermediate_size=r.int("moe_intermediate_size"), shared_intermediate_size=0)\n        moe_flags',
+     '                      expert_intermediate_size=r.int("intermediate_size"), shared_intermediate_size=0)\n        moe_flags'),
+    (HYB, "    if moe is not None:\n        pass\n", "    if moe is not None and False:\n        pass\n"),
+]
+LFM2_MOE = list(range(27, 31))
 
 
 def tests(path):
@@ -66,4 +76,6 @@ def tests(path):
 
 
 if __name__ == "__main__":
-    run(M, tests)
+    import sys
+
+    run([M[i] for i in (LFM2_MOE if "--lfm2-moe" in sys.argv else range(27))], tests)

@@ -52,7 +52,9 @@ HYBRID_AND_NEW = ["qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80
                   "llama4-scout-instruct", "deepseek-v3.2", "kimi-k2", "glm-5", "minimax-m1", "minimax-m2.5",
                   "mimo-v2-flash", "jamba-1.5-mini", "nemotron-h-56b", "nemotron-3-nano", "falcon-mamba-7b",
                   "kimi-linear-48b", "smollm3-3b", "seed-oss-36b", "olmo3-7b", "command-r7b", "glm4-9b", "glm4-32b",
-                  "granite-3.3-8b", "hunyuan-7b", "lfm2-1.2b"]
+                  "granite-3.3-8b", "hunyuan-7b", "lfm2-1.2b", "lfm2-8b-a1b", "phi4-mini", "llama3.2-1b",
+                  "llama3.2-3b", "gemma3-1b", "mistral-small-3.1", "qwen2.5-vl-7b", "mistral-nemo-12b", "qwen3-32b",
+                  "qwen3-4b", "r1-distill-qwen-32b"]
 #: presets whose published total leaves the (untied) embedding and LM-head tables out: Kimi Linear's "48B"
 #: is 48.37B without them, 49.12B with (its preset's published_params_source)
 WITHOUT_EMBEDDINGS = {"kimi-linear-48b"}

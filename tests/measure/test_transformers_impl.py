@@ -192,8 +192,15 @@ HF_TINY = {
                  intermediate_size=144, block_multiple_of=32, conv_L_cache=3, conv_bias=True,
                  layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=256,
                  max_position_embeddings=8192, norm_eps=1e-5),
+    # LFM2-MoE: conv (dense MLP of 48), attention (routed: 2 of 4 sigmoid-scored experts of 16, renormalized,
+    # x 2.5), conv (routed), conv (routed)
+    "lfm2_moe": dict(model_type="lfm2_moe", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, intermediate_size=48, moe_intermediate_size=16, num_experts=4,
+                     num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=2.5, conv_L_cache=3,
+                     layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=256,
+                     max_position_embeddings=8192, norm_eps=1e-5),
 }
-HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear", "lfm2")
+HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear", "lfm2", "lfm2_moe")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;
 #: its gpt-oss has no SDPA path at all: the sinks)
 EAGER_ONLY = ("gemma2", "gpt_oss")

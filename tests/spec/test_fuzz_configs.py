@@ -68,12 +68,10 @@ def expected(cfg: dict, n: int):
     return kv, total
 
 
-@SETTINGS
-@given(changes=CHANGES)
-def test_fuzzed_llama_config_is_refused_or_right(tmp_path_factory, changes):
-    cfg = dict(BASE, **changes)
-    folder = tmp_path_factory.mktemp("fuzz")
-    path = folder / "config.json"
+def refused_or_right(tmp_path_factory, cfg: dict, expect) -> None:
+    """`kv` and `show` on ``cfg``: both refuse it (exit 2, one line, no traceback), or both answer and their KV
+    bytes at 4k and total parameters equal ``expect(cfg, 4096)``."""
+    path = tmp_path_factory.mktemp("fuzz") / "config.json"
     path.write_text(json.dumps(cfg))  # NaN / Infinity are written as Python's json writes them
     clear_cache()
     runner = CliRunner()
@@ -87,9 +85,15 @@ def test_fuzzed_llama_config_is_refused_or_right(tmp_path_factory, changes):
         assert len(kv.stderr.strip().splitlines()) == 1, kv.stderr
         assert len(show.stderr.strip().splitlines()) == 1, show.stderr
         return
-    want_kv, want_total = expected(cfg, 4096)
+    want_kv, want_total = expect(cfg, 4096)
     assert json.loads(kv.stdout)[0]["kv_bytes"] == want_kv, cfg
     assert json.loads(show.stdout)[0]["total_params"] == want_total, cfg
+
+
+@SETTINGS
+@given(changes=CHANGES)
+def test_fuzzed_llama_config_is_refused_or_right(tmp_path_factory, changes):
+    refused_or_right(tmp_path_factory, dict(BASE, **changes), expected)
 
 
 HYBRID_FIELDS = ["linear_num_value_heads", "linear_num_key_heads", "linear_key_head_dim", "linear_conv_kernel_dim",
@@ -123,3 +127,43 @@ def test_fuzzed_hybrid_config_keeps_kv_in_attention_layers(tmp_path_factory, cha
     if hd is None:  # null head_dim: hidden_size / num_attention_heads, as the modeling code's fallback
         hd = cfg["hidden_size"] // cfg["num_attention_heads"]
     assert json.loads(r.stdout)[0]["kv_bytes"] == n_attn * kvh * hd * 2 * 2 * 4096, cfg
+
+
+LFM2_FIELDS = ["block_ff_dim", "intermediate_size", "block_multiple_of", "block_ffn_dim_multiplier",
+               "block_auto_adjust_ff_dim", "conv_L_cache", "conv_bias", "full_attn_idxs", "tie_embedding",
+               "num_key_value_heads", "hidden_size", "block_dim"]
+LFM2_PLAUSIBLE = st.one_of(st.integers(1, 1024), st.sampled_from([None, True, False, 0.5, 1.0, 1.5, [0], [1, 3]]),
+                           VALUES)
+
+
+def _lfm2_expected(cfg: dict, n: int):
+    """(KV bytes at n, total params) of an LFM2 config, written from transformers' Lfm2Config / Lfm2MLP /
+    Lfm2ShortConv / Lfm2Attention, from the config's own values."""
+    h, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    kvh, hd = cfg.get("num_key_value_heads", 8), h // H
+    idx = cfg.get("full_attn_idxs")
+    attn_layers = set(range(L)) if idx is None else set(idx)
+    inter = cfg["block_ff_dim"] if cfg.get("block_ff_dim") is not None else cfg["intermediate_size"]
+    if cfg.get("block_auto_adjust_ff_dim", True):
+        inter = int(2 * inter / 3)
+        mult = cfg.get("block_ffn_dim_multiplier", 1.0)
+        if mult is not None:
+            step = cfg.get("block_multiple_of", 256)
+            inter = step * ((int(mult * inter) + step - 1) // step)
+    k, b = cfg.get("conv_L_cache", 3), 1 if cfg.get("conv_bias") else 0
+    conv = h * 3 * h + h * h + h * k + b * (3 * h + h + h)
+    attn = 2 * h * H * hd + 2 * h * kvh * hd + 2 * hd
+    tie = cfg.get("tie_embedding", True)
+    total = (len(attn_layers) * attn + (L - len(attn_layers)) * conv + L * (3 * h * inter + 2 * h) + h
+             + cfg["vocab_size"] * h * (1 if tie else 2))
+    return len(attn_layers) * kvh * hd * 2 * 2 * n, total
+
+
+@settings(max_examples=120, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(LFM2_FIELDS), LFM2_PLAUSIBLE, min_size=1, max_size=3))
+def test_fuzzed_lfm2_config_is_refused_or_right(tmp_path_factory, changes):
+    base = {"model_type": "lfm2", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 384, "vocab_size": 1000, "max_position_embeddings": 8192,
+            "full_attn_idxs": [1]}
+    refused_or_right(tmp_path_factory, dict(base, **changes), _lfm2_expected)

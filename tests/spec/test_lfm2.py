@@ -104,3 +104,34 @@ def test_checkpoint_fields():
 def test_refused_in_one_line(fields, match):
     with pytest.raises(LcprofError, match=match):
         spec(**fields)
+
+
+# LFM2-MoE: the same layers, a dense MLP on layer 0, then 4 experts of 16 (2 per token)
+MOE = dict(LFM2, model_type="lfm2_moe", intermediate_size=48, moe_intermediate_size=16, num_experts=4,
+           num_experts_per_tok=2, num_dense_layers=1)
+
+
+def test_lfm2_moe_parameters_by_hand():
+    """Layer 0: a dense SwiGLU of intermediate_size 48 as given (LFM2-MoE adjusts nothing); layers 1-3: the
+    router (64 x 4) and 4 experts of 3 x 64 x 16, 2 active per token; no shared expert."""
+    s = spec_from_config({k: v for k, v in MOE.items() if k != "block_multiple_of"}, name="t")
+    conv = 64 * 192 + 64 * 64 + 64 * 3
+    attn = 2 * 64 * 64 + 2 * 64 * 32 + 2 * 16
+    dense, expert, router = 3 * 64 * 48, 3 * 64 * 16, 64 * 4
+    common = 3 * conv + attn + 4 * 2 * 64 + 100 * 64 + 64
+    pc = param_counts(s)
+    assert pc["total_params"] == common + dense + 3 * (router + 4 * expert)
+    assert pc["active_params"] == common + dense + 3 * (router + 2 * expert)
+    assert [lyr.moe for lyr in s.layers] == [False, True, True, True] and s.intermediate_size == 48
+    assert spec_from_config({k: v for k, v in MOE.items() if k not in ("block_multiple_of", "num_dense_layers")},
+                            name="t").layers[1].moe is False  # Lfm2MoeConfig's default: 2 dense layers
+
+
+def test_short_conv_under_tensor_parallelism():
+    """TP 2 splits the channels: in_proj's output (B, C, x: 3 x 64 -> 3 x 32 per rank) halves in the live bytes
+    of layer 0's in_proj step (bf16, 10 tokens: 3 x 32 x 10 x 2 B fewer), the hidden-size input does not."""
+    from lcprof.cost.model import activation_steps
+
+    one = activation_steps(spec(), 10, layer=0, tp=1)["mixer/in_proj"][0]
+    two = activation_steps(spec(), 10, layer=0, tp=2)["mixer/in_proj"][0]
+    assert one - two == 3 * 32 * 10 * 2

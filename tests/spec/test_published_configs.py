@@ -218,6 +218,121 @@ def test_lfm2_1_2b_short_convs():
     assert state_bytes(spec, dtype="bf16") == 10 * 2048 * 2 * 2 == 81_920
 
 
+def test_lfm2_8b_a1b_short_convs_and_experts():
+    """LFM2-8B-A1B: 18 short-conv and 6 attention layers (2, 6, 10, 14, 18, 21); layers 0-1 a dense SwiGLU of 7168,
+    the other 22 route 4 of 32 experts of 1792 (sigmoid router 2048 x 32); tied embeddings."""
+    kv = 6 * 8 * 64 * 2 * 2  # 12288 B per token
+    conv = 2048 * 3 * 2048 + 2048 * 2048 + 2048 * 3
+    attn = 2 * 2048 ** 2 + 2 * 2048 * 512 + 2 * 64
+    dense, expert, router = 3 * 2048 * 7168, 3 * 2048 * 1792, 2048 * 32
+    common = 18 * conv + 6 * attn + 2 * dense + 24 * 2 * 2048 + 65536 * 2048 + 2048
+    total = common + 22 * (router + 32 * expert)
+    active = common + 22 * (router + 4 * expert)
+    assert (total, active) == (8_339_929_856, 1_557_740_288)  # the card: 8.3B total, 1.5B active
+    spec, _ = check("LiquidAI--LFM2-8B-A1B", kv, kv, total, active)
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.has_attention] == [2, 6, 10, 14, 18, 21]
+    assert [i for i, lyr in enumerate(spec.layers) if not lyr.moe] == [0, 1]
+    from lcprof.cost.model import state_bytes
+
+    assert state_bytes(spec, dtype="bf16") == 18 * 2048 * 2 * 2  # 18 conv layers x (L_cache - 1) x 2048 x 2 B
+
+
+def test_phi4_mini_partial_longrope():
+    """Phi-4-mini: RoPE on 96 of 128 dims (partial_rotary_factor 0.75) with LongRoPE's 48 factors per list, x32
+    from 4096; tied 200064-token embeddings; sliding_window 262144 exceeds the 131072 positions: every layer global."""
+    kv = 32 * 8 * 128 * 2 * 2  # 131072 B per token
+    layer = 2 * 3072 ** 2 + 2 * 3072 * 1024 + 3 * 3072 * 8192 + 2 * 3072
+    total = 32 * layer + 200064 * 3072 + 3072
+    assert total == 3_836_021_760  # card: 3.8B
+    spec, _ = check("microsoft--Phi-4-mini-instruct", kv, kv, total, total)
+    assert (spec.rope.type, spec.rope.rotary_dim, len(spec.rope.long_factor)) == ("longrope", 96, 48)
+    assert spec.rope.factor == 131072 / 4096 and spec.rope.long_factor[-1] == 47.77 and spec.tie_embeddings
+
+
+@pytest.mark.parametrize("name,h,layers,heads,hd,total", [
+    # per layer: q, o 2 x h x heads hd; k, v 2 x h x 8 x hd; MLP 3 x h x 8192; 2 norms; tied 128256-token table
+    ("meta-llama--Llama-3.2-1B-Instruct", 2048, 16, 32, 64, 1_235_814_400),  # card: 1.23B
+    ("meta-llama--Llama-3.2-3B-Instruct", 3072, 28, 24, 128, 3_212_749_824),  # card: 3.21B
+])
+def test_llama32_small_tied(name, h, layers, heads, hd, total):
+    layer = 2 * h * heads * hd + 2 * h * 8 * hd + 3 * h * 8192 + 2 * h
+    assert layers * layer + 128256 * h + h == total
+    kv = layers * 8 * hd * 2 * 2
+    spec, _ = check(name, kv, kv, total, total)
+    assert (spec.rope.type, spec.rope.factor, spec.rope.original_max_position) == ("llama3", 32.0, 8192)
+    assert spec.tie_embeddings and spec.rope.theta == 5e5
+
+
+def test_gemma3_1b_window_512_every_sixth_global():
+    """Gemma 3 1B: 1 KV head of 256; 22 sliding layers (W 512) and the global ones 5, 11, 17, 23; four norms and
+    q/k norms per layer; tied 262144-token embeddings."""
+    per_layer = 1 * 256 * 2 * 2  # 1024 B per token per layer
+    kv4k = (4 * N4K + 22 * 512) * per_layer / N4K  # 6912
+    kv128k = (4 * N128K + 22 * 512) * per_layer / N128K  # 4184
+    layer = 2 * 1152 * 1024 + 2 * 1152 * 256 + 3 * 1152 * 6912 + 4 * 1152 + 2 * 256
+    total = 26 * layer + 262144 * 1152 + 1152
+    assert total == 999_885_952  # card: 1B
+    spec, _ = check("google--gemma-3-1b-it", kv4k, kv128k, total, total)
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.attn == "global"] == [5, 11, 17, 23]
+    assert spec.max_position_embeddings == 32768 and spec.query_pre_attn_scalar == 256
+
+
+def test_mistral_small_31_text_model_of_a_wrapper():
+    """Mistral Small 3.1 (mistral3 wrapper): the text model, hidden 5120 with 32 heads of 128 (q 4096 wide), 8 KV
+    heads, FFN 32768, 40 global layers, rope_theta 1e9, untied."""
+    kv = 40 * 8 * 128 * 2 * 2  # 163840 B per token
+    layer = 2 * 5120 * 4096 + 2 * 5120 * 1024 + 3 * 5120 * 32768 + 2 * 5120
+    total = 40 * layer + 2 * 131072 * 5120 + 5120
+    assert total == 23_572_403_200  # the card's 24B with the vision tower
+    spec, _ = check("mistralai--Mistral-Small-3.1-24B-Instruct-2503", kv, kv, total, total)
+    assert spec.text_model_of == "mistral3" and spec.rope.theta == 1e9 and not spec.tie_embeddings
+
+
+def test_qwen25_vl_7b_text_model_of_a_flat_config():
+    """Qwen2.5-VL-7B, as published (flat): the text model is Qwen2.5-7B's shape with M-RoPE [16, 24, 24] over 128
+    dims; sliding_window 32768 without use_sliding_window slides nothing."""
+    kv = 28 * 4 * 128 * 2 * 2  # 57344
+    layer = 2 * 3584 ** 2 + 2 * 3584 * 512 + (3584 + 2 * 512) + 3 * 3584 * 18944 + 2 * 3584
+    total = 28 * layer + 2 * 152064 * 3584 + 3584
+    assert total == 7_615_616_512
+    spec, _ = check("Qwen--Qwen2.5-VL-7B-Instruct", kv, kv, total, total)
+    assert spec.text_model_of == "qwen2_5_vl" and spec.rope.rotary_dim == 128 and spec.max_position_embeddings == 128000
+
+
+def test_mistral_nemo_head_dim_128_and_1m_positions():
+    """Mistral-Nemo: head_dim 128 with hidden 5120 and 32 heads (q 4096 wide, not 5120), 1024000 positions,
+    no window."""
+    kv = 40 * 8 * 128 * 2 * 2  # 163840
+    layer = 2 * 5120 * 4096 + 2 * 5120 * 1024 + 3 * 5120 * 14336 + 2 * 5120
+    total = 40 * layer + 2 * 131072 * 5120 + 5120
+    assert total == 12_247_782_400  # card: 12B; ollama's parameter_count
+    spec, _ = check("mistralai--Mistral-Nemo-Instruct-2407", kv, kv, total, total)
+    assert spec.max_position_embeddings == 1_024_000 and {lyr.attn for lyr in spec.layers} == {"global"}
+
+
+@pytest.mark.parametrize("name,h,layers,heads,inter,tie,total", [
+    # per layer: q, o 2 x h x heads x 128; k, v 2 x h x 8 x 128; MLP 3 x h x inter; 2 norms; q/k norms 2 x 128
+    ("Qwen--Qwen3-32B", 5120, 64, 64, 25600, False, 32_762_123_264),  # the safetensors total
+    ("Qwen--Qwen3-4B", 2560, 36, 32, 9728, True, 4_022_468_096),  # card: 4.0B
+])
+def test_qwen3_dense(name, h, layers, heads, inter, tie, total):
+    layer = 2 * h * heads * 128 + 2 * h * 8 * 128 + 3 * h * inter + 2 * h + 2 * 128
+    assert layers * layer + (1 if tie else 2) * 151936 * h + h == total
+    kv = layers * 8 * 128 * 2 * 2
+    spec, _ = check(name, kv, kv, total, total)
+    assert spec.tie_embeddings == tie and spec.qk_norm == "head"
+
+
+def test_r1_distill_qwen_32b():
+    """DeepSeek-R1-Distill-Qwen-32B: Qwen2.5-32B's layer (q/k/v biased), sliding_window 131072 unused."""
+    kv = 64 * 8 * 128 * 2 * 2  # 262144
+    layer = 2 * 5120 ** 2 + 2 * 5120 * 1024 + (5120 + 2 * 1024) + 3 * 5120 * 27648 + 2 * 5120
+    total = 64 * layer + 2 * 152064 * 5120 + 5120
+    assert total == 32_763_876_352  # the safetensors total
+    spec, _ = check("deepseek-ai--DeepSeek-R1-Distill-Qwen-32B", kv, kv, total, total)
+    assert {lyr.attn for lyr in spec.layers} == {"global"} and spec.qkv_bias
+
+
 def test_command_r7b_parallel_block():
     """Command R7B: 24 sliding layers (W 4096, RoPE) and 8 global ones (every 4th, no RoPE); attention and
     the MLP read one LayerNorm (weight only) per layer; logits x 0.25."""
@@ -696,7 +811,11 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "ByteDance-Seed--Seed-OSS-36B-Instruct", "allenai--Olmo-3-1025-7B",
               "CohereLabs--c4ai-command-r7b-12-2024", "Qwen--Qwen3-VL-8B-Instruct", "zai-org--GLM-4-9B-0414",
               "zai-org--GLM-4-32B-0414", "ibm-granite--granite-3.3-8b-instruct", "tencent--Hunyuan-7B-Instruct",
-              "LiquidAI--LFM2-1.2B"}
+              "LiquidAI--LFM2-1.2B", "LiquidAI--LFM2-8B-A1B", "microsoft--Phi-4-mini-instruct",
+              "meta-llama--Llama-3.2-1B-Instruct", "meta-llama--Llama-3.2-3B-Instruct", "google--gemma-3-1b-it",
+              "mistralai--Mistral-Small-3.1-24B-Instruct-2503", "Qwen--Qwen2.5-VL-7B-Instruct",
+              "mistralai--Mistral-Nemo-Instruct-2407", "Qwen--Qwen3-32B", "Qwen--Qwen3-4B",
+              "deepseek-ai--DeepSeek-R1-Distill-Qwen-32B"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

@@ -69,7 +69,7 @@ def _hf_params(cfg: dict) -> int:
     import torch
 
     hf = transformers.CONFIG_MAPPING[cfg["model_type"]](**cfg)
-    text = hf.get_text_config() if "text_config" in cfg else hf
+    text = hf.get_text_config()  # the config itself for a text model; a wrapper's (nested or flat) text config
     with torch.device("meta"):
         try:
             model = transformers.AutoModelForCausalLM.from_config(text)

@@ -165,6 +165,12 @@ TINY_HYBRID_CONFIGS = {
                  intermediate_size=144, block_multiple_of=32, conv_L_cache=3, conv_bias=True,
                  layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=1000,
                  max_position_embeddings=8192, norm_eps=1e-5),
+    # LFM2-MoE: conv with a dense MLP of 48, then attention, conv, conv routing 2 of 4 sigmoid-scored experts
+    "lfm2-moe": dict(model_type="lfm2_moe", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, intermediate_size=48, moe_intermediate_size=16, num_experts=4,
+                     num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=2.5, conv_L_cache=3,
+                     layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=1000,
+                     max_position_embeddings=8192, norm_eps=1e-5),
     # Falcon-Mamba: Mamba-1 only, no MLP, unweighted B/C/dt norms
     "falcon-mamba": dict(model_type="falcon_mamba", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                          state_size=6, conv_kernel=4, time_step_rank=4, use_bias=False, use_conv_bias=True,

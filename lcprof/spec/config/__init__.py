@@ -10,8 +10,9 @@ refused in one line naming the file, the model_type and the fields:
   ``allow_unknown`` (CLI ``--allow-unknown``), which proceeds and warns, listing what was ignored;
 * a value of the wrong type, non-finite, out of range, or inconsistent (heads not dividing).
 
-A multimodal wrapper (``text_config``) is read for its text model; the spec says so
-(``text_model_of``) and its notes say the vision tower is not counted.
+A multimodal wrapper (``text_config``) is read for its text model -- Qwen2-VL's and Qwen2.5-VL's flat configs
+(``FLAT_WRAPPERS``) for their top-level text fields --; the spec says so (``text_model_of``) and its notes say
+the vision tower is not counted.
 """
 
 from __future__ import annotations
@@ -42,9 +43,20 @@ def supported_model_types() -> list[str]:
     return sorted(FAMILIES)
 
 
+#: multimodal model types whose Hub configs are flat (the text model's fields at the top level, beside a
+#: vision_config): model_type -> the text model_type; the keys that belong to the wrapper alone
+FLAT_WRAPPERS = {"qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text"}
+_WRAPPER_ONLY = frozenset({"vision_config", "image_token_id", "video_token_id", "vision_start_token_id",
+                           "vision_end_token_id", "vision_token_id"})
+
+
 def _text_config(cfg: dict, where: str) -> tuple[dict, str | None]:
     """(the text model's config, the wrapper's model_type or None)."""
     tc = cfg.get("text_config")
+    if tc is None and cfg.get("model_type") in FLAT_WRAPPERS:  # Qwen2-VL / Qwen2.5-VL as published: flat
+        inner = {k: v for k, v in cfg.items() if k not in _WRAPPER_ONLY}
+        inner["model_type"] = FLAT_WRAPPERS[cfg["model_type"]]
+        return inner, str(cfg["model_type"])
     if tc is None:
         return cfg, None
     if not isinstance(tc, dict):
@@ -90,7 +102,8 @@ def spec_from_config(cfg: dict, name: str | None = None, *, where: str | None = 
     name = name or meta.get("name") or str(cfg.get("_name_or_path") or mt or "custom")
     notes = []
     if wrapper is not None:
-        notes.append(f"Text model of a {wrapper} checkpoint (read from text_config); the vision tower and "
+        where_from = "text_config" if "text_config" in cfg else "its top-level text fields"
+        notes.append(f"Text model of a {wrapper} checkpoint (read from {where_from}); the vision tower and "
                      "projector are not counted.")
     r = Reader(text, where, mt, fam.defaults, fam.inert, fam.required)
     ctx = {"name": name, "meta": meta, "notes": notes, "wrapper": wrapper,

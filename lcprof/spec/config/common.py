@@ -27,7 +27,8 @@ _ROPE_KEYS = {
                                                    "original_max_position_embeddings"}),
     "llama3": ({"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"}, set()),
 }
-_ROPE_ALIASES = {"su": "longrope", "ntk": "dynamic"}
+# "mrope" (Qwen2-VL's checkpoints): transformers reads it as the default RoPE over mrope_section
+_ROPE_ALIASES = {"su": "longrope", "ntk": "dynamic", "mrope": "default"}
 #: Keys a rope block may carry besides its type's own: the base, the partial factor (transformers 5
 #: moves them into rope_parameters) and multimodal RoPE sections, which give every section the same
 #: position for text tokens (Qwen3.5's mRoPE costs what plain RoPE costs).

@@ -1,4 +1,4 @@
-"""Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Phi-3,
+"""Softmax-attention decoders with RoPE: Llama, Mistral, Mixtral, Qwen2/2-MoE/3/3-MoE, Qwen2-VL/2.5-VL's text, Phi-3,
 Gemma 2/3, Llama 4, gpt-oss, MiniMax-M2, SmolLM3, Seed-OSS, Ministral 3, Qwen3-VL's text model,
 Granite 3.x, GLM-4 (glm, glm4), HunYuan dense.
 
@@ -223,6 +223,18 @@ def build_qwen3_vl(r: Reader, ctx: dict):
                   qk_norm="head")
 
 
+def build_qwen2_vl(r: Reader, ctx: dict):
+    """Qwen2-VL's and Qwen2.5-VL's text model (qwen2_vl_text, qwen2_5_vl_text: a wrapper's text_config, or the
+    text fields of a flat qwen2_vl / qwen2_5_vl config): Qwen2's layer -- q/k/v always biased, o never --, M-RoPE
+    (mrope_section; text positions rotate as plain RoPE), sliding layers i >= max_window_layers only with
+    use_sliding_window (Qwen2_5_VLTextConfig.__post_init__)."""
+    hidden, n_layers, heads, kv, hd = attention_shapes(r)
+    max_pos = r.int("max_position_embeddings")
+    return finish(r, ctx, kinds=qwen_sliding(r, n_layers), hidden=hidden, heads=heads, kv=kv, hd=hd,
+                  inter=r.int("intermediate_size"), vocab=r.int("vocab_size"), max_pos=max_pos,
+                  tie=r.bool("tie_word_embeddings"), rope=rope_of(r, hd, max_pos), qkv_bias=True, o_bias=False)
+
+
 def build_phi3(r: Reader, ctx: dict):
     """Phi-3: fused qkv and gate_up projections (same parameters as separate ones), no biases; a
     published sliding_window applies to every layer (transformers' Phi3 mask)."""
@@ -234,6 +246,16 @@ def build_phi3(r: Reader, ctx: dict):
     if r.has("attention_bias") and r.bool("attention_bias"):
         raise LcprofError(f"{r.where}: attention_bias true: transformers' Phi3 builds its projections without "
                           "bias whatever this field says")
+    # Phi-4-mini's remote-code fields (its own configuration_phi3.py): transformers' Phi3 reads none of them, so
+    # only the values under which the remote code computes what transformers does are accepted
+    for key in ("mlp_bias", "lm_head_bias"):
+        if r.has(key) and r.bool(key):
+            raise LcprofError(f"{r.where}: {key} true: transformers' Phi3 builds no such bias (Phi-4's remote code "
+                              "would): lcprof cannot tell which the user runs")
+    for key in ("full_attn_mod", "interpolate_factor"):
+        if r.has(key) and r.raw(key) is not None and r.float(key) != 1:
+            raise LcprofError(f"{r.where}: {key} {r.raw(key)!r}: only 1 is read the same by transformers' Phi3 (which "
+                              "ignores it) and Phi-4's remote code")
     return finish(r, ctx, kinds=kinds, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=r.int("intermediate_size"),
                   vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
                   rope=rope_of(r, hd, max_pos), original_max_position_embeddings=orig)
@@ -571,6 +593,9 @@ _QWEN3_VL = dict(num_key_value_heads=32, head_dim=128, rope_theta=500000.0, rope
                  tie_word_embeddings=False)
 _QWEN3_VL_MOE = dict(_QWEN3_VL, num_key_value_heads=16, head_dim=None, decoder_sparse_step=1, moe_intermediate_size=1408,
                      num_experts_per_tok=4, num_experts=60, mlp_only_layers=None)
+# Qwen2VLTextConfig / Qwen2_5_VLTextConfig (default_theta 1e6; the wrapper's tie_word_embeddings, False)
+_QWEN2_VL = dict(num_key_value_heads=8, rope_theta=1_000_000.0, rope_scaling=None, use_sliding_window=False,
+                 sliding_window=4096, max_window_layers=80, layer_types=None, tie_word_embeddings=False)
 _PHI3 = dict(num_key_value_heads=None, rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=1.0,
              original_max_position_embeddings=4096, sliding_window=None, tie_word_embeddings=False)
 _GEMMA2 = dict(vocab_size=256000, max_position_embeddings=8192, num_key_value_heads=4, head_dim=256,
@@ -637,6 +662,8 @@ FAMILIES = [
     Family("qwen3_vl_text", _SRC.format("qwen3_vl"), _QWEN3_VL, build_qwen3_vl, text_of=("qwen3_vl",)),
     Family("qwen3_vl_moe_text", _SRC.format("qwen3_vl_moe"), _QWEN3_VL_MOE, build_qwen3_vl, text_of=("qwen3_vl_moe",),
            inert=_QWEN_INERT),
+    Family("qwen2_vl_text", _SRC.format("qwen2_vl"), _QWEN2_VL, build_qwen2_vl, text_of=("qwen2_vl",)),
+    Family("qwen2_5_vl_text", _SRC.format("qwen2_5_vl"), _QWEN2_VL, build_qwen2_vl, text_of=("qwen2_5_vl",)),
     Family("phi3", _SRC.format("phi3"), _PHI3, build_phi3),
     Family("gemma2", _SRC.format("gemma2"), _GEMMA2, build_gemma,
            required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"})),

@@ -500,7 +500,12 @@ def build_lfm2(r: Reader, ctx: dict):
     block_auto_adjust_ff_dim, int(2/3 x intermediate_size), then with a block_ffn_dim_multiplier int(m x it)
     rounded up to block_multiple_of. ``block_ff_dim`` and ``tie_embedding`` (the checkpoints' spellings) win
     over intermediate_size and tie_word_embeddings, as ``Lfm2Config.__post_init__`` pops them; the other
-    remote-code fields must agree with the fields they repeat."""
+    remote-code fields must agree with the fields they repeat. ``lfm2_moe`` (LFM2-8B-A1B): the first
+    num_dense_layers run a dense MLP of intermediate_size as given (no adjusting), the others route top
+    num_experts_per_tok of num_experts experts of moe_intermediate_size (sigmoid scores, an expert-bias
+    buffer), no shared expert."""
+    if "num_key_value_heads" in r.cfg and r.cfg["num_key_value_heads"] is None:  # Lfm2Config: an int, never None
+        raise r.fail("num_key_value_heads", "an integer >= 1", None)
     hidden, n_layers, heads, kv, hd = attention_shapes(r)
     max_pos = r.int("max_position_embeddings")
     for alias, field in _LFM2_ALIASES.items():
@@ -519,12 +524,25 @@ def build_lfm2(r: Reader, ctx: dict):
     bad = [t for t in types if t not in ("full_attention", "conv")]
     if bad:
         raise r.fail("layer_types", "a list of full_attention / conv", bad[0])
+    moe = moe_flags = None
+    if r.model_type == "lfm2_moe":  # Lfm2MoeDecoderLayer: a dense MLP of intermediate_size (as given) before
+        inter = r.int("intermediate_size")  # num_dense_layers, then num_experts of moe_intermediate_size, top-k
+        n_dense = r.int("num_dense_layers", min=0)
+        moe = MoESpec(n_experts=r.int("num_experts"), n_active=r.int("num_experts_per_tok"), n_shared=0,
+                      expert_intermediate_size=r.int("moe_intermediate_size"), shared_intermediate_size=0)
+        moe_flags = [i >= n_dense for i in range(n_layers)]
+        # routing only: sigmoid scores, the expert_bias buffer, renormalized top-k, the scale
+        r.float("routed_scaling_factor", gt=0.0)
+        r.bool("use_expert_bias"), r.bool("norm_topk_prob")
     # the MLP width (Lfm2MLP)
-    if not (r.given("block_ff_dim") or r.given("intermediate_size")):
+    elif not (r.given("block_ff_dim") or r.given("intermediate_size")):
         raise LcprofError(f"{r.where}: neither intermediate_size nor block_ff_dim is given: the MLP width is unknown")
-    inter = r.int("block_ff_dim") if r.given("block_ff_dim") else r.int("intermediate_size")
+    else:
+        inter = r.int("block_ff_dim") if r.given("block_ff_dim") else r.int("intermediate_size")
     r.touch("intermediate_size")
-    if r.bool("block_auto_adjust_ff_dim"):
+    if moe is not None:
+        pass
+    elif r.bool("block_auto_adjust_ff_dim"):
         inter = int(2 * inter / 3)
         mult = r.float("block_ffn_dim_multiplier", gt=0.0, null=True)
         if mult is not None:
@@ -551,16 +569,23 @@ def build_lfm2(r: Reader, ctx: dict):
                          bias=r.bool("conv_bias")) if "conv" in types else None
     if conv is None:
         r.touch("conv_L_cache", "conv_bias")
-    layers = [LayerSpec(mixers=("short_conv",)) if t == "conv" else LayerSpec() for t in types]
+    moe_flags = moe_flags or [False] * n_layers
+    layers = [LayerSpec(mixers=("short_conv",) if t == "conv" else ("attention",), moe=moe_flags[i])
+              for i, t in enumerate(types)]
     return _spec(r, ctx, layers, [], hidden_size=hidden, n_heads=heads, n_kv_heads=kv, head_dim=hd, v_head_dim=hd,
                  intermediate_size=inter, mlp_gated=True, vocab_size=r.int("vocab_size"), tie_embeddings=tie,
-                 max_position_embeddings=max_pos, rope=rope, short_conv=conv, qk_norm="head")
+                 max_position_embeddings=max_pos, rope=rope, short_conv=conv, qk_norm="head", moe=moe)
 
 
 # Lfm2Config (default_theta 1e6), and the checkpoints' remote-code fields with the values that cost nothing
 _LFM2 = dict(num_key_value_heads=8, rope_theta=1_000_000.0, rope_scaling=None, tie_word_embeddings=True,
              conv_bias=False, conv_L_cache=3, block_multiple_of=256, block_ffn_dim_multiplier=1.0,
              block_auto_adjust_ff_dim=True, full_attn_idxs=None, layer_types=None)
+# Lfm2MoeConfig (no block_* fields: the dense width is intermediate_size itself)
+_LFM2_MOE = dict(num_key_value_heads=8, rope_theta=1_000_000.0, rope_scaling=None, tie_word_embeddings=True,
+                 conv_bias=False, conv_L_cache=3, num_dense_layers=2, num_experts_per_tok=4, num_experts=32,
+                 moe_intermediate_size=1792, use_expert_bias=True, routed_scaling_factor=1.0, norm_topk_prob=True,
+                 layer_types=None, full_attn_idxs=None)
 _LFM2_INERT = frozenset({"block_norm_eps", "block_mlp_init_scale", "block_out_init_scale", "block_use_xavier_init",
                          "conv_use_xavier_init"})
 
@@ -581,6 +606,7 @@ FAMILIES = [
     Family("lfm2", _SRC.format("lfm2"), _LFM2, build_lfm2, inert=_LFM2_INERT,
            required=frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
                                "max_position_embeddings"})),
+    Family("lfm2_moe", _SRC.format("lfm2_moe"), _LFM2_MOE, build_lfm2, inert=_LFM2_INERT),
     Family("mimo_v2_flash", _SRC.format("mimo_v2_flash") + " and XiaomiMiMo/MiMo-V2-Flash's configuration "
            "(swa_* shapes)", _MIMO, build_mimo_v2, inert=_MIMO_INERT,
            required=frozenset({"hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",

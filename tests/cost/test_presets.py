@@ -54,7 +54,8 @@ HYBRID_AND_NEW = ["qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80
                   "kimi-linear-48b", "smollm3-3b", "seed-oss-36b", "olmo3-7b", "command-r7b", "glm4-9b", "glm4-32b",
                   "granite-3.3-8b", "hunyuan-7b", "lfm2-1.2b", "lfm2-8b-a1b", "phi4-mini", "llama3.2-1b",
                   "llama3.2-3b", "gemma3-1b", "mistral-small-3.1", "qwen2.5-vl-7b", "mistral-nemo-12b", "qwen3-32b",
-                  "qwen3-4b", "r1-distill-qwen-32b"]
+                  "qwen3-4b", "r1-distill-qwen-32b", "qwen3-coder-30b-a3b", "llama3.3-70b", "phi3.5-mini",
+                  "gemma3-12b", "granite-4.0-h-small", "granite-4.0-h-tiny", "nemotron-nano-9b-v2"]
 #: presets whose published total leaves the (untied) embedding and LM-head tables out: Kimi Linear's "48B"
 #: is 48.37B without them, 49.12B with (its preset's published_params_source)
 WITHOUT_EMBEDDINGS = {"kimi-linear-48b"}

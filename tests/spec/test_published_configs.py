@@ -333,6 +333,94 @@ def test_r1_distill_qwen_32b():
     assert {lyr.attn for lyr in spec.layers} == {"global"} and spec.qkv_bias
 
 
+def test_qwen3_coder_30b_a3b_256k():
+    """Qwen3-Coder-30B-A3B: Qwen3-30B-A3B's shapes (48 layers, 4 KV heads of 128, 128 experts of 768, 8 active) with
+    262144 positions and rope_theta 1e7; the remote-code fields qkv_bias / use_qk_norm / shared_expert_intermediate_size
+    at the values that change nothing."""
+    kv = 48 * 4 * 128 * 2 * 2  # 98304 B per token: 24 GiB for one 256k sequence
+    attn = 2 * 2048 * 4096 + 2 * 2048 * 512 + 2 * 128
+    expert = 3 * 2048 * 768
+    common = 48 * (attn + 2048 * 128 + 2 * 2048) + 2 * 151936 * 2048 + 2048
+    total, active = common + 48 * 128 * expert, common + 48 * 8 * expert
+    assert (total, active) == (30_532_122_624, 3_353_032_704)  # card: 30.5B, 3.3B
+    spec, _ = check("Qwen--Qwen3-Coder-30B-A3B-Instruct", kv, kv, total, active)
+    assert spec.max_position_embeddings == 262144 and spec.rope.theta == 1e7
+
+
+def test_llama33_70b():
+    kv = 80 * 8 * 128 * 2 * 2  # 327680 B per token
+    layer = 2 * 8192 ** 2 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+    total = 80 * layer + 2 * 128256 * 8192 + 8192
+    assert total == 70_553_706_496  # card: 70B
+    spec, _ = check("meta-llama--Llama-3.3-70B-Instruct", kv, kv, total, total)
+    assert (spec.rope.type, spec.rope.factor) == ("llama3", 8.0)
+
+
+def test_phi35_mini_longrope():
+    """Phi-3.5-mini: Phi-3-mini-128k's shapes (MHA, 32 heads of 96) with its own 48 LongRoPE factors per list."""
+    kv = 32 * 32 * 96 * 2 * 2  # 393216 B per token
+    layer = 4 * 3072 ** 2 + 3 * 3072 * 8192 + 2 * 3072
+    total = 32 * layer + 2 * 32064 * 3072 + 3072
+    assert total == 3_821_079_552  # the leaderboard's 3.821B
+    spec, _ = check("microsoft--Phi-3.5-mini-instruct", kv, kv, total, total)
+    assert spec.rope.long_factor[0] == 1.0800000429153442 and spec.rope.long_factor[-1] == 64.83999633789062
+    assert len(spec.rope.short_factor) == 48 and spec.rope.original_max_position == 4096
+
+
+def test_gemma3_12b_text_model():
+    """Gemma 3 12B (gemma3 wrapper): 8 KV heads of 256, 40 sliding layers (W 1024) and 8 global ones (every 6th),
+    linear RoPE x8 on the global base; tied 262208-token embeddings."""
+    per_layer = 8 * 256 * 2 * 2  # 8192 B per token per layer
+    kv4k = (8 * N4K + 40 * 1024) * per_layer / N4K  # 81920
+    kv128k = (8 * N128K + 40 * 1024) * per_layer / N128K  # 68096
+    layer = 2 * 3840 * 4096 + 2 * 3840 * 2048 + 3 * 3840 * 15360 + 4 * 3840 + 2 * 256
+    total = 48 * layer + 262208 * 3840 + 3840
+    assert total == 11_766_034_176  # the card's 12B with the vision tower
+    spec, _ = check("google--gemma-3-12b-it", kv4k, kv128k, total, total)
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.attn == "global"] == list(range(5, 48, 6))
+
+
+def _granite4(h, heads, kv, experts, top, width, shared, mamba_heads):
+    """(total, active) of a Granite 4.0-H config by hand: 36 Mamba-2 layers (heads of 64, one group of state 128,
+    conv 4 with bias: in_proj h -> 2 d + 2 x 128 + heads, the conv over d + 256 channels, dt_bias / A_log / D, the
+    gated norm over d, out_proj d -> h), 4 NoPE attention layers (heads of 128), every layer routing top of
+    experts plus the shared MLP, 2 norms each; tied 100352-token embeddings."""
+    d = mamba_heads * 64
+    mamba = h * (2 * d + 256 + mamba_heads) + (d + 256) * 5 + 3 * mamba_heads + d + d * h
+    attn = 2 * h * heads * 128 + 2 * h * kv * 128
+    moe_common = h * experts + 3 * h * shared + 2 * h
+    common = 36 * mamba + 4 * attn + 100352 * h + h
+    return common + 40 * (moe_common + experts * 3 * h * width), common + 40 * (moe_common + top * 3 * h * width)
+
+
+@pytest.mark.parametrize("name,dims,card", [
+    ("ibm-granite--granite-4.0-h-small", (4096, 32, 8, 72, 10, 768, 1536, 128), (32_207_337_984, 8_803_121_664)),
+    ("ibm-granite--granite-4.0-h-tiny", (1536, 12, 4, 64, 6, 512, 1024, 48), (6_939_037_248, 1_465_470_528)),
+])
+def test_granite4_h(name, dims, card):
+    """Granite 4.0-H small (32B, 9B active) and tiny (7B, 1B active): attention on layers 5, 15, 25, 35 only."""
+    total, active = _granite4(*dims)
+    assert (total, active) == card
+    kv = 4 * dims[2] * 128 * 2 * 2
+    spec, _ = check(name, kv, kv, total, active)
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.has_attention] == [5, 15, 25, 35]
+
+
+def test_nemotron_nano_9b_v2():
+    """Nemotron-Nano-9B-v2: 27 Mamba-2 (128 heads of 80, 8 groups of state 128, conv 4 with bias), 4 attention (40 heads
+    of 128, 8 KV heads) and 25 ReLU^2 MLP layers (15680), one norm each; untied."""
+    h, d = 4480, 128 * 80
+    mamba = h * (2 * d + 2 * 8 * 128 + 128) + (d + 2 * 8 * 128) * 5 + 3 * 128 + d + d * h
+    attn = 2 * h * 40 * 128 + 2 * h * 8 * 128
+    mlp = 2 * h * 15680
+    total = 27 * mamba + 4 * attn + 25 * mlp + 56 * h + 2 * 131072 * h + h
+    assert total == 8_888_227_328  # card: 9B
+    kv = 4 * 8 * 128 * 2 * 2  # 16384 B per token
+    spec, _ = check("nvidia--NVIDIA-Nemotron-Nano-9B-v2", kv, kv, total, total)
+    assert spec.layer_kinds == {"mamba2": 27, "mlp": 25, "global": 4}
+    assert [i for i, lyr in enumerate(spec.layers) if lyr.has_attention] == [14, 21, 30, 39]
+
+
 def test_command_r7b_parallel_block():
     """Command R7B: 24 sliding layers (W 4096, RoPE) and 8 global ones (every 4th, no RoPE); attention and
     the MLP read one LayerNorm (weight only) per layer; logits x 0.25."""
@@ -815,7 +903,9 @@ def test_every_committed_config_is_tested_and_has_a_source():
               "meta-llama--Llama-3.2-1B-Instruct", "meta-llama--Llama-3.2-3B-Instruct", "google--gemma-3-1b-it",
               "mistralai--Mistral-Small-3.1-24B-Instruct-2503", "Qwen--Qwen2.5-VL-7B-Instruct",
               "mistralai--Mistral-Nemo-Instruct-2407", "Qwen--Qwen3-32B", "Qwen--Qwen3-4B",
-              "deepseek-ai--DeepSeek-R1-Distill-Qwen-32B"}
+              "deepseek-ai--DeepSeek-R1-Distill-Qwen-32B", "Qwen--Qwen3-Coder-30B-A3B-Instruct",
+              "meta-llama--Llama-3.3-70B-Instruct", "microsoft--Phi-3.5-mini-instruct", "google--gemma-3-12b-it",
+              "ibm-granite--granite-4.0-h-small", "ibm-granite--granite-4.0-h-tiny", "nvidia--NVIDIA-Nemotron-Nano-9B-v2"}
     present = {p.name for p in CONFIGS.iterdir() if p.is_dir()}
     assert present == tested
     for p in CONFIGS.iterdir():

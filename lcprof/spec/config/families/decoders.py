@@ -174,6 +174,20 @@ def build_mistral(r: Reader, ctx: dict):
                   rope=rope_of(r, hd, max_pos), moe=moe)
 
 
+def _qwen3_extra_fields(r: Reader) -> None:
+    """Fields Qwen3-Coder's configs carry that transformers' Qwen3 / Qwen3-MoE classes do not read: accepted at the
+    values under which they describe what transformers builds (q/k always normed, biases from attention_bias,
+    no shared expert), refused otherwise."""
+    if r.has("use_qk_norm") and not r.bool("use_qk_norm"):
+        raise LcprofError(f"{r.where}: use_qk_norm false: transformers' Qwen3 norms q and k whatever it says")
+    if r.has("qkv_bias") and r.bool("qkv_bias") != r.bool("attention_bias"):
+        raise LcprofError(f"{r.where}: qkv_bias {r.bool('qkv_bias')} with attention_bias {r.bool('attention_bias')}: "
+                          "transformers' Qwen3 biases q/k/v by attention_bias alone")
+    if r.has("shared_expert_intermediate_size") and r.int("shared_expert_intermediate_size", min=0, null=True):
+        raise LcprofError(f"{r.where}: shared_expert_intermediate_size {r.int('shared_expert_intermediate_size')}: "
+                          f"transformers' {r.model_type} has no shared expert")
+
+
 def build_qwen(r: Reader, ctx: dict):
     """Qwen2 (q/k/v bias), Qwen2-MoE (shared expert with a sigmoid gate), Qwen3 (per-head q/k
     RMSNorm, attention_bias on q/k/v/o), Qwen3-MoE (no shared expert)."""
@@ -197,6 +211,7 @@ def build_qwen(r: Reader, ctx: dict):
     else:
         qkv_bias = o_bias = r.bool("attention_bias")
         qk_norm = "head"
+        _qwen3_extra_fields(r)
     return finish(r, ctx, kinds=kinds, moe_flags=flags, hidden=hidden, heads=heads, kv=kv, hd=hd, inter=inter,
                   vocab=r.int("vocab_size"), max_pos=max_pos, tie=r.bool("tie_word_embeddings"),
                   rope=rope_of(r, hd, max_pos), moe=moe, qkv_bias=qkv_bias, o_bias=o_bias, qk_norm=qk_norm)

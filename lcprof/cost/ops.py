@@ -398,8 +398,8 @@ def _layer_norm_bytes(width: int, tokens, s: int) -> np.ndarray:
 def _fused_elementwise_bytes(spec: ModelSpec, layer: LayerSpec, n, prefix, b: float, s: int,
                              mask=None) -> np.ndarray:
     """A serving engine's fused kernels, per token: residual add + RMSNorm per block (read x and
-    the residual, write both: 4h each; Gemma 2's and GLM-4's norms after each block read + write, 2h), rotary in place
-    on q and k (read + write), the q and k norms of ``qk_norm`` (read + write each: vLLM's ``RMSNorm``
+    the residual, write both: 4h each; Gemma 2's and GLM-4's norms after each block read + write, 2h),
+    rotary in place on q and k (read + write), the q and k norms of ``qk_norm`` (read + write each: vLLM's ``RMSNorm``
     on q, then on k), Llama 4's query temperature on NoPE layers (q read + written), new K/V written
     into the paged cache (read + write), SiLU-and-mul (read gate and up, write their product) -- or
     the plain activation, one kernel whatever it is (read, write) -- a shared expert's sigmoid gate

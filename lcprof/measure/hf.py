@@ -344,7 +344,8 @@ def _attention_map(spec: ModelSpec, a: str, layer: DecoderLayer, names: set[str]
     if hasattr(layer, "sinks"):  # gpt-oss: one sink logit per query head
         out[a + "sinks"] = layer.sinks
     if hasattr(layer, "q_norm"):  # Qwen3 / Qwen3-Next: per-head q and k RMSNorms (HunYuan's after RoPE)
-        qn, kn = ("query_layernorm", "key_layernorm") if spec.model_type == "hunyuan_v1_dense" else ("q_norm", "k_norm")
+        hunyuan = spec.model_type == "hunyuan_v1_dense"
+        qn, kn = ("query_layernorm", "key_layernorm") if hunyuan else ("q_norm", "k_norm")
         out[a + qn + ".weight"] = _norm_w(spec, layer.q_norm.weight)
         out[a + kn + ".weight"] = _norm_w(spec, layer.k_norm.weight)
     if hasattr(layer, "q_gate"):  # Qwen3-Next: one q_proj, each head's query rows then its gate rows
@@ -496,7 +497,8 @@ def _lfm2_layer_map(spec: ModelSpec, p: str, layer: DecoderLayer, names: set[str
     """LFM2: ``operator_norm`` then the short conv (``conv``: in_proj, the depthwise ``conv``, out_proj) or
     attention (``self_attn`` with q_layernorm / k_layernorm and ``out_proj``), then ``ffn_norm`` and the SwiGLU
     ``feed_forward`` (w1 gate, w3 up, w2 down)."""
-    out = {p + "operator_norm.weight": layer.input_norm.weight, p + "ffn_norm.weight": layer.post_attn_norm.weight}
+    out = {p + "operator_norm.weight": layer.input_norm.weight,
+           p + "ffn_norm.weight": layer.post_attn_norm.weight}
     if layer.mixer_kind == "short_conv":
         mx, c = layer.mixer, p + "conv."
         out.update(_linear(c + "in_proj", mx.in_proj))
@@ -632,7 +634,8 @@ def copy_weights(model: Model, hf) -> None:
             raise LcprofError(f"shape of {k}: transformers {tuple(dst.shape)}, lcprof {tuple(src.shape)}")
         dst.copy_(src.detach().to(device=dst.device, dtype=dst.dtype))
     for name, buf in hf.named_buffers():
-        if name.endswith(("e_score_correction_bias", "expert_bias")):  # LFM2-MoE's: zero as built, kept so
+        # DeepSeek-V3's score correction, LFM2-MoE's expert bias: zero, as transformers builds them
+        if name.endswith(("e_score_correction_bias", "expert_bias")):
             buf.zero_()
 
 

@@ -66,7 +66,7 @@ M += [
      "                 conv_bias=False, conv_L_cache=3, num_dense_layers=1, num_experts_per_tok=4, num_experts=32,"),
     (HYB, '                      expert_intermediate_size=r.int("moe_intermediate_size"), shared_intermediate_size=0)\n        moe_flags',
      '                      expert_intermediate_size=r.int("intermediate_size"), shared_intermediate_size=0)\n        moe_flags'),
-    (HYB, "    if moe is not None:\n        pass\n", "    if moe is not None and False:\n        pass\n"),
+    (HYB, '    if moe is None and r.bool("block_auto_adjust_ff_dim"):', '    if r.bool("block_auto_adjust_ff_dim"):'),
 ]
 LFM2_MOE = list(range(27, 31))
 

@@ -540,9 +540,7 @@ def build_lfm2(r: Reader, ctx: dict):
     else:
         inter = r.int("block_ff_dim") if r.given("block_ff_dim") else r.int("intermediate_size")
     r.touch("intermediate_size")
-    if moe is not None:
-        pass
-    elif r.bool("block_auto_adjust_ff_dim"):
+    if moe is None and r.bool("block_auto_adjust_ff_dim"):  # LFM2-MoE's MLP width is never adjusted
         inter = int(2 * inter / 3)
         mult = r.float("block_ffn_dim_multiplier", gt=0.0, null=True)
         if mult is not None:
@@ -550,7 +548,7 @@ def build_lfm2(r: Reader, ctx: dict):
             inter = step * ((int(mult * inter) + step - 1) // step)
         else:
             r.touch("block_multiple_of")
-    else:
+    elif moe is None:
         r.touch("block_ffn_dim_multiplier", "block_multiple_of")
     if r.given("block_use_swiglu") and not r.bool("block_use_swiglu"):
         raise LcprofError(f"{r.where}: block_use_swiglu false: transformers' LFM2 MLP is SwiGLU whatever it says")

@@ -15,6 +15,7 @@ from lcprof.measure.model import Model  # noqa: E402
 from lcprof.measure.model_sweep import run_model_sweep  # noqa: E402
 from lcprof.measure.execution import Execution, ModelWorkload  # noqa: E402
 from lcprof.spec import spec_from_config  # noqa: E402
+from support.tiny_models import TINY_HYBRID_CONFIGS  # noqa: E402
 
 _BASE = dict(vocab_size=256, max_position_embeddings=8192, rms_norm_eps=1e-6)
 #: tiny configs of model types transformers has, one per family lcprof measures
@@ -186,19 +187,10 @@ HF_TINY = {
                              num_key_value_heads=2, head_dim=16, intermediate_size=96, attention_bias=True,
                              rope_theta=10000.0, rope_scaling={"type": "dynamic", "alpha": 50.0, "factor": 1.0},
                              **_BASE),
-    # LFM2: conv, attention (per-head q/k norms), conv, conv; 3-tap convs with biases (conv_bias) on the conv and
-    # its projections; the MLP width auto-adjusted: int(2 x 144 / 3) = 96, x 1.0 rounded up to 32 -> 96
-    "lfm2": dict(model_type="lfm2", hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=144, block_multiple_of=32, conv_L_cache=3, conv_bias=True,
-                 layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=256,
-                 max_position_embeddings=8192, norm_eps=1e-5),
-    # LFM2-MoE: conv (dense MLP of 48), attention (routed: 2 of 4 sigmoid-scored experts of 16, renormalized,
-    # x 2.5), conv (routed), conv (routed)
-    "lfm2_moe": dict(model_type="lfm2_moe", hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                     num_key_value_heads=2, intermediate_size=48, moe_intermediate_size=16, num_experts=4,
-                     num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=2.5, conv_L_cache=3,
-                     layer_types=["conv", "full_attention", "conv", "conv"], rope_theta=10000.0, vocab_size=256,
-                     max_position_embeddings=8192, norm_eps=1e-5),
+    # LFM2 and LFM2-MoE: the measurement tests' tiny configs (tests/support/tiny_models.py), vocabulary 256 --
+    # conv, attention (per-head q/k norms), conv, conv; LFM2-MoE's layers 1-3 routing 2 of 4 sigmoid-scored experts
+    "lfm2": dict(TINY_HYBRID_CONFIGS["lfm2"], vocab_size=256),
+    "lfm2_moe": dict(TINY_HYBRID_CONFIGS["lfm2-moe"], vocab_size=256),
 }
 HYBRIDS = ("qwen3_next", "jamba", "nemotron_h", "minimax", "granitemoehybrid", "kimi_linear", "lfm2", "lfm2_moe")
 #: transformers computes these models' attention only in eager (its SDPA path drops Gemma 2's soft-capping;
